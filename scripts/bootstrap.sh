@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs what the workspace needs on a fresh machine, then the workspace itself.
+# Safe to run again: every step checks before it acts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PNPM_VERSION=$(node -p "require('./package.json').packageManager.split('@')[1]")
+
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  say "Node $(node -v) is too old: install Node 20 or newer and run this again"
+  exit 1
+fi
+
+# C toolchain for the firmware's host build (the simulated device) and its tests.
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v cc >/dev/null || missing+=(gcc)
+command -v c++ >/dev/null || missing+=(g++)
+command -v make >/dev/null || missing+=(make)
+[ -f /usr/include/openssl/sha.h ] || pkg-config --exists libcrypto 2>/dev/null || missing+=(libssl-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing ${missing[*]} with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    say "missing: ${missing[*]}. Install them (Debian/Ubuntu: sudo apt-get install ${missing[*]}; macOS: brew install cmake openssl) and run this again"
+    exit 1
+  fi
+fi
+
+if [ "$(pnpm --version 2>/dev/null || true)" != "$PNPM_VERSION" ]; then
+  say "installing pnpm $PNPM_VERSION"
+  npm install -g --silent "pnpm@$PNPM_VERSION" >/dev/null
+fi
+
+# node-gyp downloads Node's headers unless told where they are. Distribution builds of Node
+# (Debian's, for one) ship them in /usr/include/node; use them when they match this Node,
+# so native addons (noble, the HCI socket, serialport) build without network access.
+if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node_version.h ]; then
+  hdr=$(awk '/define NODE_(MAJOR|MINOR|PATCH)_VERSION/ {printf "%s.", $3}' /usr/include/node/node_version.h)
+  if [ "${hdr%.}" = "$(node -p process.versions.node)" ]; then
+    export npm_config_nodedir=/usr
+  fi
+fi
+
+if [ -n "${CI:-}" ]; then
+  pnpm install --frozen-lockfile
+else
+  pnpm install
+fi
