@@ -1,0 +1,181 @@
+/*
+ * Portable core of the BLE OTA service (baseline "v1" protocol).
+ *
+ * The core is plain C99 with no platform includes. A port (NimBLE + esp_ota
+ * on ESP-IDF, the host port on Linux) feeds it GATT events through the
+ * ble_ota_on_*() functions and runs ble_ota_writer_run_once() in a context
+ * where flash work is allowed. See ble_ota_port.h for what a port provides.
+ *
+ * Protocol (byte-exact with the baseline):
+ *   1. client writes the packet size (u16 LE) to OTA Data;
+ *   2. client writes REQUEST (0x01) to OTA Control; device notifies
+ *      REQUEST_ACK (0x02) or REQUEST_NAK (0x03) on OTA Control;
+ *   3. client writes the image in chunks to OTA Data;
+ *   4. client writes DONE (0x04); device validates the image, sets the boot
+ *      slot and notifies DONE_ACK (0x05), then restarts; or DONE_NAK (0x06).
+ * Write Requests and Write Commands are accepted on both characteristics.
+ */
+#ifndef BLE_OTA_H
+#define BLE_OTA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ble_ota_gatt.h"
+#include "ble_ota_port.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BLE_OTA_VERSION "0.1.0"
+
+/* OTA Control opcodes (one byte, written to / notified on OTA Control). */
+typedef enum {
+    BLE_OTA_OP_NOP = 0x00,
+    BLE_OTA_OP_REQUEST = 0x01,
+    BLE_OTA_OP_REQUEST_ACK = 0x02,
+    BLE_OTA_OP_REQUEST_NAK = 0x03,
+    BLE_OTA_OP_DONE = 0x04,
+    BLE_OTA_OP_DONE_ACK = 0x05,
+    BLE_OTA_OP_DONE_NAK = 0x06,
+} ble_ota_opcode_t;
+
+/* Largest value accepted in one write: ATT_MTU 517 - 3. */
+#define BLE_OTA_MAX_PACKET 514u
+
+/* Queue slots between the BLE context and the writer. One slot is kept for
+ * the end-of-session item (DONE or abort), so data can use DEPTH - 1. */
+#ifndef BLE_OTA_QUEUE_DEPTH
+#define BLE_OTA_QUEUE_DEPTH 8
+#endif
+
+/* ATT error codes returned by ble_ota_on_write()/ble_ota_on_read()
+ * (Bluetooth Core Vol 3, Part F, 3.4.1.1; same values as NimBLE's BLE_ATT_ERR_*). */
+#define BLE_OTA_ATT_OK 0x00
+#define BLE_OTA_ATT_ERR_INVALID_HANDLE 0x01
+#define BLE_OTA_ATT_ERR_READ_NOT_PERMITTED 0x02
+#define BLE_OTA_ATT_ERR_WRITE_NOT_PERMITTED 0x03
+#define BLE_OTA_ATT_ERR_INVALID_ATTR_VALUE_LEN 0x0D
+#define BLE_OTA_ATT_ERR_UNLIKELY 0x0E
+#define BLE_OTA_ATT_ERR_INSUFFICIENT_RES 0x11
+#define BLE_OTA_ATT_ERR_VALUE_NOT_ALLOWED 0x13
+
+/* Connection handle meaning "none". */
+#define BLE_OTA_CONN_NONE 0xFFFFu
+
+typedef struct {
+    /* Complete local name to advertise; the baseline client looks for "esp32". */
+    const char *device_name;
+    /* Device Information: Manufacturer Name String. */
+    const char *manufacturer;
+    /* Delay between the DONE_ACK notification and the restart. */
+    uint32_t restart_delay_ms;
+} ble_ota_config_t;
+
+#define BLE_OTA_CONFIG_DEFAULT_INIT { "esp32", "Espressif Systems", 500u }
+
+/* Session state as seen from the BLE side. */
+typedef enum {
+    BLE_OTA_STATE_IDLE = 0,  /* no session; OTA Data writes set the packet size */
+    BLE_OTA_STATE_RECEIVING, /* REQUEST accepted, image bytes are queued */
+    BLE_OTA_STATE_FAILED,    /* data was lost (Write Command into a full queue); DONE gets DONE_NAK */
+} ble_ota_state_t;
+
+typedef struct {
+    ble_ota_state_t state;
+    uint16_t conn;              /* connected peer, or BLE_OTA_CONN_NONE */
+    uint16_t mtu;
+    bool control_notify_enabled;
+    uint16_t packet_size;       /* as read at the last REQUEST */
+    uint8_t control_value;      /* what a read of OTA Control returns */
+    /* Writer side. */
+    bool slot_open;             /* slot_begin succeeded and the session is not over */
+    uint32_t bytes_written;     /* to the slot in the current/last session */
+    uint32_t packets_written;
+    uint32_t queue_count;       /* items waiting for the writer */
+    uint32_t queue_high_water;
+    uint32_t writes_refused_full; /* Write Requests answered INSUFFICIENT_RES */
+    uint32_t sessions_completed;  /* DONE_ACK sent */
+    bool restart_scheduled;
+    uint8_t image_sha256[BLE_OTA_SHA256_LEN]; /* of the last completed image */
+    bool image_sha256_valid;
+} ble_ota_status_t;
+
+/*
+ * Resets all state and binds the port. The port struct and the strings in
+ * cfg must outlive the core. cfg may be NULL for the defaults.
+ * Returns BLE_OTA_ERR_INVALID_ARG if a required port function is missing.
+ */
+int ble_ota_init(const ble_ota_port_t *port, const ble_ota_config_t *cfg);
+
+const ble_ota_config_t *ble_ota_get_config(void);
+
+/* --- Called by the BLE port, from the BLE host context. Never block. --- */
+
+void ble_ota_on_connect(uint16_t conn, uint16_t mtu);
+/* Aborts a transfer in progress (the slot is dropped by the writer). */
+void ble_ota_on_disconnect(uint16_t conn);
+void ble_ota_on_mtu(uint16_t conn, uint16_t mtu);
+void ble_ota_on_subscribe(uint16_t conn, ble_ota_chr_id_t chr, bool notify_enabled);
+
+/*
+ * A value written to a characteristic. with_response is true for an ATT
+ * Write Request, false for a Write Command; both are handled alike, except
+ * that a Write Command that finds the queue full fails the session (it cannot
+ * be refused), while a Write Request is refused with INSUFFICIENT_RES and may
+ * be retried. Returns 0 or a BLE_OTA_ATT_ERR_* code.
+ */
+int ble_ota_on_write(uint16_t conn, ble_ota_chr_id_t chr, const uint8_t *data, size_t len,
+                     bool with_response);
+
+/* Reads a characteristic value. Returns 0 or a BLE_OTA_ATT_ERR_* code. */
+int ble_ota_on_read(uint16_t conn, ble_ota_chr_id_t chr, uint8_t *out, size_t cap,
+                    size_t *out_len);
+
+/* --- Called by the port's writer context. --- */
+
+/*
+ * Processes one queued item (flash work happens here). If the queue is empty
+ * it waits up to timeout_ms through port->writer_wait first.
+ * Returns true if an item was processed.
+ */
+bool ble_ota_writer_run_once(uint32_t timeout_ms);
+
+void ble_ota_get_status(ble_ota_status_t *out);
+
+/* --- Boot-time checks, shared by the ESP-IDF app and the host device. --- */
+
+/*
+ * Portable self-test: GATT layout consistency, SHA-256 of the port against a
+ * known vector, app version and chip name present, running slot readable.
+ * force_fail makes it fail on purpose (rollback tests).
+ * Returns true if every check passed; logs each failed check.
+ */
+bool ble_ota_self_test(bool force_fail);
+
+typedef enum {
+    BLE_OTA_BOOT_NOT_PENDING = 0, /* image was not waiting for verification */
+    BLE_OTA_BOOT_CONFIRMED,       /* pending image passed the self-test and is now valid */
+    BLE_OTA_BOOT_ROLLBACK_FAILED, /* self-test failed but reject_running returned */
+    BLE_OTA_BOOT_CONFIRM_FAILED,  /* self-test passed but confirm_running failed */
+    BLE_OTA_BOOT_ERROR,           /* running slot could not be read */
+} ble_ota_boot_result_t;
+
+/*
+ * What the app does at boot, as the baseline does: log the running slot; if
+ * it is PENDING_VERIFY, run the self-test and confirm it, or reject it and
+ * reboot into the previous image (reject_running does not return then).
+ */
+ble_ota_boot_result_t ble_ota_boot_check(bool force_self_test_failure);
+
+/* Name of an opcode ("REQUEST_ACK"), of a slot state ("pending-verify"). */
+const char *ble_ota_opcode_name(uint8_t op);
+const char *ble_ota_slot_state_name(ble_ota_slot_state_t state);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BLE_OTA_H */
