@@ -10,6 +10,14 @@ const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** Where `pnpm --filter @esp-ble-ota/sim build` puts the bridge. */
 export const uartBridgePath = join(packageRoot, 'build', 'uart-bridge');
 
+const bridgeOptions = {
+  stdin: 'pipe',
+  stdout: 'pipe',
+  stderr: 'inherit',
+  buffer: false,
+  reject: false,
+} as const;
+
 /**
  * The virtual board's USB-UART bridge: a pseudo-terminal whose slave path readers open with
  * serialport, exactly like /dev/ttyUSB0 on a bench. It outlives device reboots, as the
@@ -17,7 +25,7 @@ export const uartBridgePath = join(packageRoot, 'build', 'uart-bridge');
  */
 export class UartBridge {
   private constructor(
-    private readonly child: ResultPromise<{ stdin: 'pipe'; stdout: 'pipe'; stderr: 'inherit' }>,
+    private readonly child: ResultPromise<typeof bridgeOptions>,
     /** The tty to open, e.g. /dev/pts/7. */
     readonly path: string,
   ) {}
@@ -28,13 +36,7 @@ export class UartBridge {
         `the virtual rig's UART bridge is not built (${uartBridgePath} missing): run \`pnpm --filter @esp-ble-ota/sim build\``,
       );
     }
-    const child = execa(uartBridgePath, [], {
-      stdin: 'pipe',
-      stdout: 'pipe',
-      stderr: 'inherit',
-      buffer: false,
-      reject: false,
-    });
+    const child = execa(uartBridgePath, [], bridgeOptions);
     const lines = createInterface({ input: child.stdout });
     const first = await Promise.race([
       once(lines, 'line').then(([line]) => String(line)),
