@@ -25,6 +25,7 @@ typedef enum {
 
 typedef struct {
     item_kind_t kind;
+    uint32_t session; /* which REQUEST the item belongs to */
     uint16_t conn;
     uint16_t len;
     uint8_t data[BLE_OTA_MAX_PACKET];
@@ -40,6 +41,7 @@ typedef struct {
      * packet size from its first two bytes, as the baseline does. */
     uint8_t size_value[2];
     uint16_t packet_size;
+    uint32_t session; /* counts REQUESTs; 0 = none yet */
 } ble_state_t;
 
 /* Writer-context state. */
@@ -56,6 +58,9 @@ typedef struct {
     uint32_t tail; /* next slot the writer takes (writer only) */
     uint32_t count;
     uint32_t high_water;
+    /* Sessions up to this one were dropped (disconnect, new REQUEST, lost
+     * data): the writer skips their queued work instead of flashing it. */
+    uint32_t cancelled_session;
     uint8_t control_value;
     bool slot_open;
     uint32_t bytes_written;
@@ -195,6 +200,7 @@ static bool prv_enqueue(item_kind_t kind, uint16_t conn, const uint8_t *data, si
     /* The head slot belongs to this context until count is raised. */
     item = &s_items[s_shared.head];
     item->kind = kind;
+    item->session = s_ble.session;
     item->conn = conn;
     item->len = (uint16_t)len;
     if (len > 0u) {
@@ -213,13 +219,24 @@ static bool prv_enqueue(item_kind_t kind, uint16_t conn, const uint8_t *data, si
     return true;
 }
 
+/* Drops the current session: queued work for it is skipped, and the ABORT
+ * item (which always fits) releases the slot in order. */
+static void prv_cancel_session(uint16_t conn)
+{
+    prv_lock();
+    s_shared.cancelled_session = s_ble.session;
+    prv_unlock();
+    (void)prv_enqueue(ITEM_ABORT, conn, NULL, 0u);
+    s_ble.state = BLE_OTA_STATE_IDLE;
+}
+
 static void prv_handle_request(uint16_t conn)
 {
     if (s_ble.state != BLE_OTA_STATE_IDLE) {
         ble_ota_priv_log(BLE_OTA_LOG_WARN, "REQUEST during a transfer: dropping it and starting over");
-        (void)prv_enqueue(ITEM_ABORT, conn, NULL, 0u);
-        s_ble.state = BLE_OTA_STATE_IDLE;
+        prv_cancel_session(conn);
     }
+    s_ble.session++;
     s_ble.packet_size = (uint16_t)(s_ble.size_value[0] | (s_ble.size_value[1] << 8));
     /* The packet size travels with the item: the writer logs it. */
     if (!prv_enqueue(ITEM_BEGIN, conn, s_ble.size_value, sizeof(s_ble.size_value))) {
@@ -240,7 +257,7 @@ static void prv_handle_done(uint16_t conn)
         (void)prv_enqueue(ITEM_END, conn, NULL, 0u);
         break;
     case BLE_OTA_STATE_FAILED:
-        (void)prv_enqueue(ITEM_ABORT, conn, NULL, 0u);
+        prv_cancel_session(conn);
         ble_ota_priv_log(BLE_OTA_LOG_ERROR,
                          "DONE refused: image data was lost because Write Commands came faster "
                          "than flash could take them; send data as Write Requests");
@@ -334,8 +351,7 @@ void ble_ota_on_disconnect(uint16_t conn)
     }
     if (s_ble.state != BLE_OTA_STATE_IDLE) {
         ble_ota_priv_log(BLE_OTA_LOG_WARN, "disconnected during a transfer: dropping it");
-        (void)prv_enqueue(ITEM_ABORT, conn, NULL, 0u);
-        s_ble.state = BLE_OTA_STATE_IDLE;
+        prv_cancel_session(conn);
     } else {
         ble_ota_priv_log(BLE_OTA_LOG_INFO, "disconnected (conn %u)", (unsigned)conn);
     }
@@ -605,6 +621,7 @@ bool ble_ota_writer_run_once(uint32_t timeout_ms)
 {
     const item_t *item;
     uint32_t count;
+    uint32_t cancelled;
 
     if (s_port == NULL) {
         return false;
@@ -627,12 +644,21 @@ bool ble_ota_writer_run_once(uint32_t timeout_ms)
 
     /* The tail slot belongs to this context until count is lowered. */
     item = &s_items[s_shared.tail];
+    prv_lock();
+    cancelled = s_shared.cancelled_session;
+    prv_unlock();
     switch (item->kind) {
     case ITEM_BEGIN:
-        prv_writer_begin(item);
-        break;
     case ITEM_DATA:
-        prv_writer_data(item);
+        if (item->session <= cancelled) {
+            /* Nobody waits for this anymore; the session's ABORT item follows. */
+            break;
+        }
+        if (item->kind == ITEM_BEGIN) {
+            prv_writer_begin(item);
+        } else {
+            prv_writer_data(item);
+        }
         break;
     case ITEM_END:
         prv_writer_end(item);
