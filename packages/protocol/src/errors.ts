@@ -1,0 +1,195 @@
+/**
+ * Errors raised by transports and upload sessions.
+ *
+ * Every error carries a stable `code` so that a command-line tool can map failures to exit
+ * codes without parsing messages; messages are for humans and name the step that failed.
+ */
+
+/** Stable, machine-readable failure classes. */
+export type OtaErrorCode =
+  /** The device answered with a NAK (REQUEST_NAK, DONE_NAK, or a v2 refusal). */
+  | 'REFUSED'
+  /** The BLE link dropped while something was still expected from it. */
+  | 'LINK_LOST'
+  /** A wait exceeded its time limit. */
+  | 'TIMEOUT'
+  /** The caller aborted through an AbortSignal. */
+  | 'ABORTED'
+  /** The image cannot be sent (empty, malformed, wrong chip...). */
+  | 'BAD_IMAGE'
+  /** An operation needs a connection and there is none (never connected, or closed). */
+  | 'NOT_CONNECTED'
+  /** The ATT bearer already has a request outstanding (one at a time, Core spec Vol 3 Part F 3.3.2). */
+  | 'BUSY'
+  /** The peer answered an ATT request with an error response. */
+  | 'ATT_ERROR'
+  /** The device has no characteristic with that UUID. */
+  | 'UNKNOWN_CHARACTERISTIC'
+  /** A value does not fit in one ATT PDU at the negotiated MTU. */
+  | 'PAYLOAD_TOO_LARGE'
+  /** The device sent something the protocol does not allow at that point. */
+  | 'PROTOCOL'
+  /** A caller passed an argument outside its valid range. */
+  | 'BAD_ARGUMENT';
+
+export interface OtaErrorOptions {
+  cause?: unknown;
+}
+
+/** Base class: `instanceof OtaError` plus `code` identifies every failure of this package. */
+export class OtaError extends Error {
+  readonly code: OtaErrorCode;
+
+  constructor(code: OtaErrorCode, message: string, options?: OtaErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.name = 'OtaError';
+  }
+}
+
+export function isOtaError(value: unknown): value is OtaError {
+  return value instanceof OtaError;
+}
+
+/** The link dropped. Pending transport operations reject with this when it happens. */
+export class LinkLostError extends OtaError {
+  /** HCI disconnect reason (e.g. 0x08 supervision timeout, 0x13 remote user terminated) if known. */
+  readonly reason: number | undefined;
+
+  constructor(message: string, options?: OtaErrorOptions & { reason?: number }) {
+    super('LINK_LOST', message, options);
+    this.name = 'LinkLostError';
+    this.reason = options?.reason;
+  }
+}
+
+export class TimeoutError extends OtaError {
+  readonly timeoutMs: number;
+
+  constructor(message: string, timeoutMs: number, options?: OtaErrorOptions) {
+    super('TIMEOUT', message, options);
+    this.name = 'TimeoutError';
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
+ * Cancellation requested through an AbortSignal. `name` is 'AbortError' like the DOMException
+ * that fetch() and timers/promises use, so generic `err.name === 'AbortError'` checks work.
+ */
+export class AbortError extends OtaError {
+  constructor(message: string, options?: OtaErrorOptions) {
+    super('ABORTED', message, options);
+    this.name = 'AbortError';
+  }
+}
+
+/** Which exchange step the device refused. */
+export type RefusedStep = 'REQUEST' | 'DONE';
+
+export class DeviceRefusedError extends OtaError {
+  readonly step: RefusedStep;
+
+  constructor(step: RefusedStep, message: string, options?: OtaErrorOptions) {
+    super('REFUSED', message, options);
+    this.name = 'DeviceRefusedError';
+    this.step = step;
+  }
+}
+
+export class BadImageError extends OtaError {
+  constructor(message: string, options?: OtaErrorOptions) {
+    super('BAD_IMAGE', message, options);
+    this.name = 'BadImageError';
+  }
+}
+
+export class NotConnectedError extends OtaError {
+  constructor(message: string, options?: OtaErrorOptions) {
+    super('NOT_CONNECTED', message, options);
+    this.name = 'NotConnectedError';
+  }
+}
+
+export class TransportBusyError extends OtaError {
+  constructor(message: string, options?: OtaErrorOptions) {
+    super('BUSY', message, options);
+    this.name = 'TransportBusyError';
+  }
+}
+
+/** ATT Error Response codes (Core spec Vol 3 Part F 3.4.1.1) that matter to OTA. */
+export const AttStatus = {
+  SUCCESS: 0x00,
+  INVALID_HANDLE: 0x01,
+  READ_NOT_PERMITTED: 0x02,
+  WRITE_NOT_PERMITTED: 0x03,
+  REQUEST_NOT_SUPPORTED: 0x06,
+  INVALID_OFFSET: 0x07,
+  ATTRIBUTE_NOT_LONG: 0x0b,
+  INVALID_ATTRIBUTE_VALUE_LENGTH: 0x0d,
+  UNLIKELY_ERROR: 0x0e,
+  INSUFFICIENT_RESOURCES: 0x11,
+} as const;
+
+const ATT_STATUS_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(AttStatus).map(([name, value]) => [value, name]),
+);
+
+export function attStatusName(status: number): string {
+  const hex = `0x${status.toString(16).padStart(2, '0')}`;
+  const name = ATT_STATUS_NAMES[status];
+  return name === undefined ? hex : `${name} (${hex})`;
+}
+
+export class AttError extends OtaError {
+  readonly status: number;
+  readonly characteristic: string;
+
+  constructor(characteristic: string, operation: 'write' | 'read', status: number) {
+    super(
+      'ATT_ERROR',
+      `device answered the ${operation} of characteristic ${characteristic} with ATT error ${attStatusName(status)}`,
+    );
+    this.name = 'AttError';
+    this.status = status;
+    this.characteristic = characteristic;
+  }
+}
+
+export class UnknownCharacteristicError extends OtaError {
+  readonly characteristic: string;
+
+  constructor(characteristic: string) {
+    super(
+      'UNKNOWN_CHARACTERISTIC',
+      `device has no characteristic ${characteristic}; is it running firmware with the OTA service?`,
+    );
+    this.name = 'UnknownCharacteristicError';
+    this.characteristic = characteristic;
+  }
+}
+
+export class PayloadTooLargeError extends OtaError {
+  constructor(length: number, mtu: number) {
+    super(
+      'PAYLOAD_TOO_LARGE',
+      `a ${length}-byte value does not fit in one ATT PDU at MTU ${mtu} (at most ${mtu - 3} bytes); split it`,
+    );
+    this.name = 'PayloadTooLargeError';
+  }
+}
+
+export class ProtocolError extends OtaError {
+  constructor(message: string, options?: OtaErrorOptions) {
+    super('PROTOCOL', message, options);
+    this.name = 'ProtocolError';
+  }
+}
+
+export class BadArgumentError extends OtaError {
+  constructor(message: string, options?: OtaErrorOptions) {
+    super('BAD_ARGUMENT', message, options);
+    this.name = 'BadArgumentError';
+  }
+}
