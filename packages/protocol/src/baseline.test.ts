@@ -15,9 +15,9 @@ import {
   MANUFACTURER_NAME_UUID,
   MODEL_NUMBER_UUID,
   normalizeUuid,
+  Opcode,
   OTA_CONTROL_UUID,
   OTA_DATA_UUID,
-  Opcode,
   opcodeName,
   packetCount,
   packetSizeForMtu,
@@ -92,7 +92,9 @@ describe('normalizeUuid', () => {
     for (const bad of ['', '18a', 'xyz1', '7ad671aa21c0-46a4-b722-270e3ae3d830x', '12-4']) {
       expect(() => normalizeUuid(bad)).toThrow(BadArgumentError);
     }
-    expect(() => normalizeUuid('7ad671aa_21c0_46a4_b722_270e3ae3d830')).toThrow(/not a Bluetooth UUID/);
+    expect(() => normalizeUuid('7ad671aa_21c0_46a4_b722_270e3ae3d830')).toThrow(
+      /not a Bluetooth UUID/,
+    );
   });
 
   it('is idempotent and agrees with expandUuid for any input (property)', () => {
@@ -236,7 +238,7 @@ describe('packet size', () => {
   it('is read from the first two bytes of a longer value, like the device does', () => {
     fc.assert(
       fc.property(fc.uint8Array({ minLength: 2, maxLength: 512 }), (data) => {
-        expect(decodePacketSize(data)).toBe(data[0]! + data[1]! * 256);
+        expect(decodePacketSize(data)).toBe((data[0] as number) + (data[1] as number) * 256);
       }),
     );
   });
@@ -270,7 +272,8 @@ describe('splitPackets', () => {
           expect(packets).toHaveLength(packetCount(image.length, size));
           for (const p of packets.slice(0, -1)) expect(p).toHaveLength(size);
           const last = packets.at(-1);
-          if (last !== undefined) expect(last.length).toBe(image.length - (packets.length - 1) * size);
+          if (last !== undefined)
+            expect(last.length).toBe(image.length - (packets.length - 1) * size);
           expect(Buffer.concat(packets).equals(Buffer.from(image))).toBe(true);
         },
       ),
