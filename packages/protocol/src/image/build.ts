@@ -196,9 +196,10 @@ function buildHeader(
   }
   const freqCode = resolveFlashFreq(chip, options.flashFreq ?? 0);
   const minRev = u16(options.minChipRev ?? 0, 'minChipRev');
+  // The legacy byte only carries small revisions; ESP-IDF never derives one above 255.
   const legacy =
     options.minChipRevLegacy ??
-    (chip.legacyMinRevIsMinor ? minRev % 100 : Math.floor(minRev / 100));
+    Math.min(0xff, chip.legacyMinRevIsMinor ? minRev % 100 : Math.floor(minRev / 100));
   header[HEADER.magic] = IMAGE_MAGIC;
   header[HEADER.spiMode] = flashModeCode;
   header[HEADER.spiSpeedSize] = (sizeCode << 4) | freqCode;

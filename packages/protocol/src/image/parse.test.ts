@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { buildAppImage } from './build.ts';
+import type { ChipTarget } from './chips.ts';
 import { parseAppImage } from './parse.ts';
 
 /*
@@ -246,7 +247,7 @@ describe('parseAppImage reporting', () => {
   });
 
   it('gives each chip its own meaning of the flash frequency code', () => {
-    const freq = (chip: string, code: number) =>
+    const freq = (chip: ChipTarget, code: number) =>
       parseAppImage(buildAppImage({ chip, project: 'p', version: '1', flashFreq: code })).flashFreq;
     expect(freq('esp32', 0)).toEqual({ code: 0, name: '40m', esp32Name: '40m' });
     expect(freq('esp32c2', 0xf)).toEqual({ code: 0xf, name: '60m', esp32Name: '80m' });
