@@ -5,6 +5,13 @@
  * {@link AirScheduler}, which decides in modeled time when the peer has received it. A
  * zero-latency scheduler makes functional tests fast; the modeled one reproduces
  * LINK-MODEL.md. Both deliver callbacks in modeled-time order and never block the event loop.
+ *
+ * Reactions to a callback (the next write after a Number Of Completed Packets credit, the Write
+ * Response after a Write Request) take effect at the callback's modeled instant only if they are
+ * issued before the next macrotask: synchronously, in a microtask or with `process.nextTick`.
+ * A reaction that needs real I/O (the device program answering on its pipe) must bracket it with
+ * {@link AirScheduler.hold}, or modeled time runs on without it and results depend on the
+ * machine's speed.
  */
 
 /** Central-to-peripheral (the client's writes) or peripheral-to-central (notifications). */
@@ -31,14 +38,34 @@ export interface AirScheduler {
   readonly params: Readonly<LinkParams>;
   /**
    * Queue one link-layer data PDU carrying `payloadBytes` (at most `params.dataLength`) in
-   * `direction`. `onDelivered` runs once the peer has received it, in modeled-time order.
+   * `direction`. `onDelivered` runs once the receiving host has it (for c2p: the peripheral's
+   * host task has taken it from its receive buffers, so after any stall), in modeled-time order.
+   * `onAcked` runs when the sender's link layer has seen the peer's acknowledgement and frees
+   * the controller buffer: the moment a controller reports the packet in Number Of Completed
+   * Packets. Schedulers without link-layer detail may call it together with `onDelivered`.
    */
-  send(direction: Direction, payloadBytes: number, onDelivered: () => void): void;
+  send(
+    direction: Direction,
+    payloadBytes: number,
+    onDelivered: () => void,
+    onAcked?: () => void,
+  ): void;
   /**
-   * The peripheral is busy for `us` microseconds from now (flash erase or write with the cache
-   * off): it receives nothing and acknowledges nothing meanwhile.
+   * The peripheral's host is busy for `us` microseconds from now (flash erase or write with the
+   * cache off): it takes nothing from its receive buffers and produces no PDU meanwhile; PDUs it
+   * sends during the stall go on air after it. Its controller keeps the connection and
+   * acknowledges while it has free receive buffers, then NAKs (the central retransmits).
    */
   stallPeripheral(us: number): void;
   /** Apply a parameter change (MTU exchange, data length update, PHY update, connection update). */
   setParams(change: Partial<LinkParams>): void;
+  /**
+   * Freeze modeled time at `nowUs` until the returned function is called (idempotent), e.g.
+   * while the device program computes its answer in real time. Stalls and sends issued before
+   * the release take effect at the frozen instant, so results do not depend on how fast the
+   * machine runs the device program.
+   */
+  hold?(): () => void;
+  /** The link is gone: drop every queued PDU; no further callbacks run for them. */
+  abort?(): void;
 }

@@ -1,0 +1,122 @@
+/**
+ * Analytic throughput ceilings of one LE link (LINK-MODEL.md "Ceilings that follow"): pure
+ * arithmetic over the air-time formulas and the controller's end-of-event rule, no scheduler.
+ * kB = 1000 bytes, attribute value bytes only, one direction, as in the LINK-MODEL.md table.
+ */
+import { attFragments, attValueBytes, DATA_LENGTH_MAX, pduAirUs, T_IFS_US } from './air.ts';
+import { DEFAULT_MODEL_OPTIONS, type ModelOptions } from './modeled-scheduler.ts';
+import type { LinkParams } from './types.ts';
+
+export type TransferMode = 'stream' | 'write-request';
+
+export type CeilingOptions = Pick<ModelOptions, 'ceMarginUs' | 'maxCeLenUs' | 'rxReserve'> & {
+  /** Most data PDUs the sender puts in one event (controller limit); default none. */
+  maxDataPdusPerEvent?: number | undefined;
+};
+
+function resolve(options: Partial<CeilingOptions>): CeilingOptions {
+  return {
+    ceMarginUs: options.ceMarginUs ?? DEFAULT_MODEL_OPTIONS.ceMarginUs,
+    maxCeLenUs: options.maxCeLenUs ?? DEFAULT_MODEL_OPTIONS.maxCeLenUs,
+    rxReserve: options.rxReserve ?? DEFAULT_MODEL_OPTIONS.rxReserve,
+    maxDataPdusPerEvent: options.maxDataPdusPerEvent,
+  };
+}
+
+/**
+ * How many of the fragments `frags` (cycled from index `start`) one connection event carries
+ * when the sender always has data and the peer answers each with an empty PDU.
+ */
+function fragmentsInOneEvent(
+  params: LinkParams,
+  frags: readonly number[],
+  start: number,
+  o: CeilingOptions,
+): number {
+  const { phy, encrypted, dataLength } = params;
+  const ciUs = Math.round(params.connIntervalMs * 1000);
+  const limit = Math.min(ciUs - o.ceMarginUs, o.maxCeLenUs ?? Number.POSITIVE_INFINITY);
+  const empty = pduAirUs(0, phy, encrypted);
+  const reserve =
+    o.rxReserve === 'reply'
+      ? empty
+      : pduAirUs(Math.min(dataLength, DATA_LENGTH_MAX), phy, encrypted);
+  const cap = o.maxDataPdusPerEvent ?? Number.POSITIVE_INFINITY;
+  let t = 0;
+  let n = 0;
+  for (;;) {
+    const bytes = frags[(start + n) % frags.length] as number;
+    // The anchor PDU always goes; later ones only if NimBLE's rule lets them.
+    if (
+      n > 0 &&
+      (n >= cap || t - T_IFS_US + pduAirUs(bytes, phy, encrypted) + 2 * T_IFS_US + reserve >= limit)
+    ) {
+      return n;
+    }
+    t += pduAirUs(bytes, phy, encrypted) + T_IFS_US + empty + T_IFS_US;
+    n += 1;
+  }
+}
+
+/**
+ * Steady-state stream of ATT PDUs of the full MTU (Write Commands or notifications): value bytes
+ * per second. Follows the fragment pattern across events until it repeats, so ATT PDUs that
+ * straddle events are counted exactly.
+ */
+export function streamCeilingKBps(
+  params: LinkParams,
+  options: Partial<CeilingOptions> = {},
+): number {
+  const o = resolve(options);
+  const frags = attFragments(params.attMtu, params.dataLength);
+  const seen = new Map<number, { event: number; sent: number }>();
+  let start = 0;
+  let sent = 0;
+  for (let event = 0; ; event++) {
+    const phase = start % frags.length;
+    const prior = seen.get(phase);
+    if (prior) {
+      const fragsPerCycle = sent - prior.sent;
+      const events = event - prior.event;
+      const attPdus = fragsPerCycle / frags.length;
+      const bytes = attPdus * attValueBytes(params.attMtu);
+      return bytes / (events * params.connIntervalMs);
+    }
+    seen.set(phase, { event, sent });
+    const n = fragmentsInOneEvent(params, frags, phase, o);
+    sent += n;
+    start += n;
+  }
+}
+
+/**
+ * One Write Request of the full MTU at a time: its fragments take ceil(f / per-event) events,
+ * the Write Response comes in the next event (it cannot be produced while the request is on
+ * air, LINK-MODEL.md "Write Request"), and the next request goes in the event after that.
+ */
+export function writeRequestCeilingKBps(
+  params: LinkParams,
+  options: Partial<CeilingOptions> = {},
+): number {
+  const o = resolve(options);
+  const frags = attFragments(params.attMtu, params.dataLength);
+  let events = 0;
+  let i = 0;
+  while (i < frags.length) {
+    const remaining = frags.slice(i);
+    i += Math.min(remaining.length, fragmentsInOneEvent(params, remaining, 0, o));
+    events += 1;
+  }
+  return attValueBytes(params.attMtu) / ((events + 1) * params.connIntervalMs);
+}
+
+/** `ceilingKBps(params)`: the streaming ceiling, or the Write-Request-per-packet one. */
+export function ceilingKBps(
+  params: LinkParams,
+  mode: TransferMode = 'stream',
+  options: Partial<CeilingOptions> = {},
+): number {
+  return mode === 'stream'
+    ? streamCeilingKBps(params, options)
+    : writeRequestCeilingKBps(params, options);
+}

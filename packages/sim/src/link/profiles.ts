@@ -1,0 +1,162 @@
+/**
+ * Named link profiles: a central (the phone or computer running the client) against a chip.
+ * Every number says where it comes from: a line of LINK-MODEL.md, or "assumption" when
+ * LINK-MODEL.md has no figure for it.
+ */
+import { DATA_LENGTH_MAX } from './air.ts';
+import { FLASH_TYPICAL, type FlashTiming } from './flash.ts';
+import { DEFAULT_MODEL_OPTIONS, type ModelOptions } from './modeled-scheduler.ts';
+import type { LinkParams, Phy } from './types.ts';
+
+export type CentralName = 'linux-noble' | 'macos' | 'android';
+export type ChipName = 'esp32' | 'esp32s3';
+
+/**
+ * LINK-MODEL.md "ESP32 facts": "NimBLE defaults in ESP-IDF: preferred MTU 256, ATT MTU at most
+ * 527". A firmware that raises its preferred MTU can reach 527; the baseline keeps 256.
+ */
+export const NIMBLE_MAX_MTU = 527;
+export const NIMBLE_DEFAULT_PREFERRED_MTU = 256;
+
+interface CentralFacts {
+  connIntervalMs: number;
+  /** The ATT MTU the central asks for in its Exchange MTU Request. */
+  requestMtu: number;
+  /** LE ACL buffers its controller reports (LE Read Buffer Size): host-to-controller credits. */
+  aclBuffers: number;
+  sources: Record<string, string>;
+}
+
+const CENTRALS: Record<CentralName, CentralFacts> = {
+  'linux-noble': {
+    connIntervalMs: 7.5,
+    requestMtu: 256,
+    aclBuffers: 8,
+    sources: {
+      connIntervalMs:
+        'LINK-MODEL.md Centrals: "Linux with noble\'s HCI stack: connection request 7.5-22.5 ms" (the virtual controller grants the minimum; a real adapter may pick more)',
+      requestMtu: 'LINK-MODEL.md Centrals: "desired MTU 256 by default"',
+      aclBuffers:
+        'assumption: LINK-MODEL.md says credits come from LE Read Buffer Size but gives no count; 8 x 251 is a common USB adapter figure',
+    },
+  },
+  macos: {
+    connIntervalMs: 15,
+    requestMtu: 185,
+    aclBuffers: 8,
+    sources: {
+      connIntervalMs:
+        'LINK-MODEL.md Centrals: "macOS / iOS: connection interval at least 15 ms (a multiple of 15 ms)"',
+      requestMtu: 'LINK-MODEL.md Centrals: "ATT MTU 185 typical"',
+      aclBuffers:
+        'assumption: CoreBluetooth paces Write Without Response by canSendWriteWithoutResponse (LINK-MODEL.md) and publishes no buffer count',
+    },
+  },
+  android: {
+    connIntervalMs: 11.25,
+    requestMtu: 517,
+    aclBuffers: 8,
+    sources: {
+      connIntervalMs:
+        'LINK-MODEL.md Centrals: "Android: CONNECTION_PRIORITY_HIGH gives 11.25-15 ms on Android 6+" (the low end)',
+      requestMtu: 'LINK-MODEL.md Centrals: "MTU up to 517"',
+      aclBuffers: 'assumption: no figure in LINK-MODEL.md',
+    },
+  },
+};
+
+interface ChipFacts {
+  phy: Phy;
+  dataLength: number;
+  sources: Record<string, string>;
+}
+
+const CHIPS: Record<ChipName, ChipFacts> = {
+  esp32: {
+    phy: '1M',
+    dataLength: DATA_LENGTH_MAX,
+    sources: {
+      phy: 'LINK-MODEL.md ESP32 facts: "Classic ESP32 (BLE 4.2): Data Length Extension yes, 2M PHY no"',
+      dataLength: 'same line (DLE yes); 251 is the most DLE allows (LINK-MODEL.md Air time)',
+    },
+  },
+  esp32s3: {
+    phy: '2M',
+    dataLength: DATA_LENGTH_MAX,
+    sources: {
+      phy: 'LINK-MODEL.md ESP32 facts: "ESP32-C2/C3/C6/H2/S3: 2M PHY yes" (assumption: the central supports 2M too)',
+      dataLength: 'LINK-MODEL.md Air time: "up to 251 with it" (assumption: both sides do DLE)',
+    },
+  },
+};
+
+export interface LinkProfile {
+  /** `${central}-${chip}`, e.g. `macos-esp32`. */
+  readonly name: string;
+  readonly central: CentralName;
+  readonly chip: ChipName;
+  /** Link parameters once everything is negotiated, against a device that accepts the largest MTU. */
+  readonly params: Readonly<LinkParams>;
+  /** The ATT MTU the central asks for; the device's preferred MTU may lower it. */
+  readonly centralMtu: number;
+  /** Host-to-controller ACL credits of the central's controller. */
+  readonly centralAclBuffers: number;
+  readonly model: Readonly<ModelOptions>;
+  readonly flash: FlashTiming;
+  /** Where each number comes from. */
+  readonly sources: Readonly<Record<string, string>>;
+}
+
+function makeProfile(central: CentralName, chip: ChipName): LinkProfile {
+  const c = CENTRALS[central];
+  const k = CHIPS[chip];
+  return {
+    name: `${central}-${chip}`,
+    central,
+    chip,
+    params: {
+      phy: k.phy,
+      dataLength: k.dataLength,
+      connIntervalMs: c.connIntervalMs,
+      attMtu: Math.min(c.requestMtu, NIMBLE_MAX_MTU),
+      encrypted: false,
+    },
+    centralMtu: c.requestMtu,
+    centralAclBuffers: c.aclBuffers,
+    model: { ...DEFAULT_MODEL_OPTIONS },
+    flash: FLASH_TYPICAL,
+    sources: {
+      ...c.sources,
+      ...k.sources,
+      attMtu:
+        'min(central request, NimBLE maximum 527: LINK-MODEL.md ESP32 facts "ATT MTU at most 527")',
+      encrypted: 'assumption: the baseline does not pair, so the link is not encrypted',
+      peripheralRxBuffers: 'LINK-MODEL.md ESP32 facts: "ACL buffers 24 x 255"',
+      ceRule:
+        'LINK-MODEL.md Air time: "the next PDU is sent only if PDU(next) + 2 T_IFS + max RX time fits before min(anchor + interval - margin, anchor + max_ce_len)"',
+      flash: 'LINK-MODEL.md ESP32 facts: W25Q32JV-class typical values',
+    },
+  };
+}
+
+export const CENTRAL_NAMES: readonly CentralName[] = ['linux-noble', 'macos', 'android'];
+export const CHIP_NAMES: readonly ChipName[] = ['esp32', 'esp32s3'];
+
+export const PROFILES: readonly LinkProfile[] = CENTRAL_NAMES.flatMap((central) =>
+  CHIP_NAMES.map((chip) => makeProfile(central, chip)),
+);
+
+export function getProfile(name: string): LinkProfile {
+  const found = PROFILES.find((p) => p.name === name);
+  if (!found) {
+    throw new Error(
+      `unknown link profile '${name}'; choose one of ${PROFILES.map((p) => p.name).join(', ')}`,
+    );
+  }
+  return found;
+}
+
+/** The MTU an Exchange MTU procedure ends with: the lesser of both sides' values. */
+export function negotiatedMtu(profile: LinkProfile, devicePreferredMtu: number): number {
+  return Math.min(profile.centralMtu, devicePreferredMtu, NIMBLE_MAX_MTU);
+}
