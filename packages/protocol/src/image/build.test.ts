@@ -277,6 +277,11 @@ describe('buildAppImage refuses options it cannot write', () => {
     ['flash freq code', { ...base, flashFreq: 16 }, /does not fit the header's 4-bit field/],
     ['flash mode', { ...base, flashMode: 'OPI' as 'QIO' }, /unknown flash mode OPI/],
     ['flash size', { ...base, flashSize: '3MB' as '2MB' }, /unknown flash size 3MB/],
+    [
+      'descriptor outside flash',
+      { ...base, appDescAddress: 0x3ffb0000 },
+      /appDescAddress 0x3ffb0000 is not flash-mapped on ESP32; esp_app_desc_t must be in DROM \(from 0x3f400000\)/,
+    ],
     ['elf sha', { ...base, elfSha256: new Uint8Array(31) }, /elfSha256 must be 32 bytes, got 31/],
     [
       'revision',

@@ -108,6 +108,12 @@ export function buildAppImage(options: BuildAppImageOptions): Uint8Array {
   }
   const flashModeCode = resolveFlashMode(options.flashMode ?? 'DIO');
   const appDescAddress = options.appDescAddress ?? chip.drom[0] + 0x20;
+  // Only flash-mapped segments are placed first; the bootloader reads the descriptor there.
+  if (!isFlashMapped(chip, appDescAddress)) {
+    throw new RangeError(
+      `appDescAddress ${hex(appDescAddress, 8)} is not flash-mapped on ${chip.name}; esp_app_desc_t must be in DROM (from ${hex(chip.drom[0], 8)})`,
+    );
+  }
   const payload = options.payload ?? new Uint8Array(0);
   const desc = buildAppDesc(options, pageSize, flashModeCode, payload);
 
