@@ -515,7 +515,9 @@ TEST(write_command_into_a_full_queue_fails_the_transfer)
     connect_and_size(PACKET);
     sent = fill_queue(false);
     /* Cannot be refused on air, so the image would have a hole: fail it. */
-    CHECK_EQ_INT(write_data(&s_image[sent * PACKET], PACKET, false), 0);
+    CHECK_EQ_INT(write_data(&s_image[sent * PACKET], PACKET, false), BLE_OTA_ATT_ERR_INSUFFICIENT_RES);
+    /* Everything after it is refused too. */
+    CHECK_EQ_INT(write_data(&s_image[0], PACKET, true), BLE_OTA_ATT_ERR_UNLIKELY);
     ble_ota_get_status(&st);
     CHECK_EQ_INT(st.state, BLE_OTA_STATE_FAILED);
     CHECK(fake_logged(BLE_OTA_LOG_ERROR, "image data lost"));
@@ -544,7 +546,7 @@ TEST(write_command_into_a_full_queue_after_writing_began_aborts_the_slot)
     for (sent = 0; sent < BLE_OTA_QUEUE_DEPTH - 1u; sent++) {
         REQUIRE_EQ_INT(write_data(&s_image[sent * PACKET], PACKET, false), 0);
     }
-    CHECK_EQ_INT(write_data(&s_image[sent * PACKET], PACKET, false), 0); /* lost */
+    CHECK_EQ_INT(write_data(&s_image[sent * PACKET], PACKET, false), BLE_OTA_ATT_ERR_INSUFFICIENT_RES);
     REQUIRE_EQ_INT(write_ctrl(BLE_OTA_OP_DONE, false), 0);
     fake_drain();
     check_notified(fake_find_event(FAKE_EV_NOTIFY, 0), 0x02);

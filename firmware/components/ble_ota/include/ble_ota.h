@@ -123,9 +123,11 @@ void ble_ota_on_subscribe(uint16_t conn, ble_ota_chr_id_t chr, bool notify_enabl
 /*
  * A value written to a characteristic. with_response is true for an ATT
  * Write Request, false for a Write Command; both are handled alike, except
- * that a Write Command that finds the queue full fails the session (it cannot
- * be refused), while a Write Request is refused with INSUFFICIENT_RES and may
- * be retried. Returns 0 or a BLE_OTA_ATT_ERR_* code.
+ * when image data finds the queue full: a Write Request is refused with
+ * INSUFFICIENT_RES and may be retried, while a Write Command (which cannot be
+ * refused on air) fails the session, so DONE gets DONE_NAK. A port that cannot
+ * tell the two apart (NimBLE's access callback cannot) passes false: safe, as
+ * data is then never lost silently. Returns 0 or a BLE_OTA_ATT_ERR_* code.
  */
 int ble_ota_on_write(uint16_t conn, ble_ota_chr_id_t chr, const uint8_t *data, size_t len,
                      bool with_response);

@@ -326,7 +326,10 @@ static int prv_write_data(uint16_t conn, const uint8_t *data, size_t len, bool w
                          "end with DONE_NAK",
                          (unsigned)BLE_OTA_QUEUE_DEPTH);
         s_ble.state = BLE_OTA_STATE_FAILED;
-        return BLE_OTA_ATT_OK;
+        /* Ignored on air for a real Write Command; a port that cannot tell the
+         * write type (NimBLE) passes with_response=false, and then a Write
+         * Request still learns at once that the transfer is lost. */
+        return BLE_OTA_ATT_ERR_INSUFFICIENT_RES;
     case BLE_OTA_STATE_FAILED:
     default:
         return BLE_OTA_ATT_ERR_UNLIKELY;
