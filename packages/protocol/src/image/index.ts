@@ -12,16 +12,16 @@ export {
 } from './chips.ts';
 export { ImageFormatError, type ImageFormatErrorCode } from './errors.ts';
 export {
-  APP_DESC,
+  APP_DESC as APP_DESC_LAYOUT,
   APP_DESC_MAGIC,
   FLASH_MODES,
   FLASH_SIZES,
   type FlashModeName,
   type FlashSizeName,
-  HEADER,
+  HEADER as IMAGE_HEADER_LAYOUT,
   IMAGE_MAGIC,
   MAX_SEGMENTS,
-  SEGMENT_HEADER,
+  SEGMENT_HEADER as SEGMENT_HEADER_LAYOUT,
 } from './layout.ts';
 export { parseAppImage } from './parse.ts';
 export type { AppImageInfo, AppImageSegment } from './types.ts';
