@@ -1,0 +1,281 @@
+/*
+ * ble-ota-app: the application that goes into the firmware image. The bootloader
+ * emulation (ble-ota-device) execs it out of the app slot it chose; it is the host
+ * counterpart of firmware/main: start-up lines, self-test and confirm/rollback,
+ * then the BLE OTA service driven by frames on stdin/stdout.
+ */
+#include "ble_ota.h"
+#include "bootloader.h"
+#include "io.h"
+#include "port_host.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef BLE_OTA_SELF_TEST_FORCE_FAIL
+#define BLE_OTA_SELF_TEST_FORCE_FAIL 0
+#endif
+
+#define TAG_APP "ble_ota_app"
+
+typedef struct {
+    const char *flash;
+    int slot;
+    uint64_t t0_ns;
+    uint64_t flash_ops;
+    uint64_t power_cut_at;
+    const char *name;
+    uint32_t restart_delay_ms;
+} app_args_t;
+
+static int prv_usage(void)
+{
+    fprintf(stderr, "ble-ota-app is the application inside the firmware image and is started by the bootloader:\n"
+                    "run ble-ota-device --flash <flash.bin> instead.\n");
+    return 2;
+}
+
+static int prv_parse(int argc, char **argv, app_args_t *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->slot = -1;
+    a->name = "esp32";
+    a->restart_delay_ms = 500;
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (v == NULL) {
+            return -1;
+        }
+        if (strcmp(argv[i], "--flash") == 0) {
+            a->flash = v;
+        } else if (strcmp(argv[i], "--slot") == 0) {
+            a->slot = atoi(v);
+        } else if (strcmp(argv[i], "--t0-ns") == 0) {
+            a->t0_ns = strtoull(v, NULL, 10);
+        } else if (strcmp(argv[i], "--flash-ops") == 0) {
+            a->flash_ops = strtoull(v, NULL, 10);
+        } else if (strcmp(argv[i], "--power-cut-at") == 0) {
+            a->power_cut_at = strtoull(v, NULL, 10);
+        } else if (strcmp(argv[i], "--name") == 0) {
+            a->name = v;
+        } else if (strcmp(argv[i], "--restart-delay-ms") == 0) {
+            a->restart_delay_ms = (uint32_t)strtoul(v, NULL, 10);
+        } else {
+            return -1;
+        }
+        i++;
+    }
+    return a->flash && a->slot >= 0 ? 0 : -1;
+}
+
+/* The start-up lines of an ESP-IDF v5 app (cpu_start, app_init, efuse_init, main_task). */
+static void prv_print_startup(const host_chip_t *chip, const esp_app_desc_t *d)
+{
+    host_log('I', "cpu_start", "%s", chip->cores > 1 ? "Multicore app" : "Unicore app");
+    host_log('I', "cpu_start", "Pro cpu start user code");
+    host_log('I', "cpu_start", "cpu freq: %u Hz", chip->cpu_freq_hz);
+    host_log('I', "app_init", "Application information:");
+    host_log('I', "app_init", "Project name:     %.32s", d->project_name);
+    host_log('I', "app_init", "App version:      %.32s", d->version);
+    host_log('I', "app_init", "Compile time:     %.16s %.16s", d->date, d->time);
+    char sha[17];
+    for (int i = 0; i < 8; i++) {
+        snprintf(sha + 2 * i, 3, "%02x", d->app_elf_sha256[i]);
+    }
+    host_log('I', "app_init", "ELF file SHA256:  %s...", sha);
+    host_log('I', "app_init", "ESP-IDF:          %.32s", d->idf_ver);
+    host_log('I', "efuse_init", "Min chip rev:     v%d.%d", 0, 0);
+    host_log('I', "efuse_init", "Max chip rev:     v%d.%d ", chip->max_chip_rev_full / 100,
+             chip->max_chip_rev_full % 100);
+    host_log('I', "efuse_init", "Chip rev:         v%d.%d", chip->chip_rev_full / 100, chip->chip_rev_full % 100);
+    host_log('I', "main_task", "Started on CPU0");
+    host_log('I', "main_task", "Calling app_main()");
+}
+
+static int prv_read_exact(uint8_t *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(0, buf + got, n - got);
+        if (r == 0) {
+            return got == 0 ? 0 : -1;
+        }
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -1;
+        }
+        got += (size_t)r;
+    }
+    return 1;
+}
+
+static void prv_hello(const char *name, int advertising)
+{
+    uint8_t adv = (uint8_t)advertising;
+    (void)host_io_frame(HOST_FRAME_HELLO, &adv, 1, name, strlen(name));
+}
+
+static uint16_t prv_u16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static void prv_dispatch(uint8_t type, const uint8_t *p, size_t len, const char *name)
+{
+    switch (type) {
+    case HOST_FRAME_CONNECT:
+        if (len >= 4) {
+            ble_ota_on_connect(prv_u16(p), prv_u16(p + 2));
+            prv_hello(name, 0); /* NimBLE stops advertising while connected */
+            return;
+        }
+        break;
+    case HOST_FRAME_DISCONNECT:
+        if (len >= 3) {
+            ble_ota_on_disconnect(prv_u16(p));
+            prv_hello(name, 1); /* and the app advertises again */
+            return;
+        }
+        break;
+    case HOST_FRAME_MTU:
+        if (len >= 4) {
+            ble_ota_on_mtu(prv_u16(p), prv_u16(p + 2));
+            return;
+        }
+        break;
+    case HOST_FRAME_WRITE:
+        if (len >= 5) {
+            uint16_t conn = prv_u16(p);
+            uint16_t chr = prv_u16(p + 2);
+            bool with_rsp = p[4] != 0;
+            int rc = ble_ota_on_write(conn, (ble_ota_chr_id_t)chr, p + 5, len - 5, with_rsp);
+            if (with_rsp) {
+                uint8_t rsp[5] = {p[0], p[1], p[2], p[3], (uint8_t)rc};
+                (void)host_io_frame(HOST_FRAME_WRITE_RSP, rsp, sizeof(rsp), NULL, 0);
+            }
+            return;
+        }
+        break;
+    case HOST_FRAME_READ:
+        if (len >= 4) {
+            uint8_t out[BLE_OTA_MAX_PACKET + 3];
+            size_t out_len = 0;
+            int rc = ble_ota_on_read(prv_u16(p), (ble_ota_chr_id_t)prv_u16(p + 2), out, sizeof(out), &out_len);
+            uint8_t rsp[5] = {p[0], p[1], p[2], p[3], (uint8_t)rc};
+            (void)host_io_frame(HOST_FRAME_READ_RSP, rsp, sizeof(rsp), out, rc == 0 ? out_len : 0);
+            return;
+        }
+        break;
+    case HOST_FRAME_SUBSCRIBE:
+        if (len >= 5) {
+            ble_ota_on_subscribe(prv_u16(p), (ble_ota_chr_id_t)prv_u16(p + 2), (p[4] & 0x03) != 0);
+            return;
+        }
+        break;
+    default:
+        host_log('W', TAG_APP, "ignoring unknown frame type 0x%02x from the rig", type);
+        return;
+    }
+    host_log('W', TAG_APP, "ignoring frame type 0x%02x with a %zu-byte payload (too short)", type, len);
+}
+
+int main(int argc, char **argv)
+{
+    app_args_t a;
+    if (prv_parse(argc, argv, &a) != 0) {
+        return prv_usage();
+    }
+    host_io_init(HOST_IO_FRAMES, 1);
+    host_clock_set_t0_ns(a.t0_ns ? a.t0_ns : host_clock_now_ns());
+
+    char err[256];
+    host_flash_t flash;
+    if (host_flash_open(&flash, a.flash, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ble-ota-app: %s\n", err);
+        return 1;
+    }
+    flash.ops = a.flash_ops;
+    flash.power_cut_at = a.power_cut_at;
+    flash.observer = host_io_flash_observer;
+
+    host_bl_info_t bl;
+    if (host_bootloader_detect(&flash, &bl, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ble-ota-app: %s\n", err);
+        return 1;
+    }
+    static host_port_t hp;
+    static ble_ota_port_t port;
+    if (host_port_init(&hp, &port, &flash, bl.chip, a.slot, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ble-ota-app: %s\n", err);
+        return 1;
+    }
+    const host_part_t *running = host_ptable_ota(&hp.dev.table, a.slot);
+    esp_app_desc_t desc;
+    memcpy(&desc, host_flash_peek(&flash, running->offset + 0x20, sizeof(desc)), sizeof(desc));
+    prv_print_startup(bl.chip, &desc);
+
+    ble_ota_config_t cfg = BLE_OTA_CONFIG_DEFAULT_INIT;
+    cfg.device_name = a.name;
+    cfg.restart_delay_ms = a.restart_delay_ms;
+    if (ble_ota_init(&port, &cfg) != BLE_OTA_OK) {
+        host_log('E', TAG_APP, "ble_ota_init failed: the host port is incomplete");
+        return 1;
+    }
+    host_log('I', TAG_APP, "Running from partition %s at 0x%x (%s)", running->label, running->offset,
+             bl.chip->model);
+    /* Tell the user when the bootloader fell back to us from an image that never confirmed itself. */
+    for (int s = 0; s < hp.dev.ota_count; s++) {
+        uint32_t st;
+        if (s != a.slot && host_ota_get_state(&hp.dev, s, &st) == 0 &&
+            (st == ESP_OTA_IMG_ABORTED || st == ESP_OTA_IMG_INVALID)) {
+            const host_part_t *p = host_ptable_ota(&hp.dev.table, s);
+            host_log('W', TAG_APP, "Rolled back: the image in %s is %s, booted %s instead", p->label,
+                     host_ota_state_name(st), running->label);
+        }
+    }
+    ble_ota_boot_result_t boot = ble_ota_boot_check(BLE_OTA_SELF_TEST_FORCE_FAIL != 0);
+    if (boot == BLE_OTA_BOOT_ERROR) {
+        host_log('E', TAG_APP, "boot check failed; staying up without OTA confirmation");
+    }
+    host_log('I', TAG_APP, "advertising as \"%s\"", a.name);
+    prv_hello(a.name, 1);
+
+    static uint8_t payload[0x10000];
+    for (;;) {
+        int wait = host_port_restart_wait_ms(&hp);
+        if (wait == 0) {
+            host_port_restart_now(&hp, HOST_RESET_SW_RESTART);
+        }
+        struct pollfd pfd = {0, POLLIN, 0};
+        int pr = poll(&pfd, 1, wait);
+        if (pr < 0 && errno != EINTR) {
+            break;
+        }
+        if (pr <= 0) {
+            continue;
+        }
+        uint8_t hdr[3];
+        int r = prv_read_exact(hdr, 3);
+        if (r == 0) {
+            break; /* the rig closed our stdin: power off */
+        }
+        size_t len = (size_t)(hdr[1] | (hdr[2] << 8));
+        if (r < 0 || (len > 0 && prv_read_exact(payload, len) != 1)) {
+            fprintf(stderr, "ble-ota-app: truncated frame on stdin\n");
+            break;
+        }
+        prv_dispatch(hdr[0], payload, len, a.name);
+        while (ble_ota_writer_run_once(0)) {
+        }
+    }
+    host_port_deinit(&hp);
+    host_flash_close(&flash);
+    return 0;
+}

@@ -1,0 +1,191 @@
+/*
+ * ble-ota-device: one boot of one simulated ESP32 (Contract B, firmware/host/README.md).
+ * ROM + 2nd stage bootloader emulation on the flash file; then the app executable found
+ * in the chosen app image is exec'd in this same process, so what was flashed is what runs.
+ */
+#include "bootloader.h"
+#include "build_config.h"
+#include "factory.h"
+#include "gatt_json.h"
+#include "io.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static void prv_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: ble-ota-device --flash <flash.bin> [--create [--chip <chip>] [--image <app.bin>]]\n"
+            "                      [--power-cut-at N] [--name NAME] [--reset-reason poweron|sw]\n"
+            "                      [--restart-delay-ms MS]\n"
+            "       ble-ota-device --gatt-json\n"
+            "chips: %s\n"
+            "stdin/stdout carry the binary frames described in firmware/host/README.md.\n",
+            host_chip_names());
+}
+
+int main(int argc, char **argv)
+{
+    const char *flash_path = NULL, *chip_name = NULL, *image = NULL, *name = "esp32", *restart_delay = NULL;
+    bool create = false, sw_reset = false;
+    uint64_t power_cut_at = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(arg, "--gatt-json") == 0) {
+            return host_gatt_json_write(stdout) == 0 ? 0 : 1;
+        } else if (strcmp(arg, "--create") == 0) {
+            create = true;
+            continue;
+        } else if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            prv_usage(stdout);
+            return 0;
+        }
+        if (v == NULL) {
+            fprintf(stderr, "ble-ota-device: %s needs a value\n", arg);
+            prv_usage(stderr);
+            return 2;
+        }
+        if (strcmp(arg, "--flash") == 0) {
+            flash_path = v;
+        } else if (strcmp(arg, "--chip") == 0) {
+            chip_name = v;
+        } else if (strcmp(arg, "--image") == 0) {
+            image = v;
+        } else if (strcmp(arg, "--power-cut-at") == 0) {
+            char *end;
+            power_cut_at = strtoull(v, &end, 10);
+            if (*end != '\0' || power_cut_at == 0) {
+                fprintf(stderr, "ble-ota-device: --power-cut-at needs a flash operation number >= 1, got '%s'\n", v);
+                return 2;
+            }
+        } else if (strcmp(arg, "--name") == 0) {
+            name = v;
+        } else if (strcmp(arg, "--reset-reason") == 0) {
+            if (strcmp(v, "sw") != 0 && strcmp(v, "poweron") != 0) {
+                fprintf(stderr, "ble-ota-device: --reset-reason is poweron or sw, got '%s'\n", v);
+                return 2;
+            }
+            sw_reset = strcmp(v, "sw") == 0;
+        } else if (strcmp(arg, "--restart-delay-ms") == 0) {
+            restart_delay = v;
+        } else {
+            fprintf(stderr, "ble-ota-device: unknown option %s\n", arg);
+            prv_usage(stderr);
+            return 2;
+        }
+        i++;
+    }
+    if (flash_path == NULL) {
+        fprintf(stderr, "ble-ota-device: --flash <flash.bin> is required\n");
+        prv_usage(stderr);
+        return 2;
+    }
+    const host_chip_t *want_chip = NULL;
+    if (chip_name != NULL) {
+        want_chip = host_chip_by_name(chip_name);
+        if (want_chip == NULL) {
+            fprintf(stderr, "ble-ota-device: unknown chip '%s'; use one of: %s\n", chip_name, host_chip_names());
+            return 2;
+        }
+    }
+    char err[512];
+    uint64_t t0 = host_clock_now_ns();
+    if (create) {
+        const host_chip_t *chip = want_chip ? want_chip : host_chip_by_name("esp32");
+        const char *app_path = image ? image : BLE_OTA_DEFAULT_IMAGE;
+        size_t app_len = 0;
+        uint8_t *app = host_read_file(app_path, &app_len, err, sizeof(err));
+        if (app == NULL) {
+            fprintf(stderr, "ble-ota-device: %s (build the host firmware first, or pass --image)\n", err);
+            return 1;
+        }
+        int rc = host_factory_create(flash_path, chip, app, app_len, err, sizeof(err));
+        free(app);
+        if (rc != 0) {
+            fprintf(stderr, "ble-ota-device: %s\n", err);
+            return 1;
+        }
+    }
+
+    host_io_init(HOST_IO_FRAMES, 1);
+    host_clock_set_t0_ns(t0);
+    host_flash_t flash;
+    if (host_flash_open(&flash, flash_path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ble-ota-device: %s\n", err);
+        return 1;
+    }
+    flash.power_cut_at = power_cut_at;
+    flash.observer = host_io_flash_observer;
+    if (want_chip != NULL && !create) {
+        host_bl_info_t bl;
+        if (host_bootloader_detect(&flash, &bl, err, sizeof(err)) == 0 && bl.chip != want_chip) {
+            fprintf(stderr, "ble-ota-device: the flash holds a bootloader for %s, not %s (the chip is chosen at --create)\n",
+                    bl.chip->model, want_chip->model);
+            return 2;
+        }
+    }
+
+    host_boot_t boot;
+    if (host_bootloader_run(&flash, sw_reset, &boot) != 0) {
+        return 1;
+    }
+    const uint8_t *exec;
+    size_t exec_len;
+    if (host_image_find_exec(&flash, &boot.image, &exec, &exec_len, err, sizeof(err)) != 0) {
+        host_log('E', "boot", "%s", err);
+        fprintf(stderr, "ble-ota-device: %s\n", err);
+        return 1;
+    }
+    /* The app runs from a copy in memory, like code mapped from flash: later writes to the
+     * slot must not change the running program. */
+    int mfd = memfd_create("ble-ota-app", MFD_CLOEXEC);
+    if (mfd < 0) {
+        fprintf(stderr, "ble-ota-device: memfd_create failed: %s\n", strerror(errno));
+        return 1;
+    }
+    for (size_t off = 0; off < exec_len;) {
+        ssize_t w = write(mfd, exec + off, exec_len - off);
+        if (w <= 0) {
+            fprintf(stderr, "ble-ota-device: cannot stage the app: %s\n", strerror(errno));
+            return 1;
+        }
+        off += (size_t)w;
+    }
+    char slot[16], t0s[32], ops[32], cut[32];
+    snprintf(slot, sizeof(slot), "%d", boot.slot);
+    snprintf(t0s, sizeof(t0s), "%" PRIu64, t0);
+    snprintf(ops, sizeof(ops), "%" PRIu64, flash.ops);
+    snprintf(cut, sizeof(cut), "%" PRIu64, power_cut_at);
+    char *app_argv[20];
+    int n = 0;
+    app_argv[n++] = "ble-ota-app";
+    app_argv[n++] = "--flash";
+    app_argv[n++] = (char *)flash_path;
+    app_argv[n++] = "--slot";
+    app_argv[n++] = slot;
+    app_argv[n++] = "--t0-ns";
+    app_argv[n++] = t0s;
+    app_argv[n++] = "--flash-ops";
+    app_argv[n++] = ops;
+    app_argv[n++] = "--power-cut-at";
+    app_argv[n++] = cut;
+    app_argv[n++] = "--name";
+    app_argv[n++] = (char *)name;
+    if (restart_delay != NULL) {
+        app_argv[n++] = "--restart-delay-ms";
+        app_argv[n++] = (char *)restart_delay;
+    }
+    app_argv[n] = NULL;
+    host_flash_close(&flash);
+    extern char **environ;
+    fexecve(mfd, app_argv, environ);
+    fprintf(stderr, "ble-ota-device: cannot start the app from %s: %s (is it a Linux executable for this machine?)\n",
+            boot.part.label, strerror(errno));
+    return 1;
+}

@@ -1,0 +1,189 @@
+#include "flash.h"
+
+#include "esp_format.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+__attribute__((format(printf, 2, 3))) static int prv_fail(host_flash_t *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(f->error, sizeof(f->error), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int host_flash_create_file(const char *path, size_t size, char *err, size_t errlen)
+{
+    if (size == 0 || size % ESP_FLASH_SECTOR_SIZE != 0) {
+        snprintf(err, errlen, "flash size %zu is not a multiple of the 4 KB sector size", size);
+        return -1;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create flash file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    static uint8_t erased[64 * 1024];
+    memset(erased, 0xFF, sizeof(erased));
+    for (size_t done = 0; done < size;) {
+        size_t n = size - done < sizeof(erased) ? size - done : sizeof(erased);
+        ssize_t w = write(fd, erased, n);
+        if (w <= 0) {
+            snprintf(err, errlen, "cannot fill flash file %s: %s", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    close(fd);
+    return 0;
+}
+
+int host_flash_open(host_flash_t *f, const char *path, char *err, size_t errlen)
+{
+    memset(f, 0, sizeof(*f));
+    f->fd = -1;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open flash file %s: %s (create it with --create or ble-ota-flash create)",
+                 path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size <= 0 || (size_t)st.st_size % ESP_FLASH_SECTOR_SIZE != 0) {
+        snprintf(err, errlen, "flash file %s has size %lld, which is not a whole number of 4 KB sectors", path,
+                 (long long)st.st_size);
+        close(fd);
+        return -1;
+    }
+    /* MAP_SHARED: every completed operation is in the page cache at once, so a process that
+     * dies (a power cut) leaves exactly the operations that completed. */
+    void *mem = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (mem == MAP_FAILED) {
+        snprintf(err, errlen, "cannot map flash file %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    f->fd = fd;
+    f->mem = mem;
+    f->size = (size_t)st.st_size;
+    return 0;
+}
+
+void host_flash_close(host_flash_t *f)
+{
+    if (f->mem) {
+        munmap(f->mem, f->size);
+    }
+    if (f->fd >= 0) {
+        close(f->fd);
+    }
+    f->mem = NULL;
+    f->fd = -1;
+}
+
+static int prv_range_ok(host_flash_t *f, const char *what, uint32_t addr, size_t len)
+{
+    if (f->mem == NULL) {
+        return prv_fail(f, "%s on a flash that is not open", what);
+    }
+    if ((uint64_t)addr + len > f->size) {
+        return prv_fail(f, "%s of %zu bytes at 0x%08x runs past the end of the %zu-byte flash", what, len, addr,
+                        f->size);
+    }
+    return 0;
+}
+
+/* Counts one erase/write operation; returns only if the power stays on. */
+static void prv_count_op(host_flash_t *f)
+{
+    f->ops++;
+    if (f->power_cut_at != 0 && f->ops == f->power_cut_at) {
+        if (f->on_power_cut) {
+            f->on_power_cut(f->power_cut_ctx);
+        }
+        _exit(137);
+    }
+}
+
+static void prv_observe(host_flash_t *f, host_flash_op_t op, uint32_t addr, size_t len)
+{
+    if (f->observer) {
+        f->observer(f->observer_ctx, op, addr, (uint32_t)len);
+    }
+}
+
+int host_flash_read(host_flash_t *f, uint32_t addr, void *buf, size_t len)
+{
+    if (prv_range_ok(f, "read", addr, len) != 0) {
+        return -1;
+    }
+    memcpy(buf, f->mem + addr, len);
+    prv_observe(f, HOST_FLASH_OP_READ, addr, len);
+    return 0;
+}
+
+int host_flash_write(host_flash_t *f, uint32_t addr, const void *buf, size_t len)
+{
+    if (prv_range_ok(f, "write", addr, len) != 0) {
+        return -1;
+    }
+    const uint8_t *src = buf;
+    for (size_t i = 0; i < len; i++) {
+        uint8_t old = f->mem[addr + i];
+        if ((old & src[i]) != src[i]) {
+            return prv_fail(f,
+                            "NOR flash violation: write at 0x%08zx would set bits (0x%02x over 0x%02x); "
+                            "erase the sector first",
+                            (size_t)addr + i, src[i], old);
+        }
+    }
+    prv_count_op(f);
+    /* AND, like the silicon: a write can only pull bits low. */
+    for (size_t i = 0; i < len; i++) {
+        f->mem[addr + i] &= src[i];
+    }
+    prv_observe(f, HOST_FLASH_OP_WRITE, addr, len);
+    return 0;
+}
+
+int host_flash_erase(host_flash_t *f, uint32_t addr, size_t len)
+{
+    if (prv_range_ok(f, "erase", addr, len) != 0) {
+        return -1;
+    }
+    if (addr % ESP_FLASH_SECTOR_SIZE != 0 || len % ESP_FLASH_SECTOR_SIZE != 0) {
+        return prv_fail(f, "erase of 0x%zx bytes at 0x%08x is not aligned to the 4 KB sector size", len, addr);
+    }
+    for (size_t off = 0; off < len; off += ESP_FLASH_SECTOR_SIZE) {
+        prv_count_op(f);
+        memset(f->mem + addr + off, 0xFF, ESP_FLASH_SECTOR_SIZE);
+        prv_observe(f, HOST_FLASH_OP_ERASE, (uint32_t)(addr + off), ESP_FLASH_SECTOR_SIZE);
+    }
+    return 0;
+}
+
+const uint8_t *host_flash_view(host_flash_t *f, uint32_t addr, size_t len)
+{
+    if (prv_range_ok(f, "read", addr, len) != 0) {
+        return NULL;
+    }
+    prv_observe(f, HOST_FLASH_OP_READ, addr, len);
+    return f->mem + addr;
+}
+
+const uint8_t *host_flash_peek(const host_flash_t *f, uint32_t addr, size_t len)
+{
+    if (f->mem == NULL || (uint64_t)addr + len > f->size) {
+        return NULL;
+    }
+    return f->mem + addr;
+}

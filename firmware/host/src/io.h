@@ -1,0 +1,71 @@
+/*
+ * Output of the simulated device: binary frames on stdout (firmware/host/README.md),
+ * ESP-IDF-format console text inside CONSOLE frames, and the boot clock that the
+ * log timestamps count from.
+ */
+#ifndef HOST_IO_H
+#define HOST_IO_H
+
+#include "flash.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    HOST_FRAME_CONNECT = 0x01,
+    HOST_FRAME_DISCONNECT = 0x02,
+    HOST_FRAME_MTU = 0x03,
+    HOST_FRAME_WRITE = 0x04,
+    HOST_FRAME_READ = 0x05,
+    HOST_FRAME_SUBSCRIBE = 0x06,
+    HOST_FRAME_HELLO = 0x80,
+    HOST_FRAME_NOTIFY = 0x82,
+    HOST_FRAME_CONSOLE = 0x83,
+    HOST_FRAME_WRITE_RSP = 0x84,
+    HOST_FRAME_READ_RSP = 0x85,
+    HOST_FRAME_RESET = 0x87,
+    HOST_FRAME_FLASH_OP = 0x88,
+};
+
+/* RESET frame reasons. */
+enum {
+    HOST_RESET_SW_RESTART = 1, /* esp_restart() after an update (schedule_restart) */
+    HOST_RESET_ROLLBACK = 2,   /* esp_ota_mark_app_invalid_rollback_and_reboot() */
+    HOST_RESET_NO_APP = 3,     /* unused by the device: it exits non-zero instead */
+};
+
+typedef enum {
+    HOST_IO_FRAMES = 0,  /* device: everything as frames on the output fd */
+    HOST_IO_TEXT = 1,    /* tools: console text as plain bytes on the output fd, no other frames */
+    HOST_IO_CAPTURE = 2, /* tests: console text collected in memory, frames collected too */
+} host_io_mode_t;
+
+void host_io_init(host_io_mode_t mode, int out_fd);
+host_io_mode_t host_io_mode(void);
+/* Writes one frame (payload = a followed by b). Returns 0, or -1 if the reader is gone. */
+int host_io_frame(uint8_t type, const void *a, size_t alen, const void *b, size_t blen);
+void host_io_console(const char *bytes, size_t len);
+__attribute__((format(printf, 1, 2))) void host_io_printf(const char *fmt, ...);
+
+/* CAPTURE mode: console text and raw frames collected so far (NUL-terminated text). */
+const char *host_io_captured_console(void);
+const uint8_t *host_io_captured_frames(size_t *len);
+void host_io_capture_reset(void);
+
+/* Flash observer that announces every operation as a FLASH_OP frame. */
+void host_io_flash_observer(void *ctx, host_flash_op_t op, uint32_t addr, uint32_t len);
+
+/* Boot clock: t0 is when the chip came out of reset (kept across the bootloader's exec). */
+void host_clock_set_t0_ns(uint64_t t0_ns);
+uint64_t host_clock_t0_ns(void);
+uint64_t host_clock_now_ns(void);
+/* Milliseconds since reset, as the "(123)" of ESP-IDF log lines. */
+uint32_t host_uptime_ms(void);
+
+/* ESP_LOG line: level is 'E', 'W', 'I', 'D' or 'V'; lines above the log level are dropped. */
+__attribute__((format(printf, 3, 4))) void host_log(char level, const char *tag, const char *fmt, ...);
+void host_logv(char level, const char *tag, const char *fmt, va_list ap);
+void host_log_set_level(char max_level);
+
+#endif

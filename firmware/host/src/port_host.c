@@ -1,0 +1,370 @@
+#include "port_host.h"
+
+#include "image.h"
+#include "io.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TAG_OTA "esp_ota_ops"
+
+static ble_ota_slot_state_t prv_state(uint32_t s)
+{
+    switch (s) {
+    case ESP_OTA_IMG_NEW:
+        return BLE_OTA_SLOT_STATE_NEW;
+    case ESP_OTA_IMG_PENDING_VERIFY:
+        return BLE_OTA_SLOT_STATE_PENDING_VERIFY;
+    case ESP_OTA_IMG_VALID:
+        return BLE_OTA_SLOT_STATE_VALID;
+    case ESP_OTA_IMG_INVALID:
+        return BLE_OTA_SLOT_STATE_INVALID;
+    case ESP_OTA_IMG_ABORTED:
+        return BLE_OTA_SLOT_STATE_ABORTED;
+    default:
+        return BLE_OTA_SLOT_STATE_UNDEFINED;
+    }
+}
+
+static void prv_fill_info(host_port_t *hp, int slot, ble_ota_slot_info_t *out)
+{
+    const host_part_t *p = host_ptable_ota(&hp->dev.table, slot);
+    memset(out, 0, sizeof(*out));
+    snprintf(out->label, sizeof(out->label), "%s", p->label);
+    out->address = p->offset;
+    out->size = p->size;
+    uint32_t st;
+    out->state = host_ota_get_state(&hp->dev, slot, &st) == 0 ? prv_state(st) : BLE_OTA_SLOT_STATE_UNDEFINED;
+}
+
+/* esp_ota_get_next_update_partition: the OTA slot after the running one. */
+static int prv_next_slot(host_port_t *hp)
+{
+    if (hp->dev.ota_count < 2) {
+        return -1;
+    }
+    return (hp->running_slot + 1) % hp->dev.ota_count;
+}
+
+static int prv_slot_begin(void *ctx, uint32_t image_size, ble_ota_slot_info_t *target)
+{
+    host_port_t *hp = ctx;
+    int slot = prv_next_slot(hp);
+    if (slot < 0) {
+        host_log('E', TAG_OTA, "no OTA update partition: the partition table needs two OTA app slots");
+        return BLE_OTA_ERR_NO_SLOT;
+    }
+    const host_part_t *p = host_ptable_ota(&hp->dev.table, slot);
+    uint32_t st;
+    if (host_ota_get_state(&hp->dev, hp->running_slot, &st) == 0 && st == ESP_OTA_IMG_PENDING_VERIFY) {
+        host_log('E', TAG_OTA, "Running app has not confirmed state (ESP_OTA_IMG_PENDING_VERIFY)");
+        return BLE_OTA_ERR_STATE;
+    }
+    if (image_size != BLE_OTA_IMAGE_SIZE_UNKNOWN && image_size > p->size) {
+        host_log('E', TAG_OTA, "image of %u bytes does not fit %s (%u bytes)", image_size, p->label, p->size);
+        return BLE_OTA_ERR_TOO_LARGE;
+    }
+    hp->need_erase = image_size == BLE_OTA_IMAGE_SIZE_UNKNOWN;
+    if (!hp->need_erase) {
+        uint32_t erase = image_size == 0 ? p->size : (image_size + ESP_FLASH_SECTOR_SIZE - 1) & ~(ESP_FLASH_SECTOR_SIZE - 1);
+        if (host_flash_erase(hp->dev.flash, p->offset, erase) != 0) {
+            host_log('E', TAG_OTA, "%s", hp->dev.flash->error);
+            return BLE_OTA_ERR_FLASH;
+        }
+    }
+    /* esp_ota_begin with rollback enabled forgets the older image's otadata entry */
+    if (host_ota_invalidate_inactive(&hp->dev, hp->running_slot) < 0) {
+        host_log('E', TAG_OTA, "%s", hp->dev.flash->error);
+        return BLE_OTA_ERR_FLASH;
+    }
+    hp->open = true;
+    hp->target_slot = slot;
+    hp->wrote = 0;
+    hp->finished_slot = -1;
+    prv_fill_info(hp, slot, target);
+    return BLE_OTA_OK;
+}
+
+static int prv_slot_write(void *ctx, const uint8_t *data, size_t len)
+{
+    host_port_t *hp = ctx;
+    if (!hp->open) {
+        return BLE_OTA_ERR_STATE;
+    }
+    if (len == 0) {
+        return BLE_OTA_OK;
+    }
+    const host_part_t *p = host_ptable_ota(&hp->dev.table, hp->target_slot);
+    if ((uint64_t)hp->wrote + len > p->size) {
+        host_log('E', TAG_OTA, "image is larger than %s (%u bytes)", p->label, p->size);
+        return BLE_OTA_ERR_TOO_LARGE;
+    }
+    if (hp->wrote == 0 && data[0] != ESP_IMAGE_HEADER_MAGIC) {
+        host_log('E', TAG_OTA, "OTA image has invalid magic byte (expected 0xE9, saw 0x%02x)", data[0]);
+        return BLE_OTA_ERR_INVALID_IMAGE;
+    }
+    if (hp->need_erase) {
+        uint32_t first = hp->wrote / ESP_FLASH_SECTOR_SIZE;
+        uint32_t last = (uint32_t)((hp->wrote + len - 1) / ESP_FLASH_SECTOR_SIZE);
+        int rc = 0;
+        if (hp->wrote % ESP_FLASH_SECTOR_SIZE == 0) {
+            rc = host_flash_erase(hp->dev.flash, p->offset + first * ESP_FLASH_SECTOR_SIZE,
+                                  (last - first + 1) * ESP_FLASH_SECTOR_SIZE);
+        } else if (first != last) {
+            rc = host_flash_erase(hp->dev.flash, p->offset + (first + 1) * ESP_FLASH_SECTOR_SIZE,
+                                  (last - first) * ESP_FLASH_SECTOR_SIZE);
+        }
+        if (rc != 0) {
+            host_log('E', TAG_OTA, "%s", hp->dev.flash->error);
+            return BLE_OTA_ERR_FLASH;
+        }
+    }
+    if (host_flash_write(hp->dev.flash, p->offset + hp->wrote, data, len) != 0) {
+        host_log('E', TAG_OTA, "%s", hp->dev.flash->error);
+        return BLE_OTA_ERR_FLASH;
+    }
+    hp->wrote += (uint32_t)len;
+    return BLE_OTA_OK;
+}
+
+static int prv_verify_slot(host_port_t *hp, int slot)
+{
+    const host_part_t *p = host_ptable_ota(&hp->dev.table, slot);
+    host_image_info_t info;
+    char err[200];
+    /* esp_image_verify(ESP_IMAGE_VERIFY) in the app prints the segment lines too */
+    return host_image_verify(hp->dev.flash, p->offset, p->size, hp->chip, 0, &info, err, sizeof(err));
+}
+
+static int prv_slot_end(void *ctx)
+{
+    host_port_t *hp = ctx;
+    if (!hp->open) {
+        return BLE_OTA_ERR_STATE;
+    }
+    hp->open = false;
+    if (hp->wrote == 0) {
+        return BLE_OTA_ERR_INVALID_ARG;
+    }
+    if (prv_verify_slot(hp, hp->target_slot) != 0) {
+        host_log('E', TAG_OTA, "New image failed verification");
+        return BLE_OTA_ERR_INVALID_IMAGE;
+    }
+    hp->finished_slot = hp->target_slot;
+    return BLE_OTA_OK;
+}
+
+static void prv_slot_abort(void *ctx)
+{
+    host_port_t *hp = ctx;
+    hp->open = false;
+}
+
+static int prv_slot_set_boot(void *ctx)
+{
+    host_port_t *hp = ctx;
+    char err[200];
+    if (hp->finished_slot < 0) {
+        return BLE_OTA_ERR_STATE;
+    }
+    if (prv_verify_slot(hp, hp->finished_slot) != 0) {
+        return BLE_OTA_ERR_INVALID_IMAGE;
+    }
+    if (host_ota_set_boot(&hp->dev, hp->finished_slot, err, sizeof(err)) != 0) {
+        host_log('E', TAG_OTA, "%s", err);
+        return BLE_OTA_ERR_FLASH;
+    }
+    return BLE_OTA_OK;
+}
+
+static int prv_get_running_slot(void *ctx, ble_ota_slot_info_t *out)
+{
+    host_port_t *hp = ctx;
+    if (hp->running_slot < 0 || hp->running_slot >= hp->dev.ota_count) {
+        return BLE_OTA_ERR_NO_SLOT;
+    }
+    prv_fill_info(hp, hp->running_slot, out);
+    return BLE_OTA_OK;
+}
+
+static int prv_confirm_running(void *ctx)
+{
+    host_port_t *hp = ctx;
+    char err[200];
+    if (host_ota_mark_valid(&hp->dev, err, sizeof(err)) != 0) {
+        host_log('E', TAG_OTA, "%s", err);
+        return BLE_OTA_ERR_FLASH;
+    }
+    return BLE_OTA_OK;
+}
+
+static int prv_reject_running(void *ctx)
+{
+    host_port_t *hp = ctx;
+    char err[200];
+    if (host_ota_mark_invalid(&hp->dev, err, sizeof(err)) != 0) {
+        host_log('E', TAG_OTA, "%s", err);
+        return BLE_OTA_ERR_STATE;
+    }
+    host_log('I', TAG_OTA, "Rollback to previously worked partition.");
+    host_port_restart_now(hp, HOST_RESET_ROLLBACK);
+    return BLE_OTA_OK; /* only reached when a test intercepts the restart */
+}
+
+static const char *prv_app_version(void *ctx)
+{
+    return ((host_port_t *)ctx)->version;
+}
+
+static const char *prv_chip_name(void *ctx)
+{
+    return ((host_port_t *)ctx)->chip->model;
+}
+
+static int prv_notify(void *ctx, uint16_t conn, ble_ota_chr_id_t chr, const uint8_t *data, size_t len)
+{
+    (void)ctx;
+    uint8_t hdr[4];
+    uint16_t c = (uint16_t)chr;
+    memcpy(hdr, &conn, 2);
+    memcpy(hdr + 2, &c, 2);
+    return host_io_frame(HOST_FRAME_NOTIFY, hdr, sizeof(hdr), data, len) == 0 ? BLE_OTA_OK : BLE_OTA_ERR_UNSUPPORTED;
+}
+
+static uint32_t prv_now_ms(void *ctx)
+{
+    (void)ctx;
+    return host_uptime_ms();
+}
+
+static void prv_log(void *ctx, ble_ota_log_level_t level, const char *tag, const char *fmt, va_list ap)
+{
+    (void)ctx;
+    static const char letters[] = "?EWIDV";
+    char l = (level >= BLE_OTA_LOG_ERROR && level <= BLE_OTA_LOG_VERBOSE) ? letters[level] : 'I';
+    host_logv(l, tag, fmt, ap);
+}
+
+static void prv_schedule_restart(void *ctx, uint32_t delay_ms)
+{
+    host_port_t *hp = ctx;
+    hp->restart_pending = true;
+    hp->restart_at_ns = host_clock_now_ns() + (uint64_t)delay_ms * 1000000ull;
+}
+
+/* One thread does both sides on the host, so the queue needs no lock and no wake-up. */
+static void prv_noop(void *ctx)
+{
+    (void)ctx;
+}
+
+static void prv_writer_wait(void *ctx, uint32_t timeout_ms)
+{
+    (void)ctx;
+    (void)timeout_ms;
+}
+
+static int prv_sha_start(void *ctx)
+{
+    host_port_t *hp = ctx;
+    if (hp->sha == NULL) {
+        hp->sha = EVP_MD_CTX_new();
+    }
+    return hp->sha != NULL && EVP_DigestInit_ex(hp->sha, EVP_sha256(), NULL) == 1 ? BLE_OTA_OK : BLE_OTA_ERR_NO_MEM;
+}
+
+static int prv_sha_update(void *ctx, const uint8_t *data, size_t len)
+{
+    host_port_t *hp = ctx;
+    return hp->sha != NULL && EVP_DigestUpdate(hp->sha, data, len) == 1 ? BLE_OTA_OK : BLE_OTA_ERR_STATE;
+}
+
+static int prv_sha_finish(void *ctx, uint8_t out[BLE_OTA_SHA256_LEN])
+{
+    host_port_t *hp = ctx;
+    unsigned int n = BLE_OTA_SHA256_LEN;
+    return hp->sha != NULL && EVP_DigestFinal_ex(hp->sha, out, &n) == 1 ? BLE_OTA_OK : BLE_OTA_ERR_STATE;
+}
+
+int host_port_init(host_port_t *hp, ble_ota_port_t *port, host_flash_t *flash, const host_chip_t *chip,
+                   int running_slot, char *err, size_t errlen)
+{
+    memset(hp, 0, sizeof(*hp));
+    hp->finished_slot = -1;
+    hp->chip = chip;
+    hp->running_slot = running_slot;
+    if (host_dev_load(&hp->dev, flash, err, errlen) != 0) {
+        return -1;
+    }
+    const host_part_t *p = host_ptable_ota(&hp->dev.table, running_slot);
+    if (p == NULL) {
+        snprintf(err, errlen, "there is no ota_%d partition to run from", running_slot);
+        return -1;
+    }
+    /* esp_app_get_description(): the descriptor at the start of the mapped DROM segment */
+    const uint8_t *d = host_flash_peek(flash, p->offset + sizeof(esp_image_header_t) + sizeof(esp_image_segment_header_t),
+                                       sizeof(esp_app_desc_t));
+    esp_app_desc_t desc;
+    if (d == NULL || (memcpy(&desc, d, sizeof(desc)), desc.magic_word != ESP_APP_DESC_MAGIC_WORD)) {
+        snprintf(err, errlen, "no esp_app_desc_t at the start of %s", p->label);
+        return -1;
+    }
+    memcpy(hp->version, desc.version, sizeof(desc.version));
+    hp->version[32] = '\0';
+
+    memset(port, 0, sizeof(*port));
+    port->ctx = hp;
+    port->slot_begin = prv_slot_begin;
+    port->slot_write = prv_slot_write;
+    port->slot_end = prv_slot_end;
+    port->slot_abort = prv_slot_abort;
+    port->slot_set_boot = prv_slot_set_boot;
+    port->get_running_slot = prv_get_running_slot;
+    port->confirm_running = prv_confirm_running;
+    port->reject_running = prv_reject_running;
+    port->app_version = prv_app_version;
+    port->chip_name = prv_chip_name;
+    port->notify = prv_notify;
+    port->now_ms = prv_now_ms;
+    port->log = prv_log;
+    port->schedule_restart = prv_schedule_restart;
+    port->lock = prv_noop;
+    port->unlock = prv_noop;
+    port->writer_wake = prv_noop;
+    port->writer_wait = prv_writer_wait;
+    port->sha256_start = prv_sha_start;
+    port->sha256_update = prv_sha_update;
+    port->sha256_finish = prv_sha_finish;
+    return 0;
+}
+
+void host_port_deinit(host_port_t *hp)
+{
+    EVP_MD_CTX_free(hp->sha);
+    hp->sha = NULL;
+}
+
+void host_port_restart_now(host_port_t *hp, uint8_t reason)
+{
+    if (hp->on_restart) {
+        hp->on_restart(hp, reason);
+        return;
+    }
+    (void)host_io_frame(HOST_FRAME_RESET, &reason, 1, NULL, 0);
+    host_flash_close(hp->dev.flash);
+    exit(0);
+}
+
+int host_port_restart_wait_ms(const host_port_t *hp)
+{
+    if (!hp->restart_pending) {
+        return -1;
+    }
+    uint64_t now = host_clock_now_ns();
+    if (now >= hp->restart_at_ns) {
+        return 0;
+    }
+    return (int)((hp->restart_at_ns - now + 999999ull) / 1000000ull);
+}
