@@ -86,6 +86,7 @@ describe('normalizeUuid', () => {
     expect(normalizeUuid('0000180A00001000800000805F9B34FB')).toBe('180a');
     expect(normalizeUuid('12345678-0000-1000-8000-00805f9b34fb')).toBe('12345678');
     expect(normalizeUuid(' 2a26 ')).toBe('2a26');
+    expect(normalizeUuid('00002a26')).toBe('2a26');
   });
 
   it('rejects what is not a UUID with BadArgumentError', () => {

@@ -73,11 +73,9 @@ export function normalizeUuid(uuid: string): string {
   if (!HEX_RE.test(hex) || (hex.length !== 4 && hex.length !== 8 && hex.length !== 32)) {
     throw badUuid(uuid);
   }
-  if (hex.length === 32 && hex.endsWith(BASE_UUID_SUFFIX)) {
-    const short = hex.slice(0, 8);
-    return short.startsWith('0000') ? short.slice(4) : short;
-  }
-  return hex;
+  if (hex.length === 32 && hex.endsWith(BASE_UUID_SUFFIX)) hex = hex.slice(0, 8);
+  // A 32-bit UUID whose top half is zero is the same UUID as the 16-bit one.
+  return hex.length === 8 && hex.startsWith('0000') ? hex.slice(4) : hex;
 }
 
 function badUuid(uuid: string): BadArgumentError {

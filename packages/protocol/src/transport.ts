@@ -24,8 +24,8 @@
  *   settled rejects with `TransportBusyError` (code 'BUSY'). Write Commands (write without
  *   response) are not requests and may be issued at any time.
  * - When the link drops (remote disconnect, supervision timeout, local `disconnect()`), every
- *   pending operation rejects with `LinkLostError` (code 'LINK_LOST'), then 'disconnect' is
- *   emitted once. Operations started while disconnected reject with `LinkLostError` if the
+ *   pending operation rejects with `LinkLostError` (code 'LINK_LOST') and 'disconnect' is
+ *   emitted once, in the same turn (rejection handlers may run after the event listeners). Operations started while disconnected reject with `LinkLostError` if the
  *   transport was connected before, with `NotConnectedError` if it never was or is closed.
  *   Subscriptions do not survive a disconnect.
  * - Notifications are delivered to listeners in the order the device sent them, and in order
@@ -98,7 +98,7 @@ export type NotificationListener = (data: Uint8Array) => void;
 export interface TransportEventMap {
   /** The link is up, services are discovered and the MTU exchange is complete. */
   connect: [];
-  /** The link dropped; emitted once per connection, after pending operations rejected. */
+  /** The link dropped; emitted once per connection, when pending operations are rejected. */
   disconnect: [info: DisconnectInfo];
   /** The ATT_MTU changed while connected (a later MTU exchange). */
   mtu: [mtu: number];

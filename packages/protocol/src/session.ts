@@ -1,0 +1,640 @@
+/**
+ * The baseline OTA upload over any {@link Transport}.
+ *
+ * Steps (SEED-PROTOCOL.md): subscribe to OTA Control, write the packet size to OTA Data with
+ * response, REQUEST, wait REQUEST_ACK, write the image in packet-size chunks with response one
+ * at a time, DONE, wait DONE_ACK, then watch the link drop as the device restarts.
+ */
+
+import {
+  type ControlValue,
+  DEVICE_INFORMATION_SERVICE_UUID,
+  decodeControlValue,
+  encodeOpcode,
+  encodePacketSize,
+  FIRMWARE_REVISION_UUID,
+  MANUFACTURER_NAME_UUID,
+  MODEL_NUMBER_UUID,
+  normalizeUuid,
+  type OpcodeName,
+  OTA_CONTROL_UUID,
+  OTA_DATA_UUID,
+  packetCount,
+  packetSizeForMtu,
+} from './baseline.ts';
+import { TypedEmitter } from './emitter.ts';
+import {
+  AbortError,
+  BadArgumentError,
+  BadImageError,
+  DeviceRefusedError,
+  isOtaError,
+  LinkLostError,
+  OtaError,
+  TimeoutError,
+  UnknownCharacteristicError,
+} from './errors.ts';
+import {
+  type Clock,
+  clockSetTimeout,
+  type ProgressSnapshot,
+  ProgressTracker,
+  systemClock,
+} from './progress.ts';
+import type {
+  DeviceInformation,
+  DisconnectInfo,
+  NotificationListener,
+  OperationOptions,
+  Transport,
+} from './transport.ts';
+
+export type BaselinePhase =
+  | 'connect'
+  | 'subscribe'
+  | 'packet-size'
+  | 'request'
+  | 'data'
+  | 'done'
+  | 'restart';
+
+export interface PhaseEvent {
+  phase: BaselinePhase;
+  state: 'start' | 'end' | 'fail';
+  /** Clock time (ms) of the event. */
+  at: number;
+  /** For 'end' and 'fail': ms since the phase's 'start'. */
+  durationMs?: number;
+  /** For 'fail'. */
+  error?: Error;
+}
+
+export interface PhaseTiming {
+  phase: BaselinePhase;
+  startedAt: number;
+  endedAt: number;
+  durationMs: number;
+}
+
+export interface BaselineTimeouts {
+  /** connect() including MTU exchange and discovery, when the session connects itself. */
+  connectMs: number;
+  /** The CCCD write enabling OTA Control notifications. */
+  subscribeMs: number;
+  /** Each Write Request (packet size, every data packet): until its Write Response. */
+  writeMs: number;
+  /** REQUEST until REQUEST_ACK/NAK (esp_ota_begin runs in between). */
+  requestAckMs: number;
+  /** DONE until DONE_ACK/NAK (esp_ota_end validates the whole image in between). */
+  doneAckMs: number;
+  /** DONE_ACK until the link drops (the baseline sleeps 500 ms, then restarts). */
+  restartMs: number;
+}
+
+export const DEFAULT_BASELINE_TIMEOUTS: Readonly<BaselineTimeouts> = {
+  connectMs: 15_000,
+  subscribeMs: 5_000,
+  writeMs: 5_000,
+  requestAckMs: 5_000,
+  doneAckMs: 10_000,
+  restartMs: 5_000,
+};
+
+export interface BaselineUploadOptions {
+  /** Upper bound on the packet size; the session uses min(MTU - 3, 512, this). */
+  maxPacketSize?: number;
+  /**
+   * How REQUEST and DONE go out. 'request' (default): ATT Write Request, as the characteristic
+   * declares only "write". 'command': Write Command, as the baseline's Python client does.
+   */
+  requestWriteType?: 'request' | 'command';
+  timeouts?: Partial<BaselineTimeouts>;
+  signal?: AbortSignal;
+  /** Drives phase timestamps, rate, ETA and (if it has timers) the timeouts. */
+  clock?: Clock;
+  /** Wait for the device to drop the link after DONE_ACK (default true). */
+  waitForRestart?: boolean;
+  /** Time constant of the rate smoothing, ms. */
+  rateSmoothingMs?: number;
+}
+
+export type RestartObservation =
+  | { observed: true; afterMs: number; disconnect: DisconnectInfo }
+  | { observed: false; reason: 'not-waited' | 'timeout' };
+
+export interface BaselineUploadResult {
+  bytes: number;
+  packets: number;
+  packetSize: number;
+  mtu: number;
+  requestWriteType: 'request' | 'command';
+  startedAt: number;
+  endedAt: number;
+  durationMs: number;
+  /** Duration of the data phase alone. */
+  transferMs: number;
+  /** bytes / transferMs, in bytes per second. */
+  bytesPerSecond: number;
+  phases: PhaseTiming[];
+  restart: RestartObservation;
+}
+
+export interface BaselineUploaderEvents {
+  progress: [snapshot: ProgressSnapshot];
+  phase: [event: PhaseEvent];
+  /** A value on OTA Control the session did not wait for (logged, otherwise ignored). */
+  unexpectedNotification: [value: ControlValue];
+}
+
+interface Step {
+  phase: BaselinePhase;
+  /** Completes "timed out after N ms ..." */
+  waitingFor: () => string;
+  /** Completes "link lost ..." and "upload aborted ..." */
+  during: () => string;
+  timeoutMs: number;
+}
+
+const RETRY_HINT = 'the baseline protocol cannot resume: reconnect and upload again';
+
+/**
+ * Uploads one image with the baseline protocol. Listen to 'progress' and 'phase', then call
+ * `upload()`. The instance can be reused for another upload once the first settled.
+ */
+export class BaselineUploader extends TypedEmitter<BaselineUploaderEvents> {
+  readonly #transport: Transport;
+  readonly #options: BaselineUploadOptions;
+  #busy = false;
+
+  constructor(transport: Transport, options: BaselineUploadOptions = {}) {
+    super();
+    this.#transport = transport;
+    this.#options = options;
+  }
+
+  async upload(image: Uint8Array, options: OperationOptions = {}): Promise<BaselineUploadResult> {
+    if (this.#busy) {
+      throw new BadArgumentError('an upload is already running on this uploader; await it first');
+    }
+    this.#busy = true;
+    try {
+      const run = new UploadRun(this.#transport, image, {
+        ...this.#options,
+        signal: anySignal(this.#options.signal, options.signal),
+      });
+      return await run.execute({
+        progress: (s) => this.emit('progress', s),
+        phase: (e) => this.emit('phase', e),
+        unexpected: (v) => this.emit('unexpectedNotification', v),
+      });
+    } finally {
+      this.#busy = false;
+    }
+  }
+}
+
+export interface UploadBaselineOptions extends BaselineUploadOptions {
+  onProgress?: (snapshot: ProgressSnapshot) => void;
+  onPhase?: (event: PhaseEvent) => void;
+}
+
+/** One-call form of {@link BaselineUploader}. */
+export function uploadBaseline(
+  transport: Transport,
+  image: Uint8Array,
+  options: UploadBaselineOptions = {},
+): Promise<BaselineUploadResult> {
+  const { onProgress, onPhase, ...rest } = options;
+  const uploader = new BaselineUploader(transport, rest);
+  if (onProgress) uploader.on('progress', onProgress);
+  if (onPhase) uploader.on('phase', onPhase);
+  return uploader.upload(image);
+}
+
+interface Sinks {
+  progress(snapshot: ProgressSnapshot): void;
+  phase(event: PhaseEvent): void;
+  unexpected(value: ControlValue): void;
+}
+
+type Waiter = {
+  accept: ReadonlySet<OpcodeName>;
+  resolve(name: OpcodeName): void;
+};
+
+class UploadRun {
+  readonly #t: Transport;
+  readonly #image: Uint8Array;
+  readonly #clock: Clock;
+  readonly #timeouts: BaselineTimeouts;
+  readonly #signal: AbortSignal | undefined;
+  readonly #opts: BaselineUploadOptions;
+  readonly #phases: PhaseTiming[] = [];
+  #sinks: Sinks | undefined;
+  #acked = 0;
+  #waiter: Waiter | undefined;
+  /** Set once the link dropped; every current and later step fails with it. */
+  #lost: DisconnectInfo | undefined;
+  #lostListeners = new Set<(info: DisconnectInfo) => void>();
+  /** Clock time of DONE_ACK; from then on a disconnect is the expected restart. */
+  #doneAckAt: number | undefined;
+  #restart: { info: DisconnectInfo; at: number } | undefined;
+  #restartWaiter: (() => void) | undefined;
+
+  readonly #onNotification: NotificationListener = (data) => {
+    const value = decodeControlValue(data);
+    const waiter = this.#waiter;
+    if (value.kind === 'opcode' && waiter?.accept.has(value.name)) {
+      this.#waiter = undefined;
+      // Recorded synchronously: the restart's disconnect may follow right behind.
+      if (value.name === 'DONE_ACK') this.#doneAckAt = this.#clock.now();
+      waiter.resolve(value.name);
+    } else {
+      this.#sinks?.unexpected(value);
+    }
+  };
+
+  readonly #onDisconnect = (info: DisconnectInfo) => {
+    if (this.#doneAckAt !== undefined) {
+      this.#restart ??= { info, at: this.#clock.now() };
+      this.#restartWaiter?.();
+      return;
+    }
+    this.#lost ??= info;
+    for (const listener of [...this.#lostListeners]) listener(info);
+  };
+
+  constructor(transport: Transport, image: Uint8Array, options: BaselineUploadOptions) {
+    this.#t = transport;
+    this.#image = image;
+    this.#opts = options;
+    this.#clock = options.clock ?? systemClock;
+    this.#timeouts = { ...DEFAULT_BASELINE_TIMEOUTS, ...options.timeouts };
+    this.#signal = options.signal;
+  }
+
+  async execute(sinks: Sinks): Promise<BaselineUploadResult> {
+    this.#sinks = sinks;
+    const image = this.#image;
+    const total = image.length;
+    if (!(image instanceof Uint8Array) || total === 0) {
+      throw new BadImageError('the image is empty; build the firmware first and pass its .bin');
+    }
+    if (this.#signal?.aborted) {
+      throw new AbortError('upload aborted before it started', { cause: this.#signal.reason });
+    }
+    const writeType = this.#opts.requestWriteType ?? 'request';
+    const startedAt = this.#clock.now();
+    this.#t.on('disconnect', this.#onDisconnect);
+    let subscribed = false;
+    try {
+      if (!this.#t.connected) {
+        await this.#phase('connect', () =>
+          this.#step(
+            {
+              phase: 'connect',
+              timeoutMs: this.#timeouts.connectMs,
+              waitingFor: () => 'waiting for the connection',
+              during: () => 'while connecting',
+            },
+            (signal) => this.#t.connect({ signal }),
+          ),
+        );
+      }
+      this.#requireOtaCharacteristics();
+      const mtu = this.#t.mtu;
+      const packetSize = packetSizeForMtu(mtu, this.#opts.maxPacketSize);
+      const packets = packetCount(total, packetSize);
+
+      await this.#phase('subscribe', async () => {
+        await this.#step(
+          {
+            phase: 'subscribe',
+            timeoutMs: this.#timeouts.subscribeMs,
+            waitingFor: () => 'waiting for the device to enable OTA Control notifications',
+            during: () => 'while subscribing to OTA Control notifications',
+          },
+          (signal) => this.#t.subscribe(OTA_CONTROL_UUID, this.#onNotification, { signal }),
+        );
+        subscribed = true;
+      });
+
+      await this.#phase('packet-size', () =>
+        this.#step(
+          {
+            phase: 'packet-size',
+            timeoutMs: this.#timeouts.writeMs,
+            waitingFor: () => 'waiting for the Write Response to the packet size',
+            during: () => 'while writing the packet size',
+          },
+          (signal) =>
+            this.#t.write(OTA_DATA_UUID, encodePacketSize(packetSize), {
+              withResponse: true,
+              signal,
+            }),
+        ),
+      );
+
+      await this.#phase('request', () => this.#control('REQUEST', writeType));
+
+      const transferStart = this.#clock.now();
+      await this.#phase('data', () => this.#sendData(packetSize, packets));
+      const transferMs = this.#clock.now() - transferStart;
+
+      await this.#phase('done', () => this.#control('DONE', writeType));
+      const restart = await this.#phase('restart', () => this.#awaitRestart());
+      if (restart.observed) subscribed = false;
+
+      const endedAt = this.#clock.now();
+      return {
+        bytes: total,
+        packets,
+        packetSize,
+        mtu,
+        requestWriteType: writeType,
+        startedAt,
+        endedAt,
+        durationMs: endedAt - startedAt,
+        transferMs,
+        bytesPerSecond: transferMs > 0 ? (total * 1000) / transferMs : Number.POSITIVE_INFINITY,
+        phases: this.#phases,
+        restart,
+      };
+    } finally {
+      this.#t.off('disconnect', this.#onDisconnect);
+      this.#waiter = undefined;
+      if (subscribed && this.#t.connected) {
+        // Cleanup must not mask the real outcome; the transport drops the listener regardless.
+        await this.#t.unsubscribe(OTA_CONTROL_UUID, this.#onNotification).catch(() => {});
+      }
+    }
+  }
+
+  #requireOtaCharacteristics(): void {
+    const present = new Set(
+      this.#t.services().flatMap((s) => s.characteristics.map((c) => normalizeUuid(c.uuid))),
+    );
+    for (const uuid of [OTA_CONTROL_UUID, OTA_DATA_UUID]) {
+      if (!present.has(normalizeUuid(uuid))) throw new UnknownCharacteristicError(uuid);
+    }
+  }
+
+  async #phase<T>(phase: BaselinePhase, body: () => Promise<T>): Promise<T> {
+    const startedAt = this.#clock.now();
+    this.#sinks?.phase({ phase, state: 'start', at: startedAt });
+    try {
+      const value = await body();
+      const endedAt = this.#clock.now();
+      this.#phases.push({ phase, startedAt, endedAt, durationMs: endedAt - startedAt });
+      this.#sinks?.phase({ phase, state: 'end', at: endedAt, durationMs: endedAt - startedAt });
+      return value;
+    } catch (error) {
+      const at = this.#clock.now();
+      this.#sinks?.phase({
+        phase,
+        state: 'fail',
+        at,
+        durationMs: at - startedAt,
+        error: error as Error,
+      });
+      throw error;
+    }
+  }
+
+  /**
+   * Run one step under its timeout, the caller's AbortSignal and link-loss watch. `body` gets a
+   * signal that fires when the step is given up, so the transport stops waiting too.
+   */
+  #step<T>(step: Step, body: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const controller = new AbortController();
+    return new Promise<T>((resolve, reject) => {
+      let settled = false;
+      const finish = (settle: () => void) => {
+        if (settled) return;
+        settled = true;
+        cancelTimer();
+        this.#signal?.removeEventListener('abort', onAbort);
+        this.#lostListeners.delete(onLost);
+        settle();
+      };
+      const fail = (error: Error) =>
+        finish(() => {
+          controller.abort(error);
+          reject(error);
+        });
+      const onAbort = () =>
+        fail(new AbortError(`upload aborted ${step.during()}`, { cause: this.#signal?.reason }));
+      const onLost = (info: DisconnectInfo) => fail(this.#linkLostError(step, info));
+      const cancelTimer = clockSetTimeout(
+        this.#clock,
+        () =>
+          fail(
+            new TimeoutError(
+              `timed out after ${step.timeoutMs} ms ${step.waitingFor()}`,
+              step.timeoutMs,
+            ),
+          ),
+        step.timeoutMs,
+      );
+      this.#signal?.addEventListener('abort', onAbort, { once: true });
+      this.#lostListeners.add(onLost);
+      if (this.#signal?.aborted) return onAbort();
+      if (this.#lost !== undefined) return onLost(this.#lost);
+      body(controller.signal).then(
+        (value) => finish(() => resolve(value)),
+        (error: unknown) => fail(this.#explain(step, error)),
+      );
+    });
+  }
+
+  #linkLostError(step: Step, info: DisconnectInfo | undefined, cause?: unknown): LinkLostError {
+    const why = info === undefined ? '' : `: ${info.message}`;
+    return new LinkLostError(`link lost ${step.during()}${why}; ${RETRY_HINT}`, {
+      cause,
+      ...(info?.reason === undefined ? {} : { reason: info.reason }),
+    });
+  }
+
+  /** Name the step in errors the transport raised. */
+  #explain(step: Step, error: unknown): Error {
+    if (error instanceof LinkLostError) return this.#linkLostError(step, this.#lost, error);
+    if (isOtaError(error)) {
+      return new OtaError(error.code, `${step.during()}: ${error.message}`, { cause: error });
+    }
+    return error instanceof Error ? error : new Error(String(error));
+  }
+
+  /** The next REQUEST_ACK/NAK or DONE_ACK/NAK; other values are reported as unexpected. */
+  #nextOpcode(accept: ReadonlySet<OpcodeName>): Promise<OpcodeName> {
+    return new Promise((resolve) => {
+      this.#waiter = { accept, resolve };
+    });
+  }
+
+  async #control(opcode: 'REQUEST' | 'DONE', writeType: 'request' | 'command'): Promise<void> {
+    const ack = `${opcode}_ACK` as const;
+    const nak = `${opcode}_NAK` as const;
+    let writeSettled = writeType === 'command';
+    const answer = await this.#step(
+      {
+        phase: opcode === 'REQUEST' ? 'request' : 'done',
+        timeoutMs: opcode === 'REQUEST' ? this.#timeouts.requestAckMs : this.#timeouts.doneAckMs,
+        waitingFor: () =>
+          writeSettled ? `waiting for ${ack}` : `waiting for the Write Response to ${opcode}`,
+        during: () => `while waiting for ${ack}`,
+      },
+      (signal) =>
+        new Promise<OpcodeName>((resolve, reject) => {
+          let answered: OpcodeName | undefined;
+          // Armed before the write: the device notifies from inside its write callback, so the
+          // answer can arrive before the Write Response.
+          this.#nextOpcode(new Set<OpcodeName>([ack, nak])).then((name) => {
+            answered = name;
+            // The baseline restarts inside the DONE callback, so DONE's Write Response may
+            // never come; the notification alone decides. REQUEST's response must come first
+            // because the data writes need the ATT bearer free.
+            if (opcode === 'DONE' || name === nak || writeSettled) resolve(name);
+          });
+          this.#t
+            .write(OTA_CONTROL_UUID, encodeOpcode(opcode), {
+              withResponse: writeType === 'request',
+              signal,
+            })
+            .then(
+              () => {
+                writeSettled = true;
+                if (answered !== undefined) resolve(answered);
+              },
+              (error: unknown) => {
+                writeSettled = true;
+                // After DONE_ACK the link is expected to drop while the write is pending.
+                if (answered !== undefined && opcode === 'DONE') resolve(answered);
+                else reject(error);
+              },
+            );
+        }),
+    );
+    if (answer === nak) {
+      if (opcode === 'REQUEST') {
+        throw new DeviceRefusedError(
+          'REQUEST',
+          'device refused the OTA request (REQUEST_NAK): esp_ota_begin failed on the device; check its console log (no free OTA partition, or one is busy) and try again',
+        );
+      }
+      throw new DeviceRefusedError(
+        'DONE',
+        `device rejected the image at DONE (DONE_NAK): esp_ota_end or esp_ota_set_boot_partition failed after all ${this.#image.length} bytes were acknowledged, so the image itself is likely invalid (corrupt, truncated, or built for another chip); check it with \`ble-ota info <image>\` and the device's console log`,
+      );
+    }
+  }
+
+  async #sendData(packetSize: number, packets: number): Promise<void> {
+    const total = this.#image.length;
+    const tracker = new ProgressTracker({
+      total,
+      clock: this.#clock,
+      ...(this.#opts.rateSmoothingMs === undefined
+        ? {}
+        : { smoothingMs: this.#opts.rateSmoothingMs }),
+    });
+    this.#sinks?.progress(tracker.snapshot());
+    for (let index = 0; index < packets; index++) {
+      const offset = index * packetSize;
+      const packet = this.#image.subarray(offset, Math.min(offset + packetSize, total));
+      await this.#step(
+        {
+          phase: 'data',
+          timeoutMs: this.#timeouts.writeMs,
+          waitingFor: () =>
+            `waiting for the Write Response to data packet ${index + 1} of ${packets} (bytes ${offset} to ${offset + packet.length - 1})`,
+          during: () => `during data transfer at byte ${this.#acked} of ${total}`,
+        },
+        (signal) => this.#t.write(OTA_DATA_UUID, packet, { withResponse: true, signal }),
+      );
+      this.#acked = offset + packet.length;
+      this.#sinks?.progress(tracker.update(this.#acked));
+    }
+  }
+
+  async #awaitRestart(): Promise<RestartObservation> {
+    if (this.#opts.waitForRestart === false) return { observed: false, reason: 'not-waited' };
+    const ackAt = this.#doneAckAt ?? this.#clock.now();
+    const observed = (): RestartObservation => {
+      const restart = this.#restart as { info: DisconnectInfo; at: number };
+      return { observed: true, afterMs: restart.at - ackAt, disconnect: restart.info };
+    };
+    if (this.#restart !== undefined) return observed();
+    try {
+      await this.#step(
+        {
+          phase: 'restart',
+          timeoutMs: this.#timeouts.restartMs,
+          waitingFor: () => 'waiting for the device to restart',
+          during: () => 'while waiting for the device to restart',
+        },
+        () =>
+          new Promise<void>((resolve) => {
+            this.#restartWaiter = resolve;
+          }),
+      );
+      return observed();
+    } catch (error) {
+      // The image is accepted and the boot slot set; a device that stays up is the runner's
+      // business (it watches the console), not an upload failure.
+      if (error instanceof TimeoutError) return { observed: false, reason: 'timeout' };
+      throw error;
+    } finally {
+      this.#restartWaiter = undefined;
+    }
+  }
+}
+
+/** Combine two optional signals without AbortSignal.any (Node 20.3+ only). */
+function anySignal(
+  a: AbortSignal | undefined,
+  b: AbortSignal | undefined,
+): AbortSignal | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  const controller = new AbortController();
+  const forward = (source: AbortSignal) => () => controller.abort(source.reason);
+  if (a.aborted) controller.abort(a.reason);
+  else if (b.aborted) controller.abort(b.reason);
+  else {
+    a.addEventListener('abort', forward(a), { once: true });
+    b.addEventListener('abort', forward(b), { once: true });
+  }
+  return controller.signal;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device Information, for pre-flight checks
+
+/**
+ * Read the Device Information values the device offers. Characteristics the device does not
+ * have are left undefined (the baseline has no firmware revision), so a caller can tell "old
+ * firmware" from "read failed", which rejects.
+ */
+export async function readDeviceInformation(
+  transport: Transport,
+  options: OperationOptions = {},
+): Promise<DeviceInformation> {
+  const dis = transport
+    .services()
+    .find((s) => normalizeUuid(s.uuid) === normalizeUuid(DEVICE_INFORMATION_SERVICE_UUID));
+  const offered = new Set(dis?.characteristics.map((c) => normalizeUuid(c.uuid)) ?? []);
+  const decoder = new TextDecoder();
+  const info: DeviceInformation = {};
+  const fields: [keyof DeviceInformation, string][] = [
+    ['manufacturer', MANUFACTURER_NAME_UUID],
+    ['model', MODEL_NUMBER_UUID],
+    ['firmwareRevision', FIRMWARE_REVISION_UUID],
+  ];
+  // One at a time: a transport allows a single outstanding ATT request.
+  for (const [field, uuid] of fields) {
+    if (!offered.has(normalizeUuid(uuid))) continue;
+    const value = await transport.read(uuid, options);
+    info[field] = decoder.decode(value).replace(/\0+$/, '');
+  }
+  return info;
+}
