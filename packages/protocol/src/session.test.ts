@@ -421,6 +421,27 @@ describe('uploadBaseline, cancellation and link loss', () => {
     expect(transport.connected).toBe(true);
   });
 
+  it('honours both the uploader-wide signal and the per-upload signal', async () => {
+    const { transport } = setup();
+    await transport.connect();
+    const wide = new AbortController();
+    const uploader = new BaselineUploader(transport, { signal: wide.signal });
+    const perCall = new AbortController();
+    uploader.on('progress', (p) => {
+      if (p.bytes > 0) perCall.abort();
+    });
+    await expect(uploader.upload(makeImage(2000), { signal: perCall.signal })).rejects.toThrow(
+      /^upload aborted during data transfer at byte 253 of 2000/,
+    );
+    const again = new BaselineUploader(transport, { signal: wide.signal });
+    again.on('progress', (p) => {
+      if (p.bytes > 0) wide.abort();
+    });
+    await expect(
+      again.upload(makeImage(2000), { signal: new AbortController().signal }),
+    ).rejects.toBeInstanceOf(AbortError);
+  });
+
   it('rejects at once when the signal is already aborted', async () => {
     const { transport } = setup();
     await transport.connect();

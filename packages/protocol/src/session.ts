@@ -177,10 +177,11 @@ export class BaselineUploader extends TypedEmitter<BaselineUploaderEvents> {
       throw new BadArgumentError('an upload is already running on this uploader; await it first');
     }
     this.#busy = true;
+    const signal = anySignal(this.#options.signal, options.signal);
     try {
       const run = new UploadRun(this.#transport, image, {
         ...this.#options,
-        signal: anySignal(this.#options.signal, options.signal),
+        ...(signal.signal === undefined ? {} : { signal: signal.signal }),
       });
       return await run.execute({
         progress: (s) => this.emit('progress', s),
@@ -188,6 +189,7 @@ export class BaselineUploader extends TypedEmitter<BaselineUploaderEvents> {
         unexpected: (v) => this.emit('unexpectedNotification', v),
       });
     } finally {
+      signal.dispose();
       this.#busy = false;
     }
   }
@@ -276,8 +278,11 @@ class UploadRun {
   async execute(sinks: Sinks): Promise<BaselineUploadResult> {
     this.#sinks = sinks;
     const image = this.#image;
+    if (!(image instanceof Uint8Array)) {
+      throw new BadImageError('the image must be a Uint8Array (the bytes of the .bin file)');
+    }
     const total = image.length;
-    if (!(image instanceof Uint8Array) || total === 0) {
+    if (total === 0) {
       throw new BadImageError('the image is empty; build the firmware first and pass its .bin');
     }
     if (this.#signal?.aborted) {
@@ -589,22 +594,31 @@ class UploadRun {
   }
 }
 
-/** Combine two optional signals without AbortSignal.any (Node 20.3+ only). */
+/**
+ * Combine two optional signals without AbortSignal.any (Node 20.3+ only), and without leaving
+ * listeners on a long-lived signal that the caller reuses for many uploads.
+ */
 function anySignal(
   a: AbortSignal | undefined,
   b: AbortSignal | undefined,
-): AbortSignal | undefined {
-  if (a === undefined) return b;
-  if (b === undefined) return a;
+): { signal: AbortSignal | undefined; dispose(): void } {
+  if (a === undefined || b === undefined) return { signal: a ?? b, dispose: () => {} };
   const controller = new AbortController();
-  const forward = (source: AbortSignal) => () => controller.abort(source.reason);
-  if (a.aborted) controller.abort(a.reason);
-  else if (b.aborted) controller.abort(b.reason);
+  const fromA = () => controller.abort(a.reason);
+  const fromB = () => controller.abort(b.reason);
+  if (a.aborted) fromA();
+  else if (b.aborted) fromB();
   else {
-    a.addEventListener('abort', forward(a), { once: true });
-    b.addEventListener('abort', forward(b), { once: true });
+    a.addEventListener('abort', fromA, { once: true });
+    b.addEventListener('abort', fromB, { once: true });
   }
-  return controller.signal;
+  return {
+    signal: controller.signal,
+    dispose() {
+      a.removeEventListener('abort', fromA);
+      b.removeEventListener('abort', fromB);
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
