@@ -4,7 +4,9 @@
  * kB = 1000 bytes, attribute value bytes only, one direction, as in the LINK-MODEL.md table.
  */
 import { attFragments, attValueBytes, DATA_LENGTH_MAX, pduAirUs, T_IFS_US } from './air.ts';
+import { flashCeilingKBps } from './flash.ts';
 import { DEFAULT_MODEL_OPTIONS, type ModelOptions } from './modeled-scheduler.ts';
+import type { LinkProfile } from './profiles.ts';
 import type { LinkParams } from './types.ts';
 
 export type TransferMode = 'stream' | 'write-request';
@@ -119,4 +121,33 @@ export function ceilingKBps(
   return mode === 'stream'
     ? streamCeilingKBps(params, options)
     : writeRequestCeilingKBps(params, options);
+}
+
+export interface ProfileCeiling {
+  /** Streaming ceiling of the link alone. */
+  linkKBps: number;
+  /** What the flash alone can take (erase + program), the radio idle. */
+  flashKBps: number;
+  /** The lesser of the two: no protocol can beat it on this profile. */
+  ceilingKBps: number;
+}
+
+/**
+ * A profile's ceiling for an OTA transfer (issue 7's "the lesser of link and flash"). With 4 KB
+ * sector erases (`OTA_WITH_SEQUENTIAL_WRITES`) the flash is the limit on fast links; erasing 64 KB
+ * blocks ahead lifts it.
+ */
+export function profileCeilingKBps(
+  profile: Pick<LinkProfile, 'params' | 'model' | 'flash'>,
+  eraseUnit: 'sector' | 'block' = 'sector',
+): ProfileCeiling {
+  const { ceMarginUs, maxCeLenUs, rxReserve, maxDataPdusPerEvent } = profile.model;
+  const linkKBps = streamCeilingKBps(profile.params, {
+    ceMarginUs,
+    maxCeLenUs,
+    rxReserve,
+    maxDataPdusPerEvent: maxDataPdusPerEvent?.c2p,
+  });
+  const flashKBps = flashCeilingKBps(eraseUnit, profile.flash);
+  return { linkKBps, flashKBps, ceilingKBps: Math.min(linkKBps, flashKBps) };
 }

@@ -218,6 +218,11 @@ export class ModeledAirScheduler implements AirScheduler {
     return this.current;
   }
 
+  /** When the peripheral's current stall ends (at or before now when it is not stalled). */
+  get peripheralBusyUntilUs(): number {
+    return this.stalledUntilUs;
+  }
+
   /** Whether nothing is queued, buffered or waiting to be called back. */
   get idle(): boolean {
     return (

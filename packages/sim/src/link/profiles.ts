@@ -5,7 +5,11 @@
  */
 import { DATA_LENGTH_MAX } from './air.ts';
 import { FLASH_TYPICAL, type FlashTiming } from './flash.ts';
-import { DEFAULT_MODEL_OPTIONS, type ModelOptions } from './modeled-scheduler.ts';
+import {
+  DEFAULT_MODEL_OPTIONS,
+  ModeledAirScheduler,
+  type ModelOptions,
+} from './modeled-scheduler.ts';
 import type { LinkParams, Phy } from './types.ts';
 
 export type CentralName = 'linux-noble' | 'macos' | 'android';
@@ -159,4 +163,19 @@ export function getProfile(name: string): LinkProfile {
 /** The MTU an Exchange MTU procedure ends with: the lesser of both sides' values. */
 export function negotiatedMtu(profile: LinkProfile, devicePreferredMtu: number): number {
   return Math.min(profile.centralMtu, devicePreferredMtu, NIMBLE_MAX_MTU);
+}
+
+/**
+ * The modeled link of a new connection on this profile; `overrides` for what the connection
+ * negotiates later (MTU, data length, PHY, interval) or a fault.
+ */
+export function createProfileLink(
+  profile: LinkProfile,
+  overrides: Partial<LinkParams> = {},
+  model: Partial<ModelOptions> = {},
+): ModeledAirScheduler {
+  return new ModeledAirScheduler(
+    { ...profile.params, ...overrides },
+    { ...profile.model, ...model },
+  );
 }

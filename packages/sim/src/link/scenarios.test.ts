@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ceilingKBps } from './ceilings.ts';
+import { ceilingKBps, profileCeilingKBps } from './ceilings.ts';
 import { FLASH_SLOW } from './flash.ts';
 import { getProfile, PROFILES } from './profiles.ts';
 import { simulateBaselineUpload, simulateStream } from './scenarios.ts';
@@ -98,6 +98,7 @@ describe('profiles', () => {
   });
 
   it('streams within 10% of each profile ceiling through the modeled link', async () => {
+    const table: Array<Record<string, string | number>> = [];
     for (const p of PROFILES) {
       const ceiling = ceilingKBps(p.params);
       const sim = await simulateStream({
@@ -105,7 +106,59 @@ describe('profiles', () => {
         bytes: 100_000,
         senderBuffers: p.centralAclBuffers,
       });
+      const withFlash = profileCeilingKBps(p);
+      table.push({
+        profile: p.name,
+        phy: p.params.phy,
+        mtu: p.params.attMtu,
+        'CI ms': p.params.connIntervalMs,
+        'link kB/s': Number(ceiling.toFixed(1)),
+        'simulated kB/s': Number(sim.kBps.toFixed(1)),
+        'write-request kB/s': Number(ceilingKBps(p.params, 'write-request').toFixed(2)),
+        'flash 4K kB/s': Number(withFlash.flashKBps.toFixed(1)),
+        'flash 64K kB/s': Number(profileCeilingKBps(p, 'block').flashKBps.toFixed(1)),
+      });
       expect(Math.abs(sim.kBps - ceiling) / ceiling, p.name).toBeLessThan(0.1);
+      expect(withFlash.ceilingKBps).toBe(Math.min(ceiling, withFlash.flashKBps));
     }
+    console.table(table);
+  });
+});
+
+describe('streaming into flash (what a v2 transfer is up against)', () => {
+  it('overlaps 4 KB erases with the link through the receive buffers, close to min(link, flash)', async () => {
+    const p = getProfile('macos-esp32');
+    const ceiling = profileCeilingKBps(p, 'sector');
+    expect(ceiling.ceilingKBps).toBe(ceiling.flashKBps);
+    const r = await simulateStream({
+      params: p.params,
+      model: p.model,
+      bytes: 200_000,
+      senderBuffers: p.centralAclBuffers,
+      flash: { timing: p.flash, eraseUnit: 'sector' },
+    });
+    expect(r.kBps / ceiling.ceilingKBps).toBeGreaterThan(0.95);
+    expect(r.kBps).toBeLessThanOrEqual(ceiling.ceilingKBps);
+  });
+
+  it('loses throughput to NAKs when a 150 ms block erase overflows 24 receive buffers', async () => {
+    const p = getProfile('macos-esp32s3');
+    const r = await simulateStream({
+      params: p.params,
+      model: p.model,
+      bytes: 200_000,
+      senderBuffers: p.centralAclBuffers,
+      flash: { timing: p.flash, eraseUnit: 'block' },
+    });
+    const bigger = await simulateStream({
+      params: p.params,
+      model: { ...p.model, peripheralRxBuffers: 80 },
+      bytes: 200_000,
+      senderBuffers: p.centralAclBuffers,
+      flash: { timing: p.flash, eraseUnit: 'block' },
+    });
+    expect(r.stats.naks).toBeGreaterThan(0);
+    expect(bigger.kBps).toBeGreaterThan(r.kBps);
+    expect(r.kBps).toBeLessThan(profileCeilingKBps(p, 'block').ceilingKBps);
   });
 });

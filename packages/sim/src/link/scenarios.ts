@@ -6,10 +6,19 @@
  * (ceilings.ts) say what it should give.
  */
 import { ATT_WRITE_HEADER_BYTES, attFragments, attValueBytes } from './air.ts';
-import { eraseStallUs, type FlashTiming, SECTOR_BYTES, writeStallUs } from './flash.ts';
+import {
+  BLOCK_BYTES,
+  eraseStallUs,
+  type FlashTiming,
+  SECTOR_BYTES,
+  writeStallUs,
+} from './flash.ts';
 import { type LinkStats, ModeledAirScheduler, type ModelOptions } from './modeled-scheduler.ts';
 import { type LinkProfile, NIMBLE_DEFAULT_PREFERRED_MTU, negotiatedMtu } from './profiles.ts';
 import type { Direction, LinkParams } from './types.ts';
+
+/** SEED-PROTOCOL.md "Baseline partition layout": ota_0 at 0x110000. */
+const OTA_0_OFFSET = 0x110000;
 
 /** ATT Write Response / Exchange MTU and other small PDUs (opcode only, or opcode + u16). */
 const ATT_WRITE_RSP_BYTES = 1;
@@ -70,6 +79,11 @@ export interface StreamOptions {
   bytes: number;
   /** ACL credits of the sending side's controller. */
   senderBuffers?: number;
+  /**
+   * c2p only: the device writes every ATT PDU's value to flash from its host task (the stall
+   * blocks it), erasing each 4 KB sector or 64 KB block when a write first reaches it.
+   */
+  flash?: { timing: FlashTiming; eraseUnit: 'sector' | 'block' };
 }
 
 /** Write-without-response (or notification) streaming of full-MTU ATT PDUs. */
@@ -79,16 +93,35 @@ export async function simulateStream(options: StreamOptions): Promise<TransferRe
   const link = new ModeledAirScheduler(params, options.model);
   const host = new HostSender(link, direction, options.senderBuffers ?? 8);
   const perPdu = attValueBytes(params.attMtu);
+  const flash = direction === 'c2p' ? options.flash : undefined;
+  const eraseBytes = flash?.eraseUnit === 'block' ? BLOCK_BYTES : SECTOR_BYTES;
   let endUs = 0;
   let remaining = bytes;
+  let written = 0;
   while (remaining > 0) {
     const n = Math.min(perPdu, remaining);
     remaining -= n;
     host.sendAttPdu(ATT_WRITE_HEADER_BYTES + n, () => {
-      endUs = link.nowUs;
+      if (flash) {
+        let us = 0;
+        // Erase every erase unit this write is the first to reach.
+        for (
+          let u = Math.ceil(written / eraseBytes) * eraseBytes;
+          u < written + n;
+          u += eraseBytes
+        ) {
+          us += eraseStallUs(OTA_0_OFFSET + u, eraseBytes, flash.timing);
+        }
+        us += writeStallUs(OTA_0_OFFSET + written, n, flash.timing);
+        written += n;
+        link.stallPeripheral(us);
+      }
+      endUs = Math.max(link.nowUs, endUs);
     });
   }
   await link.whenIdle();
+  // The last stall ends the transfer: the image is not written until it is over.
+  if (flash) endUs = Math.max(endUs, link.peripheralBusyUntilUs);
   return { bytes, durationUs: endUs, kBps: (bytes / endUs) * 1000, stats: link.stats };
 }
 
@@ -161,8 +194,6 @@ export async function simulateWriteRequests(options: {
   };
 }
 
-/** SEED-PROTOCOL.md "Baseline partition layout": ota_0 at 0x110000. */
-const OTA_0_OFFSET = 0x110000;
 /** otadata in the default two-OTA partition table (0xd000, two 4 KB sectors). */
 const OTADATA_OFFSET = 0xd000;
 const OTADATA_ENTRY_BYTES = 32;
