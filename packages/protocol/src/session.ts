@@ -312,6 +312,9 @@ class UploadRun {
       const packets = packetCount(total, packetSize);
 
       await this.#phase('subscribe', async () => {
+        // Set first: a subscription that times out may still have registered the listener,
+        // and removing one that was never registered is harmless.
+        subscribed = true;
         await this.#step(
           {
             phase: 'subscribe',
@@ -321,7 +324,6 @@ class UploadRun {
           },
           (signal) => this.#t.subscribe(OTA_CONTROL_UUID, this.#onNotification, { signal }),
         );
-        subscribed = true;
       });
 
       await this.#phase('packet-size', () =>
@@ -369,8 +371,18 @@ class UploadRun {
       this.#t.off('disconnect', this.#onDisconnect);
       this.#waiter = undefined;
       if (subscribed && this.#t.connected) {
-        // Cleanup must not mask the real outcome; the transport drops the listener regardless.
-        await this.#t.unsubscribe(OTA_CONTROL_UUID, this.#onNotification).catch(() => {});
+        // Cleanup must neither mask the real outcome nor hang on a device that stopped
+        // answering; the transport drops the listener at once in any case.
+        const giveUp = new AbortController();
+        const cancel = clockSetTimeout(
+          this.#clock,
+          () => giveUp.abort(),
+          this.#timeouts.subscribeMs,
+        );
+        await this.#t
+          .unsubscribe(OTA_CONTROL_UUID, this.#onNotification, { signal: giveUp.signal })
+          .catch(() => {});
+        cancel();
       }
     }
   }
