@@ -1,0 +1,419 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import {
+  BootLogParser,
+  type ConsoleEvent,
+  type EventOf,
+  parseBacktrace,
+  parseBootLog,
+  parseLogLine,
+  parsePanicLine,
+  parsePartitionEntry,
+  parseResetLine,
+} from './idf-console.ts';
+
+// Console captures shaped byte for byte like ESP-IDF's default output: colour codes from
+// CONFIG_LOG_COLORS around each ESP_LOG line, \r\n line ends, ROM and panic lines uncoloured.
+const fixture = (name: string) =>
+  readFileSync(new URL(`./fixtures/${name}.console`, import.meta.url), 'latin1');
+
+function ofKind<K extends ConsoleEvent['kind']>(events: ConsoleEvent[], kind: K): EventOf<K>[] {
+  return events.filter((e): e is EventOf<K> => e.kind === kind);
+}
+
+describe('parseLogLine', () => {
+  it('reads a coloured CRLF ESP_LOG line', () => {
+    expect(
+      parseLogLine(
+        '\x1b[0;32mI (411) boot: Loaded app from partition at offset 0x10000\x1b[0m\r\n',
+      ),
+    ).toEqual({
+      level: 'I',
+      timestampMs: 411,
+      tag: 'boot',
+      message: 'Loaded app from partition at offset 0x10000',
+    });
+  });
+
+  it('reads error, warning and debug lines, and tags with dots', () => {
+    expect(
+      parseLogLine(
+        '\x1b[0;31mE (246) esp_image: Checksum failed. Calculated 0xc7 read 0x43\x1b[0m',
+      ),
+    ).toMatchObject({
+      level: 'E',
+      tag: 'esp_image',
+      message: 'Checksum failed. Calculated 0xc7 read 0x43',
+    });
+    expect(parseLogLine('\x1b[0;33mW (5420) ble_ota: slow\x1b[0m')?.level).toBe('W');
+    expect(parseLogLine('D (117) boot: otadata[1] is marking as ABORTED\x1b[0m')).toMatchObject({
+      level: 'D',
+      message: 'otadata[1] is marking as ABORTED',
+    });
+    expect(parseLogLine('I (34) boot.esp32c3: SPI Speed      : 80MHz')).toMatchObject({
+      tag: 'boot.esp32c3',
+      message: 'SPI Speed      : 80MHz',
+    });
+  });
+
+  it('reads the blob-style "tag:message" without a space and the system-time timestamp', () => {
+    expect(parseLogLine('I (592) wifi:wifi driver task: 3fcab44c, prio:23')).toMatchObject({
+      tag: 'wifi',
+      message: 'wifi driver task: 3fcab44c, prio:23',
+    });
+    expect(parseLogLine('I (01:02:03.456) app: hi')?.timestampMs).toBe(3_723_456);
+  });
+
+  it('rejects lines that are not ESP_LOG lines', () => {
+    expect(parseLogLine('rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)')).toBeUndefined();
+    expect(parseLogLine('load:0x3fff0030,len:6708')).toBeUndefined();
+    expect(parseLogLine('Hello world!')).toBeUndefined();
+  });
+});
+
+describe('parseResetLine', () => {
+  it('reads the ESP32 ROM forms', () => {
+    expect(
+      parseResetLine('rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r'),
+    ).toMatchObject({
+      code: 1,
+      reason: 'POWERON_RESET',
+      category: 'powerOn',
+      bootStrapping: 0x13,
+      bootMode: 'SPI_FAST_FLASH_BOOT',
+    });
+    expect(parseResetLine('rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)')).toMatchObject({
+      code: 12,
+      reason: 'SW_CPU_RESET',
+      category: 'software',
+    });
+    expect(
+      parseResetLine('rst:0x7 (TG0WDT_SYS_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)')?.category,
+    ).toBe('watchdog');
+    expect(
+      parseResetLine('rst:0x5 (DEEPSLEEP_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)')?.category,
+    ).toBe('deepSleep');
+  });
+
+  it('reads the newer chips’ names, a download-mode boot and a line without boot:', () => {
+    expect(
+      parseResetLine('rst:0xc (RTC_SW_CPU_RST),boot:0x8 (SPI_FAST_FLASH_BOOT)')?.category,
+    ).toBe('software');
+    expect(parseResetLine('rst:0x3 (LP_SW_HPSYS),boot:0xc (SPI_FAST_FLASH_BOOT)')?.category).toBe(
+      'software',
+    );
+    expect(
+      parseResetLine('rst:0x15 (USB_UART_CHIP_RESET),boot:0x8 (SPI_FAST_FLASH_BOOT)')?.category,
+    ).toBe('usb');
+    expect(parseResetLine('rst:0x1 (POWERON),boot:0x3 (DOWNLOAD(USB/UART0))')).toMatchObject({
+      category: 'powerOn',
+      bootStrapping: 3,
+    });
+    const bare = parseResetLine('rst:0x10 (RTCWDT_RTC_RESET)');
+    expect(bare).toMatchObject({ code: 16, category: 'watchdog' });
+    expect(bare?.bootMode).toBeUndefined();
+  });
+});
+
+describe('small parsers', () => {
+  it('reads partition table rows with multi-word usages', () => {
+    expect(
+      parsePartitionEntry(' 0 nvs              WiFi data        01 02 00009000 00004000'),
+    ).toEqual({
+      index: 0,
+      label: 'nvs',
+      usage: 'WiFi data',
+      type: 1,
+      subtype: 2,
+      offset: 0x9000,
+      size: 0x4000,
+    });
+    expect(
+      parsePartitionEntry('10 factory          factory app      00 00 00010000 00100000'),
+    ).toMatchObject({
+      index: 10,
+      usage: 'factory app',
+      offset: 0x10000,
+    });
+    expect(
+      parsePartitionEntry('## Label            Usage          Type ST Offset   Length'),
+    ).toBeUndefined();
+  });
+
+  it('reads backtraces, corrupted ones and the v4 form without a space', () => {
+    const bt = parseBacktrace('Backtrace: 0x400e14ed:0x3ffb5030 0x400d0802:0x3ffb5050');
+    expect(bt?.frames).toEqual([
+      { pc: 0x400e14ed, sp: 0x3ffb5030 },
+      { pc: 0x400d0802, sp: 0x3ffb5050 },
+    ]);
+    expect(bt?.corrupted).toBe(false);
+    expect(
+      parseBacktrace('Backtrace:0x4008e6c0:0x3ffc1780 0x400d2138:0x3ffc17c0 |<-CORRUPTED'),
+    ).toMatchObject({
+      corrupted: true,
+      continues: false,
+    });
+    expect(parseBacktrace('Backtrace: 0x4008e6c0:0x3ffc1780 |<-CONTINUES')?.continues).toBe(true);
+  });
+
+  it('reads Guru Meditation, abort() and assert() lines', () => {
+    expect(
+      parsePanicLine("Guru Meditation Error: Core  1 panic'ed (Interrupt wdt timeout on CPU1). "),
+    ).toMatchObject({ core: 1, reason: 'Interrupt wdt timeout on CPU1', description: '' });
+    expect(parsePanicLine('abort() was called at PC 0x400d2138 on core 0')).toMatchObject({
+      reason: 'abort',
+      core: 0,
+      pc: 0x400d2138,
+    });
+    expect(parsePanicLine('assert failed: app_main main.c:12 (ret == ESP_OK)')).toMatchObject({
+      reason: 'assert',
+      description: 'app_main main.c:12 (ret == ESP_OK)',
+    });
+  });
+});
+
+describe('BootLogParser on ESP-IDF v4.4 (ESP32, cpu_start) output: an OTA update', () => {
+  const { events, boots } = parseBootLog(fixture('v44-esp32-ota'));
+
+  it('splits the capture into the two boots and reads their reset reasons', () => {
+    expect(boots).toHaveLength(2);
+    expect(boots[0]?.rom?.banner).toBe('ets Jun  8 2016 00:22:57');
+    expect(boots[0]?.rom?.chip).toBeUndefined();
+    expect(boots[0]?.reset).toMatchObject({
+      reason: 'POWERON_RESET',
+      bootMode: 'SPI_FAST_FLASH_BOOT',
+    });
+    expect(boots[1]?.reset).toMatchObject({
+      reason: 'SW_CPU_RESET',
+      code: 0xc,
+      category: 'software',
+    });
+    expect(boots.map((b) => b.bootloaderIdfVersion)).toEqual(['v4.4.8', 'v4.4.8']);
+  });
+
+  it('reads the partition table once per boot', () => {
+    const tables = ofKind(events, 'partitionTable');
+    expect(tables).toHaveLength(2);
+    expect(tables[0]?.entries.map((e) => [e.label, e.usage, e.offset])).toEqual([
+      ['nvs', 'WiFi data', 0x9000],
+      ['otadata', 'OTA data', 0xd000],
+      ['phy_init', 'RF data', 0xf000],
+      ['ota_0', 'OTA app', 0x10000],
+      ['ota_1', 'OTA app', 0x190000],
+    ]);
+    expect(tables[0]?.entries[4]).toMatchObject({ type: 0, subtype: 0x11, size: 0x180000 });
+  });
+
+  it('sees the slot change from ota_0 to ota_1 and the new version', () => {
+    expect(ofKind(events, 'bootApp').map((e) => e.offset)).toEqual([0x10000, 0x190000]);
+    expect(boots.map((b) => b.app?.partition?.label)).toEqual(['ota_0', 'ota_1']);
+    expect(boots[0]?.appInfo).toEqual({
+      project: 'ble_ota_demo',
+      version: '1.0.0',
+      compileTime: 'Nov 24 2026 10:12:30',
+      elfSha256: '9f3c0e5b8a2d41c7',
+      idfVersion: 'v4.4.8',
+    });
+    expect(boots[1]?.appInfo?.version).toBe('1.0.1-hil.20261124T221500Z');
+    expect(ofKind(events, 'appStart')).toHaveLength(2);
+  });
+
+  it('keeps every ESP_LOG line as a log event, colour codes removed', () => {
+    const logs = ofKind(events, 'log');
+    expect(logs.find((l) => l.message.startsWith('self-test passed'))).toMatchObject({
+      level: 'I',
+      tag: 'ble_ota',
+      timestampMs: 713,
+      line: 'I (713) ble_ota: self-test passed, marking the app valid',
+    });
+    expect(logs.filter((l) => l.level === 'W').map((l) => l.tag)).toEqual(['ble_ota', 'ble_ota']);
+    expect(events.every((e) => !e.line.includes('\x1b') && !e.line.includes('\r'))).toBe(true);
+  });
+
+  it('finds no failure in a clean update', () => {
+    for (const b of boots) {
+      expect(b.panics).toEqual([]);
+      expect(b.notBootable).toEqual([]);
+      expect(b.imageErrors).toEqual([]);
+      expect(b.rollback).toBeUndefined();
+    }
+  });
+});
+
+describe('BootLogParser on ESP-IDF v5.3 (ESP32-S3, app_init) output: a panic, a core dump, a rollback', () => {
+  const { events, boots } = parseBootLog(fixture('v53-esp32s3-panic'));
+
+  it('reads the ESP-ROM banner and the newer reset names', () => {
+    expect(boots).toHaveLength(2);
+    expect(boots[0]?.rom).toMatchObject({ banner: 'ESP-ROM:esp32s3-20210327', chip: 'esp32s3' });
+    expect(boots[0]?.reset).toMatchObject({ reason: 'POWERON', bootStrapping: 8 });
+    expect(boots[1]?.reset).toMatchObject({ reason: 'RTC_SW_CPU_RST', category: 'software' });
+  });
+
+  it('reads the app_init banner of v5.3', () => {
+    expect(boots[0]?.appInfo).toEqual({
+      project: 'ble_ota_demo',
+      version: '2.0.0-hil.20261124T221012Z',
+      compileTime: 'Nov 24 2026 22:10:01',
+      elfSha256: '61c5d1f0e84b2a93',
+      idfVersion: 'v5.3.1',
+    });
+    expect(ofKind(events, 'appMain')).toHaveLength(2);
+  });
+
+  it('reads the panic, its backtrace, the core dump to flash and the reboot', () => {
+    const [first] = boots;
+    expect(first?.panics).toHaveLength(1);
+    expect(first?.panics[0]).toMatchObject({
+      core: 0,
+      reason: 'LoadProhibited',
+      description: 'Exception was unhandled.',
+    });
+    expect(first?.backtraces[0]?.frames).toHaveLength(4);
+    expect(first?.backtraces[0]?.frames[0]).toEqual({ pc: 0x42009a2b, sp: 0x3fcab6b0 });
+    expect(first?.coreDump.map((c) => [c.phase, c.target])).toEqual([
+      ['saving', 'flash'],
+      ['saved', 'flash'],
+    ]);
+    expect(first?.rebooting).toBe(true);
+    // The panic came after the app started: the register dump lines are not log lines.
+    const kinds = first?.events.map((e) => e.kind) ?? [];
+    expect(kinds.indexOf('panic')).toBeGreaterThan(kinds.indexOf('appMain'));
+  });
+
+  it('shows the bootloader going back to ota_0 and the old version after the unconfirmed image crashed', () => {
+    expect(boots.map((b) => b.app?.partition?.label)).toEqual(['ota_1', 'ota_0']);
+    expect(boots[1]?.appInfo?.version).toBe('1.9.0');
+    expect(boots[1]?.panics).toEqual([]);
+  });
+});
+
+describe('BootLogParser on ESP-IDF v5.1 (ESP32-C3, cpu_start) output: rollback and a corrupt image', () => {
+  const { events, boots } = parseBootLog(fixture('v51-esp32c3-rollback'));
+
+  it('reads the app-requested rollback', () => {
+    expect(boots).toHaveLength(3);
+    expect(boots[0]?.appInfo?.version).toBe('1.1.0-selftest-broken');
+    expect(boots[0]?.rollback).toMatchObject({
+      possible: true,
+      message: 'Rollback to previously worked partition. Restart.',
+    });
+    expect(boots[1]?.reset?.reason).toBe('RTC_SW_CPU_RST');
+    expect(boots.map((b) => b.app?.offset)).toEqual([0x110000, 0x10000, 0x10000]);
+    expect(boots[1]?.appInfo?.version).toBe('1.0.0');
+  });
+
+  it('reads the bootloader refusing a corrupt slot and falling back', () => {
+    const third = boots[2];
+    expect(third?.reset?.category).toBe('powerOn');
+    expect(third?.imageErrors).toEqual(['Checksum failed. Calculated 0xc7 read 0x43']);
+    expect(third?.notBootable).toEqual([1]);
+    expect(third?.app?.partition?.label).toBe('ota_0');
+    expect(ofKind(events, 'imageInvalid')).toHaveLength(1);
+  });
+
+  it('ends the application-information block at the first line that is not a field', () => {
+    // v5.1 prints "Min chip rev" under the same cpu_start tag right after ESP-IDF.
+    expect(ofKind(events, 'appInfo')).toHaveLength(3);
+    expect(boots[2]?.appInfo?.elfSha256).toBe('77c1e02b9d4a8f13');
+  });
+});
+
+describe('BootLogParser fed incrementally', () => {
+  it('gives the same events for a capture cut into arbitrary chunks', () => {
+    const text = fixture('v51-esp32c3-rollback');
+    const whole = parseBootLog(text).events;
+    const parser = new BootLogParser();
+    for (let i = 0; i < text.length; i += 37) parser.pushText(text.slice(i, i + 37));
+    parser.end();
+    expect(parser.events).toEqual(whole);
+  });
+
+  it('emits a partial application-information block when the app prints fewer fields', () => {
+    const parser = new BootLogParser();
+    parser.pushLine('I (272) app_init: Application information:');
+    parser.pushLine('I (292) app_init: ELF file SHA256:  61c5d1f0e84b2a93...');
+    const events = parser.pushLine('I (298) app_init: ESP-IDF:          v5.3.1');
+    expect(ofKind(events, 'appInfo')).toEqual([
+      {
+        kind: 'appInfo',
+        line: 'I (298) app_init: ESP-IDF:          v5.3.1',
+        elfSha256: '61c5d1f0e84b2a93',
+        idfVersion: 'v5.3.1',
+      },
+    ]);
+  });
+
+  it('reads the debug-level otadata transitions, a refused rollback and OTA errors', () => {
+    const parser = new BootLogParser();
+    const e = [
+      'D (117) boot: otadata[1] is marking as ABORTED\x1b[0m',
+      'D (118) boot: otadata[0] is selected as new and marked PENDING_VERIFY state\x1b[0m',
+      '\x1b[0;31mE (2402) esp_ota_ops: Rollback is not possible, do not have any suitable apps in slots\x1b[0m',
+      '\x1b[0;31mE (3000) esp_ota_ops: OTA image has invalid magic byte (expected 0xE9, saw 0x00)\x1b[0m',
+      '\x1b[0;31mE (40) boot: ota data partition invalid, falling back to factory\x1b[0m',
+      '\x1b[0;31mE (41) esp_image: image at 0x110000 has invalid magic byte (nothing flashed here?)\x1b[0m',
+      '\x1b[0;31mE (42) boot: Factory app partition is not bootable\x1b[0m',
+      '\x1b[0;31mE (43) boot: No bootable app partitions in the partition table\x1b[0m',
+    ].flatMap((l) => parser.pushLine(l).filter((x) => x.kind !== 'log'));
+    expect(e.map((x) => x.kind)).toEqual([
+      'otadataState',
+      'otadataState',
+      'rollback',
+      'otaError',
+      'otadataInvalid',
+      'imageInvalid',
+      'appNotBootable',
+      'noBootableApp',
+    ]);
+    expect(e[0]).toMatchObject({ index: 1, state: 'ABORTED' });
+    expect(e[1]).toMatchObject({ index: 0, state: 'PENDING_VERIFY' });
+    expect(e[2]).toMatchObject({ possible: false });
+    expect(e[5]).toMatchObject({ offset: 0x110000 });
+    expect(e[6]).toMatchObject({ slot: 'factory' });
+  });
+
+  it('reads a UART core dump with its base64 body, a task watchdog and CPU halted', () => {
+    const parser = new BootLogParser();
+    const e = [
+      "Guru Meditation Error: Core  0 panic'ed (IllegalInstruction). Exception was unhandled.",
+      '\x1b[0;32mI (3141) esp_core_dump_uart: Print core dump to uart...\x1b[0m',
+      '================= CORE DUMP START =================',
+      'gDoAAAQAAAAMAAAAZAEAAA==',
+      'AAAAAAAAAAAAAAAAAAAAAA==',
+      '================= CORE DUMP END =================',
+      '\x1b[0;32mI (3160) esp_core_dump_uart: Core dump has been written to uart.\x1b[0m',
+      '\x1b[0;32mI (12) esp_core_dump_flash: Found core dump 10788 bytes in flash @ 0x310000\x1b[0m',
+      '\x1b[0;31mE (5312) task_wdt: Task watchdog got triggered. The following tasks did not reset the watchdog in time:\x1b[0m',
+      'CPU halted.',
+    ].flatMap((l) => parser.pushLine(`${l}\r\n`).filter((x) => x.kind !== 'log'));
+    expect(e.map((x) => (x.kind === 'coreDump' ? `coreDump:${x.phase}` : x.kind))).toEqual([
+      'panic',
+      'coreDump:saving',
+      'coreDump:dataStart',
+      'coreDump:dataEnd',
+      'coreDump:saved',
+      'coreDump:found',
+      'taskWatchdog',
+      'halted',
+    ]);
+    expect(e[3]).toMatchObject({
+      data: 'gDoAAAQAAAAMAAAAZAEAAA==AAAAAAAAAAAAAAAAAAAAAA==',
+      target: 'uart',
+    });
+    expect(e[5]).toMatchObject({ size: 10788, offset: 0x310000, target: 'flash' });
+  });
+
+  it('counts a reset line that follows app output as a new boot even without a ROM banner', () => {
+    const { boots } = parseBootLog(
+      [
+        'I (100) app: running',
+        'rst:0x7 (TG0WDT_SYS_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)',
+        'I (29) boot: ESP-IDF v4.4.8 2nd stage bootloader',
+      ].join('\r\n'),
+    );
+    expect(boots).toHaveLength(2);
+    expect(boots[1]?.reset?.category).toBe('watchdog');
+    expect(boots[1]?.bootloaderIdfVersion).toBe('v4.4.8');
+  });
+});

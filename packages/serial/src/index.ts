@@ -1,0 +1,47 @@
+export { ConsoleLog, type ConsoleLogPaths, consoleLogPaths } from './console-log.ts';
+export {
+  type AppInfo,
+  type BacktraceFrame,
+  BootLogParser,
+  type BootRecord,
+  type ConsoleEvent,
+  type ConsoleEventKind,
+  type CoreDumpPhase,
+  type EventOf,
+  type LogLevel,
+  type LogLine,
+  type PartitionEntry,
+  parseBacktrace,
+  parseBootLog,
+  parseLogLine,
+  parsePanicLine,
+  parsePartitionEntry,
+  parseResetLine,
+  type ResetCategory,
+  resetCategory,
+} from './idf-console.ts';
+export {
+  classicResetSequence,
+  DEFAULT_RESET_DELAY_MS,
+  hardResetSequence,
+  LINES_AFTER_OPEN,
+  type LineState,
+  type ModemLines,
+  parseResetSequence,
+  ResetLinesUnsupportedError,
+  type ResetStep,
+  runResetSequence,
+  usbJtagSerialResetSequence,
+} from './reset.ts';
+export {
+  ConsoleClosedError,
+  type ExpectOptions,
+  type ExpectResult,
+  ExpectTimeoutError,
+  type Pattern,
+  type SerialBinding,
+  SerialConsole,
+  type SerialConsoleOptions,
+  UnexpectedOutputError,
+} from './serial-console.ts';
+export { ConsoleTextNormalizer, stripAnsi } from './text.ts';
