@@ -1,0 +1,60 @@
+/* Helpers shared by the host build's own tests (not the core's). */
+#ifndef HOST_TEST_UTIL_H
+#define HOST_TEST_UTIL_H
+
+#include "check.h"
+#include "factory.h"
+#include "image.h"
+#include "io.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* A per-test scratch file under the build tree, unique per process. */
+static inline const char *htu_path(const char *name)
+{
+    static char buf[8][512];
+    static int next;
+    char *p = buf[next++ % 8];
+    snprintf(p, sizeof(buf[0]), "%s/%s-%ld-%s", BLE_OTA_TEST_TMPDIR, "t", (long)getpid(), name);
+    return p;
+}
+
+/* An app image whose payload is not executable: enough for everything except exec. */
+static inline uint8_t *htu_small_image(const char *chip, const char *version, size_t payload_len, size_t *len)
+{
+    uint8_t *payload = malloc(payload_len);
+    for (size_t i = 0; i < payload_len; i++) {
+        payload[i] = (uint8_t)(i * 31u + 7u);
+    }
+    host_app_image_params_t p;
+    memset(&p, 0, sizeof(p));
+    p.chip = host_chip_by_name(chip);
+    p.version = version;
+    p.project_name = "esp_ble_ota";
+    p.idf_ver = "v5.3.1";
+    p.date = "Nov 24 2026";
+    p.time = "21:00:00";
+    p.exec = payload;
+    p.exec_len = payload_len;
+    host_sha256(payload, payload_len, p.elf_sha256);
+    uint8_t *img = NULL;
+    char err[200];
+    if (host_app_image_build(&p, &img, len, err, sizeof(err)) != 0) {
+        fprintf(stderr, "htu_small_image: %s\n", err);
+        abort();
+    }
+    free(payload);
+    return img;
+}
+
+static inline int htu_contains(const char *hay, const char *needle)
+{
+    return strstr(hay, needle) != NULL;
+}
+
+#define CHECK_CONTAINS(hay, needle) CHECK_MSG(htu_contains((hay), (needle)), "missing \"%s\" in:\n%s", (needle), (hay))
+
+#endif

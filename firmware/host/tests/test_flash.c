@@ -1,0 +1,145 @@
+/* NOR flash rules, operation counting and power cuts of the file-backed flash. */
+#include "host_test_util.h"
+
+#include <sys/wait.h>
+
+static void prv_open_blank(host_flash_t *f, const char *name, size_t size)
+{
+    char err[200];
+    const char *path = htu_path(name);
+    REQUIRE(host_flash_create_file(path, size, err, sizeof(err)) == 0);
+    REQUIRE(host_flash_open(f, path, err, sizeof(err)) == 0);
+}
+
+TEST(new_flash_is_erased)
+{
+    host_flash_t f;
+    prv_open_blank(&f, "blank.bin", 64 * 1024);
+    uint8_t buf[64];
+    REQUIRE(host_flash_read(&f, 0x1000, buf, sizeof(buf)) == 0);
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        CHECK_EQ_HEX(buf[i], 0xFF);
+    }
+    CHECK_EQ_INT(f.ops, 0);
+    host_flash_close(&f);
+}
+
+TEST(write_can_only_clear_bits)
+{
+    host_flash_t f;
+    prv_open_blank(&f, "nor.bin", 16 * 1024);
+    const uint8_t a[4] = {0xF0, 0x0F, 0xAA, 0x55};
+    REQUIRE(host_flash_write(&f, 0x10, a, 4) == 0);
+    /* clearing further bits of written bytes is what NOR allows */
+    const uint8_t b[4] = {0xF0, 0x0F, 0x00, 0x55};
+    CHECK(host_flash_write(&f, 0x10, b, 4) == 0);
+    /* setting a bit back to 1 needs an erase */
+    const uint8_t c[1] = {0xFF};
+    CHECK(host_flash_write(&f, 0x12, c, 1) != 0);
+    CHECK_CONTAINS(f.error, "NOR flash violation");
+    CHECK_CONTAINS(f.error, "0x00000012");
+    uint8_t got[4];
+    REQUIRE(host_flash_read(&f, 0x10, got, 4) == 0);
+    CHECK_MEM_EQ(got, b, 4);
+    /* a refused write changes nothing and is not counted */
+    CHECK_EQ_INT(f.ops, 2);
+    host_flash_close(&f);
+}
+
+TEST(erase_is_by_aligned_4k_sector)
+{
+    host_flash_t f;
+    prv_open_blank(&f, "erase.bin", 32 * 1024);
+    uint8_t zeros[8192];
+    memset(zeros, 0, sizeof(zeros));
+    REQUIRE(host_flash_write(&f, 0x1000, zeros, sizeof(zeros)) == 0);
+    CHECK(host_flash_erase(&f, 0x1800, 0x1000) != 0);
+    CHECK_CONTAINS(f.error, "not aligned");
+    CHECK(host_flash_erase(&f, 0x1000, 0x800) != 0);
+    REQUIRE(host_flash_erase(&f, 0x1000, 0x1000) == 0);
+    uint8_t b;
+    REQUIRE(host_flash_read(&f, 0x1FFF, &b, 1) == 0);
+    CHECK_EQ_HEX(b, 0xFF);
+    REQUIRE(host_flash_read(&f, 0x2000, &b, 1) == 0);
+    CHECK_EQ_HEX(b, 0x00);
+    /* one write + one sector erase */
+    CHECK_EQ_INT(f.ops, 2);
+    /* a multi-sector erase counts one operation per sector */
+    REQUIRE(host_flash_erase(&f, 0x2000, 0x3000) == 0);
+    CHECK_EQ_INT(f.ops, 5);
+    CHECK(host_flash_erase(&f, 0x7000, 0x2000) != 0); /* past the end */
+    host_flash_close(&f);
+}
+
+static int s_observed[4];
+static void prv_observer(void *ctx, host_flash_op_t op, uint32_t addr, uint32_t len)
+{
+    (void)ctx;
+    (void)addr;
+    (void)len;
+    s_observed[op]++;
+}
+
+TEST(every_operation_is_observed)
+{
+    host_flash_t f;
+    prv_open_blank(&f, "obs.bin", 16 * 1024);
+    memset(s_observed, 0, sizeof(s_observed));
+    f.observer = prv_observer;
+    uint8_t b = 0x12;
+    REQUIRE(host_flash_erase(&f, 0, 0x2000) == 0);
+    REQUIRE(host_flash_write(&f, 0, &b, 1) == 0);
+    REQUIRE(host_flash_read(&f, 0, &b, 1) == 0);
+    CHECK_EQ_INT(s_observed[HOST_FLASH_OP_ERASE], 2);
+    CHECK_EQ_INT(s_observed[HOST_FLASH_OP_WRITE], 1);
+    CHECK_EQ_INT(s_observed[HOST_FLASH_OP_READ], 1);
+    host_flash_close(&f);
+}
+
+TEST(power_cut_skips_the_operation_and_exits_137)
+{
+    char err[200];
+    const char *path = htu_path("cut.bin");
+    REQUIRE(host_flash_create_file(path, 16 * 1024, err, sizeof(err)) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        host_flash_t f;
+        if (host_flash_open(&f, path, err, sizeof(err)) != 0) {
+            _exit(1);
+        }
+        f.power_cut_at = 3;
+        const uint8_t one = 0x01, two = 0x02, three = 0x03;
+        host_flash_write(&f, 0, &one, 1);   /* op 1 */
+        host_flash_write(&f, 1, &two, 1);   /* op 2 */
+        host_flash_write(&f, 2, &three, 1); /* op 3: the power goes */
+        _exit(0);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 137);
+    host_flash_t f;
+    REQUIRE(host_flash_open(&f, path, err, sizeof(err)) == 0);
+    uint8_t got[3];
+    REQUIRE(host_flash_read(&f, 0, got, 3) == 0);
+    const uint8_t want[3] = {0x01, 0x02, 0xFF};
+    CHECK_MEM_EQ(got, want, 3);
+    host_flash_close(&f);
+}
+
+TEST(open_refuses_bad_files)
+{
+    host_flash_t f;
+    char err[200];
+    CHECK(host_flash_open(&f, htu_path("does-not-exist.bin"), err, sizeof(err)) != 0);
+    CHECK_CONTAINS(err, "--create");
+    const char *odd = htu_path("odd.bin");
+    FILE *fp = fopen(odd, "wb");
+    REQUIRE(fp != NULL);
+    fputs("not a flash", fp);
+    fclose(fp);
+    CHECK(host_flash_open(&f, odd, err, sizeof(err)) != 0);
+    CHECK_CONTAINS(err, "4 KB sectors");
+}
