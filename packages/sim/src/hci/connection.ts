@@ -1,0 +1,186 @@
+import type { AirScheduler } from '../link/types.ts';
+import { L2CAP_CID_ATT, L2CAP_CID_LE_SIGNALING, PB_CONT, PB_START, Status } from './constants.ts';
+import type { FaultSet, LinkCounters } from './faults.ts';
+
+/** The central's controller, as a connection sees it. */
+export interface CentralEnd {
+  /** One received LL data PDU, passed up to the central host as an HCI ACL packet. */
+  deliverAcl(handle: number, pb: number, chunk: Buffer): void;
+  /** A complete L2CAP signaling frame from the peripheral, for the central's kernel. */
+  onPeripheralSignaling(connection: Connection, payload: Buffer): void;
+  linkClosed(connection: Connection, reason: number): void;
+}
+
+/** The peripheral's host, as a connection sees it. */
+export interface PeripheralEnd {
+  readonly faults: FaultSet;
+  valueHandleOf(chrId: number): number | undefined;
+  receiveL2cap(conn: number, cid: number, payload: Buffer): void;
+  linkClosed(conn: number, reason: number): void;
+}
+
+export type Initiator = 'central' | 'peripheral' | 'link';
+
+/**
+ * One LE connection between the central's virtual controller and a virtual peripheral. It cuts
+ * L2CAP traffic into link-layer PDUs of the current data length, lets the AirScheduler decide
+ * when each one lands, reassembles on the far side, and applies the peripheral's link faults.
+ */
+export class Connection {
+  closed = false;
+  /** The peripheral's own handle for this connection (what its app sees as `conn`). */
+  conn = -1;
+  readonly counters: LinkCounters = { c2p: 0, p2c: 0 };
+  private rx: { length: number; cid: number; parts: Buffer[]; have: number } | undefined;
+
+  constructor(
+    readonly handle: number,
+    readonly peripheralAddress: string,
+    private readonly central: CentralEnd,
+    private readonly peripheral: PeripheralEnd,
+    readonly scheduler: AirScheduler,
+  ) {}
+
+  /**
+   * One HCI ACL packet from the central host (`pb` = packet boundary flag, `data` = its payload).
+   * `onComplete` runs once every LL PDU of it has been delivered: the controller then returns
+   * the buffer credit with Number Of Completed Packets.
+   */
+  fromCentralHost(pb: number, data: Buffer, onComplete: () => void): void {
+    this.sendOnAir('c2p', data, (_chunk, last) => {
+      if (!last) return;
+      onComplete();
+      this.reassemble(pb, data);
+    });
+  }
+
+  /** An L2CAP frame the central's kernel sends on its own (signaling responses). */
+  fromCentralKernel(cid: number, payload: Buffer): void {
+    this.sendOnAir('c2p', l2capFrame(cid, payload), (_chunk, last) => {
+      if (last) this.deliverToPeripheral(cid, payload);
+    });
+  }
+
+  /** An L2CAP payload the peripheral's host sends to the central. */
+  fromPeripheral(cid: number, payload: Buffer): void {
+    if (this.closed) return;
+    let out = payload;
+    if (cid === L2CAP_CID_ATT) {
+      const v = this.peripheral.faults.onAttPdu(
+        'p2c',
+        payload,
+        this.counters,
+        this.conn,
+        this.scheduler.nowUs,
+        (id) => this.peripheral.valueHandleOf(id),
+      );
+      if (v.action === 'drop-link') {
+        this.terminate('link', Status.ConnectionTimeout);
+        return;
+      }
+      if (v.action === 'drop') return;
+      out = v.pdu;
+    }
+    let first = true;
+    this.sendOnAir('p2c', l2capFrame(cid, out), (chunk, last) => {
+      this.central.deliverAcl(this.handle, first ? PB_START : PB_CONT, chunk);
+      first = false;
+      if (last && cid === L2CAP_CID_LE_SIGNALING) this.central.onPeripheralSignaling(this, out);
+    });
+  }
+
+  /**
+   * Ends the connection. `reason` is what the initiator's peer is told (0x13 for a user
+   * disconnect); the initiator's own side sees 0x16, and a lost link shows `reason` on both.
+   */
+  terminate(initiator: Initiator, reason: number): void {
+    if (this.closed) return;
+    this.closed = true;
+    const centralReason = initiator === 'central' ? Status.LocalHostTerminated : reason;
+    const peripheralReason = initiator === 'peripheral' ? Status.LocalHostTerminated : reason;
+    this.central.linkClosed(this, centralReason);
+    this.peripheral.linkClosed(this.conn, peripheralReason);
+  }
+
+  /** The central's controller forgot the link (HCI Reset, power-off): only the peripheral learns of it. */
+  abandon(peripheralReason: number): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.peripheral.linkClosed(this.conn, peripheralReason);
+  }
+
+  private sendOnAir(
+    direction: 'c2p' | 'p2c',
+    data: Buffer,
+    onPdu: (chunk: Buffer, last: boolean) => void,
+  ): void {
+    if (this.closed) return;
+    const size = Math.max(1, this.scheduler.params.dataLength);
+    const chunks: Buffer[] = [];
+    for (let off = 0; off < data.length; off += size) chunks.push(data.subarray(off, off + size));
+    if (chunks.length === 0) chunks.push(Buffer.alloc(0));
+    chunks.forEach((chunk, i) => {
+      this.scheduler.send(direction, chunk.length, () => {
+        if (this.closed) return;
+        if (this.peripheral.faults.timeReached(this.conn, this.scheduler.nowUs)) {
+          this.terminate('link', Status.ConnectionTimeout);
+          return;
+        }
+        onPdu(chunk, i === chunks.length - 1);
+      });
+    });
+  }
+
+  private reassemble(pb: number, data: Buffer): void {
+    if (pb !== PB_CONT) {
+      if (data.length < 4) return;
+      this.rx = {
+        length: data.readUInt16LE(0),
+        cid: data.readUInt16LE(2),
+        parts: [data.subarray(4)],
+        have: data.length - 4,
+      };
+    } else if (this.rx) {
+      this.rx.parts.push(data);
+      this.rx.have += data.length;
+    } else {
+      // A continuation without a start: the peripheral's controller drops it.
+      return;
+    }
+    const rx = this.rx;
+    if (rx && rx.have >= rx.length) {
+      this.rx = undefined;
+      this.deliverToPeripheral(rx.cid, Buffer.concat(rx.parts).subarray(0, rx.length));
+    }
+  }
+
+  private deliverToPeripheral(cid: number, payload: Buffer): void {
+    if (this.closed) return;
+    let out = payload;
+    if (cid === L2CAP_CID_ATT) {
+      const v = this.peripheral.faults.onAttPdu(
+        'c2p',
+        payload,
+        this.counters,
+        this.conn,
+        this.scheduler.nowUs,
+        (id) => this.peripheral.valueHandleOf(id),
+      );
+      if (v.action === 'drop-link') {
+        this.terminate('link', Status.ConnectionTimeout);
+        return;
+      }
+      if (v.action === 'drop') return;
+      out = v.pdu;
+    }
+    this.peripheral.receiveL2cap(this.conn, cid, out);
+  }
+}
+
+export function l2capFrame(cid: number, payload: Buffer): Buffer {
+  const frame = Buffer.alloc(4 + payload.length);
+  frame.writeUInt16LE(payload.length, 0);
+  frame.writeUInt16LE(cid, 2);
+  payload.copy(frame, 4);
+  return frame;
+}

@@ -1,0 +1,98 @@
+import { createRequire } from 'node:module';
+import { sep } from 'node:path';
+import type { VirtualRadio } from './radio.ts';
+import { setControllerSource, VirtualHciSocket } from './socket.ts';
+
+/** The module namespace that `require('@abandonware/noble')` returns. */
+export type Noble = typeof import('@abandonware/noble');
+
+const HCI_SOCKET_REQUEST = '@abandonware/bluetooth-hci-socket';
+/** A file name that cannot exist on disk, so the real native module is never touched. */
+const VIRTUAL_ID = `${sep}virtual${sep}@esp-ble-ota${sep}sim${sep}bluetooth-hci-socket.js`;
+const NOBLE_DIR = `${sep}@abandonware${sep}noble${sep}`;
+
+const require = createRequire(import.meta.url);
+
+interface ModuleInternals {
+  _resolveFilename(
+    request: string,
+    parent: { filename?: string | null } | undefined,
+    ...rest: unknown[]
+  ): string;
+  _cache: Record<string, unknown>;
+  new (
+    id: string,
+  ): { id: string; filename: string; loaded: boolean; exports: unknown; paths: string[] };
+}
+
+let hooked = false;
+
+/**
+ * Makes every copy of noble's Linux HCI stack (lib/hci-socket/hci.js) get a
+ * {@link VirtualHciSocket} on `radio` instead of the native @abandonware/bluetooth-hci-socket,
+ * which throws EAFNOSUPPORT on a machine without Bluetooth. Call it before noble is first
+ * required; calling it again points sockets opened afterwards at another radio.
+ *
+ * The mechanism is scoped to one request from one package: only `require('@abandonware/bluetooth-hci-socket')`
+ * issued by a file inside an `@abandonware/noble` directory resolves to the virtual module;
+ * noble's own files load unmodified from node_modules.
+ */
+export function installVirtualHci(radio: VirtualRadio): void {
+  if (!hooked) {
+    const loaded = Object.keys(require.cache).find(
+      (k) => k.includes(NOBLE_DIR) && k.endsWith(`hci-socket${sep}hci.js`),
+    );
+    if (loaded) {
+      throw new Error(
+        `noble's HCI stack (${loaded}) was loaded before installVirtualHci(); it holds the real socket now. ` +
+          'Install the virtual HCI first and load noble lazily (loadNoble()) in that process.',
+      );
+    }
+    const Module = require('node:module') as unknown as ModuleInternals;
+    const m = new Module(VIRTUAL_ID);
+    m.filename = VIRTUAL_ID;
+    m.loaded = true;
+    m.exports = VirtualHciSocket;
+    m.paths = [];
+    Module._cache[VIRTUAL_ID] = m;
+    const original = Module._resolveFilename;
+    Module._resolveFilename = function resolveVirtualHci(request, parent, ...rest) {
+      if (request === HCI_SOCKET_REQUEST && parent?.filename?.includes(NOBLE_DIR))
+        return VIRTUAL_ID;
+      return original.call(this, request, parent, ...rest);
+    };
+    hooked = true;
+  }
+  setControllerSource(radio);
+}
+
+/**
+ * noble's process-wide singleton (what `import noble from '@abandonware/noble'` gives every
+ * module), running its own lib/hci-socket stack on the virtual radio. Only on Linux does
+ * noble pick that stack for the singleton; elsewhere use {@link createNoble}.
+ */
+export function loadNoble(): Noble {
+  assertInstalled();
+  return require('@abandonware/noble') as Noble;
+}
+
+/**
+ * A separate noble instance with its own HCI bindings, socket and virtual controller (its own
+ * central address). Works on any platform, and lets one process run several centrals.
+ */
+export function createNoble(options: { extended?: boolean } = {}): Noble {
+  assertInstalled();
+  const withBindings = require('@abandonware/noble/with-bindings') as (bindings: unknown) => Noble;
+  const HciBindings = require('@abandonware/noble/lib/hci-socket/bindings') as new (
+    options: object,
+  ) => unknown;
+  return withBindings(new HciBindings(options));
+}
+
+function assertInstalled(): void {
+  if (!hooked) {
+    throw new Error(
+      'call installVirtualHci(radio) before loading noble: on this machine noble would open a real HCI socket',
+    );
+  }
+}
