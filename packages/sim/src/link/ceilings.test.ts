@@ -194,3 +194,36 @@ describe('published measurements (sanity bands)', () => {
     expect(ceilingKBps(p, 'stream', { rxReserve: 'max-rx-time' })).toBeLessThan(97.6 * 0.75);
   });
 });
+
+describe('analytic ceilings and the discrete-event model agree', () => {
+  it('within 3% over PHY x data length x MTU x interval, streaming and Write Requests', async () => {
+    const off: string[] = [];
+    for (const phy of ['1M', '2M'] as const) {
+      for (const dataLength of [27, 123, 251]) {
+        for (const attMtu of [23, 185, 300, 517]) {
+          for (const connIntervalMs of [7.5, 11.25, 50]) {
+            const p: LinkParams = {
+              phy,
+              dataLength,
+              attMtu,
+              connIntervalMs,
+              encrypted: phy === '2M',
+            };
+            const stream = await simulateStream({ params: p, bytes: 400 * (attMtu - 3) });
+            const wr = await simulateWriteRequests({ params: p, bytes: 30 * (attMtu - 3) });
+            for (const [mode, sim] of [
+              ['stream', stream.kBps],
+              ['write-request', wr.kBps],
+            ] as const) {
+              const analytic = ceilingKBps(p, mode);
+              if (!within(sim, analytic, 0.03)) {
+                off.push(`${mode} ${JSON.stringify(p)}: analytic ${analytic}, simulated ${sim}`);
+              }
+            }
+          }
+        }
+      }
+    }
+    expect(off).toEqual([]);
+  });
+});

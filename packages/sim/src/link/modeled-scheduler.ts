@@ -454,8 +454,11 @@ export class ModeledAirScheduler implements AirScheduler {
     // More Data as each side signals it in this exchange.
     const moreData =
       this.eligible('c2p', t, ev) !== undefined || this.eligible('p2c', t, ev) !== undefined;
-    this.busyUntilUs = end;
-    this.schedule(end, false, () => {
+    // The next anchor may follow the reply at once: the trailing T_IFS leads nowhere.
+    this.busyUntilUs = pEnd;
+    // The central decides when the reply has ended (NimBLE checks in its rx-end interrupt), so a
+    // closed event frees the air from there and the next anchor can follow.
+    this.schedule(pEnd, false, () => {
       if (gen !== this.generation || this.event !== ev) return;
       if (moreData && this.nextFits(end, ev)) {
         this.nextTxUs = end;
