@@ -1,0 +1,504 @@
+/*
+ * ESP-IDF port: flash slots through esp_ota_ops, the writer task, time, logs,
+ * restart, SHA-256 through mbedtls. Notifications come from the NimBLE port.
+ */
+#include <ctype.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sdkconfig.h"
+
+#include "esp_app_desc.h"
+#include "esp_chip_info.h"
+#include "esp_err.h"
+#include "esp_log.h"
+#include "esp_ota_ops.h"
+#include "esp_partition.h"
+#include "esp_system.h"
+#include "esp_timer.h"
+#include "freertos/FreeRTOS.h"
+#include "freertos/semphr.h"
+#include "freertos/task.h"
+#include "mbedtls/sha256.h"
+
+#include "ble_ota.h"
+#include "ble_ota_idf.h"
+#include "ble_ota_idf_priv.h"
+
+static const char *TAG = "ble_ota";
+
+#if CONFIG_BLE_OTA_WRITER_TASK_CORE_0
+#define WRITER_CORE 0
+#elif CONFIG_BLE_OTA_WRITER_TASK_CORE_1
+#define WRITER_CORE 1
+#else
+#define WRITER_CORE tskNO_AFFINITY
+#endif
+
+#ifdef CONFIG_BLE_OTA_SELF_TEST_FORCE_FAIL
+#define FORCE_SELF_TEST_FAIL true
+#else
+#define FORCE_SELF_TEST_FAIL false
+#endif
+
+typedef struct {
+    esp_ota_handle_t handle;
+    const esp_partition_t *target;
+    bool slot_open;
+    /* Slot that passed esp_ota_end and may become the boot slot. */
+    const esp_partition_t *finished;
+    SemaphoreHandle_t mutex;
+    StaticSemaphore_t mutex_storage;
+    TaskHandle_t writer;
+    esp_timer_handle_t restart_timer;
+    mbedtls_sha256_context sha;
+    bool sha_running;
+    char chip_name[16];
+} idf_port_t;
+
+static idf_port_t s_idf;
+
+static void prv_fill_slot_info(const esp_partition_t *part, ble_ota_slot_info_t *out)
+{
+    esp_ota_img_states_t state;
+
+    memset(out, 0, sizeof(*out));
+    strncpy(out->label, part->label, sizeof(out->label) - 1);
+    out->address = part->address;
+    out->size = part->size;
+    out->state = BLE_OTA_SLOT_STATE_UNDEFINED;
+    /* Fails for a slot without otadata entry (flashed over serial): "undefined". */
+    if (esp_ota_get_state_partition(part, &state) != ESP_OK) {
+        return;
+    }
+    switch (state) {
+    case ESP_OTA_IMG_NEW:
+        out->state = BLE_OTA_SLOT_STATE_NEW;
+        break;
+    case ESP_OTA_IMG_PENDING_VERIFY:
+        out->state = BLE_OTA_SLOT_STATE_PENDING_VERIFY;
+        break;
+    case ESP_OTA_IMG_VALID:
+        out->state = BLE_OTA_SLOT_STATE_VALID;
+        break;
+    case ESP_OTA_IMG_INVALID:
+        out->state = BLE_OTA_SLOT_STATE_INVALID;
+        break;
+    case ESP_OTA_IMG_ABORTED:
+        out->state = BLE_OTA_SLOT_STATE_ABORTED;
+        break;
+    case ESP_OTA_IMG_UNDEFINED:
+    default:
+        out->state = BLE_OTA_SLOT_STATE_UNDEFINED;
+        break;
+    }
+}
+
+/* --- Flash slot (writer task) ------------------------------------------ */
+
+static int prv_slot_begin(void *ctx, uint32_t image_size, ble_ota_slot_info_t *target)
+{
+    idf_port_t *p = ctx;
+    esp_err_t err;
+
+    p->finished = NULL;
+    p->target = esp_ota_get_next_update_partition(NULL);
+    if (p->target == NULL) {
+        ESP_LOGE(TAG, "no OTA update partition: the partition table needs ota_0 and ota_1");
+        return BLE_OTA_ERR_NO_SLOT;
+    }
+    if (image_size != BLE_OTA_IMAGE_SIZE_UNKNOWN && image_size > p->target->size) {
+        ESP_LOGE(TAG, "image of %lu bytes does not fit %s (%lu bytes)", (unsigned long)image_size,
+                 p->target->label, (unsigned long)p->target->size);
+        return BLE_OTA_ERR_TOO_LARGE;
+    }
+    /* Sequential writes erase sector by sector as data arrives, instead of
+     * erasing the whole slot up front (seconds of blocking). */
+    err = esp_ota_begin(p->target, OTA_WITH_SEQUENTIAL_WRITES, &p->handle);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "esp_ota_begin on %s failed: %s", p->target->label, esp_err_to_name(err));
+        switch (err) {
+        case ESP_ERR_OTA_ROLLBACK_INVALID_STATE:
+            return BLE_OTA_ERR_STATE; /* the running image is not confirmed yet */
+        case ESP_ERR_NO_MEM:
+            return BLE_OTA_ERR_NO_MEM;
+        case ESP_ERR_OTA_PARTITION_CONFLICT:
+        case ESP_ERR_NOT_FOUND:
+            return BLE_OTA_ERR_NO_SLOT;
+        default:
+            return BLE_OTA_ERR_FLASH;
+        }
+    }
+    p->slot_open = true;
+    prv_fill_slot_info(p->target, target);
+    return BLE_OTA_OK;
+}
+
+static int prv_slot_write(void *ctx, const uint8_t *data, size_t len)
+{
+    idf_port_t *p = ctx;
+    esp_err_t err;
+
+    if (!p->slot_open) {
+        return BLE_OTA_ERR_STATE;
+    }
+    err = esp_ota_write(p->handle, data, len);
+    if (err == ESP_OK) {
+        return BLE_OTA_OK;
+    }
+    ESP_LOGE(TAG, "esp_ota_write failed: %s", esp_err_to_name(err));
+    switch (err) {
+    case ESP_ERR_OTA_VALIDATE_FAILED:
+        return BLE_OTA_ERR_INVALID_IMAGE; /* first byte is not the image magic 0xE9 */
+    case ESP_ERR_INVALID_SIZE:
+        return BLE_OTA_ERR_TOO_LARGE;
+    default:
+        return BLE_OTA_ERR_FLASH;
+    }
+}
+
+static int prv_slot_end(void *ctx)
+{
+    idf_port_t *p = ctx;
+    esp_err_t err;
+
+    if (!p->slot_open) {
+        return BLE_OTA_ERR_STATE;
+    }
+    /* esp_ota_end releases the handle whatever it returns. */
+    p->slot_open = false;
+    err = esp_ota_end(p->handle);
+    if (err == ESP_OK) {
+        p->finished = p->target;
+        return BLE_OTA_OK;
+    }
+    ESP_LOGE(TAG, "esp_ota_end failed: %s", esp_err_to_name(err));
+    return err == ESP_ERR_OTA_VALIDATE_FAILED ? BLE_OTA_ERR_INVALID_IMAGE : BLE_OTA_ERR_FLASH;
+}
+
+static void prv_slot_abort(void *ctx)
+{
+    idf_port_t *p = ctx;
+
+    if (!p->slot_open) {
+        return;
+    }
+    p->slot_open = false;
+    (void)esp_ota_abort(p->handle);
+}
+
+static int prv_slot_set_boot(void *ctx)
+{
+    idf_port_t *p = ctx;
+    esp_err_t err;
+
+    if (p->finished == NULL) {
+        return BLE_OTA_ERR_STATE;
+    }
+    err = esp_ota_set_boot_partition(p->finished);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "esp_ota_set_boot_partition failed: %s", esp_err_to_name(err));
+        return err == ESP_ERR_OTA_VALIDATE_FAILED ? BLE_OTA_ERR_INVALID_IMAGE : BLE_OTA_ERR_FLASH;
+    }
+    return BLE_OTA_OK;
+}
+
+/* --- Running image ------------------------------------------------------ */
+
+static int prv_get_running_slot(void *ctx, ble_ota_slot_info_t *out)
+{
+    const esp_partition_t *running = esp_ota_get_running_partition();
+
+    (void)ctx;
+    if (running == NULL) {
+        return BLE_OTA_ERR_NO_SLOT;
+    }
+    prv_fill_slot_info(running, out);
+    return BLE_OTA_OK;
+}
+
+static int prv_confirm_running(void *ctx)
+{
+    esp_err_t err = esp_ota_mark_app_valid_cancel_rollback();
+
+    (void)ctx;
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "esp_ota_mark_app_valid_cancel_rollback failed: %s", esp_err_to_name(err));
+        return BLE_OTA_ERR_FLASH;
+    }
+    return BLE_OTA_OK;
+}
+
+static int prv_reject_running(void *ctx)
+{
+    /* Reboots into the previous image; returns only if there is none. */
+    esp_err_t err = esp_ota_mark_app_invalid_rollback_and_reboot();
+
+    (void)ctx;
+    ESP_LOGE(TAG, "esp_ota_mark_app_invalid_rollback_and_reboot failed: %s", esp_err_to_name(err));
+    return BLE_OTA_ERR_NO_SLOT;
+}
+
+static const char *prv_app_version(void *ctx)
+{
+    (void)ctx;
+    return esp_app_get_description()->version;
+}
+
+/* "ESP32-S3" from the chip model; targets newer than this file fall back to
+ * the build target name ("esp32c6" -> "ESP32-C6"). */
+static void prv_compute_chip_name(char *out, size_t cap)
+{
+    esp_chip_info_t info;
+    const char *target = CONFIG_IDF_TARGET;
+    size_t i;
+    size_t o = 0;
+
+    esp_chip_info(&info);
+    switch (info.model) {
+    case CHIP_ESP32:
+        snprintf(out, cap, "ESP32");
+        return;
+    case CHIP_ESP32S2:
+        snprintf(out, cap, "ESP32-S2");
+        return;
+    case CHIP_ESP32S3:
+        snprintf(out, cap, "ESP32-S3");
+        return;
+    case CHIP_ESP32C3:
+        snprintf(out, cap, "ESP32-C3");
+        return;
+    default:
+        break;
+    }
+    for (i = 0; target[i] != '\0' && o + 1 < cap; i++) {
+        if (i == 5 && o + 2 < cap) {
+            out[o++] = '-';
+        }
+        out[o++] = (char)toupper((unsigned char)target[i]);
+    }
+    out[o] = '\0';
+}
+
+static const char *prv_chip_name(void *ctx)
+{
+    idf_port_t *p = ctx;
+
+    return p->chip_name;
+}
+
+/* --- System ------------------------------------------------------------- */
+
+static uint32_t prv_now_ms(void *ctx)
+{
+    (void)ctx;
+    return (uint32_t)(esp_timer_get_time() / 1000);
+}
+
+static void prv_log(void *ctx, ble_ota_log_level_t level, const char *tag, const char *fmt, va_list ap)
+{
+    char line[200];
+
+    (void)ctx;
+    vsnprintf(line, sizeof(line), fmt, ap);
+    /* Through the ESP_LOGx macros so lines get the usual colour, level letter
+     * and timestamp: "I (1234) ble_ota: ...". */
+    switch (level) {
+    case BLE_OTA_LOG_ERROR:
+        ESP_LOGE(tag, "%s", line);
+        break;
+    case BLE_OTA_LOG_WARN:
+        ESP_LOGW(tag, "%s", line);
+        break;
+    case BLE_OTA_LOG_INFO:
+        ESP_LOGI(tag, "%s", line);
+        break;
+    case BLE_OTA_LOG_DEBUG:
+        ESP_LOGD(tag, "%s", line);
+        break;
+    case BLE_OTA_LOG_VERBOSE:
+    default:
+        ESP_LOGV(tag, "%s", line);
+        break;
+    }
+}
+
+static void prv_restart_cb(void *arg)
+{
+    (void)arg;
+    ESP_LOGI(TAG, "restarting into the new image");
+    esp_restart();
+}
+
+static void prv_schedule_restart(void *ctx, uint32_t delay_ms)
+{
+    idf_port_t *p = ctx;
+    esp_err_t err = esp_timer_start_once(p->restart_timer, (uint64_t)delay_ms * 1000u);
+
+    if (err != ESP_OK) {
+        /* The new slot is already the boot slot: restarting now is still right. */
+        ESP_LOGW(TAG, "restart timer failed (%s), restarting now", esp_err_to_name(err));
+        esp_restart();
+    }
+}
+
+static void prv_lock(void *ctx)
+{
+    idf_port_t *p = ctx;
+
+    (void)xSemaphoreTake(p->mutex, portMAX_DELAY);
+}
+
+static void prv_unlock(void *ctx)
+{
+    idf_port_t *p = ctx;
+
+    (void)xSemaphoreGive(p->mutex);
+}
+
+static void prv_writer_wake(void *ctx)
+{
+    idf_port_t *p = ctx;
+
+    if (p->writer != NULL) {
+        xTaskNotifyGive(p->writer);
+    }
+}
+
+static void prv_writer_wait(void *ctx, uint32_t timeout_ms)
+{
+    (void)ctx;
+    (void)ulTaskNotifyTake(pdTRUE, pdMS_TO_TICKS(timeout_ms));
+}
+
+/* --- SHA-256 ---------------------------------------------------------- */
+
+static int prv_sha256_start(void *ctx)
+{
+    idf_port_t *p = ctx;
+
+    if (p->sha_running) {
+        mbedtls_sha256_free(&p->sha);
+    }
+    mbedtls_sha256_init(&p->sha);
+    p->sha_running = true;
+    if (mbedtls_sha256_starts(&p->sha, 0) != 0) {
+        mbedtls_sha256_free(&p->sha);
+        p->sha_running = false;
+        return BLE_OTA_ERR_UNSUPPORTED;
+    }
+    return BLE_OTA_OK;
+}
+
+static int prv_sha256_update(void *ctx, const uint8_t *data, size_t len)
+{
+    idf_port_t *p = ctx;
+
+    if (!p->sha_running) {
+        return BLE_OTA_ERR_STATE;
+    }
+    return mbedtls_sha256_update(&p->sha, data, len) == 0 ? BLE_OTA_OK : BLE_OTA_ERR_UNSUPPORTED;
+}
+
+static int prv_sha256_finish(void *ctx, uint8_t out[BLE_OTA_SHA256_LEN])
+{
+    idf_port_t *p = ctx;
+    int rc;
+
+    if (!p->sha_running) {
+        return BLE_OTA_ERR_STATE;
+    }
+    rc = mbedtls_sha256_finish(&p->sha, out);
+    mbedtls_sha256_free(&p->sha);
+    p->sha_running = false;
+    return rc == 0 ? BLE_OTA_OK : BLE_OTA_ERR_UNSUPPORTED;
+}
+
+/* --- Wiring ------------------------------------------------------------- */
+
+static const ble_ota_port_t s_port = {
+    .ctx = &s_idf,
+    .slot_begin = prv_slot_begin,
+    .slot_write = prv_slot_write,
+    .slot_end = prv_slot_end,
+    .slot_abort = prv_slot_abort,
+    .slot_set_boot = prv_slot_set_boot,
+    .get_running_slot = prv_get_running_slot,
+    .confirm_running = prv_confirm_running,
+    .reject_running = prv_reject_running,
+    .app_version = prv_app_version,
+    .chip_name = prv_chip_name,
+    .notify = ble_ota_nimble_notify,
+    .now_ms = prv_now_ms,
+    .log = prv_log,
+    .schedule_restart = prv_schedule_restart,
+    .lock = prv_lock,
+    .unlock = prv_unlock,
+    .writer_wake = prv_writer_wake,
+    .writer_wait = prv_writer_wait,
+    .sha256_start = prv_sha256_start,
+    .sha256_update = prv_sha256_update,
+    .sha256_finish = prv_sha256_finish,
+};
+
+static const ble_ota_config_t s_config = {
+    .device_name = CONFIG_BLE_OTA_DEVICE_NAME,
+    .manufacturer = CONFIG_BLE_OTA_MANUFACTURER,
+    .restart_delay_ms = CONFIG_BLE_OTA_RESTART_DELAY_MS,
+};
+
+static void prv_writer_task(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        (void)ble_ota_writer_run_once(1000);
+    }
+}
+
+esp_err_t ble_ota_idf_init(void)
+{
+    const esp_timer_create_args_t timer_args = {
+        .callback = prv_restart_cb,
+        .arg = NULL,
+        .dispatch_method = ESP_TIMER_TASK,
+        .name = "ble_ota_restart",
+        .skip_unhandled_events = false,
+    };
+    esp_err_t err;
+
+    if (s_idf.mutex != NULL) {
+        return ESP_ERR_INVALID_STATE;
+    }
+    esp_log_level_set(TAG, (esp_log_level_t)CONFIG_BLE_OTA_LOG_LEVEL);
+    s_idf.mutex = xSemaphoreCreateMutexStatic(&s_idf.mutex_storage);
+    err = esp_timer_create(&timer_args, &s_idf.restart_timer);
+    if (err != ESP_OK) {
+        return err;
+    }
+    prv_compute_chip_name(s_idf.chip_name, sizeof(s_idf.chip_name));
+    if (ble_ota_init(&s_port, &s_config) != BLE_OTA_OK) {
+        return ESP_ERR_INVALID_ARG;
+    }
+    return ESP_OK;
+}
+
+ble_ota_boot_result_t ble_ota_idf_boot_check(void)
+{
+    return ble_ota_boot_check(FORCE_SELF_TEST_FAIL);
+}
+
+esp_err_t ble_ota_idf_start(void)
+{
+    BaseType_t ok;
+
+    if (s_idf.mutex == NULL) {
+        return ESP_ERR_INVALID_STATE; /* ble_ota_idf_init() first */
+    }
+    ok = xTaskCreatePinnedToCore(prv_writer_task, "ble_ota_writer", CONFIG_BLE_OTA_WRITER_TASK_STACK_SIZE,
+                                 NULL, CONFIG_BLE_OTA_WRITER_TASK_PRIORITY, &s_idf.writer, WRITER_CORE);
+    if (ok != pdPASS) {
+        return ESP_ERR_NO_MEM;
+    }
+    return ble_ota_nimble_start(s_config.device_name);
+}
