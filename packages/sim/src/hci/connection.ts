@@ -1,6 +1,6 @@
 import type { AirScheduler } from '../link/types.ts';
 import { L2CAP_CID_ATT, L2CAP_CID_LE_SIGNALING, PB_CONT, PB_START, Status } from './constants.ts';
-import type { FaultSet, LinkCounters } from './faults.ts';
+import type { FaultSet } from './faults.ts';
 
 /** The central's controller, as a connection sees it. */
 export interface CentralEnd {
@@ -30,7 +30,6 @@ export class Connection {
   closed = false;
   /** The peripheral's own handle for this connection (what its app sees as `conn`). */
   conn = -1;
-  readonly counters: LinkCounters = { c2p: 0, p2c: 0 };
   private rx: { length: number; cid: number; parts: Buffer[]; have: number } | undefined;
 
   constructor(
@@ -69,7 +68,6 @@ export class Connection {
       const v = this.peripheral.faults.onAttPdu(
         'p2c',
         payload,
-        this.counters,
         this.conn,
         this.scheduler.nowUs,
         (id) => this.peripheral.valueHandleOf(id),
@@ -161,7 +159,6 @@ export class Connection {
       const v = this.peripheral.faults.onAttPdu(
         'c2p',
         payload,
-        this.counters,
         this.conn,
         this.scheduler.nowUs,
         (id) => this.peripheral.valueHandleOf(id),

@@ -8,7 +8,11 @@ import type { Direction } from '../link/types.ts';
  */
 export type Fault =
   | {
-      /** Drop the link (supervision timeout, reason 0x08 on both sides) once the ATT bytes carried in `direction` would exceed `bytes`; the PDU that crosses the limit is lost. */
+      /**
+       * Drop the link (supervision timeout, reason 0x08 on both sides) once the ATT bytes carried
+       * in `direction` since the fault was armed would exceed `bytes`; the PDU that crosses the
+       * limit is lost. Bytes are whole ATT PDUs (opcode, handle, value).
+       */
       kind: 'drop-link-after-bytes';
       name: string;
       bytes: number;
@@ -65,12 +69,7 @@ interface FaultState {
   fault: Fault;
   fired: boolean;
   matches: number;
-}
-
-/** Per-connection byte counters that `drop-link-after-bytes` needs. */
-export interface LinkCounters {
-  c2p: number;
-  p2c: number;
+  bytes: Record<Direction, number>;
 }
 
 export type AttPduVerdict =
@@ -91,7 +90,7 @@ export class FaultSet extends EventEmitter<{ fault: [FaultRecord] }> {
   add(fault: Fault): void {
     if (!fault.name)
       throw new Error(`a ${fault.kind} fault needs a name, so that results can report it`);
-    this.states.push({ fault, fired: false, matches: 0 });
+    this.states.push({ fault, fired: false, matches: 0, bytes: { c2p: 0, p2c: 0 } });
   }
 
   /** Whether an MTU exchange must be answered with 23. */
@@ -121,17 +120,16 @@ export class FaultSet extends EventEmitter<{ fault: [FaultRecord] }> {
   onAttPdu(
     direction: Direction,
     pdu: Buffer,
-    counters: LinkCounters,
     conn: number,
     nowUs: number,
     valueHandleOf: (chrId: number) => number | undefined,
   ): AttPduVerdict {
-    counters[direction] += pdu.length;
     for (const s of this.armed('drop-link-after-bytes')) {
       const f = s.fault;
       if (f.kind !== 'drop-link-after-bytes') continue;
+      s.bytes[direction] += pdu.length;
       const dir = f.direction ?? 'c2p';
-      const total = dir === 'both' ? counters.c2p + counters.p2c : counters[dir];
+      const total = dir === 'both' ? s.bytes.c2p + s.bytes.p2c : s.bytes[dir];
       if ((dir === 'both' || dir === direction) && total > f.bytes) {
         this.fire(
           s,
