@@ -165,6 +165,25 @@ describe('SerialConsole on a real pseudo-terminal (the virtual rig’s UART brid
     );
   });
 
+  it('switches to a new log per test without reopening the port', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'serial-log-'));
+    con = await SerialConsole.open(uart.path, { logPath: join(dir, 'first.log') });
+    await uart.send(green('I (1) app: first test'));
+    await con.expect('first test', { timeout: 2000 });
+    expect(await con.startLog(join(dir, 'second.log'))).toEqual({
+      raw: join(dir, 'second.log'),
+      text: join(dir, 'second.txt'),
+    });
+    await uart.send(green('I (2) app: second test'));
+    await con.expect('second test', { timeout: 2000 });
+    await con.stopLog();
+    await uart.send(green('I (3) app: not logged'));
+    await con.expect('not logged', { timeout: 2000 });
+    expect(readFileSync(join(dir, 'first.txt'), 'utf8')).toBe('I (1) app: first test\n');
+    expect(readFileSync(join(dir, 'second.txt'), 'utf8')).toBe('I (2) app: second test\n');
+    expect(readFileSync(join(dir, 'second.log'), 'latin1')).toBe(green('I (2) app: second test'));
+  });
+
   it('parses the stream into ESP-IDF events that expectEvent() consumes in order', async () => {
     con = await SerialConsole.open(uart.path);
     const seen: string[] = [];

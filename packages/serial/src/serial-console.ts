@@ -157,7 +157,7 @@ export class SerialConsole {
   private readonly lineListeners = new Set<(line: string) => void>();
   private readonly eventListeners = new Set<(event: ConsoleEvent) => void>();
   private readonly lineState: LineState = { ...LINES_AFTER_OPEN };
-  private readonly log: ConsoleLog | undefined;
+  private log: ConsoleLog | undefined;
   private buf = '';
   private partial = '';
   private eventCursor = 0;
@@ -215,6 +215,24 @@ export class SerialConsole {
   /** Where the per-test log is written, if a logPath was given. */
   get logPaths(): ConsoleLogPaths | undefined {
     return this.log?.paths;
+  }
+
+  /**
+   * Sends the console to a new log from now on (closing the previous one), so one open port
+   * can serve several tests, each with its own log. Returns the raw and text paths.
+   */
+  async startLog(path: string): Promise<ConsoleLogPaths> {
+    const previous = this.log;
+    this.log = new ConsoleLog(path);
+    await previous?.close();
+    return this.log.paths;
+  }
+
+  /** Closes the current log; nothing is logged until the next startLog(). */
+  async stopLog(): Promise<void> {
+    const previous = this.log;
+    this.log = undefined;
+    await previous?.close();
   }
 
   /** Text received and not yet consumed by expect(). */

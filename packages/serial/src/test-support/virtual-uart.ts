@@ -37,7 +37,7 @@ export class VirtualUart {
     return new VirtualUart(child, out.trim());
   }
 
-  /** Bytes the "device" sends; resolves once the bridge has taken them. */
+  /** Bytes the "device" sends; resolves once the pipe to the bridge accepted them. */
   async send(bytes: string | Uint8Array): Promise<void> {
     await new Promise<void>((resolve, reject) =>
       this.child.stdin.write(bytes, (err) => (err ? reject(err) : resolve())),
