@@ -1,0 +1,143 @@
+/**
+ * A virtual radio with one peripheral whose application is written here in TypeScript, under
+ * the real noble package running on the sim's virtual HCI controller. It exercises the
+ * transport's use of noble without the firmware; the end-to-end tests with the firmware's host
+ * build live in tools/ble-ota and hil-tests.
+ */
+import {
+  BASELINE_SERVICE_UUID,
+  FIRMWARE_REVISION_UUID,
+  MANUFACTURER_NAME_UUID,
+  MODEL_NUMBER_UUID,
+  OTA_CONTROL_UUID,
+  OTA_DATA_UUID,
+} from '@esp-ble-ota/protocol';
+// TEMP until packages/sim has its index: relative imports of the sim's sources.
+import type { PeripheralApp, ReadResult } from '../../../sim/src/att/app.ts';
+import type { VirtualPeripheral } from '../../../sim/src/att/peripheral.ts';
+import { createNoble, installVirtualHci } from '../../../sim/src/hci/install.ts';
+import { VirtualRadio } from '../../../sim/src/hci/radio.ts';
+import { ImmediateAirScheduler } from '../../../sim/src/link/immediate-scheduler.ts';
+import type { Noble } from '../noble-types.ts';
+
+/** Characteristic ids as the firmware's ble_ota_chr_id_t numbers them. */
+export const Chr = { control: 0, data: 1, manufacturer: 2, model: 3, fwRev: 4 } as const;
+
+export const OTA_LAYOUT = {
+  services: [
+    {
+      uuid: BASELINE_SERVICE_UUID,
+      characteristics: [
+        {
+          id: Chr.control,
+          uuid: OTA_CONTROL_UUID,
+          properties: ['read', 'write', 'writeWithoutResponse', 'notify'] as const,
+        },
+        {
+          id: Chr.data,
+          uuid: OTA_DATA_UUID,
+          properties: ['write', 'writeWithoutResponse'] as const,
+        },
+      ],
+    },
+    {
+      uuid: '180a',
+      characteristics: [
+        { id: Chr.manufacturer, uuid: MANUFACTURER_NAME_UUID, properties: ['read'] as const },
+        { id: Chr.model, uuid: MODEL_NUMBER_UUID, properties: ['read'] as const },
+        { id: Chr.fwRev, uuid: FIRMWARE_REVISION_UUID, properties: ['read'] as const },
+      ],
+    },
+  ],
+};
+
+export interface RecordedWrite {
+  chrId: number;
+  data: Uint8Array;
+  withResponse: boolean;
+}
+
+/** A steerable app: records writes, answers reads from a table, lets a test hold a write. */
+export class TestApp implements PeripheralApp {
+  readonly writes: RecordedWrite[] = [];
+  readonly subscriptions: Array<{ chrId: number; flags: number }> = [];
+  conn: number | undefined;
+  mtu = 23;
+  values = new Map<number, Uint8Array>([
+    [Chr.manufacturer, new TextEncoder().encode('Espressif Systems')],
+    [Chr.model, new TextEncoder().encode('ESP32')],
+    [Chr.fwRev, new TextEncoder().encode('1.0.0')],
+  ]);
+  /** Decides the ATT status of a Write Request; may return a promise to hold the response. */
+  onWriteRequest: (write: RecordedWrite) => Promise<number> | number = () => 0;
+  /** Runs after a write was recorded (e.g. to notify before answering). */
+  peripheral: VirtualPeripheral | undefined;
+
+  onConnect(conn: number, mtu: number): void {
+    this.conn = conn;
+    this.mtu = mtu;
+  }
+  onDisconnect(): void {
+    this.conn = undefined;
+  }
+  onMtu(_conn: number, mtu: number): void {
+    this.mtu = mtu;
+  }
+  onWrite(
+    _conn: number,
+    chrId: number,
+    data: Uint8Array,
+    withResponse: boolean,
+  ): Promise<number> | number {
+    const write = { chrId, data: new Uint8Array(data), withResponse };
+    this.writes.push(write);
+    return withResponse ? this.onWriteRequest(write) : 0;
+  }
+  onRead(_conn: number, chrId: number): ReadResult {
+    const value = this.values.get(chrId);
+    return value === undefined
+      ? { status: 0x02, data: new Uint8Array(0) }
+      : { status: 0, data: value };
+  }
+  onSubscribe(_conn: number, chrId: number, flags: number): void {
+    this.subscriptions.push({ chrId, flags });
+  }
+}
+
+export interface VirtualSetup {
+  radio: VirtualRadio;
+  noble: Noble;
+  app: TestApp;
+  peripheral: VirtualPeripheral;
+}
+
+let radio: VirtualRadio | undefined;
+
+/**
+ * One radio per test file (noble's HCI hook is process-wide); each call adds a fresh central
+ * (its own noble instance and controller) and a fresh peripheral at `address`.
+ */
+export function setupVirtual(options: {
+  address: string;
+  name?: string;
+  preferredMtu?: number;
+  advertisedServiceUuids?: string[];
+  leAclNum?: number;
+}): VirtualSetup {
+  radio ??= new VirtualRadio({ createLink: () => new ImmediateAirScheduler() });
+  installVirtualHci(radio);
+  const app = new TestApp();
+  const peripheral = radio.addPeripheral({
+    address: options.address,
+    name: options.name ?? 'esp32',
+    gatt: structuredClone(OTA_LAYOUT) as never,
+    app,
+    ...(options.preferredMtu === undefined ? {} : { preferredMtu: options.preferredMtu }),
+    ...(options.advertisedServiceUuids === undefined
+      ? {}
+      : { advertisedServiceUuids: options.advertisedServiceUuids }),
+  });
+  app.peripheral = peripheral;
+  const noble = createNoble() as unknown as Noble;
+  return { radio, noble, app, peripheral };
+}

@@ -1,0 +1,131 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SerialPort } from 'serialport';
+import { CliError } from '../errors.ts';
+import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
+import { type CliIo, line } from '../io.ts';
+import { openRadio, type Radio } from '../rig.ts';
+
+export interface MonitorOptions {
+  baud: number;
+  reset?: boolean;
+  sim?: boolean;
+  /** Stop after this long (ms); default: until Ctrl-C or the port closes. */
+  timeout?: number;
+  /** Exit with 0 as soon as the console prints this text. */
+  until?: string;
+}
+
+/** Longest console text kept for --until matching across chunk boundaries. */
+const UNTIL_WINDOW = 4096;
+
+export async function monitorCommand(
+  port: string | undefined,
+  options: MonitorOptions,
+  io: CliIo,
+): Promise<ExitCodeValue> {
+  let radio: Radio | undefined;
+  let path = port;
+  if (options.sim) {
+    radio = await openRadio(io, true);
+    path ??= radio.rig?.boards[0]?.serialPath;
+    if (path === undefined) {
+      await radio.close();
+      throw new CliError(ExitCode.ERROR, 'the virtual rig has no board with a serial console');
+    }
+    line(io.stderr, `monitoring ${radio.rig?.boards[0]?.name ?? 'board'} on ${path} (virtual rig)`);
+  }
+  if (path === undefined) {
+    throw new CliError(
+      ExitCode.USAGE,
+      'monitor needs a serial port (e.g. /dev/ttyUSB0), or --sim for the virtual rig',
+    );
+  }
+  const serial = new SerialPort({ path, baudRate: options.baud, autoOpen: false });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      serial.open((error) => (error ? reject(error) : resolve()));
+    }).catch((error: unknown) => {
+      throw openError(path, error);
+    });
+    if (options.reset) await resetBoard(serial);
+    return await pump(serial, options, io);
+  } finally {
+    if (serial.isOpen) await new Promise<void>((resolve) => serial.close(() => resolve()));
+    await radio?.close();
+  }
+}
+
+function openError(path: string, error: unknown): CliError {
+  const message = error instanceof Error ? error.message : String(error);
+  if (/ENOENT|No such file/i.test(message)) {
+    return new CliError(
+      ExitCode.USAGE,
+      `serial port not found: ${path}; is the board plugged in? (ls /dev/ttyUSB* /dev/ttyACM*)`,
+      { cause: error },
+    );
+  }
+  if (/EACCES|Permission denied/i.test(message)) {
+    return new CliError(
+      ExitCode.USAGE,
+      `no permission to open ${path}; add your user to the dialout group (sudo usermod -aG dialout $USER) and log in again`,
+      { cause: error },
+    );
+  }
+  return new CliError(ExitCode.ERROR, `cannot open ${path}: ${message}`, { cause: error });
+}
+
+/**
+ * The reset esptool does on ESP32 dev boards: RTS drives EN (reset) and DTR drives GPIO0
+ * (boot mode) through the USB-UART's transistor pair. DTR stays released so the chip boots
+ * the app, not the ROM download mode.
+ */
+async function resetBoard(serial: SerialPort): Promise<void> {
+  const set = (flags: { dtr: boolean; rts: boolean }) =>
+    new Promise<void>((resolve, reject) => serial.set(flags, (e) => (e ? reject(e) : resolve())));
+  await set({ dtr: false, rts: true });
+  await sleep(100);
+  await set({ dtr: false, rts: false });
+}
+
+function pump(serial: SerialPort, options: MonitorOptions, io: CliIo): Promise<ExitCodeValue> {
+  return new Promise<ExitCodeValue>((resolve) => {
+    const decoder = new TextDecoder();
+    let recent = '';
+    let done = false;
+    const finish = (code: ExitCodeValue) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      io.signal?.removeEventListener('abort', onAbort);
+      serial.removeListener('data', onData);
+      serial.removeListener('close', onClose);
+      resolve(code);
+    };
+    const onData = (chunk: Buffer) => {
+      const text = decoder.decode(chunk, { stream: true });
+      io.stdout.write(text);
+      if (options.until !== undefined) {
+        recent = (recent + text).slice(-UNTIL_WINDOW);
+        if (recent.includes(options.until)) finish(ExitCode.OK);
+      }
+    };
+    const onClose = () => {
+      line(io.stderr, 'serial port closed');
+      finish(options.until === undefined ? ExitCode.OK : ExitCode.TIMEOUT);
+    };
+    const onAbort = () => finish(ExitCode.INTERRUPTED);
+    const timer =
+      options.timeout === undefined
+        ? undefined
+        : setTimeout(() => {
+            if (options.until !== undefined) {
+              line(io.stderr, `"${options.until}" did not appear within ${options.timeout} ms`);
+              finish(ExitCode.TIMEOUT);
+            } else finish(ExitCode.OK);
+          }, options.timeout);
+    serial.on('data', onData);
+    serial.on('close', onClose);
+    if (io.signal?.aborted) onAbort();
+    else io.signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

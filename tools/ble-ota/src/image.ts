@@ -1,0 +1,140 @@
+import { readFile } from 'node:fs/promises';
+import { type AppImageInfo, ImageFormatError, parseAppImage } from '@esp-ble-ota/protocol';
+import { CliError } from './errors.ts';
+import { ExitCode } from './exit-codes.ts';
+
+export interface LoadedImage {
+  path: string;
+  bytes: Uint8Array;
+  info: AppImageInfo;
+}
+
+const BUILD_HINT = 'pass the app image that ESP-IDF builds (build/<project>.bin)';
+
+/** Read and parse an image file; a file that cannot be read is a usage error, not a bad image. */
+export async function loadImage(path: string): Promise<LoadedImage> {
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(await readFile(path));
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (code === 'ENOENT') {
+      throw new CliError(ExitCode.USAGE, `image file not found: ${path}; ${BUILD_HINT}`, {
+        cause: error,
+      });
+    }
+    if (code === 'EISDIR') {
+      throw new CliError(
+        ExitCode.USAGE,
+        `${path} is a directory, not an image file; ${BUILD_HINT}`,
+      );
+    }
+    if (code === 'EACCES' || code === 'EPERM') {
+      throw new CliError(ExitCode.USAGE, `cannot read ${path}: permission denied`, {
+        cause: error,
+      });
+    }
+    throw new CliError(ExitCode.USAGE, `cannot read ${path}: ${String(error)}`, { cause: error });
+  }
+  try {
+    return { path, bytes, info: parseAppImage(bytes) };
+  } catch (error) {
+    if (error instanceof ImageFormatError) {
+      throw new CliError(ExitCode.IMAGE_INVALID, `${path}: ${error.message}`, { cause: error });
+    }
+    throw error;
+  }
+}
+
+const hex8 = (n: number) => `0x${n.toString(16).padStart(2, '0')}`;
+
+/**
+ * Refuse an image whose checksum or appended SHA-256 is wrong: the bootloader would reject it
+ * after the whole upload, so say so before the first byte goes out.
+ */
+export function assertImageIntact(image: LoadedImage): void {
+  const { info, path } = image;
+  if (!info.checksumValid) {
+    throw new CliError(
+      ExitCode.IMAGE_INVALID,
+      `${path} is corrupt: its checksum byte is ${hex8(info.checksum.stored)} but the segments sum to ${hex8(info.checksum.computed)}; the bootloader would reject it. Rebuild the image or copy it again.`,
+    );
+  }
+  if (info.hashValid === false) {
+    throw new CliError(
+      ExitCode.IMAGE_INVALID,
+      `${path} is corrupt: its appended SHA-256 (${info.hash.stored}) does not match its content (${info.hash.computed}); the bootloader would reject it. Rebuild the image or copy it again.`,
+    );
+  }
+}
+
+/** The fields `info --json` promises, plus the rest of what the inspector found. */
+export function imageJson(image: LoadedImage): Record<string, unknown> {
+  const { info } = image;
+  return {
+    file: image.path,
+    chip: info.chip,
+    chipId: info.chipId,
+    project: info.project,
+    version: info.version,
+    idfVersion: info.idfVersion,
+    secureVersion: info.secureVersion,
+    size: info.size,
+    checksumValid: info.checksumValid,
+    hashValid: info.hashValid,
+    target: info.target,
+    compileDate: info.compileDate,
+    compileTime: info.compileTime,
+    elfSha256: info.elfSha256,
+    imageSha256: info.imageSha256,
+    imageLength: info.imageLength,
+    segments: info.segments.length,
+    flashMode: info.flashMode.name,
+    flashSize: info.flashSize.name,
+    flashFreq: info.flashFreq.name,
+    entryPoint: info.entryPoint,
+    minChipRev: info.minChipRev,
+    maxChipRev: info.maxChipRev,
+    warnings: info.warnings,
+  };
+}
+
+export function imageText(image: LoadedImage): string {
+  const { info } = image;
+  const rows: [string, string][] = [
+    ['File', image.path],
+    ['Chip', `${info.chip} (chip id ${info.chipId})`],
+    ['Project', info.project],
+    ['Version', info.version],
+    ['ESP-IDF', info.idfVersion],
+    ['Secure version', String(info.secureVersion)],
+    ['Compiled', `${info.compileDate} ${info.compileTime}`.trim() || '(not recorded)'],
+    ['Size', `${info.size} bytes`],
+    ['Segments', String(info.segments.length)],
+    [
+      'Flash',
+      `${info.flashMode.name ?? info.flashMode.code} ${info.flashSize.name ?? info.flashSize.code} ${info.flashFreq.name ?? info.flashFreq.code}`,
+    ],
+    ['Entry point', `0x${info.entryPoint.toString(16).padStart(8, '0')}`],
+    [
+      'Checksum',
+      info.checksumValid
+        ? `valid (${hex8(info.checksum.stored)})`
+        : `INVALID (stored ${hex8(info.checksum.stored)}, computed ${hex8(info.checksum.computed)})`,
+    ],
+    [
+      'Hash',
+      info.hashValid === null
+        ? 'not appended'
+        : info.hashValid
+          ? 'valid'
+          : `INVALID (stored ${info.hash.stored}, computed ${info.hash.computed})`,
+    ],
+    ['ELF SHA-256', info.elfSha256],
+    ['Image SHA-256', info.imageSha256],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length)) + 1;
+  const lines = rows.map(([k, v]) => `${`${k}:`.padEnd(width + 1)}${v}`);
+  for (const warning of info.warnings) lines.push(`warning: ${warning}`);
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,43 @@
+import type { Noble } from '@esp-ble-ota/noble';
+
+/** Where a command writes. Tests pass string sinks; the real CLI passes process streams. */
+export interface OutputStream {
+  write(chunk: string): unknown;
+  isTTY?: boolean;
+  columns?: number;
+}
+
+export interface VirtualRigBoard {
+  name: string;
+  address: string;
+  serialPath: string;
+  flashPath?: string;
+}
+
+/** What `--sim` needs from the virtual rig (packages/sim `startVirtualRig`). */
+export interface VirtualRig {
+  noble: Noble;
+  boards: readonly VirtualRigBoard[];
+  close(): Promise<void>;
+}
+
+export interface CliIo {
+  stdout: OutputStream;
+  stderr: OutputStream;
+  /** Fires on Ctrl-C; commands stop and exit with 130. */
+  signal?: AbortSignal;
+  /** Loads the real noble (default: @esp-ble-ota/noble's loadNoble). */
+  loadNoble?: () => Promise<Noble>;
+  /** Starts the virtual rig for --sim (default: @esp-ble-ota/sim's startVirtualRig). */
+  startRig?: () => Promise<VirtualRig>;
+  /** Wall clock for timings (default performance.now). */
+  now?: () => number;
+}
+
+export function line(stream: OutputStream, text = ''): void {
+  stream.write(`${text}\n`);
+}
+
+export function json(stream: OutputStream, value: unknown): void {
+  stream.write(`${JSON.stringify(value)}\n`);
+}

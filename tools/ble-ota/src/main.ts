@@ -1,0 +1,191 @@
+import { Command, CommanderError, Option } from 'commander';
+import { DEFAULT_SLOT_SIZE, flashCommand } from './commands/flash.ts';
+import { infoCommand } from './commands/info.ts';
+import { monitorCommand } from './commands/monitor.ts';
+import { scanCommand } from './commands/scan.ts';
+import { exitCodeFor } from './errors.ts';
+import { ExitCode, type ExitCodeValue, exitCodeHelp } from './exit-codes.ts';
+import { type CliIo, json, line } from './io.ts';
+import { parseAddress, parseBaud, parseDuration, parseSize } from './parse.ts';
+
+const EXAMPLES = `
+Examples:
+  ble-ota info build/app.bin
+  ble-ota scan --sim
+  ble-ota flash build/app.bin --name esp32
+  ble-ota flash build/app.bin --sim --json
+  ble-ota monitor /dev/ttyUSB0 --reset`;
+
+/**
+ * Run ble-ota with `argv` (without node and the script) and return the exit code. Everything
+ * goes through `io`, so tests call this directly and read what a user would see.
+ */
+export async function main(argv: readonly string[], io: CliIo): Promise<number> {
+  let exitCode: ExitCodeValue = ExitCode.OK;
+  let wantsJson = false;
+  const run =
+    <A extends unknown[]>(body: (...args: A) => Promise<ExitCodeValue>) =>
+    async (...args: A) => {
+      exitCode = await body(...args);
+    };
+
+  const program = new Command('ble-ota')
+    .description('Update ESP32 firmware over BLE (baseline OTA protocol) and inspect app images.')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+      outputError: (s, write) => write(s.startsWith('error:') ? s : `error: ${s}`),
+    })
+    .showHelpAfterError('(run ble-ota --help for usage)')
+    .addHelpText('after', `${EXAMPLES}\n\n${exitCodeHelp()}`);
+
+  const sim = () =>
+    new Option(
+      '--sim',
+      'run against the virtual rig (simulated ESP32 behind a virtual controller)',
+    );
+  const jsonOption = (what: string) => new Option('--json', what);
+
+  program
+    .command('scan')
+    .description('list nearby devices that offer the OTA service (name, address, RSSI)')
+    .addOption(
+      new Option('-t, --timeout <duration>', 'how long to scan (10, 10s, 500ms)')
+        .default(5000, '5s')
+        .argParser(parseDuration),
+    )
+    .option('--all', 'list every advertiser, not only OTA devices')
+    .addOption(sim())
+    .addOption(jsonOption('print a JSON array of devices'))
+    .action(
+      run(async (options: { timeout: number; all?: boolean; sim?: boolean; json?: boolean }) => {
+        wantsJson = options.json ?? false;
+        return scanCommand(options, io);
+      }),
+    );
+
+  program
+    .command('info')
+    .description('show what an ESP app image contains and whether its checksum and SHA-256 hold')
+    .argument('<image>', 'app image (.bin)')
+    .addOption(jsonOption('print one JSON object'))
+    .action(
+      run(async (image: string, options: { json?: boolean }) => {
+        wantsJson = options.json ?? false;
+        return infoCommand(image, options, io);
+      }),
+    );
+
+  program
+    .command('flash')
+    .description(
+      'check an app image, upload it to a device over BLE, and verify the device runs it',
+    )
+    .argument('<image>', 'app image (.bin)')
+    .addOption(new Option('-n, --name <name>', 'device name to connect to').conflicts('address'))
+    .addOption(
+      new Option('-a, --address <address>', 'device address to connect to').argParser(parseAddress),
+    )
+    .addOption(
+      new Option('-t, --timeout <duration>', 'how long to scan for the device')
+        .default(10_000, '10s')
+        .argParser(parseDuration),
+    )
+    .addOption(
+      new Option('--slot-size <bytes>', "size of the device's OTA app slot (1M, 0x100000)")
+        .default(DEFAULT_SLOT_SIZE, '1M, the baseline partition table')
+        .argParser(parseSize),
+    )
+    .option('--skip-chip-check', "do not compare the image's chip with the device's model")
+    .option('--no-verify', 'do not reconnect after the restart to check the running version')
+    .addOption(
+      new Option('--verify-timeout <duration>', 'how long to wait for the device to come back')
+        .default(30_000, '30s')
+        .argParser(parseDuration),
+    )
+    .option(
+      '--baseline-writes',
+      "send REQUEST and DONE as Write Commands, as the baseline's Python client does",
+    )
+    .addOption(sim())
+    .addOption(jsonOption('print machine-readable events, one JSON object per line'))
+    .action(
+      run(
+        async (
+          image: string,
+          options: {
+            name?: string;
+            address?: string;
+            timeout: number;
+            slotSize: number;
+            skipChipCheck?: boolean;
+            verify: boolean;
+            verifyTimeout: number;
+            baselineWrites?: boolean;
+            sim?: boolean;
+            json?: boolean;
+          },
+        ) => {
+          wantsJson = options.json ?? false;
+          return flashCommand(
+            image,
+            {
+              ...options,
+              chipCheck: !(options.skipChipCheck ?? false),
+            },
+            io,
+          );
+        },
+      ),
+    );
+
+  program
+    .command('monitor')
+    .description("print a board's serial console")
+    .argument('[port]', 'serial port (/dev/ttyUSB0); optional with --sim')
+    .addOption(new Option('-b, --baud <rate>', 'baud rate').default(115_200).argParser(parseBaud))
+    .option('--reset', 'reset the board through DTR/RTS after opening the port')
+    .addOption(new Option('--timeout <duration>', 'stop after this long').argParser(parseDuration))
+    .option('--until <text>', 'exit as soon as the console prints this text (exit 7 on --timeout)')
+    .addOption(sim())
+    .action(
+      run(
+        async (
+          port: string | undefined,
+          options: {
+            baud: number;
+            reset?: boolean;
+            timeout?: number;
+            until?: string;
+            sim?: boolean;
+          },
+        ) => monitorCommand(port, options, io),
+      ),
+    );
+
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return exitCode;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // --help and --version end through here too, with exit code 0.
+      return error.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
+    }
+    const code = exitCodeFor(error);
+    const message = error instanceof Error ? error.message : String(error);
+    if (wantsJson) {
+      json(io.stdout, {
+        event: 'error',
+        exitCode: code,
+        code: (error as { code?: unknown }).code ?? null,
+        message,
+      });
+    }
+    line(io.stderr, `error: ${message}`);
+    if (code === ExitCode.ERROR && error instanceof Error && error.stack) {
+      line(io.stderr, error.stack);
+    }
+    return code;
+  }
+}

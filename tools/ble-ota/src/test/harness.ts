@@ -1,0 +1,72 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type BuildAppImageOptions, buildAppImage } from '@esp-ble-ota/protocol';
+import type { CliIo, OutputStream, VirtualRig } from '../io.ts';
+import { main } from '../main.ts';
+
+export class Sink implements OutputStream {
+  text = '';
+  isTTY = false;
+  write(chunk: string): boolean {
+    this.text += chunk;
+    return true;
+  }
+  /** Lines parsed as JSON (for --json output). */
+  jsonLines(): Record<string, unknown>[] {
+    return this.text
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  out: Sink;
+  /** How often the command reached for a radio (real adapter or rig). */
+  radioOpened: number;
+}
+
+export interface RunOptions {
+  startRig?: () => Promise<VirtualRig>;
+  signal?: AbortSignal;
+}
+
+/** Run the CLI in-process. Without a rig, any attempt to use a radio is counted and refused. */
+export async function run(argv: string[], options: RunOptions = {}): Promise<RunResult> {
+  const stdout = new Sink();
+  const stderr = new Sink();
+  let radioOpened = 0;
+  const io: CliIo = {
+    stdout,
+    stderr,
+    loadNoble: async () => {
+      radioOpened++;
+      throw new Error('test: no radio here');
+    },
+    startRig: async () => {
+      radioOpened++;
+      if (options.startRig === undefined) throw new Error('test: no rig here');
+      return options.startRig();
+    },
+  };
+  if (options.signal !== undefined) io.signal = options.signal;
+  const code = await main(argv, io);
+  return { code, stdout: stdout.text, stderr: stderr.text, out: stdout, radioOpened };
+}
+
+export const tmp = mkdtempSync(join(tmpdir(), 'ble-ota-test-'));
+
+export function writeImage(name: string, options: Partial<BuildAppImageOptions> = {}): string {
+  const bytes = buildAppImage({ chip: 'esp32', project: 'blink', version: '2.1.0', ...options });
+  return writeBytes(name, bytes);
+}
+
+export function writeBytes(name: string, bytes: Uint8Array): string {
+  const path = join(tmp, name);
+  writeFileSync(path, bytes);
+  return path;
+}
