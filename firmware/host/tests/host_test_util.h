@@ -12,13 +12,27 @@
 #include <string.h>
 #include <unistd.h>
 
-/* A per-test scratch file under the build tree, unique per process. */
+static char htu_s_paths[64][512];
+static int htu_s_path_count;
+
+static inline void htu_cleanup(void)
+{
+    for (int i = 0; i < htu_s_path_count; i++) {
+        unlink(htu_s_paths[i]);
+    }
+}
+
+/* A per-test scratch file under the build tree, unique per process, removed at exit. */
 static inline const char *htu_path(const char *name)
 {
-    static char buf[8][512];
-    static int next;
-    char *p = buf[next++ % 8];
-    snprintf(p, sizeof(buf[0]), "%s/%s-%ld-%s", BLE_OTA_TEST_TMPDIR, "t", (long)getpid(), name);
+    if (htu_s_path_count == 0) {
+        atexit(htu_cleanup);
+    }
+    if (htu_s_path_count >= 64) {
+        abort();
+    }
+    char *p = htu_s_paths[htu_s_path_count++];
+    snprintf(p, sizeof(htu_s_paths[0]), "%s/t-%ld-%s", BLE_OTA_TEST_TMPDIR, (long)getpid(), name);
     return p;
 }
 

@@ -11,12 +11,13 @@
 #define MTU 185u
 #define PACKET (MTU - 3u)
 
-static uint8_t s_image[4096];
+static uint8_t s_image[64u * BLE_OTA_MAX_PACKET];
 
 static void fill_image(size_t len)
 {
     size_t i;
 
+    REQUIRE(len <= sizeof(s_image));
     for (i = 0; i < len; i++) {
         s_image[i] = (uint8_t)(i * 7u + 3u);
     }

@@ -79,6 +79,13 @@ static int prv_info(const char *path)
                        host_ota_state_name(two[i].ota_state), two[i].crc, crc_ok ? "ok" : "BAD",
                        host_ota_select_valid(&two[i]) ? "" : ", not selectable");
             }
+            /* what the bootloader will do with it: an unconfirmed image is aborted first */
+            for (int i = 0; i < 2; i++) {
+                if (two[i].ota_state == ESP_OTA_IMG_PENDING_VERIFY) {
+                    printf("  [%d] was booted and never confirmed: the next boot marks it ABORTED (rollback)\n", i);
+                    two[i].ota_state = ESP_OTA_IMG_ABORTED;
+                }
+            }
             int slot = host_ota_selected_slot(&dev, two);
             if (slot >= 0) {
                 printf("next boot tries: ota_%d (then falls back to the other slots if its image is invalid)\n",
