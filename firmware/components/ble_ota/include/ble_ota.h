@@ -48,7 +48,7 @@ typedef enum {
 /* Queue slots between the BLE context and the writer. One slot is kept for
  * the end-of-session item (DONE or abort), so data can use DEPTH - 1. */
 #ifndef BLE_OTA_QUEUE_DEPTH
-#define BLE_OTA_QUEUE_DEPTH 8
+#define BLE_OTA_QUEUE_DEPTH 16
 #endif
 
 /* ATT error codes returned by ble_ota_on_write()/ble_ota_on_read()
