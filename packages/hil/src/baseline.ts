@@ -80,20 +80,29 @@ export async function writeBaseline(file: string, baseline: Baseline): Promise<v
   await rename(tmp, file);
 }
 
-/** Seconds with as many decimals as it takes to tell `a` from `b` (at most 3). */
+/**
+ * Seconds with two significant digits at least (0.41 s, not 0.4 s), and more decimals while
+ * they are needed to tell `a` from `b` (at most 4).
+ */
 function secondsPair(a: number, b: number): [string, string] {
-  for (let digits = 1; digits < 3; digits++) {
+  const smallest = Math.min(Math.abs(a), Math.abs(b));
+  const first = smallest > 0 ? Math.max(1, Math.ceil(-Math.log10(smallest)) + 1) : 1;
+  for (let digits = Math.min(first, 4); digits < 4; digits++) {
     const fa = a.toFixed(digits);
     const fb = b.toFixed(digits);
     if (fa !== fb || a === b) return [fa, fb];
   }
-  return [a.toFixed(3), b.toFixed(3)];
+  return [a.toFixed(4), b.toFixed(4)];
 }
 
-/** A percentage rounded to whole percent, unless rounding would hide which side of the limit it is. */
+/**
+ * A percentage rounded to whole percent, unless rounding would hide which side of the limit it
+ * is on, or make a small difference read as none.
+ */
 function pct(value: number, limit?: number): string {
   const whole = Math.round(value);
-  if (limit !== undefined && whole === Math.round(limit) && value !== limit) {
+  const hidesLimit = limit !== undefined && whole === Math.round(limit) && value !== limit;
+  if (hidesLimit || (whole === 0 && value !== 0)) {
     return value.toFixed(1);
   }
   return String(whole);
