@@ -404,6 +404,17 @@ describe('BootLogParser fed incrementally', () => {
     expect(e[5]).toMatchObject({ size: 10788, offset: 0x310000, target: 'flash' });
   });
 
+  it('finds the ROM banner and reset line behind the garbage a reset leaves on the line', () => {
+    const { boots } = parseBootLog(
+      '\x00\xff\xfeets Jun  8 2016 00:22:57\r\n\r\n\xffrst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n' +
+        '\x00ESP-ROM:esp32c3-api1-20210207\r\nrst:0x1 (POWERON),boot:0xc (SPI_FAST_FLASH_BOOT)\r\n',
+    );
+    expect(boots.map((b) => [b.rom?.banner, b.rom?.chip, b.reset?.reason])).toEqual([
+      ['ets Jun  8 2016 00:22:57', undefined, 'POWERON_RESET'],
+      ['ESP-ROM:esp32c3-api1-20210207', 'esp32c3', 'POWERON'],
+    ]);
+  });
+
   it('counts a reset line that follows app output as a new boot even without a ROM banner', () => {
     const { boots } = parseBootLog(
       [

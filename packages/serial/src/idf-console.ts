@@ -342,13 +342,15 @@ export class BootLogParser {
       emit(reset);
       return this.record(out);
     }
-    if (/^ets \w{3} [ \d]\d \d{4}/.test(trimmed)) {
-      emit({ kind: 'rom', line, banner: trimmed });
+    // Unanchored: a board that was just reset often prints a few garbage bytes first.
+    const ets = /ets \w{3} [ \d]\d \d{4} \d\d:\d\d:\d\d/.exec(trimmed);
+    if (ets) {
+      emit({ kind: 'rom', line, banner: ets[0] });
       return this.record(out);
     }
-    const rom = /^ESP-ROM:(\S+)/.exec(trimmed);
+    const rom = /ESP-ROM:(\S+)/.exec(trimmed);
     if (rom) {
-      const event: EventOf<'rom'> = { kind: 'rom', line, banner: trimmed };
+      const event: EventOf<'rom'> = { kind: 'rom', line, banner: rom[0] };
       const chip = /^(esp[0-9a-z]+)-/i.exec(rom[1] ?? '');
       if (chip?.[1]) event.chip = chip[1];
       emit(event);
