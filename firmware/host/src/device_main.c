@@ -98,7 +98,9 @@ int main(int argc, char **argv)
     uint64_t t0 = host_clock_now_ns();
     if (create) {
         const host_chip_t *chip = want_chip ? want_chip : host_chip_by_name("esp32");
-        const char *app_path = image ? image : BLE_OTA_DEFAULT_IMAGE;
+        char default_image[600];
+        snprintf(default_image, sizeof(default_image), "%s/ble-ota-app-%s.bin", BLE_OTA_IMAGE_DIR, chip->name);
+        const char *app_path = image ? image : default_image;
         size_t app_len = 0;
         uint8_t *app = host_read_file(app_path, &app_len, err, sizeof(err));
         if (app == NULL) {

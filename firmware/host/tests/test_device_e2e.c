@@ -420,3 +420,49 @@ TEST(bad_command_lines_say_what_to_do)
     CHECK_EQ_INT(prv_wait(&d), 1);
     prv_free(&d);
 }
+
+TEST(create_for_another_chip_boots_that_chips_image_and_refuses_foreign_images)
+{
+    static const struct {
+        const char *chip, *rom, *model, *cores;
+    } chips[] = {{"esp32s3", "ESP-ROM:esp32s3-20210327", "ESP32-S3", "cpu_start: Multicore app"},
+                 {"esp32c3", "ESP-ROM:esp32c3-api1-20210207", "ESP32-C3", "cpu_start: Unicore app"}};
+    for (size_t i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "e2e-%s.bin", chips[i].chip);
+        const char *flash = prv_fresh_flash(name);
+        dev_t_ d;
+        uint8_t hello[64];
+        const char *create[] = {"--flash", flash, "--create", "--chip", chips[i].chip, NULL};
+        prv_spawn(&d, create);
+        REQUIRE(prv_expect(&d, 0x80, hello, sizeof(hello)) >= 1);
+        CHECK_CONTAINS(d.console, chips[i].rom);
+        CHECK_CONTAINS(d.console, chips[i].cores);
+        uint8_t rd[4] = {1, 0, 3, 0};
+        prv_send(&d, 0x05, rd, 4, NULL, 0);
+        uint8_t rsp[64] = {0};
+        int n = prv_expect(&d, 0x85, rsp, sizeof(rsp) - 1);
+        REQUIRE(n >= 5);
+        CHECK_EQ_STR((const char *)rsp + 5, chips[i].model);
+        /* an ESP32 image is refused at DONE: esp_ota_end checks the chip id */
+        size_t len;
+        uint8_t *img = prv_image_of_app("e2e-wrong-chip", &len);
+        REQUIRE(img != NULL);
+        CHECK_EQ_HEX(prv_baseline_upload(&d, img, len, 517), 0x06);
+        CHECK_CONTAINS(d.console, "mismatch chip ID");
+        free(img);
+        CHECK_EQ_INT(prv_wait(&d), 0);
+        prv_free(&d);
+        /* the chip is remembered by the flash: a later boot needs no --chip */
+        const char *boot[] = {"--flash", flash, NULL};
+        prv_spawn(&d, boot);
+        REQUIRE(prv_expect(&d, 0x80, hello, sizeof(hello)) >= 1);
+        CHECK_CONTAINS(d.console, chips[i].rom);
+        CHECK_EQ_INT(prv_wait(&d), 0);
+        prv_free(&d);
+        const char *wrong[] = {"--flash", flash, "--chip", "esp32", NULL};
+        prv_spawn(&d, wrong);
+        CHECK_EQ_INT(prv_wait(&d), 2);
+        prv_free(&d);
+    }
+}
