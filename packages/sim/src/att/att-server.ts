@@ -102,6 +102,9 @@ export class AttServer {
         if (!isCommand(op)) this.sendError(op, e.handle, e.code);
         return;
       }
+      // The app failed (e.g. the device program died): the client still gets an answer.
+      if (!isCommand(op) && op % 2 === 0)
+        this.sendError(op, pdu.length >= 3 ? pdu.readUInt16LE(1) : 0, AttError.Unlikely);
       throw e;
     }
   }

@@ -55,7 +55,8 @@ type PeripheralEvents = {
   connect: [number];
   disconnect: [number, number];
   fault: [FaultRecord];
-  error: [Error];
+  /** The app threw or rejected while handling a PDU; the client got ATT error 0x0e. */
+  appError: [Error];
 };
 
 /**
@@ -247,10 +248,16 @@ export class VirtualPeripheral extends EventEmitter<PeripheralEvents> implements
     const c = this.conns.get(conn);
     if (!c) return;
     if (cid === L2CAP_CID_ATT) {
+      // The app may answer in real time (the device program over pipes): modeled time stands
+      // still until the PDU is handled, so its response leaves at the instant it arrived.
+      const release = c.link.scheduler.hold?.();
       c.chain = c.chain.then(() =>
-        c.att.handlePdu(payload).catch((e: unknown) => {
-          this.emit('error', e instanceof Error ? e : new Error(String(e)));
-        }),
+        c.att
+          .handlePdu(payload)
+          .catch((e: unknown) => {
+            this.emit('appError', e instanceof Error ? e : new Error(String(e)));
+          })
+          .finally(() => release?.()),
       );
     } else if (cid === L2CAP_CID_LE_SIGNALING) {
       this.onSignaling(c, payload);

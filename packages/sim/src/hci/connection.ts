@@ -42,15 +42,19 @@ export class Connection {
 
   /**
    * One HCI ACL packet from the central host (`pb` = packet boundary flag, `data` = its payload).
-   * `onComplete` runs once every LL PDU of it has been delivered: the controller then returns
-   * the buffer credit with Number Of Completed Packets.
+   * `onAcked` runs once the peripheral's link layer has acknowledged every LL PDU of it: the
+   * controller then returns the buffer credit with Number Of Completed Packets. The data reaches
+   * the peripheral's host when the scheduler says it took it (after any stall).
    */
-  fromCentralHost(pb: number, data: Buffer, onComplete: () => void): void {
-    this.sendOnAir('c2p', data, (_chunk, last) => {
-      if (!last) return;
-      onComplete();
-      this.reassemble(pb, data);
-    });
+  fromCentralHost(pb: number, data: Buffer, onAcked: () => void): void {
+    this.sendOnAir(
+      'c2p',
+      data,
+      (_chunk, last) => {
+        if (last) this.reassemble(pb, data);
+      },
+      onAcked,
+    );
   }
 
   /** An L2CAP frame the central's kernel sends on its own (signaling responses). */
@@ -94,6 +98,7 @@ export class Connection {
   terminate(initiator: Initiator, reason: number): void {
     if (this.closed) return;
     this.closed = true;
+    this.scheduler.abort?.();
     const centralReason = initiator === 'central' ? Status.LocalHostTerminated : reason;
     const peripheralReason = initiator === 'peripheral' ? Status.LocalHostTerminated : reason;
     this.central.linkClosed(this, centralReason);
@@ -104,6 +109,7 @@ export class Connection {
   abandon(peripheralReason: number): void {
     if (this.closed) return;
     this.closed = true;
+    this.scheduler.abort?.();
     this.peripheral.linkClosed(this.conn, peripheralReason);
   }
 
@@ -111,6 +117,7 @@ export class Connection {
     direction: 'c2p' | 'p2c',
     data: Buffer,
     onPdu: (chunk: Buffer, last: boolean) => void,
+    onAllAcked?: () => void,
   ): void {
     if (this.closed) return;
     const size = Math.max(1, this.scheduler.params.dataLength);
@@ -118,14 +125,23 @@ export class Connection {
     for (let off = 0; off < data.length; off += size) chunks.push(data.subarray(off, off + size));
     if (chunks.length === 0) chunks.push(Buffer.alloc(0));
     chunks.forEach((chunk, i) => {
-      this.scheduler.send(direction, chunk.length, () => {
+      const last = i === chunks.length - 1;
+      // Acknowledgements come in order, so the last PDU's one means the whole packet is acked.
+      const onAcked =
+        last && onAllAcked
+          ? () => {
+              if (!this.closed) onAllAcked();
+            }
+          : undefined;
+      const onDelivered = () => {
         if (this.closed) return;
         if (this.peripheral.faults.timeReached(this.conn, this.scheduler.nowUs)) {
           this.terminate('link', Status.ConnectionTimeout);
           return;
         }
-        onPdu(chunk, i === chunks.length - 1);
-      });
+        onPdu(chunk, last);
+      };
+      this.scheduler.send(direction, chunk.length, onDelivered, onAcked);
     });
   }
 

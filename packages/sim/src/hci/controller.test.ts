@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Op } from './constants.ts';
 import type { VirtualController } from './controller.ts';
 import { VirtualRadio } from './radio.ts';
@@ -32,7 +32,13 @@ function rig(
   const c = radio.createController(controllerConfig);
   const out: Buffer[] = [];
   let user = false;
-  c.attachHost({ toHost: (p) => out.push(p), isUserChannel: () => user });
+  c.attachHost({
+    toHost: (p, afterHostTurn) => {
+      out.push(p);
+      if (afterHostTurn) setImmediate(afterHostTurn);
+    },
+    isUserChannel: () => user,
+  });
   const cmd = (opcode: number, params = '') => {
     const p = hex(params);
     const pkt = Buffer.alloc(4 + p.length);
@@ -196,10 +202,14 @@ describe('virtual controller (exact HCI)', () => {
     acl(0, '0500 0400 520f00abce');
     acl(0, '0500 0400 520f00abcf');
     expect(r.take()).toEqual(['041a0101']);
-    await tick();
-    await tick();
-    expect(r.take()).toEqual([`04130501${'4000'}0200`]);
-    expect(r.app.writes.map((w) => w.data.toString('hex'))).toEqual(['abcd', 'abce']);
+    const credits: string[] = [];
+    await vi.waitFor(() => {
+      credits.push(...r.take());
+      expect(r.app.writes.map((w) => w.data.toString('hex'))).toEqual(['abcd', 'abce']);
+      // Number Of Completed Packets: one handle, 0x0040, one packet each time.
+      expect(credits).toEqual(['0413050140000100', '0413050140000100']);
+    });
+    expect(r.schedulers[0]?.holdsTaken).toBeGreaterThanOrEqual(4);
   });
 
   it('changes data length and PHY when asked, with the events the host unmasked', async () => {

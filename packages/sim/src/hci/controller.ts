@@ -73,7 +73,11 @@ export const DEFAULT_CONTROLLER_CONFIG: Omit<ControllerConfig, 'address'> = {
 
 /** How the controller reaches its host: the virtual socket. */
 export interface HostPort {
-  toHost(packet: Buffer): void;
+  /**
+   * Queues one packet for the host. `afterHostTurn` runs once the host has had the packet and a
+   * turn to react to it (its writes issued), so modeled time can stay frozen until then.
+   */
+  toHost(packet: Buffer, afterHostTurn?: () => void): void;
   /** True when the host drives L2CAP signaling itself (HCI_CHANNEL_USER); false on a raw socket, where the kernel does. */
   isUserChannel(): boolean;
 }
@@ -107,6 +111,7 @@ export class VirtualController implements CentralEnd {
   private readonly links = new Map<number, Connection>();
   private readonly inFlight = new Map<number, number>();
   private readonly completed = new Map<number, number>();
+  private nocpReleases: Array<() => void> = [];
   private nocpScheduled = false;
   private outstanding = 0;
   private nextHandle = 0x0040;
@@ -166,7 +171,8 @@ export class VirtualController implements CentralEnd {
     pkt.writeUInt16LE((handle & 0x0fff) | (pb << 12), 1);
     pkt.writeUInt16LE(chunk.length, 3);
     chunk.copy(pkt, 5);
-    this.send(pkt);
+    // The host answers data on the spot: keep the link's modeled time still until it has.
+    this.send(pkt, holdOf(this.links.get(handle)));
   }
 
   onPeripheralSignaling(connection: Connection, payload: Buffer): void {
@@ -723,6 +729,8 @@ export class VirtualController implements CentralEnd {
       this.outstanding -= 1;
       this.inFlight.set(handle, (this.inFlight.get(handle) ?? 1) - 1);
       this.completed.set(handle, (this.completed.get(handle) ?? 0) + 1);
+      // A credit lets the host send its next packet at once, at the instant of the ack.
+      this.nocpReleases.push(...holdOf(link));
       this.scheduleNocp();
     });
   }
@@ -735,14 +743,19 @@ export class VirtualController implements CentralEnd {
       this.nocpScheduled = false;
       const entries = [...this.completed.entries()].filter(([h, n]) => n > 0 && this.links.has(h));
       this.completed.clear();
-      if (entries.length === 0) return;
+      const releases = this.nocpReleases;
+      this.nocpReleases = [];
+      if (entries.length === 0) {
+        for (const release of releases) release();
+        return;
+      }
       const r = Buffer.alloc(1 + entries.length * 4);
       r.writeUInt8(entries.length, 0);
       entries.forEach(([h, n], i) => {
         r.writeUInt16LE(h, 1 + i * 4);
         r.writeUInt16LE(n, 3 + i * 4);
       });
-      this.event(EVT_NUM_COMPLETED_PACKETS, r);
+      this.event(EVT_NUM_COMPLETED_PACKETS, r, releases);
     });
   }
 
@@ -777,25 +790,35 @@ export class VirtualController implements CentralEnd {
     this.event(EVT_CMD_STATUS, r);
   }
 
-  private event(code: number, params: Buffer): void {
+  private event(code: number, params: Buffer, releases: Array<() => void> = []): void {
     const unmaskable =
       code === EVT_CMD_COMPLETE || code === EVT_CMD_STATUS || code === EVT_NUM_COMPLETED_PACKETS;
-    if (!unmaskable && !bit(this.eventMask, code - 1)) return;
+    if (!unmaskable && !bit(this.eventMask, code - 1)) {
+      for (const release of releases) release();
+      return;
+    }
     const pkt = Buffer.alloc(3 + params.length);
     pkt.writeUInt8(HCI_EVENT_PKT, 0);
     pkt.writeUInt8(code, 1);
     pkt.writeUInt8(params.length, 2);
     params.copy(pkt, 3);
-    this.send(pkt);
+    this.send(pkt, releases);
   }
 
   private leEventEnabled(subevent: number): boolean {
     return bit(this.eventMask, EVT_LE_META - 1) && bit(this.leEventMask, subevent - 1);
   }
 
-  private send(pkt: Buffer): void {
+  private send(pkt: Buffer, releases: Array<() => void> = []): void {
     if (this.traceEnabled) this.trace.push(['controller->host', pkt]);
-    this.host?.toHost(pkt);
+    const done =
+      releases.length > 0
+        ? () => {
+            for (const release of releases) release();
+          }
+        : undefined;
+    if (this.host) this.host.toHost(pkt, done);
+    else done?.();
   }
 
   private peripheralAt(address: string): VirtualPeripheral | undefined {
@@ -809,6 +832,12 @@ export class VirtualController implements CentralEnd {
     this.nextHandle = this.nextHandle >= 0x0eff ? 0x0040 : this.nextHandle + 1;
     return h;
   }
+}
+
+/** Freezes a link's modeled time (if its scheduler can) and returns how to let it go. */
+function holdOf(link: Connection | undefined): Array<() => void> {
+  const release = link?.scheduler.hold?.();
+  return release ? [release] : [];
 }
 
 function bit(mask: Buffer, n: number): boolean {

@@ -26,7 +26,7 @@ export class VirtualHciSocket extends EventEmitter {
   private devId = 0;
   private started = false;
   private filter: Buffer | undefined;
-  private readonly queue: Buffer[] = [];
+  private readonly queue: Array<{ pkt: Buffer; afterHostTurn: (() => void) | undefined }> = [];
   private flushScheduled = false;
   private powered = true;
 
@@ -39,7 +39,7 @@ export class VirtualHciSocket extends EventEmitter {
     }
     this.controller = source.createController();
     this.controller.attachHost({
-      toHost: (pkt) => this.toHost(pkt),
+      toHost: (pkt, afterHostTurn) => this.toHost(pkt, afterHostTurn),
       isUserChannel: () => this.channel === 'user',
     });
   }
@@ -116,9 +116,12 @@ export class VirtualHciSocket extends EventEmitter {
     this.controller.fromHost(Buffer.from(data));
   }
 
-  private toHost(pkt: Buffer): void {
-    if (this.channel === 'raw' && !this.passesFilter(pkt)) return;
-    this.queue.push(pkt);
+  private toHost(pkt: Buffer, afterHostTurn?: () => void): void {
+    if (this.channel === 'raw' && !this.passesFilter(pkt)) {
+      if (afterHostTurn) setImmediate(afterHostTurn);
+      return;
+    }
+    this.queue.push({ pkt, afterHostTurn });
     this.scheduleFlush();
   }
 
@@ -145,9 +148,18 @@ export class VirtualHciSocket extends EventEmitter {
     // Reads from a socket arrive on a later turn of the event loop, never inside write().
     setImmediate(() => {
       this.flushScheduled = false;
+      const after: Array<() => void> = [];
       while (this.started && this.queue.length > 0) {
-        const pkt = this.queue.shift();
-        if (pkt) this.emit('data', pkt);
+        const item = this.queue.shift();
+        if (!item) continue;
+        this.emit('data', item.pkt);
+        if (item.afterHostTurn) after.push(item.afterHostTurn);
+      }
+      // The host's reaction ends with promise jobs (noble's ACL queue is async): let them run first.
+      if (after.length > 0) {
+        setImmediate(() => {
+          for (const f of after) f();
+        });
       }
     });
   }

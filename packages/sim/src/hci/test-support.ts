@@ -5,17 +5,21 @@ import type { AirScheduler, Direction, LinkParams } from '../link/types.ts';
 
 /**
  * A zero-latency {@link AirScheduler} for functional tests of the HCI/ATT layers: every PDU is
- * delivered on the next turn of the event loop, in the order it was sent. Modeled time advances
- * by `usPerPdu` per delivered PDU (0 by default), so faults keyed on modeled time can be tested
- * deterministically without the real link model.
+ * delivered (and acknowledged) on a later turn of the event loop, in the order it was sent.
+ * Modeled time advances by `usPerPdu` per delivered PDU (0 by default), so faults keyed on
+ * modeled time can be tested deterministically without the real link model. It honours
+ * hold() (nothing is delivered while held) and abort(), as the seam asks.
  */
 export class ImmediateTestScheduler implements AirScheduler {
   private now = 0;
   private stalledUntil = 0;
-  private readonly queue: Array<{ direction: Direction; bytes: number; done: () => void }> = [];
+  private queue: Array<{ onDelivered: () => void; onAcked: (() => void) | undefined }> = [];
   private flushing = false;
+  private holds = 0;
   private current: LinkParams;
   readonly sent: Record<Direction, number> = { c2p: 0, p2c: 0 };
+  /** How many times hold() was taken, for tests that check the controller freezes time. */
+  holdsTaken = 0;
 
   constructor(
     params: Partial<LinkParams> = {},
@@ -39,18 +43,20 @@ export class ImmediateTestScheduler implements AirScheduler {
     return this.current;
   }
 
-  send(direction: Direction, payloadBytes: number, onDelivered: () => void): void {
+  send(
+    direction: Direction,
+    payloadBytes: number,
+    onDelivered: () => void,
+    onAcked?: () => void,
+  ): void {
     if (payloadBytes > this.current.dataLength) {
       throw new Error(
         `PDU of ${payloadBytes} bytes exceeds the link's data length ${this.current.dataLength}; fragment it first`,
       );
     }
     this.sent[direction] += 1;
-    this.queue.push({ direction, bytes: payloadBytes, done: onDelivered });
-    if (!this.flushing) {
-      this.flushing = true;
-      setImmediate(() => this.flush());
-    }
+    this.queue.push({ onDelivered, onAcked });
+    this.kick();
   }
 
   stallPeripheral(us: number): void {
@@ -61,14 +67,38 @@ export class ImmediateTestScheduler implements AirScheduler {
     this.current = { ...this.current, ...change };
   }
 
+  hold(): () => void {
+    this.holds += 1;
+    this.holdsTaken += 1;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.holds -= 1;
+      this.kick();
+    };
+  }
+
+  abort(): void {
+    this.queue = [];
+  }
+
+  private kick(): void {
+    if (this.flushing || this.holds > 0 || this.queue.length === 0) return;
+    this.flushing = true;
+    setImmediate(() => this.flush());
+  }
+
   private flush(): void {
     this.flushing = false;
-    const batch = this.queue.splice(0);
-    for (const item of batch) {
-      // A stalled peripheral acknowledges nothing: the PDU lands once the stall is over.
+    while (this.holds === 0) {
+      const item = this.queue.shift();
+      if (!item) break;
+      // A stalled peripheral takes nothing: the PDU lands once the stall is over.
       if (this.stalledUntil > this.now) this.now = this.stalledUntil;
       this.now += this.usPerPdu;
-      item.done();
+      item.onDelivered();
+      item.onAcked?.();
     }
   }
 }
