@@ -209,20 +209,44 @@ TEST(begin_failure_answers_request_nak)
 
     REQUIRE_EQ_INT(fake_count_events(FAKE_EV_NOTIFY), 1);
     check_notified(fake_find_event(FAKE_EV_NOTIFY, 0), 0x03);
-    CHECK(fake_logged(BLE_OTA_LOG_ERROR, "could not open an update slot"));
+    CHECK(fake_logged(BLE_OTA_LOG_ERROR, "needs otadata and two OTA app slots"));
     REQUIRE_EQ_INT(ble_ota_on_read(CONN, BLE_OTA_CHR_OTA_CONTROL, &ctrl, 1, &ctrl_len), 0);
     CHECK_EQ_HEX(ctrl, 0x03);
     ble_ota_get_status(&st);
     CHECK(!st.slot_open);
 
-    /* A client that carries on anyway gets nothing written and a DONE_NAK. */
-    send_image(PACKET, PACKET, true);
+    /* A client that carries on anyway is refused, gets nothing written and a DONE_NAK. */
+    CHECK_EQ_INT(write_data(s_image, PACKET, true), BLE_OTA_ATT_ERR_UNLIKELY);
+    fake_drain();
     CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_WRITE), 0);
     REQUIRE_EQ_INT(write_ctrl(BLE_OTA_OP_DONE, false), 0);
     fake_drain();
     check_notified(fake_find_event(FAKE_EV_NOTIFY, 1), 0x06);
     CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_SET_BOOT), 0);
     CHECK_EQ_INT(fake_count_events(FAKE_EV_RESTART), 0);
+}
+
+TEST(request_after_request_nak_starts_a_fresh_session)
+{
+    REQUIRE_EQ_INT(fake_reset(), BLE_OTA_OK);
+    fill_image(PACKET);
+    fake.begin_rc = BLE_OTA_ERR_STATE; /* running image not confirmed yet */
+    connect_and_size(PACKET);
+    REQUIRE_EQ_INT(write_ctrl(BLE_OTA_OP_REQUEST, false), 0);
+    fake_drain();
+    check_notified(fake_find_event(FAKE_EV_NOTIFY, 0), 0x03);
+    CHECK(fake_logged(BLE_OTA_LOG_ERROR, "not confirmed yet"));
+
+    fake.begin_rc = BLE_OTA_OK;
+    REQUIRE_EQ_INT(write_ctrl(BLE_OTA_OP_REQUEST, false), 0);
+    CHECK(!fake_logged(BLE_OTA_LOG_WARN, "REQUEST during a transfer"));
+    fake_drain();
+    check_notified(fake_find_event(FAKE_EV_NOTIFY, 1), 0x02);
+    send_image(PACKET, PACKET, true);
+    REQUIRE_EQ_INT(write_ctrl(BLE_OTA_OP_DONE, false), 0);
+    fake_drain();
+    check_notified(fake_find_event(FAKE_EV_NOTIFY, 2), 0x05);
+    CHECK_EQ_INT(fake.slot_len, PACKET);
 }
 
 TEST(validation_failure_answers_done_nak_and_keeps_the_boot_slot)
@@ -277,7 +301,10 @@ TEST(flash_write_failure_drops_the_slot_and_done_gets_nak)
     connect_and_size(PACKET);
     REQUIRE_EQ_INT(write_ctrl(BLE_OTA_OP_REQUEST, true), 0);
     fake_drain();
-    send_image(PACKET * 3u, PACKET, true);
+    send_image(PACKET * 2u, PACKET, true);
+    /* The next packet learns at once that the transfer is lost. */
+    CHECK_EQ_INT(write_data(&s_image[PACKET * 2u], PACKET, true), BLE_OTA_ATT_ERR_UNLIKELY);
+    fake_drain();
     CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_WRITE), 2); /* nothing after the failure */
     CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_ABORT), 1);
     REQUIRE_EQ_INT(write_ctrl(BLE_OTA_OP_DONE, true), 0);

@@ -61,6 +61,9 @@ typedef struct {
     /* Sessions up to this one were dropped (disconnect, new REQUEST, lost
      * data): the writer skips their queued work instead of flashing it. */
     uint32_t cancelled_session;
+    /* Last session the writer gave up on (REQUEST or a flash write failed):
+     * further image data for it is refused at once instead of queued. */
+    uint32_t failed_session;
     uint8_t control_value;
     bool slot_open;
     uint32_t bytes_written;
@@ -230,10 +233,22 @@ static void prv_cancel_session(uint16_t conn)
     s_ble.state = BLE_OTA_STATE_IDLE;
 }
 
+static bool prv_session_failed(void)
+{
+    bool failed;
+
+    prv_lock();
+    failed = s_shared.failed_session == s_ble.session;
+    prv_unlock();
+    return failed;
+}
+
 static void prv_handle_request(uint16_t conn)
 {
     if (s_ble.state != BLE_OTA_STATE_IDLE) {
-        ble_ota_priv_log(BLE_OTA_LOG_WARN, "REQUEST during a transfer: dropping it and starting over");
+        if (!prv_session_failed()) {
+            ble_ota_priv_log(BLE_OTA_LOG_WARN, "REQUEST during a transfer: dropping it and starting over");
+        }
         prv_cancel_session(conn);
     }
     s_ble.session++;
@@ -311,6 +326,10 @@ static int prv_write_data(uint16_t conn, const uint8_t *data, size_t len, bool w
         s_ble.size_value[1] = data[1];
         return BLE_OTA_ATT_OK;
     case BLE_OTA_STATE_RECEIVING:
+        if (prv_session_failed()) {
+            /* REQUEST_NAK or a flash error was reported; nothing more is written. */
+            return BLE_OTA_ATT_ERR_UNLIKELY;
+        }
         if (prv_enqueue(ITEM_DATA, conn, data, len)) {
             return BLE_OTA_ATT_OK;
         }
@@ -477,6 +496,13 @@ static void prv_sha_finish(bool keep)
     prv_unlock();
 }
 
+static void prv_mark_failed(uint32_t session)
+{
+    prv_lock();
+    s_shared.failed_session = session;
+    prv_unlock();
+}
+
 static void prv_writer_abort(void)
 {
     if (!s_writer.slot_open) {
@@ -487,6 +513,20 @@ static void prv_writer_abort(void)
     prv_publish_open(false);
 }
 
+static const char *prv_begin_hint(int rc)
+{
+    switch (rc) {
+    case BLE_OTA_ERR_NO_SLOT:
+        return "the partition table needs otadata and two OTA app slots";
+    case BLE_OTA_ERR_STATE:
+        return "the running image is not confirmed yet; it must pass its self-test first";
+    case BLE_OTA_ERR_NO_MEM:
+        return "out of memory";
+    default:
+        return "flash error";
+    }
+}
+
 static void prv_writer_begin(const item_t *item)
 {
     int rc;
@@ -495,10 +535,9 @@ static void prv_writer_begin(const item_t *item)
     memset(&s_writer.target, 0, sizeof(s_writer.target));
     rc = s_port->slot_begin(s_port->ctx, BLE_OTA_IMAGE_SIZE_UNKNOWN, &s_writer.target);
     if (rc != BLE_OTA_OK) {
-        ble_ota_priv_log(BLE_OTA_LOG_ERROR,
-                         "OTA request refused: could not open an update slot (error %d); the "
-                         "partition table needs two OTA app slots",
-                         rc);
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "OTA request refused: could not open an update slot (error %d): %s",
+                         rc, prv_begin_hint(rc));
+        prv_mark_failed(item->session);
         prv_notify_control(item->conn, BLE_OTA_OP_REQUEST_NAK);
         return;
     }
@@ -537,6 +576,7 @@ static void prv_writer_data(const item_t *item)
                          "flash write of %u bytes at image offset %lu failed (error %d): transfer "
                          "dropped; DONE will be answered with DONE_NAK",
                          (unsigned)item->len, (unsigned long)offset, rc);
+        prv_mark_failed(item->session);
         prv_writer_abort();
         return;
     }
