@@ -39,6 +39,7 @@ export {
   type ExpectResult,
   ExpectTimeoutError,
   type Pattern,
+  type ResetOptions,
   type SerialBinding,
   SerialConsole,
   type SerialConsoleOptions,

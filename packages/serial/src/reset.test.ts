@@ -85,6 +85,8 @@ function recordingBinding() {
   return { binding, calls, ports };
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 describe('SerialConsole reset through DTR/RTS (serialport mock binding)', () => {
   let con: SerialConsole | undefined;
   afterEach(async () => {
@@ -131,6 +133,33 @@ describe('SerialConsole reset through DTR/RTS (serialport mock binding)', () => 
     await con.resetIntoBootloader();
     const expected = usbJtagSerialResetSequence().filter((s) => !('waitMs' in s));
     expect(calls.map(({ dtr, rts }) => ({ dtr, rts }))).toEqual(expected);
+  });
+
+  it('discards the output from before a reset unless asked to keep it', async () => {
+    MockBinding.createPort('/dev/ttyUSB2');
+    const { binding, ports } = recordingBinding();
+    con = await SerialConsole.open('/dev/ttyUSB2', { binding });
+    ports[0]?.emitData(
+      'rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\nold app line\r\n',
+    );
+    await con.expect('old app', { timeout: 1000 });
+    ports[0]?.emitData('I (5) app: still old\r\n');
+    await con.expect('still', { timeout: 1000 });
+    await con.hardReset();
+    expect(con.buffer).toBe('');
+    // The power-on reset event was before the hard reset: expectEvent() must not return it.
+    await expect(con.expectEvent('reset', { timeout: 50 })).rejects.toThrow(/saw no match/);
+    ports[0]?.emitData(
+      'ets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n',
+    );
+    await expect(con.expectEvent('reset', { timeout: 1000 })).resolves.toMatchObject({ code: 1 });
+
+    ports[0]?.emitData('kept line\r\n');
+    await con.expect('kept', { timeout: 1000 });
+    ports[0]?.emitData('tail before reset\r\n');
+    await sleep(20);
+    await con.hardReset({ keepOutput: true });
+    await expect(con.expect('tail before reset', { timeout: 100 })).resolves.toBeDefined();
   });
 
   it('reads data from any binding, here the mock’s emitData()', async () => {

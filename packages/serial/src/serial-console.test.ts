@@ -60,6 +60,22 @@ describe('SerialConsole on a real pseudo-terminal (the virtual rig’s UART brid
     expect(con.buffer).toBe('\n');
   });
 
+  it('expectAny() takes the earliest match and says which pattern it was', async () => {
+    con = await SerialConsole.open(uart.path);
+    const verdict = con.expectAny([/self-test passed/, /Guru Meditation Error: Core\s+(\d+)/], {
+      timeout: 2000,
+    });
+    await uart.send(
+      `Guru Meditation Error: Core  1 panic'ed (StoreProhibited). Exception was unhandled.\r\n${green('I (9) ble_ota: self-test passed')}`,
+    );
+    const got = await verdict;
+    expect(got.index).toBe(1);
+    expect(got.groups).toEqual(['1']);
+    await expect(
+      con.expectAny(['nothing', 'self-test passed'], { timeout: 1000 }),
+    ).resolves.toMatchObject({ index: 1 });
+  });
+
   it('resolves at once when the text is already buffered, and refuses a second concurrent expect()', async () => {
     con = await SerialConsole.open(uart.path);
     await uart.send('rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n');

@@ -65,6 +65,11 @@ export interface ExpectOptions {
   timeout?: number;
 }
 
+export interface ResetOptions {
+  /** Keep the unconsumed text and events from before the reset (default: discard them). */
+  keepOutput?: boolean;
+}
+
 /** expect() or expectEvent() did not see what it waited for in time. */
 export class ExpectTimeoutError extends Error {
   constructor(
@@ -106,8 +111,10 @@ export class UnexpectedOutputError extends Error {
 export class ConsoleClosedError extends Error {
   constructor(what: string, path: string, cause?: Error) {
     super(
-      `${what} failed: the serial port ${path} closed${cause ? ` (${cause.message})` : ''}; ` +
-        'a USB bridge that vanished means the board reset or was unplugged.',
+      cause
+        ? `${what} failed: the serial port ${path} closed (${cause.message}); ` +
+            'a USB port that vanishes means the board was unplugged, or reset while on its own USB (USB-Serial/JTAG).'
+        : `${what} failed: the console on ${path} was closed while it waited.`,
       cause ? { cause } : undefined,
     );
     this.name = 'ConsoleClosedError';
@@ -273,6 +280,29 @@ export class SerialConsole {
   }
 
   /**
+   * Waits until any of `patterns` matches and consumes up to the end of the earliest match
+   * (on a tie, the first pattern in the list); `index` says which pattern it was.
+   */
+  expectAny(
+    patterns: readonly Pattern[],
+    opts: ExpectOptions = {},
+  ): Promise<ExpectResult & { index: number }> {
+    const what = `expectAny([${patterns.map(describePattern).join(', ')}])`;
+    return this.wait(what, opts, () => {
+      let best: { index: number; at: number; result: ExpectResult } | undefined;
+      patterns.forEach((pattern, index) => {
+        const found = this.search(pattern);
+        if (found && (!best || found.index < best.at)) {
+          best = { index, at: found.index, result: found.result };
+        }
+      });
+      if (!best) return undefined;
+      this.buf = this.buf.slice(best.at + best.result.match.length);
+      return { ...best.result, index: best.index };
+    });
+  }
+
+  /**
    * Waits for the next parsed console event of `kind` (and matching `where`) that no earlier
    * expectEvent() consumed; events skipped on the way are consumed too.
    */
@@ -321,6 +351,10 @@ export class SerialConsole {
     await new Promise<void>((resolve, reject) =>
       this.port.flush((err) => (err ? reject(err) : resolve())),
     );
+    this.discardUnconsumed();
+  }
+
+  private discardUnconsumed(): void {
     this.buf = '';
     this.eventCursor = this.parser.events.length;
   }
@@ -333,26 +367,44 @@ export class SerialConsole {
     });
   }
 
-  /** Restarts the board's app: EN pulsed low through RTS with IO0 released (esptool's HardReset). */
-  async hardReset(): Promise<void> {
+  /**
+   * Restarts the board's app: EN pulsed low through RTS with IO0 released (esptool's
+   * HardReset). Unconsumed text and events from before the reset are discarded, so the next
+   * expect() sees only the new boot, unless `keepOutput` is set.
+   */
+  async hardReset(opts: ResetOptions = {}): Promise<void> {
     this.log?.note('hard reset (RTS pulse on EN)');
     await this.resetWith(
       hardResetSequence({ usb: this.opts.usbSerialJtag ?? false, initial: this.lineState }),
+      opts,
     );
   }
 
-  /** Restarts the board into the ROM's serial download mode (esptool's default reset). */
-  async resetIntoBootloader(opts: { resetDelayMs?: number } = {}): Promise<void> {
+  /**
+   * Restarts the board into the ROM's serial download mode (esptool's default reset);
+   * discards earlier output like hardReset().
+   */
+  async resetIntoBootloader(opts: ResetOptions & { resetDelayMs?: number } = {}): Promise<void> {
     this.log?.note('reset into the ROM download mode (DTR on IO0, RTS on EN)');
+    const initial = this.lineState;
     await this.resetWith(
       this.opts.usbSerialJtag
-        ? usbJtagSerialResetSequence({ initial: this.lineState })
-        : classicResetSequence({ ...opts, initial: this.lineState }),
+        ? usbJtagSerialResetSequence({ initial })
+        : classicResetSequence(
+            opts.resetDelayMs === undefined
+              ? { initial }
+              : { initial, resetDelayMs: opts.resetDelayMs },
+          ),
+      opts,
     );
   }
 
-  /** Plays any DTR/RTS sequence (see parseResetSequence for esptool's custom notation). */
-  async resetWith(steps: readonly ResetStep[]): Promise<void> {
+  /**
+   * Plays any DTR/RTS sequence (see parseResetSequence for esptool's custom notation);
+   * discards earlier output like hardReset().
+   */
+  async resetWith(steps: readonly ResetStep[], opts: ResetOptions = {}): Promise<void> {
+    if (!opts.keepOutput) this.discardUnconsumed();
     await runResetSequence(
       {
         set: (lines, cb) =>
@@ -387,8 +439,9 @@ export class SerialConsole {
   private listen(): void {
     this.port.on('data', (chunk: Buffer) => this.onData(chunk));
     this.port.on('close', (err?: Error | null) => {
-      this.closedBy = err ?? new Error('closed');
-      this.failWaiter(err ?? undefined);
+      if (this.closing) return;
+      this.closedBy = err ?? new Error('the port closed');
+      this.failWaiter(this.closedBy);
     });
     this.port.on('error', (err: Error) => {
       this.closedBy = err;
