@@ -104,6 +104,12 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         .default(30_000, '30s')
         .argParser(parseDuration),
     )
+    .addOption(
+      new Option(
+        '--step-timeout <duration>',
+        'time limit of each protocol step: a write, REQUEST_ACK, DONE_ACK, the restart',
+      ).argParser(parseDuration),
+    )
     .option(
       '--baseline-writes',
       "send REQUEST and DONE as Write Commands, as the baseline's Python client does",
@@ -123,6 +129,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
             verify: boolean;
             verifyTimeout: number;
             baselineWrites?: boolean;
+            stepTimeout?: number;
             sim?: boolean;
             json?: boolean;
           },

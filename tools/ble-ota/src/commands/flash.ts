@@ -31,6 +31,8 @@ export interface FlashOptions {
   verifyTimeout: number;
   /** Write REQUEST and DONE as Write Commands, as the baseline's Python client does. */
   baselineWrites?: boolean;
+  /** Time limit of each protocol step (a write, an acknowledgement, the restart), ms. */
+  stepTimeout?: number;
 }
 
 interface Timing {
@@ -95,9 +97,21 @@ export async function flashCommand(
     checkDevice(image, deviceInfo, options, out);
 
     // 4. Upload.
+    const step = options.stepTimeout;
     const uploader = new BaselineUploader(connected, {
       requestWriteType: options.baselineWrites ? 'command' : 'request',
       ...signalOption(io.signal),
+      ...(step === undefined
+        ? {}
+        : {
+            timeouts: {
+              subscribeMs: step,
+              writeMs: step,
+              requestAckMs: step,
+              doneAckMs: step,
+              restartMs: step,
+            },
+          }),
     });
     const progress = new ProgressView(
       io,
