@@ -1,5 +1,4 @@
 import { SerialPortStream } from '@serialport/stream';
-import { SerialPort } from 'serialport';
 import { ConsoleLog, type ConsoleLogPaths } from './console-log.ts';
 import {
   BootLogParser,
@@ -185,7 +184,8 @@ export class SerialConsole {
   /** Opens `path` (e.g. /dev/ttyUSB0, or the virtual rig's /dev/pts/N). */
   static async open(path: string, opts: SerialConsoleOptions = {}): Promise<SerialConsole> {
     const port = new SerialPortStream({
-      binding: opts.binding ?? SerialPort.binding,
+      // Loaded on demand: the parser and the log must work where the native addon is absent.
+      binding: opts.binding ?? (await import('serialport')).SerialPort.binding,
       path,
       baudRate: opts.baudRate ?? 115200,
       autoOpen: false,
