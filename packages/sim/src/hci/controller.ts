@@ -451,7 +451,9 @@ export class VirtualController implements CentralEnd {
   private advertisingReport(p: VirtualPeripheral, scanRsp: boolean, data: Buffer): void {
     if (this.scanExtended) {
       if (!this.leEventEnabled(LE_EXTENDED_ADVERTISING_REPORT)) return;
-      const r = Buffer.alloc(25 + data.length);
+      // Event type (2), address type, address (6), primary and secondary PHY, SID, TX power,
+      // RSSI, periodic interval (2), direct address type and address (6), data length, data.
+      const r = Buffer.alloc(26 + data.length);
       r.writeUInt8(LE_EXTENDED_ADVERTISING_REPORT, 0);
       r.writeUInt8(1, 1);
       // Legacy ADV_IND = 0x0013, its scan response = 0x001b.
@@ -461,12 +463,13 @@ export class VirtualController implements CentralEnd {
       r.writeUInt8(0x01, 11);
       r.writeUInt8(0x00, 12);
       r.writeUInt8(0xff, 13);
-      r.writeInt8(p.txPower, 14);
+      // Legacy advertising carries no TX power field of its own: 0x7f "not available".
+      r.writeInt8(0x7f, 14);
       r.writeInt8(p.rssi, 15);
       r.writeUInt16LE(0, 16);
       r.writeUInt8(0, 18);
-      r.writeUInt8(data.length, 24);
-      data.copy(r, 25);
+      r.writeUInt8(data.length, 25);
+      data.copy(r, 26);
       this.event(EVT_LE_META, r);
       return;
     }

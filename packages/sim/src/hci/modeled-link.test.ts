@@ -17,7 +17,11 @@ let radio: VirtualRadio;
 let app: BaselineTestApp;
 const links: ModeledAirScheduler[] = [];
 
-async function connectData(): Promise<{ peripheral: Peripheral; data: Characteristic; link: ModeledAirScheduler }> {
+async function connectData(): Promise<{
+  peripheral: Peripheral;
+  data: Characteristic;
+  link: ModeledAirScheduler;
+}> {
   const found = waitFor<Peripheral>(
     (resolve) => {
       noble.once('discover', resolve);
@@ -30,7 +34,10 @@ async function connectData(): Promise<{ peripheral: Peripheral; data: Characteri
   const peripheral = await found;
   await noble.stopScanningAsync();
   await peripheral.connectAsync();
-  const { characteristics } = await peripheral.discoverSomeServicesAndCharacteristicsAsync([], [OTA_DATA]);
+  const { characteristics } = await peripheral.discoverSomeServicesAndCharacteristicsAsync(
+    [],
+    [OTA_DATA],
+  );
   const data = characteristics[0];
   const link = links.at(-1);
   if (!data || !link) throw new Error('OTA Data was not discovered');
@@ -47,7 +54,12 @@ beforeAll(async () => {
     controller: { leAclNum: profile.centralAclBuffers },
   });
   app = new BaselineTestApp();
-  app.peripheral = radio.addPeripheral({ address: '24:0a:c4:00:00:01', name: 'esp32', gatt: BASELINE_LAYOUT, app });
+  app.peripheral = radio.addPeripheral({
+    address: '24:0a:c4:00:00:01',
+    name: 'esp32',
+    gatt: BASELINE_LAYOUT,
+    app,
+  });
   installVirtualHci(radio);
   noble = loadNoble();
   await waitFor<void>(
