@@ -166,10 +166,11 @@ int ble_ota_nimble_notify(void *ctx, uint16_t conn, ble_ota_chr_id_t chr, const 
 static void prv_request_fast_link(uint16_t conn_handle)
 {
     /* Short interval, no latency: one round trip per packet is the baseline
-     * client's bottleneck, so the interval sets its throughput. */
+     * client's bottleneck, so the interval sets its throughput. Centrals may
+     * refuse (Apple wants at least 15 ms); then the link keeps their default. */
     struct ble_gap_upd_params params = {
-        .itvl_min = BLE_GAP_CONN_ITVL_MS(7.5),
-        .itvl_max = BLE_GAP_CONN_ITVL_MS(15),
+        .itvl_min = 6,  /* 7.5 ms in 1.25 ms units */
+        .itvl_max = 12, /* 15 ms */
         .latency = 0,
         .supervision_timeout = BLE_GAP_SUPERVISION_TIMEOUT_MS(4000),
         .min_ce_len = 0,
