@@ -274,8 +274,8 @@ static void prv_handle_done(uint16_t conn)
     case BLE_OTA_STATE_FAILED:
         prv_cancel_session(conn);
         ble_ota_priv_log(BLE_OTA_LOG_ERROR,
-                         "DONE refused: image data was lost because Write Commands came faster "
-                         "than flash could take them; send data as Write Requests");
+                         "DONE refused: image data was lost because packets came faster than "
+                         "flash could take them; raise the writer queue depth or send slower");
         prv_notify_control(conn, BLE_OTA_OP_DONE_NAK);
         break;
     case BLE_OTA_STATE_IDLE:
@@ -341,8 +341,8 @@ static int prv_write_data(uint16_t conn, const uint8_t *data, size_t len, bool w
         }
         /* A Write Command cannot be refused, so the image now has a hole. */
         ble_ota_priv_log(BLE_OTA_LOG_ERROR,
-                         "image data lost: flash writer queue full (%u slots); the transfer will "
-                         "end with DONE_NAK",
+                         "image data lost: flash writer queue full (%u slots); the transfer "
+                         "will end with DONE_NAK",
                          (unsigned)BLE_OTA_QUEUE_DEPTH);
         s_ble.state = BLE_OTA_STATE_FAILED;
         /* Ignored on air for a real Write Command; a port that cannot tell the
