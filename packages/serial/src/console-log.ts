@@ -27,6 +27,9 @@ export class ConsoleLog {
   private readonly normalizer = new ConsoleTextNormalizer();
   private readonly decoder = new TextDecoder('utf-8');
   private closed = false;
+  private atLineStart = true;
+  // A full disk must not crash the run in the middle of a test: the error is reported by close().
+  private failure: Error | undefined;
 
   constructor(path: string) {
     this.paths = consoleLogPaths(path);
@@ -34,24 +37,35 @@ export class ConsoleLog {
     mkdirSync(dirname(this.paths.text), { recursive: true });
     this.raw = createWriteStream(this.paths.raw);
     this.text = createWriteStream(this.paths.text);
+    for (const stream of [this.raw, this.text]) {
+      stream.on('error', (err) => {
+        this.failure ??= err;
+      });
+    }
   }
 
   write(bytes: Uint8Array): void {
     if (this.closed) return;
     this.raw.write(bytes);
-    this.text.write(this.normalizer.push(this.decoder.decode(bytes, { stream: true })));
+    this.writeText(this.normalizer.push(this.decoder.decode(bytes, { stream: true })));
   }
 
   /** A note from the test side (reset, reopen), marked so it cannot pass for device output. */
   note(message: string): void {
     if (this.closed) return;
-    this.text.write(`\n--- ${message} ---\n`);
+    this.writeText(`${this.atLineStart ? '' : '\n'}--- ${message} ---\n`);
+  }
+
+  private writeText(text: string): void {
+    if (text === '') return;
+    this.text.write(text);
+    this.atLineStart = text.endsWith('\n');
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.text.write(this.normalizer.push(this.decoder.decode()) + this.normalizer.end());
+    this.writeText(this.normalizer.push(this.decoder.decode()) + this.normalizer.end());
     await Promise.all([
       new Promise<void>((resolve, reject) =>
         this.raw.end((err?: Error | null) => (err ? reject(err) : resolve())),
@@ -59,6 +73,14 @@ export class ConsoleLog {
       new Promise<void>((resolve, reject) =>
         this.text.end((err?: Error | null) => (err ? reject(err) : resolve())),
       ),
-    ]);
+    ]).catch((err: Error) => {
+      this.failure ??= err;
+    });
+    if (this.failure) {
+      throw new Error(
+        `the console log ${this.paths.raw} could not be written (${this.failure.message}): check the disk and the directory's permissions`,
+        { cause: this.failure },
+      );
+    }
   }
 }

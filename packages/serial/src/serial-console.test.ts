@@ -181,6 +181,20 @@ describe('SerialConsole on a real pseudo-terminal (the virtual rig’s UART brid
     );
   });
 
+  it('marks resets in the text log on a line of their own', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'serial-log-'));
+    con = await SerialConsole.open(uart.path, { logPath: join(dir, 'reset.log') });
+    await uart.send('half a line');
+    await con.expect('half', { timeout: 2000 });
+    await con.hardReset().catch(() => undefined); // a pty refuses the lines; the note stays
+    await uart.send('\r\nnext\r\n');
+    await con.expect('next', { timeout: 2000 });
+    await con.close();
+    expect(readFileSync(join(dir, 'reset.txt'), 'utf8')).toBe(
+      'half a line\n--- hard reset (RTS pulse on EN) ---\n\nnext\n',
+    );
+  });
+
   it('switches to a new log per test without reopening the port', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'serial-log-'));
     con = await SerialConsole.open(uart.path, { logPath: join(dir, 'first.log') });

@@ -203,20 +203,20 @@ export class SerialConsole {
           : resolve(),
       ),
     );
-    const console = new SerialConsole(port, path, opts);
+    const con = new SerialConsole(port, path, opts);
     try {
       if (opts.flushOnOpen ?? true) {
         await new Promise<void>((resolve, reject) =>
           port.flush((err) => (err ? reject(err) : resolve())),
         );
       }
-      console.listen();
-      if (opts.resetOnOpen) await console.hardReset();
+      con.listen();
+      if (opts.resetOnOpen) await con.hardReset();
     } catch (err) {
-      await console.close();
+      await con.close();
       throw err;
     }
-    return console;
+    return con;
   }
 
   /** Where the per-test log is written, if a logPath was given. */
