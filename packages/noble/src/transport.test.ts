@@ -5,6 +5,7 @@ import {
   OTA_CONTROL_UUID,
   OTA_DATA_UUID,
   readDeviceInformation,
+  TimeoutError,
   TransportBusyError,
 } from '@esp-ble-ota/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -12,7 +13,7 @@ import { DeviceNotFoundError } from './errors.ts';
 import { openTransport } from './open.ts';
 import { advertisesOta, findDevice, scan } from './scan.ts';
 import { Chr, setupVirtual } from './test/virtual-radio.ts';
-import type { NobleTransport } from './transport.ts';
+import { NobleTransport } from './transport.ts';
 
 const open: NobleTransport[] = [];
 afterEach(async () => {
@@ -193,6 +194,43 @@ describe('NobleTransport on the virtual controller', () => {
     // The transport can connect again after a drop.
     await transport.connect();
     expect(transport.connected).toBe(true);
+  });
+
+  it('gives up connecting after the timeout, and can connect once the device is back', async () => {
+    const setup = setupVirtual({ address: address() });
+    const device = await findDevice(setup.noble, {
+      address: setup.peripheral.address,
+      timeoutMs: 2000,
+    });
+    setup.peripheral.stopAdvertising();
+    const transport = new NobleTransport(device.peripheral, {
+      noble: setup.noble,
+      connectTimeoutMs: 300,
+    });
+    open.push(transport);
+    const error = await transport.connect().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TimeoutError);
+    expect((error as Error).message).toMatch(/connecting to esp32 took longer than 300 ms/);
+    expect(transport.connected).toBe(false);
+    setup.peripheral.startAdvertising();
+    await transport.connect();
+    expect(transport.connected).toBe(true);
+  });
+
+  it('stops connecting when aborted', async () => {
+    const setup = setupVirtual({ address: address() });
+    const device = await findDevice(setup.noble, {
+      address: setup.peripheral.address,
+      timeoutMs: 2000,
+    });
+    setup.peripheral.stopAdvertising();
+    const transport = new NobleTransport(device.peripheral, { noble: setup.noble });
+    open.push(transport);
+    const controller = new AbortController();
+    const pending = transport.connect({ signal: controller.signal });
+    setTimeout(() => controller.abort(), 50);
+    await expect(pending).rejects.toMatchObject({ code: 'ABORTED' });
+    setup.peripheral.startAdvertising();
   });
 
   it('reports a local disconnect as initiated locally', async () => {

@@ -45,6 +45,9 @@ export const OTA_CHARACTERISTICS: readonly string[] = [
 /** GAP and GATT services: every NimBLE device has them and no OTA characteristic lives there. */
 const SKIPPED_SERVICES = new Set(['1800', '1801']);
 
+/** How long to wait for the controller to confirm a cancelled connection attempt. */
+const CANCEL_SETTLE_MS = 2000;
+
 const ATT_OP_READ_REQ = 0x0a;
 const ATT_OP_READ_BLOB_REQ = 0x0c;
 /** Statuses after which noble pairs and repeats the request instead of failing it. */
@@ -128,6 +131,8 @@ export class NobleTransport implements Transport {
   #state: 'idle' | 'connecting' | 'connected' | 'closed' = 'idle';
   #everConnected = false;
   #connecting: Promise<void> | undefined;
+  /** Settles once the controller answered a connection attempt we cancelled. */
+  #cancelledAttempt: Promise<void> | undefined;
   /** Lets disconnect()/close() abandon a connection attempt in progress. */
   #connectAbort: AbortController | undefined;
   #mtu = 23;
@@ -238,6 +243,10 @@ export class NobleTransport implements Transport {
     this.#state = 'connecting';
     this.#localDisconnect = false;
     try {
+      if (this.#cancelledAttempt !== undefined) {
+        await this.#cancelledAttempt;
+        this.#cancelledAttempt = undefined;
+      }
       await withDeadline<void>(
         { signal: options.signal, timeoutMs, what: `connecting to ${this.label}` },
         (resolve, reject) => {
@@ -257,9 +266,21 @@ export class NobleTransport implements Transport {
         },
         () => {
           peripheral.cancelConnect();
-          // The controller may have completed the link just as we gave up: do not leave it up.
-          peripheral.once('connect', (error?: unknown) => {
-            if (!error) peripheral.disconnect();
+          // The controller still answers the cancelled attempt with an LE Connection Complete
+          // (status 0x02, or success if the link came up just as we gave up). The next attempt
+          // waits for it, or it would take that answer for its own.
+          this.#cancelledAttempt = new Promise<void>((resolve) => {
+            const timer = setTimeout(done, CANCEL_SETTLE_MS);
+            function done() {
+              clearTimeout(timer);
+              peripheral.removeListener('connect', onLateConnect);
+              resolve();
+            }
+            const onLateConnect = (error?: unknown) => {
+              if (!error) peripheral.disconnect();
+              done();
+            };
+            peripheral.once('connect', onLateConnect);
           });
         },
       );

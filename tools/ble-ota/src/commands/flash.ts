@@ -3,7 +3,6 @@ import {
   BaselineUploader,
   type BaselineUploadResult,
   type DeviceInformation,
-  type PhaseTiming,
   readDeviceInformation,
 } from '@esp-ble-ota/protocol';
 import { CliError } from '../errors.ts';
@@ -118,7 +117,13 @@ export async function flashCommand(
       options.json ? 'json' : io.stdout.isTTY ? 'tty' : 'plain',
     );
     uploader.on('phase', (event) => {
-      if (event.state !== 'start') out.phase(event.phase, event.state, event.durationMs);
+      if (event.state === 'start') return;
+      out.phase(event.phase, event.state, event.durationMs);
+      // From the events, not the result, so a failed upload still shows how far it got.
+      timings.push({
+        phase: event.state === 'fail' ? `${event.phase} (failed)` : event.phase,
+        durationMs: event.durationMs ?? 0,
+      });
     });
     uploader.on('progress', (snapshot) => progress.update(snapshot));
     let result: BaselineUploadResult;
@@ -128,7 +133,6 @@ export async function flashCommand(
     } finally {
       progress.stop();
     }
-    timings.push(...result.phases.map(toTiming));
     out.uploaded(result);
 
     // 5. The device runs the new image.
@@ -163,10 +167,6 @@ function describeTarget(options: FlashOptions): string {
   if (options.address !== undefined) return `device ${options.address}`;
   if (options.name !== undefined) return `device "${options.name}"`;
   return 'a device offering the OTA service';
-}
-
-function toTiming(phase: PhaseTiming): Timing {
-  return { phase: phase.phase, durationMs: phase.durationMs };
 }
 
 function checkDevice(
