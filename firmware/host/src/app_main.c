@@ -21,7 +21,9 @@
 #define BLE_OTA_SELF_TEST_FORCE_FAIL 0
 #endif
 
-#define TAG_APP "ble_ota_app"
+#define TAG_APP "ble_ota_host"
+#define TAG_MAIN "main"
+#define TAG_PORT "ble_ota" /* lines the NimBLE/esp_ota ports print on the device */
 
 typedef struct {
     const char *flash;
@@ -122,6 +124,12 @@ static void prv_hello(const char *name, int advertising)
     (void)host_io_frame(HOST_FRAME_HELLO, &adv, 1, name, strlen(name));
 }
 
+static void prv_advertise(const char *name)
+{
+    host_log('I', TAG_PORT, "advertising as \"%s\"", name);
+    prv_hello(name, 1);
+}
+
 static uint16_t prv_u16(const uint8_t *p)
 {
     return (uint16_t)(p[0] | (p[1] << 8));
@@ -139,8 +147,10 @@ static void prv_dispatch(uint8_t type, const uint8_t *p, size_t len, const char 
         break;
     case HOST_FRAME_DISCONNECT:
         if (len >= 3) {
+            /* NimBLE reports HCI reasons offset by BLE_HS_ERR_HCI_BASE (0x200) */
+            host_log('I', TAG_PORT, "disconnect reason 0x%03x", 0x200 + p[2]);
             ble_ota_on_disconnect(prv_u16(p));
-            prv_hello(name, 1); /* and the app advertises again */
+            prv_advertise(name); /* and the app advertises again */
             return;
         }
         break;
@@ -228,29 +238,31 @@ int main(int argc, char **argv)
         host_log('E', TAG_APP, "ble_ota_init failed: the host port is incomplete");
         return 1;
     }
-    host_log('I', TAG_APP, "Running from partition %s at 0x%x (%s)", running->label, running->offset,
-             bl.chip->model);
-    /* Tell the user when the bootloader fell back to us from an image that never confirmed itself. */
-    for (int s = 0; s < hp.dev.ota_count; s++) {
-        uint32_t st;
-        if (s != a.slot && host_ota_get_state(&hp.dev, s, &st) == 0 &&
-            (st == ESP_OTA_IMG_ABORTED || st == ESP_OTA_IMG_INVALID)) {
-            const host_part_t *p = host_ptable_ota(&hp.dev.table, s);
-            host_log('W', TAG_APP, "Rolled back: the image in %s is %s, booted %s instead", p->label,
-                     host_ota_state_name(st), running->label);
-        }
-    }
+    /* Same decisions and lines as firmware/main/main.c. */
     ble_ota_boot_result_t boot = ble_ota_boot_check(BLE_OTA_SELF_TEST_FORCE_FAIL != 0);
-    if (boot == BLE_OTA_BOOT_ERROR) {
-        host_log('E', TAG_APP, "boot check failed; staying up without OTA confirmation");
+    switch (boot) {
+    case BLE_OTA_BOOT_CONFIRMED:
+        host_log('I', TAG_MAIN, "new image confirmed");
+        break;
+    case BLE_OTA_BOOT_NOT_PENDING:
+        break;
+    case BLE_OTA_BOOT_ROLLBACK_FAILED:
+        host_log('E', TAG_MAIN, "self-test failed and there is no previous image: OTA requests will be "
+                                "refused until an image is flashed over serial");
+        break;
+    case BLE_OTA_BOOT_CONFIRM_FAILED:
+    case BLE_OTA_BOOT_ERROR:
+    default:
+        host_log('W', TAG_MAIN, "boot check did not complete (result %d)", (int)boot);
+        break;
     }
-    host_log('I', TAG_APP, "advertising as \"%s\"", a.name);
-    prv_hello(a.name, 1);
+    prv_advertise(a.name);
 
     static uint8_t payload[0x10000];
     for (;;) {
         int wait = host_port_restart_wait_ms(&hp);
         if (wait == 0) {
+            host_log('I', TAG_PORT, "restarting into the new image");
             host_port_restart_now(&hp, HOST_RESET_SW_RESTART);
         }
         struct pollfd pfd = {0, POLLIN, 0};

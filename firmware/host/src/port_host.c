@@ -8,7 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TAG_OTA "esp_ota_ops"
+#define TAG_OTA "esp_ota_ops" /* what esp_ota_ops itself logs */
+#define TAG_PORT "ble_ota"    /* what the IDF port (ble_ota_esp_ota.c) logs on top */
 
 static ble_ota_slot_state_t prv_state(uint32_t s)
 {
@@ -53,30 +54,34 @@ static int prv_slot_begin(void *ctx, uint32_t image_size, ble_ota_slot_info_t *t
     host_port_t *hp = ctx;
     int slot = prv_next_slot(hp);
     if (slot < 0) {
-        host_log('E', TAG_OTA, "no OTA update partition: the partition table needs two OTA app slots");
+        host_log('E', TAG_PORT, "no OTA update partition: the partition table needs ota_0 and ota_1");
         return BLE_OTA_ERR_NO_SLOT;
     }
     const host_part_t *p = host_ptable_ota(&hp->dev.table, slot);
     uint32_t st;
+    if (image_size != BLE_OTA_IMAGE_SIZE_UNKNOWN && image_size > p->size) {
+        host_log('E', TAG_PORT, "image of %lu bytes does not fit %s (%lu bytes)", (unsigned long)image_size, p->label,
+                 (unsigned long)p->size);
+        return BLE_OTA_ERR_TOO_LARGE;
+    }
     if (host_ota_get_state(&hp->dev, hp->running_slot, &st) == 0 && st == ESP_OTA_IMG_PENDING_VERIFY) {
         host_log('E', TAG_OTA, "Running app has not confirmed state (ESP_OTA_IMG_PENDING_VERIFY)");
+        host_log('E', TAG_PORT, "esp_ota_begin on %s failed: %s", p->label, "ESP_ERR_OTA_ROLLBACK_INVALID_STATE");
         return BLE_OTA_ERR_STATE;
-    }
-    if (image_size != BLE_OTA_IMAGE_SIZE_UNKNOWN && image_size > p->size) {
-        host_log('E', TAG_OTA, "image of %u bytes does not fit %s (%u bytes)", image_size, p->label, p->size);
-        return BLE_OTA_ERR_TOO_LARGE;
     }
     hp->need_erase = image_size == BLE_OTA_IMAGE_SIZE_UNKNOWN;
     if (!hp->need_erase) {
         uint32_t erase = image_size == 0 ? p->size : (image_size + ESP_FLASH_SECTOR_SIZE - 1) & ~(ESP_FLASH_SECTOR_SIZE - 1);
         if (host_flash_erase(hp->dev.flash, p->offset, erase) != 0) {
-            host_log('E', TAG_OTA, "%s", hp->dev.flash->error);
+            host_log('E', TAG_PORT, "esp_ota_begin on %s failed: ESP_ERR_FLASH_OP_FAIL (%s)", p->label,
+                     hp->dev.flash->error);
             return BLE_OTA_ERR_FLASH;
         }
     }
     /* esp_ota_begin with rollback enabled forgets the older image's otadata entry */
     if (host_ota_invalidate_inactive(&hp->dev, hp->running_slot) < 0) {
-        host_log('E', TAG_OTA, "%s", hp->dev.flash->error);
+        host_log('E', TAG_PORT, "esp_ota_begin on %s failed: ESP_ERR_FLASH_OP_FAIL (%s)", p->label,
+                 hp->dev.flash->error);
         return BLE_OTA_ERR_FLASH;
     }
     hp->open = true;
@@ -98,11 +103,13 @@ static int prv_slot_write(void *ctx, const uint8_t *data, size_t len)
     }
     const host_part_t *p = host_ptable_ota(&hp->dev.table, hp->target_slot);
     if ((uint64_t)hp->wrote + len > p->size) {
-        host_log('E', TAG_OTA, "image is larger than %s (%u bytes)", p->label, p->size);
+        host_log('E', TAG_PORT, "esp_ota_write failed: %s (the image is larger than %s)", "ESP_ERR_INVALID_SIZE",
+                 p->label);
         return BLE_OTA_ERR_TOO_LARGE;
     }
     if (hp->wrote == 0 && data[0] != ESP_IMAGE_HEADER_MAGIC) {
         host_log('E', TAG_OTA, "OTA image has invalid magic byte (expected 0xE9, saw 0x%02x)", data[0]);
+        host_log('E', TAG_PORT, "esp_ota_write failed: %s", "ESP_ERR_OTA_VALIDATE_FAILED");
         return BLE_OTA_ERR_INVALID_IMAGE;
     }
     if (hp->need_erase) {
@@ -117,12 +124,12 @@ static int prv_slot_write(void *ctx, const uint8_t *data, size_t len)
                                   (last - first) * ESP_FLASH_SECTOR_SIZE);
         }
         if (rc != 0) {
-            host_log('E', TAG_OTA, "%s", hp->dev.flash->error);
+            host_log('E', TAG_PORT, "esp_ota_write failed: ESP_ERR_FLASH_OP_FAIL (%s)", hp->dev.flash->error);
             return BLE_OTA_ERR_FLASH;
         }
     }
     if (host_flash_write(hp->dev.flash, p->offset + hp->wrote, data, len) != 0) {
-        host_log('E', TAG_OTA, "%s", hp->dev.flash->error);
+        host_log('E', TAG_PORT, "esp_ota_write failed: ESP_ERR_FLASH_OP_FAIL (%s)", hp->dev.flash->error);
         return BLE_OTA_ERR_FLASH;
     }
     hp->wrote += (uint32_t)len;
@@ -146,10 +153,12 @@ static int prv_slot_end(void *ctx)
     }
     hp->open = false;
     if (hp->wrote == 0) {
-        return BLE_OTA_ERR_INVALID_ARG;
+        host_log('E', TAG_PORT, "esp_ota_end failed: %s", "ESP_ERR_INVALID_ARG");
+        return BLE_OTA_ERR_FLASH;
     }
     if (prv_verify_slot(hp, hp->target_slot) != 0) {
         host_log('E', TAG_OTA, "New image failed verification");
+        host_log('E', TAG_PORT, "esp_ota_end failed: %s", "ESP_ERR_OTA_VALIDATE_FAILED");
         return BLE_OTA_ERR_INVALID_IMAGE;
     }
     hp->finished_slot = hp->target_slot;
@@ -170,10 +179,11 @@ static int prv_slot_set_boot(void *ctx)
         return BLE_OTA_ERR_STATE;
     }
     if (prv_verify_slot(hp, hp->finished_slot) != 0) {
+        host_log('E', TAG_PORT, "esp_ota_set_boot_partition failed: %s", "ESP_ERR_OTA_VALIDATE_FAILED");
         return BLE_OTA_ERR_INVALID_IMAGE;
     }
     if (host_ota_set_boot(&hp->dev, hp->finished_slot, err, sizeof(err)) != 0) {
-        host_log('E', TAG_OTA, "%s", err);
+        host_log('E', TAG_PORT, "esp_ota_set_boot_partition failed: ESP_ERR_FLASH_OP_FAIL (%s)", err);
         return BLE_OTA_ERR_FLASH;
     }
     return BLE_OTA_OK;
@@ -195,6 +205,7 @@ static int prv_confirm_running(void *ctx)
     char err[200];
     if (host_ota_mark_valid(&hp->dev, err, sizeof(err)) != 0) {
         host_log('E', TAG_OTA, "%s", err);
+        host_log('E', TAG_PORT, "esp_ota_mark_app_valid_cancel_rollback failed: %s", "ESP_FAIL");
         return BLE_OTA_ERR_FLASH;
     }
     return BLE_OTA_OK;
@@ -206,7 +217,9 @@ static int prv_reject_running(void *ctx)
     char err[200];
     if (host_ota_mark_invalid(&hp->dev, err, sizeof(err)) != 0) {
         host_log('E', TAG_OTA, "%s", err);
-        return BLE_OTA_ERR_STATE;
+        host_log('E', TAG_PORT, "esp_ota_mark_app_invalid_rollback_and_reboot failed: %s",
+                 "ESP_ERR_OTA_ROLLBACK_FAILED");
+        return BLE_OTA_ERR_NO_SLOT;
     }
     host_log('I', TAG_OTA, "Rollback to previously worked partition.");
     host_port_restart_now(hp, HOST_RESET_ROLLBACK);

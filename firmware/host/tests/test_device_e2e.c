@@ -267,7 +267,8 @@ TEST(baseline_exchange_then_next_boot_runs_the_new_version)
     CHECK_EQ_INT(hello[0], 1);
     CHECK_MEM_EQ(hello + 1, "esp32", 5);
     CHECK_CONTAINS(d.console, "App version:      " BLE_OTA_TEST_APP_VERSION "\033[0m\r\n");
-    CHECK_CONTAINS(d.console, "Running from partition ota_0 at 0x10000");
+    CHECK_CONTAINS(d.console, "ble_ota: Running partition: ota_0 at 0x10000, state valid");
+    CHECK_CONTAINS(d.console, "ble_ota: advertising as \"esp32\"");
 
     /* Device Information: model is the chip, firmware revision the running version */
     uint8_t rd[4] = {1, 0, 3, 0};
@@ -285,6 +286,7 @@ TEST(baseline_exchange_then_next_boot_runs_the_new_version)
     uint8_t reason = 0;
     REQUIRE_EQ_INT(prv_expect(&d, 0x87, &reason, 1), 1);
     CHECK_EQ_INT(reason, 1);
+    CHECK_CONTAINS(d.console, "ble_ota: restarting into the new image");
     CHECK_EQ_INT(prv_wait(&d), 0);
     CHECK(d.flash_ops[1] >= len / 4096);        /* erases */
     CHECK(d.flash_ops[2] >= len / 244);         /* one write per packet */
@@ -349,7 +351,7 @@ TEST(image_that_fails_its_self_test_is_rolled_back)
     REQUIRE(prv_expect(&d, 0x80, hello, sizeof(hello)) >= 1);
     CHECK_CONTAINS(d.console, "boot: Loaded app from partition at offset 0x10000");
     CHECK_CONTAINS(d.console, "App version:      " BLE_OTA_TEST_APP_VERSION "\033");
-    CHECK_CONTAINS(d.console, "Rolled back: the image in ota_1 is INVALID");
+    CHECK_CONTAINS(d.console, "ble_ota: Running partition: ota_0 at 0x10000, state valid");
     CHECK_EQ_INT(prv_wait(&d), 0);
     prv_free(&d);
 }
@@ -368,6 +370,12 @@ TEST(corrupt_upload_gets_done_nak_and_the_old_app_keeps_booting)
     img[len / 2] ^= 0x40;
     CHECK_EQ_HEX(prv_baseline_upload(&d, img, len, 517), 0x06); /* DONE_NAK */
     CHECK_CONTAINS(d.console, "esp_ota_ops: New image failed verification");
+    CHECK_CONTAINS(d.console, "ble_ota: esp_ota_end failed: ESP_ERR_OTA_VALIDATE_FAILED");
+    uint8_t disc[3] = {1, 0, 0x13};
+    prv_send(&d, 0x02, disc, 3, NULL, 0);
+    REQUIRE(prv_expect(&d, 0x80, hello, sizeof(hello)) >= 1);
+    CHECK_EQ_INT(hello[0], 1); /* advertising again */
+    CHECK_CONTAINS(d.console, "ble_ota: disconnect reason 0x213");
     CHECK_EQ_INT(prv_wait(&d), 0); /* no RESET: it just keeps running */
     prv_free(&d);
     free(img);
