@@ -167,6 +167,16 @@ export class VirtualPeripheral extends EventEmitter<PeripheralEvents> implements
     this.conns.get(conn)?.link.terminate('peripheral', reason);
   }
 
+  /**
+   * The device restarted or lost power: every link is lost (the central sees a supervision
+   * timeout, 0x08, as does the app) and advertising stops until the app starts it again.
+   */
+  reset(): void {
+    this.wantAdvertising = false;
+    this.setAdvertising(false);
+    for (const c of [...this.conns.values()]) c.link.terminate('link', Status.ConnectionTimeout);
+  }
+
   /** Sends an L2CAP Connection Parameter Update Request; resolves with whether the central accepted. */
   requestConnectionUpdate(conn: number, p: ConnectionParameters): Promise<boolean> {
     const c = this.conns.get(conn);

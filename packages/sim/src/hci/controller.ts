@@ -536,6 +536,8 @@ export class VirtualController implements CentralEnd {
       latency: req.latency,
       supervisionTimeoutMs: req.supervisionTimeoutMs,
     });
+    // Every connection starts at the default ATT MTU whatever the profile ends up negotiating.
+    if (scheduler.params.attMtu !== 23) scheduler.setParams({ attMtu: 23 });
     const handle = this.allocateHandle();
     const link = new Connection(handle, peer.address, this, peer, scheduler);
     this.links.set(handle, link);

@@ -309,3 +309,25 @@ describe('noble against the virtual HCI controller', () => {
     radio.removePeripheral(espB);
   });
 });
+
+describe('device reset', () => {
+  it('drops the link with a supervision timeout on both sides and stops advertising until the app starts again', async () => {
+    const { peripheral } = await connectBaseline();
+    const conn = esp.connections()[0] ?? -1;
+    const reason = waitFor<number>(
+      (resolve) => {
+        peripheral.once('disconnect', resolve);
+        return () => peripheral.removeListener('disconnect', resolve);
+      },
+      2000,
+      'noble to see the link loss',
+    );
+    esp.reset();
+    expect(await reason).toBe(0x08);
+    expect(app.events.at(-1)).toBe(`disconnect ${conn} 0x08`);
+    expect(esp.advertising).toBe(false);
+    esp.startAdvertising('esp32');
+    const again = await scanFor(esp.address);
+    expect(again.advertisement.localName).toBe('esp32');
+  });
+});

@@ -62,12 +62,7 @@ export class VirtualRadio extends EventEmitter<{ fault: [RadioFaultRecord] }> im
   removePeripheral(p: VirtualPeripheral): void {
     const i = this.list.indexOf(p);
     if (i < 0) return;
-    for (const c of this.ctrls) {
-      for (const link of [...c.connections().values()]) {
-        if (link.peripheralAddress === p.address) link.terminate('link', 0x08);
-      }
-    }
-    p.stopAdvertising();
+    p.reset();
     this.list.splice(i, 1);
   }
 
