@@ -131,10 +131,12 @@ describe('virtual controller (exact HCI)', () => {
     cmd(Op.SetEventMask, NOBLE_EVENT_MASK);
     cmd(Op.LeSetScanParameters, '00 1200 1200 00 00');
     cmd(Op.LeSetScanEnable, '0100');
-    await new Promise((r) => setTimeout(r, 45));
+    const reports: string[] = [];
+    await vi.waitFor(() => {
+      reports.push(...take().filter((p) => p.startsWith('043e')));
+      expect(reports.length).toBeGreaterThanOrEqual(3);
+    });
     cmd(Op.LeSetScanEnable, '0000');
-    const reports = take().filter((p) => p.startsWith('043e'));
-    expect(reports.length).toBeGreaterThanOrEqual(3);
     expect(reports.every((p) => p.slice(10, 12) === '00')).toBe(true);
   });
 
