@@ -131,7 +131,7 @@ describe('ble-ota flash --sim against a baseline device', () => {
     expect(result.code).toBe(ExitCode.LINK_LOST);
     expect(result.stderr).toMatch(/supervision timeout/);
     // The timings still show how far the upload got.
-    expect(result.stdout).toMatch(/^  data \(failed\)\s+[\d.]+ (ms|s)$/m);
+    expect(result.stdout).toMatch(/^ {2}data \(failed\)\s+[\d.]+ (ms|s)$/m);
   });
 
   it('reports a device that never acknowledges as a timeout', async () => {

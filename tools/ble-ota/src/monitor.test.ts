@@ -1,0 +1,62 @@
+import { afterEach, describe, expect, it } from 'vitest';
+// The sim package has no index yet: its UART bridge (a pty, as /dev/ttyUSB0 on a bench), by path.
+import { UartBridge } from '../../../packages/sim/src/console/uart-bridge.ts';
+import { ExitCode } from './exit-codes.ts';
+import { run } from './test/harness.ts';
+
+const bridges: UartBridge[] = [];
+afterEach(async () => {
+  for (const b of bridges.splice(0)) await b.close();
+});
+
+async function bridge(): Promise<UartBridge> {
+  const b = await UartBridge.open();
+  bridges.push(b);
+  return b;
+}
+
+const BOOT = [
+  'ets Jun  8 2016 00:22:57\r\n',
+  'rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n',
+  '\x1b[0;32mI (29) boot: ESP-IDF v5.3.1 2nd stage bootloader\x1b[0m\r\n',
+  '\x1b[0;32mI (312) cpu_start: App version:      2.0.0\x1b[0m\r\n',
+];
+
+describe('ble-ota monitor', () => {
+  it('prints the console and stops at --until', async () => {
+    const b = await bridge();
+    // Bytes sent before monitor opened the port would be a test of the pty, not of monitor.
+    let feeding: ReturnType<typeof setInterval> | undefined;
+    const start = setTimeout(() => {
+      feeding = setInterval(() => {
+        const next = BOOT.shift();
+        if (next !== undefined) b.write(next);
+      }, 30);
+    }, 300);
+    try {
+      const result = await run(['monitor', b.path, '--until', 'App version', '--timeout', '10s']);
+      expect(result.code).toBe(ExitCode.OK);
+      expect(result.stdout).toContain('rst:0x1 (POWERON_RESET)');
+      expect(result.stdout).toContain('I (312) cpu_start: App version:      2.0.0');
+    } finally {
+      clearTimeout(start);
+      clearInterval(feeding);
+    }
+  });
+
+  it('exits with TIMEOUT when the text does not appear', async () => {
+    const b = await bridge();
+    b.write('I (10) boot: nothing to see\r\n');
+    const result = await run(['monitor', b.path, '--until', 'App version', '--timeout', '300ms']);
+    expect(result.code).toBe(ExitCode.TIMEOUT);
+    expect(result.stderr).toMatch(/"App version" did not appear within 300 ms/);
+  });
+
+  it('names a serial port that does not exist', async () => {
+    const result = await run(['monitor', '/dev/ttyNOPE0', '--timeout', '1s']);
+    expect(result.code).toBe(ExitCode.USAGE);
+    expect(result.stderr).toMatch(
+      /serial port not found: \/dev\/ttyNOPE0; is the board plugged in\?/,
+    );
+  });
+});
