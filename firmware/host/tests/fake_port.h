@@ -48,6 +48,7 @@ typedef struct {
     int end_rc;
     int set_boot_rc;
     uint32_t fail_write_at; /* 1-based slot_write call that fails; 0 = never */
+    int fail_write_rc;      /* what it returns; 0 means BLE_OTA_ERR_FLASH */
     ble_ota_slot_state_t running_state;
     int confirm_rc;
     int reject_rc;
@@ -261,7 +262,7 @@ static int fake_slot_write(void *ctx, const uint8_t *data, size_t len)
         return BLE_OTA_ERR_STATE;
     }
     if (fake.fail_write_at != 0u && fake.write_calls == fake.fail_write_at) {
-        return BLE_OTA_ERR_FLASH;
+        return fake.fail_write_rc != 0 ? fake.fail_write_rc : BLE_OTA_ERR_FLASH;
     }
     if (fake.slot_len + len > FAKE_SLOT_SIZE) {
         return BLE_OTA_ERR_TOO_LARGE;

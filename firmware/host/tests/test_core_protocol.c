@@ -315,6 +315,24 @@ TEST(flash_write_failure_drops_the_slot_and_done_gets_nak)
     CHECK(fake_logged(BLE_OTA_LOG_ERROR, "flash write of"));
 }
 
+TEST(image_refused_by_the_slot_is_reported_and_dropped)
+{
+    REQUIRE_EQ_INT(fake_reset(), BLE_OTA_OK);
+    fill_image(PACKET * 2u);
+    fake.fail_write_at = 1;
+    fake.fail_write_rc = BLE_OTA_ERR_INVALID_IMAGE;
+    connect_and_size(PACKET);
+    REQUIRE_EQ_INT(write_ctrl(BLE_OTA_OP_REQUEST, true), 0);
+    fake_drain();
+    send_image(PACKET, PACKET, true);
+    CHECK(fake_logged(BLE_OTA_LOG_ERROR, "not an ESP app image"));
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_ABORT), 1);
+    REQUIRE_EQ_INT(write_ctrl(BLE_OTA_OP_DONE, true), 0);
+    fake_drain();
+    check_notified(fake_find_event(FAKE_EV_NOTIFY, 1), 0x06);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_SET_BOOT), 0);
+}
+
 TEST(write_commands_are_accepted_on_both_characteristics)
 {
     const size_t len = 5u * PACKET - 9u;

@@ -571,6 +571,15 @@ static void prv_writer_data(const item_t *item)
     offset = s_shared.bytes_written;
     prv_unlock();
     rc = s_port->slot_write(s_port->ctx, item->data, item->len);
+    if (rc == BLE_OTA_ERR_INVALID_IMAGE) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR,
+                         "image refused at offset %lu: not an ESP app image (it must start "
+                         "with 0xE9); DONE will be answered with DONE_NAK",
+                         (unsigned long)offset);
+        prv_mark_failed(item->session);
+        prv_writer_abort();
+        return;
+    }
     if (rc != BLE_OTA_OK) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR,
                          "flash write of %u bytes at image offset %lu failed (error %d): transfer "
