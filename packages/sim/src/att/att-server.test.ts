@@ -81,6 +81,13 @@ describe('ATT server (exact PDUs)', () => {
       '0907' + '1100021200292a' + '1300021400242a' + '1500021600262a',
     );
     expect(await req('08 1600 1600 0328')).toBe('010816000a');
+    // No included services (0x2802), as in the baseline; a value read by its type goes to the app.
+    expect(await req('08 0a00 0f00 0228')).toBe('01080a000a');
+    expect(await req('08 1000 1600 292a')).toBe(
+      `090c1200${Buffer.from('Company 42').toString('hex')}`,
+    );
+    // Reading a write-only value by its type: Read Not Permitted, on the value's handle.
+    expect(await req(`08 0e00 0f00 ${DATA}`)).toBe('01080f0002');
   });
 
   it('lists descriptors (Find Information), reads and writes the CCCD', async () => {
