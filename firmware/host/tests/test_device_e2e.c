@@ -175,10 +175,14 @@ static int prv_baseline_upload(dev_t_ *d, const uint8_t *img, size_t len, uint16
     const uint8_t request = 0x01;
     prv_write(d, 0, &request, 1, 0); /* the baseline client sends opcodes as Write Commands */
     int n = prv_expect(d, 0x82, note, sizeof(note));
-    REQUIRE_EQ_INT(n, 5);
+    if (n != 5) {
+        return -1; /* the device is gone */
+    }
     CHECK_EQ_INT(note[0] | note[1] << 8, 1);
     CHECK_EQ_INT(note[2] | note[3] << 8, 0);
-    REQUIRE_EQ_HEX(note[4], 0x02); /* REQUEST_ACK */
+    if (note[4] != 0x02) { /* REQUEST_ACK */
+        return -2 - note[4];
+    }
     for (size_t off = 0; off < len; off += packet) {
         size_t k = len - off < packet ? len - off : packet;
         int st = prv_write(d, 1, img + off, k, 1);
@@ -189,8 +193,7 @@ static int prv_baseline_upload(dev_t_ *d, const uint8_t *img, size_t len, uint16
     const uint8_t done = 0x04;
     prv_write(d, 0, &done, 1, 0);
     n = prv_expect(d, 0x82, note, sizeof(note));
-    REQUIRE_EQ_INT(n, 5);
-    return note[4];
+    return n == 5 ? note[4] : -1;
 }
 
 static uint8_t *prv_image_of_app(const char *version, size_t *len)
@@ -473,4 +476,92 @@ TEST(create_for_another_chip_boots_that_chips_image_and_refuses_foreign_images)
         CHECK_EQ_INT(prv_wait(&d), 2);
         prv_free(&d);
     }
+}
+
+static void prv_copy_file(const char *from, const char *to)
+{
+    size_t len;
+    char err[200];
+    uint8_t *data = host_read_file(from, &len, err, sizeof(err));
+    REQUIRE(data != NULL);
+    FILE *f = fopen(to, "wb");
+    REQUIRE(f != NULL);
+    REQUIRE(fwrite(data, 1, len, f) == len);
+    fclose(f);
+    free(data);
+}
+
+/* Boots the flash once without input and returns whether the console shows `version`. */
+static int prv_boots_version(const char *flash, const char *version, char *console_out, size_t cap)
+{
+    dev_t_ d;
+    uint8_t hello[64];
+    const char *boot[] = {"--flash", flash, NULL};
+    prv_spawn(&d, boot);
+    int ok = prv_expect(&d, 0x80, hello, sizeof(hello)) >= 1;
+    char want[128];
+    snprintf(want, sizeof(want), "App version:      %s\033", version);
+    ok = ok && htu_contains(d.console, want);
+    snprintf(console_out, cap, "%s", d.console);
+    prv_wait(&d);
+    prv_free(&d);
+    return ok;
+}
+
+TEST(device_power_cut_at_sampled_operations_of_a_baseline_update_never_bricks_it)
+{
+    /* a device that has booted once, so the upload's own boot does no flash work */
+    const char *base = prv_fresh_flash("e2e-cuts-base.bin");
+    dev_t_ d;
+    uint8_t hello[64];
+    const char *create[] = {"--flash", base, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, NULL};
+    prv_spawn(&d, create);
+    REQUIRE(prv_expect(&d, 0x80, hello, sizeof(hello)) >= 1);
+    CHECK_EQ_INT(prv_wait(&d), 0);
+    prv_free(&d);
+
+    size_t len;
+    uint8_t *img = prv_image_of_app("e2e-cuts-new", &len);
+    REQUIRE(img != NULL);
+    const char *work = prv_fresh_flash("e2e-cuts-work.bin");
+
+    /* the clean run: count its erase/write operations */
+    prv_copy_file(base, work);
+    const char *run[] = {"--flash", work, "--restart-delay-ms", "0", NULL};
+    prv_spawn(&d, run);
+    REQUIRE(prv_expect(&d, 0x80, hello, sizeof(hello)) >= 1);
+    REQUIRE_EQ_HEX(prv_baseline_upload(&d, img, len, 517), 0x05);
+    CHECK_EQ_INT(prv_wait(&d), 0);
+    unsigned total = d.flash_ops[1] + d.flash_ops[2];
+    prv_free(&d);
+    CHECK(total > 100);
+    static char console[1 << 16];
+    CHECK(prv_boots_version(work, "e2e-cuts-new", console, sizeof(console)));
+
+    /* every cut before the last operation (the otadata entry write) keeps the old app */
+    unsigned cuts[16];
+    int ncuts = 0;
+    cuts[ncuts++] = 1;
+    cuts[ncuts++] = 2;
+    for (unsigned k = 1; k < 8; k++) {
+        cuts[ncuts++] = total * k / 8;
+    }
+    cuts[ncuts++] = total - 2; /* last data write */
+    cuts[ncuts++] = total - 1; /* erase of the otadata sector */
+    cuts[ncuts++] = total;     /* write of the new otadata entry */
+    for (int i = 0; i < ncuts; i++) {
+        char cut[16];
+        snprintf(cut, sizeof(cut), "%u", cuts[i]);
+        prv_copy_file(base, work);
+        const char *cutrun[] = {"--flash", work, "--power-cut-at", cut, NULL};
+        prv_spawn(&d, cutrun);
+        REQUIRE(prv_expect(&d, 0x80, hello, sizeof(hello)) >= 1);
+        int up = prv_baseline_upload(&d, img, len, 517);
+        CHECK_MSG(up == -1, "cut at %u of %u: upload ended with %d instead of losing the device", cuts[i], total, up);
+        CHECK_EQ_INT(prv_wait(&d), 137);
+        prv_free(&d);
+        int old = prv_boots_version(work, BLE_OTA_TEST_APP_VERSION, console, sizeof(console));
+        CHECK_MSG(old, "power cut at operation %u of %u: the old app did not boot:\n%s", cuts[i], total, console);
+    }
+    free(img);
 }
