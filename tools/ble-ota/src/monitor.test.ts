@@ -52,6 +52,13 @@ describe('ble-ota monitor', () => {
     expect(result.stderr).toMatch(/"App version" did not appear within 300 ms/);
   });
 
+  it('explains that a port without modem lines cannot reset the board', async () => {
+    const b = await bridge();
+    const result = await run(['monitor', b.path, '--reset', '--timeout', '1s']);
+    expect(result.code).toBe(ExitCode.USAGE);
+    expect(result.stderr).toMatch(/cannot reset the board through .*DTR\/RTS/);
+  });
+
   it('names a serial port that does not exist', async () => {
     const result = await run(['monitor', '/dev/ttyNOPE0', '--timeout', '1s']);
     expect(result.code).toBe(ExitCode.USAGE);

@@ -1,4 +1,8 @@
-import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  hardResetSequence,
+  ResetLinesUnsupportedError,
+  runResetSequence,
+} from '@esp-ble-ota/serial';
 import { SerialPort } from 'serialport';
 import { CliError } from '../errors.ts';
 import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
@@ -47,7 +51,16 @@ export async function monitorCommand(
     }).catch((error: unknown) => {
       throw openError(path, error);
     });
-    if (options.reset) await resetBoard(serial);
+    if (options.reset) {
+      // esptool's hard reset: EN pulsed through RTS while DTR keeps GPIO0 released, so the
+      // chip boots its app rather than the ROM download mode.
+      await runResetSequence(serial, hardResetSequence(), path).catch((error: unknown) => {
+        if (error instanceof ResetLinesUnsupportedError) {
+          throw new CliError(ExitCode.USAGE, error.message, { cause: error });
+        }
+        throw error;
+      });
+    }
     return await pump(serial, options, io);
   } finally {
     if (serial.isOpen) await new Promise<void>((resolve) => serial.close(() => resolve()));
@@ -72,19 +85,6 @@ function openError(path: string, error: unknown): CliError {
     );
   }
   return new CliError(ExitCode.ERROR, `cannot open ${path}: ${message}`, { cause: error });
-}
-
-/**
- * The reset esptool does on ESP32 dev boards: RTS drives EN (reset) and DTR drives GPIO0
- * (boot mode) through the USB-UART's transistor pair. DTR stays released so the chip boots
- * the app, not the ROM download mode.
- */
-async function resetBoard(serial: SerialPort): Promise<void> {
-  const set = (flags: { dtr: boolean; rts: boolean }) =>
-    new Promise<void>((resolve, reject) => serial.set(flags, (e) => (e ? reject(e) : resolve())));
-  await set({ dtr: false, rts: true });
-  await sleep(100);
-  await set({ dtr: false, rts: false });
 }
 
 function pump(serial: SerialPort, options: MonitorOptions, io: CliIo): Promise<ExitCodeValue> {
