@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Connection, PeripheralEnd } from '../hci/connection.ts';
 import { L2CAP_CID_ATT, L2CAP_CID_LE_SIGNALING, L2CAP_CID_SMP, Status } from '../hci/constants.ts';
 import { type Fault, type FaultRecord, FaultSet } from '../hci/faults.ts';
+import type { AirScheduler } from '../link/types.ts';
 import type { PeripheralApp } from './app.ts';
 import { ATT_DEFAULT_MTU, AttServer } from './att-server.ts';
 import { AttributeDb, type GattLayout } from './gatt-layout.ts';
@@ -66,7 +67,8 @@ type PeripheralEvents = {
  */
 export class VirtualPeripheral extends EventEmitter<PeripheralEvents> implements PeripheralEnd {
   readonly address: string;
-  readonly db: AttributeDb;
+  private attrDb: AttributeDb;
+  private layout: GattLayout;
   readonly faults: FaultSet;
   readonly rssi: number;
   readonly txPower: number;
@@ -85,7 +87,10 @@ export class VirtualPeripheral extends EventEmitter<PeripheralEvents> implements
     super();
     this.address = normalizeAddress(options.address);
     this.currentName = options.name;
-    this.db = new AttributeDb(options.gatt, { builtinServices: options.builtinServices ?? true });
+    this.layout = options.gatt;
+    this.attrDb = new AttributeDb(options.gatt, {
+      builtinServices: options.builtinServices ?? true,
+    });
     this.faults = new FaultSet(options.faults);
     this.faults.on('fault', (r) => this.emit('fault', r));
     this.rssi = options.rssi ?? -45;
@@ -100,6 +105,35 @@ export class VirtualPeripheral extends EventEmitter<PeripheralEvents> implements
 
   get name(): string {
     return this.currentName;
+  }
+
+  /** The attribute table being served. */
+  get db(): AttributeDb {
+    return this.attrDb;
+  }
+
+  /**
+   * Serves another GATT layout, e.g. the one a newly booted image declares. Only between
+   * connections: a connected client would hold stale handles (no Service Changed is sent).
+   */
+  setGattLayout(layout: GattLayout): void {
+    if (this.conns.size > 0) {
+      throw new Error(
+        `${this.address} is connected; change its GATT layout only while no central is connected`,
+      );
+    }
+    const db = new AttributeDb(layout, { builtinServices: this.options.builtinServices ?? true });
+    this.layout = layout;
+    this.attrDb = db;
+    this.advertisingData();
+  }
+
+  /**
+   * The link timing of an open connection, e.g. to stall the peripheral while its flash works
+   * (`stallPeripheral`) or to read modeled time.
+   */
+  scheduler(conn: number): AirScheduler | undefined {
+    return this.conns.get(conn)?.link.scheduler;
   }
 
   get advertising(): boolean {
@@ -316,7 +350,7 @@ export class VirtualPeripheral extends EventEmitter<PeripheralEvents> implements
   }
 
   private defaultAdvertisedUuids(): string[] {
-    return this.options.gatt.services.map((s) => normalizeUuid(s.uuid)).filter((u) => u.length > 4);
+    return this.layout.services.map((s) => normalizeUuid(s.uuid)).filter((u) => u.length > 4);
   }
 
   private chr(chrId: number) {

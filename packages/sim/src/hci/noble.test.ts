@@ -326,8 +326,24 @@ describe('device reset', () => {
     expect(await reason).toBe(0x08);
     expect(app.events.at(-1)).toBe(`disconnect ${conn} 0x08`);
     expect(esp.advertising).toBe(false);
+    // The new boot declares another layout; the rig serves it from the next connection on.
+    esp.setGattLayout({
+      services: [
+        ...BASELINE_LAYOUT.services,
+        { uuid: '180f', characteristics: [{ id: 9, uuid: '2a19', properties: ['read'] }] },
+      ],
+    });
     esp.startAdvertising('esp32');
-    const again = await scanFor(esp.address);
-    expect(again.advertisement.localName).toBe('esp32');
+    const again = await connectBaseline();
+    expect(again.peripheral.services.map((s) => s.uuid)).toEqual([
+      '1800',
+      '1801',
+      OTA_SERVICE,
+      '180a',
+      '180f',
+    ]);
+    expect(esp.scheduler(esp.connections()[0] ?? -1)?.params.attMtu).toBe(256);
+    await again.peripheral.disconnectAsync();
+    esp.setGattLayout(BASELINE_LAYOUT);
   });
 });
