@@ -65,6 +65,9 @@ static int prv_parse(int argc, char **argv, app_args_t *a)
             a->power_cut_at = strtoull(v, NULL, 10);
         } else if (strcmp(argv[i], "--name") == 0) {
             a->name = v;
+        } else if (strcmp(argv[i], "--delete-exe") == 0) {
+            /* the bootloader staged us in a temporary file: we are running, it can go */
+            unlink(v);
         } else if (strcmp(argv[i], "--restart-delay-ms") == 0) {
             a->restart_delay_ms = (uint32_t)strtoul(v, NULL, 10);
         } else {

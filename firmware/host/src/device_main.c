@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void prv_usage(FILE *out)
@@ -27,6 +28,55 @@ static void prv_usage(FILE *out)
             "chips: %s\n"
             "stdin/stdout carry the binary frames described in firmware/host/README.md.\n",
             host_chip_names());
+}
+
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U /* Linux 6.3+: ask for an executable memfd when vm.memfd_noexec=1 */
+#endif
+
+static int prv_write_all(int fd, const uint8_t *p, size_t len)
+{
+    for (size_t off = 0; off < len;) {
+        ssize_t w = write(fd, p + off, len - off);
+        if (w <= 0) {
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+static int prv_stage_memfd(const uint8_t *exec, size_t len)
+{
+    int fd = memfd_create("ble-ota-app", MFD_CLOEXEC | MFD_EXEC);
+    if (fd < 0 && errno == EINVAL) {
+        fd = memfd_create("ble-ota-app", MFD_CLOEXEC); /* kernels before 6.3 */
+    }
+    if (fd < 0) {
+        return -1;
+    }
+    if (prv_write_all(fd, exec, len) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int prv_stage_tmpfile(const uint8_t *exec, size_t len, const char *flash_path, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s.app-XXXXXX", flash_path);
+    int fd = mkstemp(out);
+    if (fd < 0 || fchmod(fd, 0700) != 0 || prv_write_all(fd, exec, len) != 0) {
+        fprintf(stderr, "ble-ota-device: cannot stage the app next to %s: %s\n", flash_path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(out);
+        }
+        out[0] = '\0';
+        return -1;
+    }
+    close(fd);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -144,27 +194,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "ble-ota-device: %s\n", err);
         return 1;
     }
-    /* The app runs from a copy in memory, like code mapped from flash: later writes to the
-     * slot must not change the running program. */
-    int mfd = memfd_create("ble-ota-app", MFD_CLOEXEC);
-    if (mfd < 0) {
-        fprintf(stderr, "ble-ota-device: memfd_create failed: %s\n", strerror(errno));
+    /* The app runs from a copy, like code mapped from flash: later writes to the slot must
+     * not change the running program. A memfd leaves nothing behind; where memfds may not be
+     * executed (vm.memfd_noexec), a temporary file that the app deletes at start does. */
+    char tmp_exe[600] = "";
+    /* BLE_OTA_DEVICE_NO_MEMFD=1 forces the file path (tests use it to cover both). */
+    const char *no_memfd = getenv("BLE_OTA_DEVICE_NO_MEMFD");
+    int mfd = no_memfd != NULL && strcmp(no_memfd, "1") == 0 ? -1 : prv_stage_memfd(exec, exec_len);
+    if (mfd < 0 && prv_stage_tmpfile(exec, exec_len, flash_path, tmp_exe, sizeof(tmp_exe)) != 0) {
         return 1;
-    }
-    for (size_t off = 0; off < exec_len;) {
-        ssize_t w = write(mfd, exec + off, exec_len - off);
-        if (w <= 0) {
-            fprintf(stderr, "ble-ota-device: cannot stage the app: %s\n", strerror(errno));
-            return 1;
-        }
-        off += (size_t)w;
     }
     char slot[16], t0s[32], ops[32], cut[32];
     snprintf(slot, sizeof(slot), "%d", boot.slot);
     snprintf(t0s, sizeof(t0s), "%" PRIu64, t0);
     snprintf(ops, sizeof(ops), "%" PRIu64, flash.ops);
     snprintf(cut, sizeof(cut), "%" PRIu64, power_cut_at);
-    char *app_argv[20];
+    char *app_argv[24];
     int n = 0;
     app_argv[n++] = "ble-ota-app";
     app_argv[n++] = "--flash";
@@ -183,11 +228,32 @@ int main(int argc, char **argv)
         app_argv[n++] = "--restart-delay-ms";
         app_argv[n++] = (char *)restart_delay;
     }
+    if (tmp_exe[0] != '\0') {
+        app_argv[n++] = "--delete-exe";
+        app_argv[n++] = tmp_exe;
+    }
     app_argv[n] = NULL;
     host_flash_close(&flash);
     extern char **environ;
-    fexecve(mfd, app_argv, environ);
+    if (mfd >= 0) {
+        fexecve(mfd, app_argv, environ);
+        if (errno == EACCES || errno == EPERM) {
+            /* noexec memfds: fall back to a file */
+            close(mfd);
+            if (prv_stage_tmpfile(exec, exec_len, flash_path, tmp_exe, sizeof(tmp_exe)) == 0) {
+                app_argv[n++] = "--delete-exe";
+                app_argv[n++] = tmp_exe;
+                app_argv[n] = NULL;
+                execve(tmp_exe, app_argv, environ);
+            }
+        }
+    } else {
+        execve(tmp_exe, app_argv, environ);
+    }
     fprintf(stderr, "ble-ota-device: cannot start the app from %s: %s (is it a Linux executable for this machine?)\n",
             boot.part.label, strerror(errno));
+    if (tmp_exe[0] != '\0') {
+        unlink(tmp_exe);
+    }
     return 1;
 }

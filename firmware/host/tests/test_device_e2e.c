@@ -565,3 +565,25 @@ TEST(device_power_cut_at_sampled_operations_of_a_baseline_update_never_bricks_it
     }
     free(img);
 }
+
+TEST(app_staged_in_a_file_when_memfds_are_not_executable_leaves_nothing_behind)
+{
+    const char *flash = prv_fresh_flash("e2e-nomemfd.bin");
+    dev_t_ d;
+    uint8_t hello[64];
+    setenv("BLE_OTA_DEVICE_NO_MEMFD", "1", 1);
+    const char *create[] = {"--flash", flash, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, NULL};
+    prv_spawn(&d, create);
+    unsetenv("BLE_OTA_DEVICE_NO_MEMFD");
+    REQUIRE(prv_expect(&d, 0x80, hello, sizeof(hello)) >= 1);
+    CHECK_CONTAINS(d.console, "App version:      " BLE_OTA_TEST_APP_VERSION "\033");
+    CHECK_EQ_INT(prv_wait(&d), 0);
+    prv_free(&d);
+    char cmd[1024], out[256] = {0};
+    snprintf(cmd, sizeof(cmd), "ls %s.app-* 2>/dev/null | wc -l", flash);
+    FILE *p = popen(cmd, "r");
+    REQUIRE(p != NULL);
+    REQUIRE(fgets(out, sizeof(out), p) != NULL);
+    pclose(p);
+    CHECK_EQ_INT(atoi(out), 0);
+}
