@@ -18,6 +18,7 @@ import type { VirtualPeripheral } from '../../../sim/src/att/peripheral.ts';
 import { createNoble, installVirtualHci } from '../../../sim/src/hci/install.ts';
 import { VirtualRadio } from '../../../sim/src/hci/radio.ts';
 import { ImmediateAirScheduler } from '../../../sim/src/link/immediate-scheduler.ts';
+import type { AirScheduler } from '../../../sim/src/link/types.ts';
 import type { Noble } from '../noble-types.ts';
 
 /** Characteristic ids as the firmware's ble_ota_chr_id_t numbers them. */
@@ -122,9 +123,12 @@ export function setupVirtual(options: {
   name?: string;
   preferredMtu?: number;
   advertisedServiceUuids?: string[];
-  leAclNum?: number;
+  /** The link model of every connection; only the first call of a test file decides it. */
+  createLink?: () => AirScheduler;
 }): VirtualSetup {
-  radio ??= new VirtualRadio({ createLink: () => new ImmediateAirScheduler() });
+  radio ??= new VirtualRadio({
+    createLink: options.createLink ?? (() => new ImmediateAirScheduler()),
+  });
   installVirtualHci(radio);
   const app = new TestApp();
   const peripheral = radio.addPeripheral({
