@@ -20,6 +20,14 @@ afterEach(async () => {
   for (const t of open.splice(0)) await t.close();
 });
 
+async function until(condition: () => boolean, timeoutMs = 2000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 let nextAddress = 1;
 function address(): string {
   return `24:0a:c4:00:00:${(nextAddress++).toString(16).padStart(2, '0')}`;
@@ -106,6 +114,37 @@ describe('NobleTransport on the virtual controller', () => {
     app.onWriteRequest = () => 0;
     await transport.write(OTA_CONTROL_UUID, Uint8Array.of(1), { withResponse: true });
     expect(app.writes.at(-1)?.chrId).toBe(Chr.control);
+  });
+
+  it('turns a refused read into AttError and keeps the bearer usable', async () => {
+    const { transport, app } = await connected();
+    app.values.delete(Chr.fwRev);
+    const error = await transport.read('2a26').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AttError);
+    expect((error as AttError).status).toBe(0x02);
+    await expect(transport.read(MODEL_NUMBER_UUID)).resolves.toEqual(
+      new TextEncoder().encode('ESP32'),
+    );
+  });
+
+  it('disables notifications when the last listener goes', async () => {
+    const { transport, app, peripheral } = await connected();
+    const a: number[] = [];
+    const b: number[] = [];
+    const la = (d: Uint8Array) => a.push(d[0] ?? -1);
+    const lb = (d: Uint8Array) => b.push(d[0] ?? -1);
+    await transport.subscribe(OTA_CONTROL_UUID, la);
+    await transport.subscribe(OTA_CONTROL_UUID, lb);
+    expect(app.subscriptions).toEqual([{ chrId: Chr.control, flags: 1 }]);
+    peripheral.notify(app.conn ?? 0, Chr.control, Uint8Array.of(5));
+    await until(() => b.length === 1);
+    await transport.unsubscribe(OTA_CONTROL_UUID, la);
+    peripheral.notify(app.conn ?? 0, Chr.control, Uint8Array.of(6));
+    await until(() => b.length === 2);
+    await transport.unsubscribe(OTA_CONTROL_UUID, lb);
+    expect(app.subscriptions.at(-1)).toEqual({ chrId: Chr.control, flags: 0 });
+    expect(a).toEqual([5]);
+    expect(b).toEqual([5, 6]);
   });
 
   it('delivers notifications in order with write responses', async () => {
