@@ -40,6 +40,7 @@ struct check_test {
 
 struct check_state {
     struct check_test *head;
+    struct check_test *running;
     struct check_test *tail;
     const char *current;
     int current_failed;
@@ -222,6 +223,18 @@ static inline int check_selected(const struct check_test *t, int argc, char **ar
     return 0;
 }
 
+/* Keeps setjmp in a frame without locals, so nothing can be clobbered by a REQUIRE's longjmp. */
+__attribute__((noinline)) static int check_run_one(void)
+{
+    check_s_state.current = check_s_state.running->name;
+    check_s_state.current_failed = 0;
+    if (setjmp(check_s_state.bail) == 0) {
+        check_s_state.running->fn();
+    }
+    fflush(stdout);
+    return check_s_state.current_failed;
+}
+
 /* Runs the registered tests; argv[1..] optionally names the tests to run. */
 static inline int check_run_all(int argc, char **argv)
 {
@@ -231,13 +244,8 @@ static inline int check_run_all(int argc, char **argv)
             continue;
         }
         run++;
-        check_s_state.current = t->name;
-        check_s_state.current_failed = 0;
-        if (setjmp(check_s_state.bail) == 0) {
-            t->fn();
-        }
-        fflush(stdout);
-        if (check_s_state.current_failed) {
+        check_s_state.running = t;
+        if (check_run_one()) {
             failed++;
         } else {
             fprintf(stderr, "ok   %s\n", t->name);
