@@ -36,9 +36,15 @@ export interface SimulatedDeviceOptions {
 export interface BootOptions {
   /** Cut power at this flash operation (1-based, counted from the start of this boot). */
   powerCutAt?: number;
+  /** Make a new flash file first, as the factory would, with `image` in ota_0. */
+  create?: { chip: string; image?: string };
+  /** What the ROM prints as the reset cause: power-on, or the software reset after an OTA. */
+  resetReason?: 'poweron' | 'sw';
+  /** Delay between DONE_ACK and the restart; the firmware's default is 500 ms. */
+  restartDelayMs?: number;
 }
 
-export interface FlashOp {
+export interface DeviceFlashOp {
   op: FlashOpKind;
   addr: number;
   len: number;
@@ -53,7 +59,7 @@ interface DeviceEvents {
   console: [data: Uint8Array];
   hello: [info: { advertising: boolean; name: string }];
   notify: [conn: number, chrId: number, data: Uint8Array];
-  flashOp: [op: FlashOp];
+  flashOp: [op: DeviceFlashOp];
   /** The firmware asked for a restart (after OTA, or a rollback). */
   reset: [reason: number];
   /** The process ended; `powerCut` when it was a cut at a flash operation. */
@@ -74,7 +80,7 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
   private _state: DeviceState = 'off';
   private _advertisedName = '';
   /** Flash operations of the current boot, in order. */
-  readonly flashOps: FlashOp[] = [];
+  readonly flashOps: DeviceFlashOp[] = [];
 
   constructor(readonly options: SimulatedDeviceOptions) {
     super();
@@ -107,6 +113,14 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
     const args = ['--flash', this.options.flashPath];
     if (this.options.name) args.push('--name', this.options.name);
     if (opts.powerCutAt !== undefined) args.push('--power-cut-at', String(opts.powerCutAt));
+    if (opts.create) {
+      args.push('--create', '--chip', opts.create.chip);
+      if (opts.create.image) args.push('--image', opts.create.image);
+    }
+    if (opts.resetReason) args.push('--reset-reason', opts.resetReason);
+    if (opts.restartDelayMs !== undefined) {
+      args.push('--restart-delay-ms', String(opts.restartDelayMs));
+    }
     this.decoder = new FrameDecoder();
     this.flashOps.length = 0;
     this.stderr = '';

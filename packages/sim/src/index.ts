@@ -1,0 +1,10 @@
+export type { PeripheralApp, ReadResult } from './att/app.ts';
+export { AttError } from './att/app.ts';
+export type { GattLayout } from './att/gatt-layout.ts';
+export { VirtualPeripheral } from './att/peripheral.ts';
+export { UartBridge, uartBridgePath } from './console/uart-bridge.ts';
+export * from './device/frames.ts';
+export * from './device/simulated-device.ts';
+export * from './hci/index.ts';
+export * from './link/index.ts';
+export * from './rig.ts';
