@@ -147,6 +147,39 @@ describe('environment and command-line overrides', () => {
     expect(bench.appPath).toBe(join(dir, 'other'));
   });
 
+  it('takes pytest-embedded style flags; --build-dir follows the selected rig', async () => {
+    writeConfig("export default { rig: 'sim' };");
+    const config = await loadConfig({
+      cwd: dir,
+      env: { HIL_PORT: '/dev/ttyUSB0', HIL_BUILD_DIR: 'from-env' },
+      flags: {
+        rig: 'bench',
+        port: '/dev/ttyACM3',
+        buildDir: 'out/bench',
+        appPath: 'fw',
+        bleName: 'dut-7',
+        target: undefined,
+      },
+    });
+    expect(config.rig).toBe('bench');
+    expect(config.bench.port).toBe('/dev/ttyACM3');
+    expect(config.bench.buildDir).toBe(join(dir, 'out/bench'));
+    expect(config.sim.buildDir).toBe(join(dir, 'firmware/host/build'));
+    expect(config.appPath).toBe(join(dir, 'fw'));
+    expect(config.target).toBe('esp32');
+    expect(config.sources['bench.port']).toBe('--port (command line)');
+    expect(config.sources['bench.buildDir']).toBe('--build-dir (command line)');
+
+    const err = await loadError(
+      loadConfig({ cwd: dir, env: {}, flags: { rig: 'sim', linkProfile: '' } }),
+    );
+    expect(err.message).toContain('sim.linkProfile (from --link-profile (command line))');
+    const unknown = await loadError(
+      loadConfig({ cwd: dir, env: {}, flags: { baud: '115200' } as never }),
+    );
+    expect(unknown.message).toMatch(/^unknown config flag 'baud'; known: rig, target, port/);
+  });
+
   it('IDF_PATH is the default ESP-IDF checkout; the file and HIL_IDF_PATH win over it', async () => {
     expect((await loadConfig({ cwd: dir, env: { IDF_PATH: '/opt/esp-idf' } })).bench.idfPath).toBe(
       '/opt/esp-idf',

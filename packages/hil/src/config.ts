@@ -179,22 +179,43 @@ export const ENV_VARS: readonly EnvVar[] = [
 ];
 
 /**
- * Command-line flags for config fields, in the spirit of pytest-embedded; the CLI passes their
- * values as `overrides`, and errors name the flag.
+ * The config flags of the command line, named as pytest-embedded names them. `buildDir` is the
+ * build directory of whichever rig ends up selected, like HIL_BUILD_DIR.
  */
-export const CLI_FLAGS: Readonly<Record<string, string>> = {
-  rig: '--rig',
-  target: '--target',
-  appPath: '--app-path',
-  'sim.buildDir': '--build-dir',
-  'bench.buildDir': '--build-dir',
-  'sim.linkProfile': '--link-profile',
-  'bench.port': '--port',
-  'bench.bleName': '--ble-name',
-  'bench.bleAddress': '--ble-address',
-  resultsDir: '--results-dir',
-  baselineFile: '--baseline-file',
+export interface ConfigFlags {
+  rig?: string;
+  target?: string;
+  port?: string;
+  appPath?: string;
+  buildDir?: string;
+  linkProfile?: string;
+  bleName?: string;
+  bleAddress?: string;
+  resultsDir?: string;
+  baselineFile?: string;
+}
+
+const FLAG_FIELDS: Record<keyof ConfigFlags, { flag: string; field: string }> = {
+  rig: { flag: '--rig', field: 'rig' },
+  target: { flag: '--target', field: 'target' },
+  port: { flag: '--port', field: 'bench.port' },
+  appPath: { flag: '--app-path', field: 'appPath' },
+  buildDir: { flag: '--build-dir', field: '<rig>.buildDir' },
+  linkProfile: { flag: '--link-profile', field: 'sim.linkProfile' },
+  bleName: { flag: '--ble-name', field: 'bench.bleName' },
+  bleAddress: { flag: '--ble-address', field: 'bench.bleAddress' },
+  resultsDir: { flag: '--results-dir', field: 'resultsDir' },
+  baselineFile: { flag: '--baseline-file', field: 'baselineFile' },
 };
+
+/** Config field -> the flag that sets it, for errors about values given as `overrides`. */
+export const CLI_FLAGS: Readonly<Record<string, string>> = Object.fromEntries(
+  Object.values(FLAG_FIELDS).flatMap(({ flag, field }) =>
+    field.startsWith('<rig>.')
+      ? RIG_NAMES.map((r) => [field.replace('<rig>', r), flag])
+      : [[field, flag]],
+  ),
+);
 
 // Not bench.port: `COM3` is a port name, not a path relative to anything.
 const PATH_FIELDS = [
@@ -334,7 +355,9 @@ function describeSource(path: string, sources: Record<string, string>): string {
 export interface LoadConfigOptions {
   cwd?: string;
   env?: NodeJS.ProcessEnv;
-  /** From the command line; wins over everything else. */
+  /** Flags from the command line; win over the file and the environment. */
+  flags?: ConfigFlags;
+  /** Any field, from the command line or a caller; wins over everything else. */
   overrides?: HilConfigOverrides;
   /** Explicit config file; else HIL_CONFIG, else the nearest hil.config.ts. */
   configFile?: string;
@@ -369,11 +392,24 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Loade
   }
 
   const overrides = (options.overrides ?? {}) as Tree;
-  // HIL_BUILD_DIR means the build directory of whichever rig ends up selected.
+  const flags = options.flags ?? {};
+  // HIL_BUILD_DIR and --build-dir mean the build directory of whichever rig ends up selected.
   const envRig = env.HIL_RIG?.trim() || undefined;
-  const rig = String(getPath(overrides, 'rig') ?? envRig ?? merged.rig ?? 'sim');
-  for (const { name, field, value } of envValues(env, rig === 'bench' ? 'bench' : 'sim')) {
+  const rig = String(getPath(overrides, 'rig') ?? flags.rig ?? envRig ?? merged.rig ?? 'sim');
+  const rigKey = rig === 'bench' ? 'bench' : 'sim';
+  for (const { name, field, value } of envValues(env, rigKey)) {
     applyLayer(merged, buildTree(field, value), name, sources, cwd);
+  }
+  for (const [key, value] of Object.entries(flags)) {
+    const spec = FLAG_FIELDS[key as keyof ConfigFlags];
+    if (spec === undefined) {
+      throw new HilConfigError(
+        `unknown config flag '${key}'; known: ${Object.keys(FLAG_FIELDS).join(', ')}`,
+      );
+    }
+    if (value === undefined) continue;
+    const field = spec.field.replace('<rig>', rigKey);
+    applyLayer(merged, buildTree(field, value), `${spec.flag} (command line)`, sources, cwd);
   }
   for (const path of leaves(overrides)) {
     const flag = CLI_FLAGS[path];

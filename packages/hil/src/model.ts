@@ -254,13 +254,14 @@ export const baselineSchema = z.strictObject({
 });
 
 // The interfaces above are what callers read; the schemas are what files are checked against.
-// These assignments fail to compile the moment the two drift apart.
-type Exact<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+// These assignments fail to compile the moment the two drift apart, optional fields included.
+type Equal<A, B> =
+  (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
 const schemasMatchTypes: [
-  Exact<z.output<typeof hilReportSchema>, HilReport>,
-  Exact<z.output<typeof scenarioResultSchema>, ScenarioResult>,
-  Exact<z.output<typeof baselineSchema>, Baseline>,
-  Exact<z.output<typeof baselineComparisonSchema>, BaselineComparison>,
+  Equal<z.output<typeof hilReportSchema>, HilReport>,
+  Equal<z.output<typeof scenarioResultSchema>, ScenarioResult>,
+  Equal<z.output<typeof baselineSchema>, Baseline>,
+  Equal<z.output<typeof baselineComparisonSchema>, BaselineComparison>,
 ] = [true, true, true, true];
 void schemasMatchTypes;
 
