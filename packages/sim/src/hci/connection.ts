@@ -67,22 +67,8 @@ export class Connection {
   /** An L2CAP payload the peripheral's host sends to the central. */
   fromPeripheral(cid: number, payload: Buffer): void {
     if (this.closed) return;
-    let out = payload;
-    if (cid === L2CAP_CID_ATT) {
-      const v = this.peripheral.faults.onAttPdu(
-        'p2c',
-        payload,
-        this.conn,
-        this.scheduler.nowUs,
-        (id) => this.peripheral.valueHandleOf(id),
-      );
-      if (v.action === 'drop-link') {
-        this.terminate('link', Status.ConnectionTimeout);
-        return;
-      }
-      if (v.action === 'drop') return;
-      out = v.pdu;
-    }
+    const out = this.applyFaults('p2c', cid, payload);
+    if (!out) return;
     let first = true;
     this.sendOnAir('p2c', l2capFrame(cid, out), (chunk, last) => {
       this.central.deliverAcl(this.handle, first ? PB_START : PB_CONT, chunk);
@@ -170,23 +156,25 @@ export class Connection {
 
   private deliverToPeripheral(cid: number, payload: Buffer): void {
     if (this.closed) return;
-    let out = payload;
-    if (cid === L2CAP_CID_ATT) {
-      const v = this.peripheral.faults.onAttPdu(
-        'c2p',
-        payload,
-        this.conn,
-        this.scheduler.nowUs,
-        (id) => this.peripheral.valueHandleOf(id),
-      );
-      if (v.action === 'drop-link') {
-        this.terminate('link', Status.ConnectionTimeout);
-        return;
-      }
-      if (v.action === 'drop') return;
-      out = v.pdu;
+    const out = this.applyFaults('c2p', cid, payload);
+    if (out) this.peripheral.receiveL2cap(this.conn, cid, out);
+  }
+
+  /** The peripheral's ATT faults on one L2CAP payload: what goes on, or undefined if it is lost. */
+  private applyFaults(direction: 'c2p' | 'p2c', cid: number, payload: Buffer): Buffer | undefined {
+    if (cid !== L2CAP_CID_ATT) return payload;
+    const v = this.peripheral.faults.onAttPdu(
+      direction,
+      payload,
+      this.conn,
+      this.scheduler.nowUs,
+      (id) => this.peripheral.valueHandleOf(id),
+    );
+    if (v.action === 'drop-link') {
+      this.terminate('link', Status.ConnectionTimeout);
+      return undefined;
     }
-    this.peripheral.receiveL2cap(this.conn, cid, out);
+    return v.action === 'drop' ? undefined : v.pdu;
   }
 }
 

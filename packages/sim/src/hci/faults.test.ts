@@ -1,4 +1,4 @@
-import type { Characteristic, Peripheral } from '@abandonware/noble';
+import type { Characteristic } from '@abandonware/noble';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { VirtualPeripheral } from '../att/peripheral.ts';
 import type { Fault } from './faults.ts';
@@ -10,6 +10,8 @@ import {
   CHR,
   ImmediateTestScheduler,
   OTA,
+  poweredOn,
+  scanFor,
   waitFor,
 } from './test-support.ts';
 
@@ -30,20 +32,7 @@ function device(faults: Fault[]): { p: VirtualPeripheral; app: BaselineTestApp }
 }
 
 async function connect(address: string) {
-  const found = waitFor<Peripheral>(
-    (resolve) => {
-      const onDiscover = (p: Peripheral) => {
-        if (p.address === address) resolve(p);
-      };
-      noble.on('discover', onDiscover);
-      return () => noble.removeListener('discover', onDiscover);
-    },
-    2000,
-    `an advertisement from ${address}`,
-  );
-  await noble.startScanningAsync([], false);
-  const peripheral = await found;
-  await noble.stopScanningAsync();
+  const peripheral = await scanFor(noble, address);
   await peripheral.connectAsync();
   await vi.waitFor(() => expect(peripheral.mtu).not.toBeNull());
   const { characteristics } = await peripheral.discoverAllServicesAndCharacteristicsAsync();
@@ -77,17 +66,7 @@ beforeAll(async () => {
   });
   installVirtualHci(radio);
   noble = loadNoble();
-  await waitFor<void>(
-    (resolve) => {
-      const onState = (s: string) => {
-        if (s === 'poweredOn') resolve();
-      };
-      noble.on('stateChange', onState);
-      return () => noble.removeListener('stateChange', onState);
-    },
-    5000,
-    'noble to power on',
-  );
+  await poweredOn(noble);
 });
 
 afterEach(async () => {

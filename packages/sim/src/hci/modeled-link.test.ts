@@ -5,7 +5,7 @@ import type { ModeledAirScheduler } from '../link/modeled-scheduler.ts';
 import { createProfileLink, getProfile } from '../link/profiles.ts';
 import { installVirtualHci, loadNoble, type Noble } from './install.ts';
 import { VirtualRadio } from './radio.ts';
-import { BASELINE_LAYOUT, BaselineTestApp, waitFor } from './test-support.ts';
+import { BASELINE_LAYOUT, BaselineTestApp, poweredOn, scanFor, waitFor } from './test-support.ts';
 
 // noble, unmodified, over the link timing model (src/link): the controller must return credits
 // on the model's acknowledgements and freeze modeled time while hosts react, or these figures drift.
@@ -22,17 +22,7 @@ async function connectData(): Promise<{
   data: Characteristic;
   link: ModeledAirScheduler;
 }> {
-  const found = waitFor<Peripheral>(
-    (resolve) => {
-      noble.once('discover', resolve);
-      return () => noble.removeListener('discover', resolve);
-    },
-    2000,
-    'the esp32 advertisement',
-  );
-  await noble.startScanningAsync([], false);
-  const peripheral = await found;
-  await noble.stopScanningAsync();
+  const peripheral = await scanFor(noble);
   await peripheral.connectAsync();
   const { characteristics } = await peripheral.discoverSomeServicesAndCharacteristicsAsync(
     [],
@@ -62,15 +52,7 @@ beforeAll(async () => {
   });
   installVirtualHci(radio);
   noble = loadNoble();
-  await waitFor<void>(
-    (resolve) => {
-      const on = (s: string) => s === 'poweredOn' && resolve();
-      noble.on('stateChange', on);
-      return () => noble.removeListener('stateChange', on);
-    },
-    5000,
-    'noble to power on',
-  );
+  await poweredOn(noble);
 });
 
 describe('noble over the modeled link (linux-noble-esp32)', () => {

@@ -1,4 +1,3 @@
-import type { Peripheral } from '@abandonware/noble';
 import { expect, it } from 'vitest';
 import { createNoble, installVirtualHci } from './install.ts';
 import { VirtualRadio } from './radio.ts';
@@ -6,7 +5,8 @@ import {
   BASELINE_LAYOUT,
   BaselineTestApp,
   ImmediateTestScheduler,
-  waitFor,
+  poweredOn,
+  scanFor,
 } from './test-support.ts';
 
 it("noble's extended mode: extended scanning and create connection, enhanced connection complete", async () => {
@@ -26,27 +26,8 @@ it("noble's extended mode: extended scanning and create connection, enhanced con
   const controller = radio.controllers[0];
   if (!controller) throw new Error('noble opened no socket');
   controller.traceEnabled = true;
-  const ready = waitFor<void>(
-    (resolve) => {
-      const on = (s: string) => s === 'poweredOn' && resolve();
-      noble.on('stateChange', on);
-      return () => noble.removeListener('stateChange', on);
-    },
-    5000,
-    'noble to power on',
-  );
-  await ready;
-  const found = waitFor<Peripheral>(
-    (resolve) => {
-      noble.once('discover', resolve);
-      return () => noble.removeListener('discover', resolve);
-    },
-    2000,
-    'an extended advertising report',
-  );
-  await noble.startScanningAsync([], false);
-  const p = await found;
-  await noble.stopScanningAsync();
+  await poweredOn(noble);
+  const p = await scanFor(noble);
   expect(p.advertisement.localName).toBe('esp32');
   await p.connectAsync();
   const { characteristics } = await p.discoverSomeServicesAndCharacteristicsAsync(

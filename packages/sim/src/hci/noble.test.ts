@@ -1,4 +1,4 @@
-import type { Characteristic, Peripheral } from '@abandonware/noble';
+import type { Characteristic } from '@abandonware/noble';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { GattLayout } from '../att/gatt-layout.ts';
 import type { VirtualPeripheral } from '../att/peripheral.ts';
@@ -11,6 +11,8 @@ import {
   CHR,
   ImmediateTestScheduler,
   OTA,
+  poweredOn,
+  scanFor,
   waitFor,
 } from './test-support.ts';
 
@@ -26,27 +28,8 @@ let app: BaselineTestApp;
 let esp: VirtualPeripheral;
 const schedulers: ImmediateTestScheduler[] = [];
 
-function scanFor(address: string): Promise<Peripheral> {
-  const found = waitFor<Peripheral>(
-    (resolve) => {
-      const onDiscover = (p: Peripheral) => {
-        if (p.address === address) resolve(p);
-      };
-      noble.on('discover', onDiscover);
-      return () => noble.removeListener('discover', onDiscover);
-    },
-    2000,
-    `an advertisement from ${address}`,
-  );
-  return noble.startScanningAsync([], false).then(async () => {
-    const p = await found;
-    await noble.stopScanningAsync();
-    return p;
-  });
-}
-
 async function connectBaseline(address = esp.address) {
-  const peripheral = await scanFor(address);
+  const peripheral = await scanFor(noble, address);
   await peripheral.connectAsync();
   const { characteristics } = await peripheral.discoverAllServicesAndCharacteristicsAsync();
   const byUuid = (uuid: string): Characteristic => {
@@ -87,17 +70,7 @@ beforeAll(async () => {
   app.peripheral = esp;
   installVirtualHci(radio);
   noble = loadNoble();
-  await waitFor<void>(
-    (resolve) => {
-      const onState = (s: string) => {
-        if (s === 'poweredOn') resolve();
-      };
-      noble.on('stateChange', onState);
-      return () => noble.removeListener('stateChange', onState);
-    },
-    5000,
-    'noble to power on',
-  );
+  await poweredOn(noble);
   const c = radio.controllers[0];
   if (!c) throw new Error('noble opened no HCI socket');
   controller = c;
@@ -118,7 +91,7 @@ afterAll(() => {
 
 describe('noble against the virtual HCI controller', () => {
   it('finds a peripheral named esp32 advertising the OTA service, flags, name and TX power', async () => {
-    const p = await scanFor(esp.address);
+    const p = await scanFor(noble, esp.address);
     expect(p.advertisement.localName).toBe('esp32');
     expect(p.advertisement.serviceUuids).toEqual([OTA_SERVICE]);
     expect(p.advertisement.txPowerLevel).toBe(9);

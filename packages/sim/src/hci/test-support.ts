@@ -1,7 +1,9 @@
+import type { Peripheral } from '@abandonware/noble';
 import type { PeripheralApp, ReadResult } from '../att/app.ts';
 import type { GattLayout } from '../att/gatt-layout.ts';
 import type { VirtualPeripheral } from '../att/peripheral.ts';
 import type { AirScheduler, Direction, LinkParams } from '../link/types.ts';
+import type { Noble } from './install.ts';
 
 /**
  * A zero-latency {@link AirScheduler} for functional tests of the HCI/ATT layers: every PDU is
@@ -234,4 +236,42 @@ export function waitFor<T>(
       resolve(v);
     });
   });
+}
+
+/** Resolves once noble reports poweredOn (its init against the virtual controller is done). */
+export function poweredOn(noble: Noble, timeoutMs = 5000): Promise<void> {
+  return waitFor<void>(
+    (resolve) => {
+      const onState = (state: string) => {
+        if (state === 'poweredOn') resolve();
+      };
+      noble.on('stateChange', onState);
+      return () => noble.removeListener('stateChange', onState);
+    },
+    timeoutMs,
+    'noble to power on',
+  );
+}
+
+/** Scans until the peripheral with `address` (any, if omitted) is discovered, then stops scanning. */
+export async function scanFor(
+  noble: Noble,
+  address?: string,
+  timeoutMs = 2000,
+): Promise<Peripheral> {
+  const found = waitFor<Peripheral>(
+    (resolve) => {
+      const onDiscover = (p: Peripheral) => {
+        if (address === undefined || p.address === address) resolve(p);
+      };
+      noble.on('discover', onDiscover);
+      return () => noble.removeListener('discover', onDiscover);
+    },
+    timeoutMs,
+    `an advertisement from ${address ?? 'any peripheral'}`,
+  );
+  await noble.startScanningAsync([], false);
+  const peripheral = await found;
+  await noble.stopScanningAsync();
+  return peripheral;
 }
