@@ -46,7 +46,7 @@ export interface ScenarioResult {
   kBps?: number;
   imageBytes?: number;
   throughput?: ThroughputSample[];
-  /** Path of this scenario's console log. */
+  /** This scenario's console log: absolute, or relative to the results directory. */
   consoleLog?: string;
   linkProfile?: string;
   /** Names of injected faults. */

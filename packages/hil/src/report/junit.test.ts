@@ -138,6 +138,16 @@ describe('junit.xml', () => {
     );
   });
 
+  it('reads relative console log paths from the results directory', async () => {
+    const report = sampleReport(dir);
+    const first = report.scenarios[0];
+    if (first === undefined) throw new Error('sample report has no scenarios');
+    const relativeLog = { ...report, scenarios: [{ ...first, consoleLog: 'logs/happy-path.log' }] };
+    const file = await writeJUnitReport(dir, relativeLog, { attachmentRoot: dir });
+    const out = cases(suites(parse(readFileSync(file, 'utf8')))[0])[0]?.['system-out'];
+    expect(out).toBe(`${stripAnsi(HAPPY_LOG)}[[ATTACHMENT|logs/happy-path.log]]\n`);
+  });
+
   it('writes hil-results/junit.xml', async () => {
     const file = await writeJUnitReport(join(dir, 'hil-results'), sampleReport(dir));
     expect(file).toBe(join(dir, 'hil-results', 'junit.xml'));

@@ -28,8 +28,8 @@ export interface JUnitOptions {
    * project directory (GitLab). Absolute paths when absent.
    */
   attachmentRoot?: string;
-  /** Relative `consoleLog` paths in the report are relative to this; the working directory when absent. */
-  baseDir?: string;
+  /** The results directory, which relative `consoleLog` paths are relative to. */
+  resultsDir?: string;
   hostname?: string;
 }
 
@@ -69,7 +69,7 @@ export async function buildJUnitXml(
   report: HilReport,
   options: JUnitOptions = {},
 ): Promise<string> {
-  const baseDir = options.baseDir ?? process.cwd();
+  const baseDir = options.resultsDir ?? process.cwd();
   const host = options.hostname ?? hostname();
   const suites = new Map<string, ScenarioResult[]>();
   for (const s of report.scenarios) {
@@ -164,7 +164,7 @@ export async function writeJUnitReport(
   report: HilReport,
   options: JUnitOptions = {},
 ): Promise<string> {
-  const xml = await buildJUnitXml(report, options);
+  const xml = await buildJUnitXml(report, { resultsDir, ...options });
   await mkdir(resultsDir, { recursive: true });
   const file = join(resultsDir, JUNIT_XML);
   await writeFile(file, xml, 'utf8');
