@@ -288,8 +288,8 @@ export class AttServer {
     }
     const entries: Buffer[] = [];
     let uuidLen = -1;
-    for (const svc of this.ctx.db.services) {
-      if (type !== primary) break;
+    // Every service here is primary: a secondary-service request finds nothing.
+    for (const svc of type === primary ? this.ctx.db.services : []) {
       if (svc.startHandle < start || svc.startHandle > end) continue;
       const uuid = this.ctx.db.get(svc.startHandle)?.value ?? Buffer.alloc(0);
       if (uuidLen === -1) uuidLen = uuid.length;

@@ -3,7 +3,6 @@ export const HCI_COMMAND_PKT = 0x01;
 export const HCI_ACLDATA_PKT = 0x02;
 export const HCI_EVENT_PKT = 0x04;
 
-export const PB_START_NO_FLUSH = 0x00;
 export const PB_CONT = 0x01;
 export const PB_START = 0x02;
 

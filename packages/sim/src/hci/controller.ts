@@ -84,7 +84,6 @@ export interface HostPort {
 
 interface PendingCreate {
   address: string;
-  extended: boolean;
   minIntervalMs: number;
   maxIntervalMs: number;
   latency: number;
@@ -119,7 +118,6 @@ export class VirtualController implements CentralEnd {
   private suggestedTxTime = MIN_DATA_TIME;
   private leHostSupported = 0;
   private host: HostPort | undefined;
-  private readonly onAdvertising = () => this.advertisersChanged();
   /** Every HCI packet in both directions, for tests and traces: [direction, packet]. */
   readonly trace: Array<['host->controller' | 'controller->host', Buffer]> = [];
   traceEnabled = false;
@@ -141,10 +139,6 @@ export class VirtualController implements CentralEnd {
   advertisersChanged(): void {
     if (this.scanning) this.reportAdvertisers();
     if (this.pendingCreate) this.tryConnect();
-  }
-
-  get advertisingListener(): () => void {
-    return this.onAdvertising;
   }
 
   /** Open connections by central-side handle. */
@@ -512,7 +506,6 @@ export class VirtualController implements CentralEnd {
     this.commandStatus(opcode, Status.Success);
     this.pendingCreate = {
       address: addressFromBytes(p.subarray(addrAt, addrAt + 6)),
-      extended,
       minIntervalMs: min * 1.25,
       maxIntervalMs: max * 1.25,
       latency,
