@@ -14,6 +14,14 @@ export interface VirtualRigBoard {
   flashPath?: string;
 }
 
+/** How `--sim` sets up the virtual rig. */
+export interface SimOptions {
+  /** Link profile (`linux-noble-esp32`, `macos-esp32`, ..., or `immediate`). */
+  profile?: string;
+  /** Chip of the simulated board (`esp32`, `esp32s3`, ...). */
+  chip?: string;
+}
+
 /** What `--sim` needs from the virtual rig (packages/sim `startVirtualRig`). */
 export interface VirtualRig {
   noble: Noble;
@@ -29,7 +37,7 @@ export interface CliIo {
   /** Loads the real noble (default: @esp-ble-ota/noble's loadNoble). */
   loadNoble?: () => Promise<Noble>;
   /** Starts the virtual rig for --sim (default: @esp-ble-ota/sim's startVirtualRig). */
-  startRig?: () => Promise<VirtualRig>;
+  startRig?: (options: SimOptions) => Promise<VirtualRig>;
   /** Wall clock for timings (default performance.now). */
   now?: () => number;
 }

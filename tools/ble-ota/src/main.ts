@@ -1,8 +1,8 @@
 import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_SLOT_SIZE, flashCommand } from './commands/flash.ts';
 import { infoCommand } from './commands/info.ts';
-import { monitorCommand } from './commands/monitor.ts';
-import { scanCommand } from './commands/scan.ts';
+import { type MonitorOptions, monitorCommand } from './commands/monitor.ts';
+import { type ScanCommandOptions, scanCommand } from './commands/scan.ts';
 import { exitCodeFor } from './errors.ts';
 import { ExitCode, type ExitCodeValue, exitCodeHelp } from './exit-codes.ts';
 import { type CliIo, json, line } from './io.ts';
@@ -40,15 +40,27 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     .showHelpAfterError('(run ble-ota --help for usage)')
     .addHelpText('after', `${EXAMPLES}\n\n${exitCodeHelp()}`);
 
-  const sim = () =>
-    new Option(
-      '--sim',
-      'run against the virtual rig (simulated ESP32 behind a virtual controller)',
-    );
+  /** --sim and the options that shape the rig it starts. */
+  const withSim = (command: Command) =>
+    command
+      .addOption(
+        new Option(
+          '--sim',
+          'run against the virtual rig (simulated ESP32 behind a virtual controller)',
+        ),
+      )
+      .addOption(
+        new Option(
+          '--sim-profile <profile>',
+          'link profile of the rig: linux-noble-esp32 (default), macos-esp32, android-esp32s3, ..., immediate',
+        ),
+      )
+      .addOption(
+        new Option('--sim-chip <chip>', 'chip of the simulated board (esp32, esp32s3, ...)'),
+      );
   const jsonOption = (what: string) => new Option('--json', what);
 
-  program
-    .command('scan')
+  withSim(program.command('scan'))
     .description('list nearby devices that offer the OTA service (name, address, RSSI)')
     .addOption(
       new Option('-t, --timeout <duration>', 'how long to scan (10, 10s, 500ms)')
@@ -56,10 +68,9 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         .argParser(parseDuration),
     )
     .option('--all', 'list every advertiser, not only OTA devices')
-    .addOption(sim())
     .addOption(jsonOption('print a JSON array of devices'))
     .action(
-      run(async (options: { timeout: number; all?: boolean; sim?: boolean; json?: boolean }) => {
+      run(async (options: ScanCommandOptions) => {
         wantsJson = options.json ?? false;
         return scanCommand(options, io);
       }),
@@ -77,8 +88,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       }),
     );
 
-  program
-    .command('flash')
+  withSim(program.command('flash'))
     .description(
       'check an app image, upload it to a device over BLE, and verify the device runs it',
     )
@@ -114,7 +124,6 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       '--baseline-writes',
       "send REQUEST and DONE as Write Commands, as the baseline's Python client does",
     )
-    .addOption(sim())
     .addOption(jsonOption('print machine-readable events, one JSON object per line'))
     .action(
       run(
@@ -131,6 +140,8 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
             baselineWrites?: boolean;
             stepTimeout?: number;
             sim?: boolean;
+            simProfile?: string;
+            simChip?: string;
             json?: boolean;
           },
         ) => {
@@ -147,27 +158,16 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       ),
     );
 
-  program
-    .command('monitor')
+  withSim(program.command('monitor'))
     .description("print a board's serial console")
     .argument('[port]', 'serial port (/dev/ttyUSB0); optional with --sim')
     .addOption(new Option('-b, --baud <rate>', 'baud rate').default(115_200).argParser(parseBaud))
     .option('--reset', 'reset the board through DTR/RTS after opening the port')
     .addOption(new Option('--timeout <duration>', 'stop after this long').argParser(parseDuration))
     .option('--until <text>', 'exit as soon as the console prints this text (exit 7 on --timeout)')
-    .addOption(sim())
     .action(
-      run(
-        async (
-          port: string | undefined,
-          options: {
-            baud: number;
-            reset?: boolean;
-            timeout?: number;
-            until?: string;
-            sim?: boolean;
-          },
-        ) => monitorCommand(port, options, io),
+      run(async (port: string | undefined, options: MonitorOptions) =>
+        monitorCommand(port, options, io),
       ),
     );
 

@@ -1,15 +1,20 @@
 import { loadNoble, type Noble } from '@esp-ble-ota/noble';
 import { CliError } from './errors.ts';
 import { ExitCode } from './exit-codes.ts';
-import type { CliIo, VirtualRig } from './io.ts';
+import type { CliIo, SimOptions, VirtualRig } from './io.ts';
 
 /**
  * Start the virtual rig: simulated ESP32s (the firmware's host build) behind a virtual HCI
  * controller, under the real noble. Imported only for --sim, so the CLI does not load the
  * simulator otherwise.
  */
-export async function startVirtualRig(): Promise<VirtualRig> {
-  let sim: { startVirtualRig?: (options?: object) => Promise<VirtualRig> };
+export async function startVirtualRig(options: SimOptions = {}): Promise<VirtualRig> {
+  let sim: {
+    startVirtualRig?: (options?: {
+      profile?: string;
+      boards?: Array<{ chip?: string }>;
+    }) => Promise<VirtualRig>;
+  };
   try {
     // A variable specifier: the sim is an optional runtime dependency, checked below.
     const specifier = '@esp-ble-ota/sim';
@@ -27,7 +32,10 @@ export async function startVirtualRig(): Promise<VirtualRig> {
       '--sim: this version of @esp-ble-ota/sim has no startVirtualRig(); update the workspace',
     );
   }
-  return sim.startVirtualRig();
+  return sim.startVirtualRig({
+    ...(options.profile === undefined ? {} : { profile: options.profile }),
+    ...(options.chip === undefined ? {} : { boards: [{ chip: options.chip }] }),
+  });
 }
 
 export interface Radio {
@@ -36,10 +44,23 @@ export interface Radio {
   close(): Promise<void>;
 }
 
+/** The --sim options of a command, or undefined without --sim. */
+export function simOptions(options: {
+  sim?: boolean;
+  simProfile?: string;
+  simChip?: string;
+}): SimOptions | undefined {
+  if (!options.sim) return undefined;
+  const sim: SimOptions = {};
+  if (options.simProfile !== undefined) sim.profile = options.simProfile;
+  if (options.simChip !== undefined) sim.chip = options.simChip;
+  return sim;
+}
+
 /** noble for a command: the rig's with --sim, else the machine's adapter. */
-export async function openRadio(io: CliIo, sim: boolean): Promise<Radio> {
-  if (sim) {
-    const rig = await (io.startRig ?? startVirtualRig)();
+export async function openRadio(io: CliIo, sim: SimOptions | undefined): Promise<Radio> {
+  if (sim !== undefined) {
+    const rig = await (io.startRig ?? startVirtualRig)(sim);
     return { noble: rig.noble, rig, close: () => rig.close() };
   }
   const noble = await (io.loadNoble ?? loadNoble)();

@@ -11,7 +11,7 @@ import { assertImageIntact, imageJson, type LoadedImage, loadImage } from '../im
 import { type CliIo, json, line } from '../io.ts';
 import { formatBytes, formatMs } from '../parse.ts';
 import { ProgressView } from '../progress.ts';
-import { openRadio } from '../rig.ts';
+import { openRadio, simOptions } from '../rig.ts';
 
 /** The baseline partition table (CONFIG_PARTITION_TABLE_TWO_OTA): 1 MB per app slot. */
 export const DEFAULT_SLOT_SIZE = 0x100000;
@@ -22,6 +22,8 @@ export interface FlashOptions {
   /** Scan time limit, ms. */
   timeout: number;
   sim?: boolean;
+  simProfile?: string;
+  simChip?: string;
   json?: boolean;
   slotSize: number;
   chipCheck: boolean;
@@ -67,7 +69,7 @@ export async function flashCommand(
   out.image(image);
 
   // 2. The device.
-  const radio = await openRadio(io, options.sim ?? false);
+  const radio = await openRadio(io, simOptions(options));
   let transport: NobleTransport | undefined;
   try {
     const filter = {

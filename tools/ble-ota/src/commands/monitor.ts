@@ -7,12 +7,14 @@ import { SerialPort } from 'serialport';
 import { CliError } from '../errors.ts';
 import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
 import { type CliIo, line } from '../io.ts';
-import { openRadio, type Radio } from '../rig.ts';
+import { openRadio, type Radio, simOptions } from '../rig.ts';
 
 export interface MonitorOptions {
   baud: number;
   reset?: boolean;
   sim?: boolean;
+  simProfile?: string;
+  simChip?: string;
   /** Stop after this long (ms); default: until Ctrl-C or the port closes. */
   timeout?: number;
   /** Exit with 0 as soon as the console prints this text. */
@@ -29,8 +31,9 @@ export async function monitorCommand(
 ): Promise<ExitCodeValue> {
   let radio: Radio | undefined;
   let path = port;
-  if (options.sim) {
-    radio = await openRadio(io, true);
+  const sim = simOptions(options);
+  if (sim !== undefined) {
+    radio = await openRadio(io, sim);
     path ??= radio.rig?.boards[0]?.serialPath;
     if (path === undefined) {
       await radio.close();

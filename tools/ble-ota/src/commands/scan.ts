@@ -1,18 +1,20 @@
 import { advertisesOta, scan } from '@esp-ble-ota/noble';
 import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
 import { type CliIo, json, line } from '../io.ts';
-import { openRadio } from '../rig.ts';
+import { openRadio, simOptions } from '../rig.ts';
 
 export interface ScanCommandOptions {
   timeout: number;
   sim?: boolean;
+  simProfile?: string;
+  simChip?: string;
   json?: boolean;
   /** List every advertiser, not only those offering the OTA service. */
   all?: boolean;
 }
 
 export async function scanCommand(options: ScanCommandOptions, io: CliIo): Promise<ExitCodeValue> {
-  const radio = await openRadio(io, options.sim ?? false);
+  const radio = await openRadio(io, simOptions(options));
   try {
     if (!options.json) {
       line(

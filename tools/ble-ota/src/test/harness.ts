@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type BuildAppImageOptions, buildAppImage } from '@esp-ble-ota/protocol';
-import type { CliIo, OutputStream, VirtualRig } from '../io.ts';
+import type { CliIo, OutputStream, SimOptions, VirtualRig } from '../io.ts';
 import { main } from '../main.ts';
 
 export class Sink implements OutputStream {
@@ -31,7 +31,7 @@ export interface RunResult {
 }
 
 export interface RunOptions {
-  startRig?: () => Promise<VirtualRig>;
+  startRig?: (options: SimOptions) => Promise<VirtualRig>;
   signal?: AbortSignal;
 }
 
@@ -47,10 +47,10 @@ export async function run(argv: string[], options: RunOptions = {}): Promise<Run
       radioOpened++;
       throw new Error('test: no radio here');
     },
-    startRig: async () => {
+    startRig: async (sim) => {
       radioOpened++;
       if (options.startRig === undefined) throw new Error('test: no rig here');
-      return options.startRig();
+      return options.startRig(sim);
     },
   };
   if (options.signal !== undefined) io.signal = options.signal;
