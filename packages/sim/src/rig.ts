@@ -99,6 +99,8 @@ export class VirtualBoard implements PeripheralApp {
     this.device = new SimulatedDevice({ flashPath, name: options.name, program });
     this.device.on('console', (data) => this.uart.write(data));
     this.device.on('hello', (info) => {
+      // HELLO 0 comes on CONNECT (NimBLE stops advertising while connected); the radio side
+      // already stopped, so only the advertising that starts again needs passing on.
       if (info.advertising) this.peripheral.startAdvertising(info.name);
       for (const w of this.waiters.splice(0)) w();
     });

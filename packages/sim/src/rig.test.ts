@@ -1,0 +1,95 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { SerialPort } from 'serialport';
+import { afterEach, describe, expect, it } from 'vitest';
+import { defaultDeviceProgram } from './device/simulated-device.ts';
+import { startVirtualRig, type VirtualRig } from './rig.ts';
+import { findByName, runBaselineExchange } from './testing/baseline-client.ts';
+
+const buildDir = join(defaultDeviceProgram, '..');
+
+/** The host app wrapped again with another version, as a new build of the firmware would be. */
+async function appImage(version: string, dir: string): Promise<Uint8Array> {
+  const out = join(dir, `app-${version}.bin`);
+  await execa(join(buildDir, 'esp-app-image'), [
+    '--chip',
+    'esp32',
+    '--version',
+    version,
+    '--out',
+    out,
+    join(buildDir, 'ble-ota-app.elf'),
+  ]);
+  return new Uint8Array(await readFile(out));
+}
+
+/** Collects a pty's output until `pattern` shows up. */
+function watchConsole(path: string) {
+  const port = new SerialPort({ path, baudRate: 115200 });
+  let text = '';
+  const waiters: Array<() => void> = [];
+  port.on('data', (chunk: Buffer) => {
+    text += chunk.toString('latin1');
+    for (const w of waiters.splice(0)) w();
+  });
+  return {
+    get text() {
+      return text;
+    },
+    async waitFor(pattern: RegExp, timeoutMs = 15_000): Promise<RegExpMatchArray> {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const m = text.match(pattern);
+        if (m) return m;
+        if (Date.now() > deadline) {
+          throw new Error(`console never showed ${pattern}; last output:\n${text.slice(-2000)}`);
+        }
+        await new Promise<void>((resolve) => {
+          waiters.push(resolve);
+          setTimeout(resolve, 200);
+        });
+      }
+    },
+    close: () => new Promise<void>((resolve) => port.close(() => resolve())),
+  };
+}
+
+describe('virtual rig, through the real noble package and a real pty', () => {
+  let rig: VirtualRig | undefined;
+  afterEach(async () => {
+    await rig?.close();
+    rig = undefined;
+  });
+
+  it('updates the firmware with the baseline exchange; the console then shows the new version', async () => {
+    rig = await startVirtualRig({ profile: 'immediate', boards: [{ restartDelayMs: 0 }] });
+    const board = rig.boards[0];
+    if (!board) throw new Error('no board');
+    const console = watchConsole(board.serialPath);
+    const image = await appImage('2.0.0-rig-test', join(board.flashPath, '..'));
+
+    const p = await findByName(rig.noble, 'esp32');
+    expect(p.address).toBe(board.address);
+    await p.connectAsync();
+    const result = await runBaselineExchange(p, image);
+
+    expect(result.packetSize).toBe(253); // noble asks for MTU 256; NimBLE's preferred MTU is 256
+    expect(result.packets).toBe(Math.ceil(image.length / 253));
+    expect(result.notifications).toEqual([0x02, 0x05]);
+    expect(result.disconnected).toBe(true);
+
+    // The second boot: the bootloader loads ota_1, the new app confirms itself.
+    await console.waitFor(/boot: Loaded app from partition at offset 0x200000/);
+    const [, version] = await console.waitFor(
+      /app_init: App version:\s+([^\s\x1b]+)[^\n]*\r\n(?![\s\S]*App version)/,
+    );
+    expect(version).toBe('2.0.0-rig-test');
+    await console.waitFor(/ble_ota: Running partition: ota_1 at 0x200000, state pending-verify/);
+    await console.waitFor(/main: new image confirmed/);
+    await board.waitReady();
+    expect(board.device.state).toBe('running');
+    expect(board.boots).toBe(2);
+    await console.close();
+  }, 120_000);
+});
