@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { stripVTControlCharacters } from 'node:util';
 import { execa } from 'execa';
 import { SerialPort } from 'serialport';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -30,7 +31,7 @@ function watchConsole(path: string) {
   let text = '';
   const waiters: Array<() => void> = [];
   port.on('data', (chunk: Buffer) => {
-    text += chunk.toString('latin1');
+    text += stripVTControlCharacters(chunk.toString('latin1'));
     for (const w of waiters.splice(0)) w();
   });
   return {
@@ -82,7 +83,7 @@ describe('virtual rig, through the real noble package and a real pty', () => {
     // The second boot: the bootloader loads ota_1, the new app confirms itself.
     await console.waitFor(/boot: Loaded app from partition at offset 0x200000/);
     const [, version] = await console.waitFor(
-      /app_init: App version:\s+([^\s\x1b]+)[^\n]*\r\n(?![\s\S]*App version)/,
+      /app_init: App version:\s+(\S+)\r\n(?![\s\S]*App version)/,
     );
     expect(version).toBe('2.0.0-rig-test');
     await console.waitFor(/ble_ota: Running partition: ota_1 at 0x200000, state pending-verify/);
