@@ -1,8 +1,11 @@
 import { OTA_CONTROL_UUID, OTA_DATA_UUID } from '@esp-ble-ota/protocol';
+import {
+  createProfileLink,
+  getProfile,
+  type ModeledAirScheduler,
+  streamCeilingKBps,
+} from '@esp-ble-ota/sim';
 import { afterAll, describe, expect, it } from 'vitest';
-import { streamCeilingKBps } from '../../sim/src/link/ceilings.ts';
-import type { ModeledAirScheduler } from '../../sim/src/link/modeled-scheduler.ts';
-import { createProfileLink, getProfile } from '../../sim/src/link/profiles.ts';
 import { openTransport } from './open.ts';
 import { Chr, setupVirtual } from './test/virtual-radio.ts';
 import type { NobleTransport } from './transport.ts';

@@ -1,6 +1,6 @@
+// The virtual board's UART bridge: a pty, opened like /dev/ttyUSB0 on a bench.
+import { UartBridge } from '@esp-ble-ota/sim';
 import { afterEach, describe, expect, it } from 'vitest';
-// The sim package has no index yet: its UART bridge (a pty, as /dev/ttyUSB0 on a bench), by path.
-import { UartBridge } from '../../../packages/sim/src/console/uart-bridge.ts';
 import { ExitCode } from './exit-codes.ts';
 import { run } from './test/harness.ts';
 

@@ -1,4 +1,5 @@
 import { loadNoble, type Noble } from '@esp-ble-ota/noble';
+import type { VirtualRigOptions } from '@esp-ble-ota/sim';
 import { CliError } from './errors.ts';
 import { ExitCode } from './exit-codes.ts';
 import type { CliIo, SimOptions, VirtualRig } from './io.ts';
@@ -9,16 +10,9 @@ import type { CliIo, SimOptions, VirtualRig } from './io.ts';
  * simulator otherwise.
  */
 export async function startVirtualRig(options: SimOptions = {}): Promise<VirtualRig> {
-  let sim: {
-    startVirtualRig?: (options?: {
-      profile?: string;
-      boards?: Array<{ chip?: string }>;
-    }) => Promise<VirtualRig>;
-  };
+  let sim: typeof import('@esp-ble-ota/sim');
   try {
-    // A variable specifier: the sim is an optional runtime dependency, checked below.
-    const specifier = '@esp-ble-ota/sim';
-    sim = (await import(specifier)) as typeof sim;
+    sim = await import('@esp-ble-ota/sim');
   } catch (error) {
     throw new CliError(
       ExitCode.ERROR,
@@ -26,16 +20,23 @@ export async function startVirtualRig(options: SimOptions = {}): Promise<Virtual
       { cause: error },
     );
   }
-  if (typeof sim.startVirtualRig !== 'function') {
+  const rigOptions: VirtualRigOptions = {};
+  if (options.profile !== undefined) rigOptions.profile = options.profile;
+  if (options.chip !== undefined) rigOptions.boards = [{ chip: options.chip }];
+  const rig = await sim.startVirtualRig(rigOptions).catch((error: unknown) => {
     throw new CliError(
       ExitCode.ERROR,
-      '--sim: this version of @esp-ble-ota/sim has no startVirtualRig(); update the workspace',
+      `--sim: the virtual rig did not start: ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error },
     );
-  }
-  return sim.startVirtualRig({
-    ...(options.profile === undefined ? {} : { profile: options.profile }),
-    ...(options.chip === undefined ? {} : { boards: [{ chip: options.chip }] }),
   });
+  return {
+    // The rig's noble is typed as the module's declarations, which omit the `state` getter
+    // every noble instance has; this package's structural type names it.
+    noble: rig.noble as unknown as Noble,
+    boards: rig.boards,
+    close: () => rig.close(),
+  };
 }
 
 export interface Radio {

@@ -12,13 +12,16 @@ import {
   OTA_CONTROL_UUID,
   OTA_DATA_UUID,
 } from '@esp-ble-ota/protocol';
-// TEMP until packages/sim has its index: relative imports of the sim's sources.
-import type { PeripheralApp, ReadResult } from '../../../sim/src/att/app.ts';
-import type { VirtualPeripheral } from '../../../sim/src/att/peripheral.ts';
-import { createNoble, installVirtualHci } from '../../../sim/src/hci/install.ts';
-import { VirtualRadio } from '../../../sim/src/hci/radio.ts';
-import { ImmediateAirScheduler } from '../../../sim/src/link/immediate-scheduler.ts';
-import type { AirScheduler } from '../../../sim/src/link/types.ts';
+import {
+  type AirScheduler,
+  createNoble,
+  ImmediateAirScheduler,
+  installVirtualHci,
+  type PeripheralApp,
+  type ReadResult,
+  type VirtualPeripheral,
+  VirtualRadio,
+} from '@esp-ble-ota/sim';
 import type { Noble } from '../noble-types.ts';
 
 /** Characteristic ids as the firmware's ble_ota_chr_id_t numbers them. */

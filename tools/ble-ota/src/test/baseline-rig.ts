@@ -13,12 +13,15 @@ import {
   OTA_DATA_UUID,
   parseAppImage,
 } from '@esp-ble-ota/protocol';
-// The sim package has no index yet: its sources, by path.
-import type { PeripheralApp, ReadResult } from '../../../../packages/sim/src/att/app.ts';
-import type { VirtualPeripheral } from '../../../../packages/sim/src/att/peripheral.ts';
-import { createNoble, installVirtualHci } from '../../../../packages/sim/src/hci/install.ts';
-import { VirtualRadio } from '../../../../packages/sim/src/hci/radio.ts';
-import { ImmediateAirScheduler } from '../../../../packages/sim/src/link/immediate-scheduler.ts';
+import {
+  createNoble,
+  ImmediateAirScheduler,
+  installVirtualHci,
+  type PeripheralApp,
+  type ReadResult,
+  type VirtualPeripheral,
+  VirtualRadio,
+} from '@esp-ble-ota/sim';
 import type { VirtualRig } from '../io.ts';
 
 const CONTROL = 0;

@@ -1,0 +1,100 @@
+/**
+ * End to end on the lead's virtual rig: the firmware's host build on a flash file behind the
+ * virtual HCI controller, the real noble, the CLI as a user runs it. The new version is
+ * checked twice: by the CLI's own verification and, independently, on the board's serial
+ * console, where the bootloader-started app prints its version.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SerialConsole } from '@esp-ble-ota/serial';
+import { startVirtualRig as startSimRig } from '@esp-ble-ota/sim';
+import { describe, expect, it } from 'vitest';
+import { ExitCode } from './exit-codes.ts';
+import type { VirtualRig } from './io.ts';
+import { startVirtualRig } from './rig.ts';
+import { run, tmp } from './test/harness.ts';
+
+const hostBuild = fileURLToPath(new URL('../../../firmware/host/build/', import.meta.url));
+const appElf = join(hostBuild, 'ble-ota-app.elf');
+const imageTool = join(hostBuild, 'esp-app-image');
+
+/** An ESP app image of the firmware's host app, as idf.py would make it, with our version. */
+function hostImage(version: string, chip = 'esp32'): string {
+  const out = join(tmp, `host-${chip}-${version}.bin`);
+  execFileSync(imageTool, [
+    '--chip',
+    chip,
+    '--version',
+    version,
+    '--project',
+    'esp_ble_ota',
+    '--idf-ver',
+    'v5.3.1',
+    '--out',
+    out,
+    appElf,
+  ]);
+  return out;
+}
+
+describe('ble-ota on the virtual rig (firmware host build)', () => {
+  it('has the firmware host build', () => {
+    expect(
+      existsSync(appElf),
+      `${appElf}: run pnpm --filter @esp-ble-ota/firmware-host build`,
+    ).toBe(true);
+  });
+
+  it('scan --sim finds the simulated board', async () => {
+    const result = await run(['scan', '--sim', '--timeout', '1s', '--json'], {
+      startRig: startVirtualRig,
+    });
+    expect(result.code).toBe(ExitCode.OK);
+    expect(JSON.parse(result.stdout)).toEqual([
+      expect.objectContaining({ name: 'esp32', address: '24:0a:c4:00:00:01', ota: true }),
+    ]);
+  });
+
+  it('flash --sim uploads a new version and the board boots it', async () => {
+    const image = hostImage('9.9.9');
+    const rig = await startSimRig();
+    const board = rig.boards[0];
+    if (board === undefined) throw new Error('the rig has no board');
+    const console = await SerialConsole.open(board.serialPath);
+    try {
+      // The CLI closes the rig it gets; keep this one open for the console check.
+      const lent: VirtualRig = {
+        noble: rig.noble as unknown as VirtualRig['noble'],
+        boards: rig.boards,
+        close: async () => {},
+      };
+      const result = await run(['flash', image, '--sim', '--json'], { startRig: async () => lent });
+      const events = result.out.jsonLines();
+      expect(result.stderr).toBe('');
+      expect(result.code).toBe(ExitCode.OK);
+      expect(events.find((e) => e.event === 'connected')).toMatchObject({
+        model: 'ESP32',
+        firmwareRevision: '1.0.0',
+      });
+      expect(events.filter((e) => e.event === 'progress').at(-1)).toMatchObject({ percent: 100 });
+      expect(events.find((e) => e.event === 'uploaded')).toMatchObject({ restarted: true });
+      expect(events.find((e) => e.event === 'verified')).toMatchObject({ version: '9.9.9' });
+      await console.expect(/App version:\s+9\.9\.9/, { timeout: 10_000 });
+    } finally {
+      await console.close();
+      await rig.close();
+    }
+  });
+
+  it('refuses an image for another chip than the simulated board, before sending it', async () => {
+    const image = hostImage('9.9.9', 'esp32');
+    const result = await run(['flash', image, '--sim', '--sim-chip', 'esp32s3'], {
+      startRig: startVirtualRig,
+    });
+    expect(result.code).toBe(ExitCode.IMAGE_MISMATCH);
+    expect(result.stderr).toMatch(/image is for ESP32 but the device is an ESP32-S3/);
+    expect(result.stdout).not.toMatch(/progress/);
+  });
+});
