@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
+import { buildAppImage } from '@esp-ble-ota/protocol';
 import { execa } from 'execa';
 import { SerialPort } from 'serialport';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -92,5 +93,35 @@ describe('virtual rig, through the real noble package and a real pty', () => {
     expect(board.device.state).toBe('running');
     expect(board.boots).toBe(2);
     await console.close();
+  }, 120_000);
+
+  it('models the baseline exchange of a 500 kB image from a macOS central to a classic ESP32 at 75-105 s', async () => {
+    rig = await startVirtualRig({ profile: 'macos-esp32', boards: [{ restartDelayMs: 0 }] });
+    const board = rig.boards[0];
+    if (!board) throw new Error('no board');
+    // A valid image of 500 kB (the baseline author's figure); what it holds does not matter here.
+    const image = buildAppImage({
+      chip: 'esp32',
+      project: 'esp_ble_ota',
+      version: '2.0.0-timing',
+      payload: new Uint8Array(500_000 - 400).fill(0x5a),
+    });
+    expect(image.length).toBeGreaterThan(499_000);
+    expect(image.length).toBeLessThan(501_000);
+
+    const p = await findByName(rig.noble, 'esp32');
+    await p.connectAsync();
+    const link = board.currentLink;
+    if (!link) throw new Error('no link');
+    const result = await runBaselineExchange(p, image);
+    const modeledSeconds = link.nowUs / 1e6;
+
+    expect(result.packetSize).toBe(182); // macOS offers MTU 185
+    expect(result.notifications).toEqual([0x02, 0x05]);
+    console.log(
+      `baseline exchange, macos-esp32, ${image.length} B: modeled ${modeledSeconds.toFixed(1)} s (${(image.length / 1000 / modeledSeconds).toFixed(2)} kB/s)`,
+    );
+    expect(modeledSeconds).toBeGreaterThanOrEqual(75);
+    expect(modeledSeconds).toBeLessThanOrEqual(105);
   }, 120_000);
 });

@@ -17,7 +17,12 @@ import { createNoble, installVirtualHci, loadNoble, type Noble } from './hci/ins
 import { VirtualRadio } from './hci/radio.ts';
 import { flashOpStallUs } from './link/flash.ts';
 import { ImmediateAirScheduler } from './link/immediate-scheduler.ts';
-import { createProfileLink, getProfile, type LinkProfile } from './link/profiles.ts';
+import {
+  createProfileLink,
+  getProfile,
+  type LinkProfile,
+  NIMBLE_DEFAULT_PREFERRED_MTU,
+} from './link/profiles.ts';
 import type { AirScheduler } from './link/types.ts';
 
 export interface BoardOptions {
@@ -286,6 +291,11 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
       app: board,
       advertising: false,
       supports2M: opts.chip !== 'esp32',
+      // noble always asks for MTU 256; the central of the profile (macOS: 185) may offer less.
+      preferredMtu: Math.min(
+        NIMBLE_DEFAULT_PREFERRED_MTU,
+        profile?.centralMtu ?? NIMBLE_DEFAULT_PREFERRED_MTU,
+      ),
       ...(spec.faults ? { faults: spec.faults } : {}),
     });
     boards.push(board);
