@@ -13,7 +13,7 @@ import { startVirtualRig as startSimRig } from '@esp-ble-ota/sim';
 import { describe, expect, it } from 'vitest';
 import { ExitCode } from './exit-codes.ts';
 import type { VirtualRig } from './io.ts';
-import { startVirtualRig } from './rig.ts';
+import { adaptRig, startVirtualRig } from './rig.ts';
 import { run, tmp } from './test/harness.ts';
 
 const hostBuild = fileURLToPath(new URL('../../../firmware/host/build/', import.meta.url));
@@ -65,11 +65,7 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
     const console = await SerialConsole.open(board.serialPath);
     try {
       // The CLI closes the rig it gets; keep this one open for the console check.
-      const lent: VirtualRig = {
-        noble: rig.noble as unknown as VirtualRig['noble'],
-        boards: rig.boards,
-        close: async () => {},
-      };
+      const lent: VirtualRig = { ...adaptRig(rig), close: async () => {} };
       const result = await run(['flash', image, '--sim', '--json'], { startRig: async () => lent });
       const events = result.out.jsonLines();
       expect(result.stderr).toBe('');
@@ -79,7 +75,17 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
         firmwareRevision: '1.0.0',
       });
       expect(events.filter((e) => e.event === 'progress').at(-1)).toMatchObject({ percent: 100 });
-      expect(events.find((e) => e.event === 'uploaded')).toMatchObject({ restarted: true });
+      // Timings in the link model's time: one Write Request per packet on a Linux central
+      // (7.5 ms interval) is bounded by LINK-MODEL.md's ~16 kB/s, far below real time here.
+      const uploaded = events.find((e) => e.event === 'uploaded');
+      expect(uploaded).toMatchObject({
+        restarted: true,
+        clock: 'modeled',
+        linkModel: 'linux-noble-esp32',
+      });
+      expect(uploaded?.bytesPerSecond).toBeGreaterThan(5_000);
+      expect(uploaded?.bytesPerSecond).toBeLessThan(17_000);
+      expect(uploaded?.wallMs).toBeLessThan(Number(uploaded?.transferMs));
       expect(events.find((e) => e.event === 'verified')).toMatchObject({ version: '9.9.9' });
       await console.expect(/App version:\s+9\.9\.9/, { timeout: 10_000 });
     } finally {

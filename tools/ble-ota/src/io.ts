@@ -12,6 +12,11 @@ export interface VirtualRigBoard {
   address: string;
   serialPath: string;
   flashPath?: string;
+  /**
+   * Modeled air time of the board's current connection in ms (the link model's clock), or
+   * undefined while it has none or on a zero-latency link.
+   */
+  modeledNowMs?: () => number | undefined;
 }
 
 /** How `--sim` sets up the virtual rig. */
@@ -26,6 +31,8 @@ export interface SimOptions {
 export interface VirtualRig {
   noble: Noble;
   boards: readonly VirtualRigBoard[];
+  /** Name of the link profile, undefined for the zero-latency link. */
+  profile?: string | undefined;
   close(): Promise<void>;
 }
 

@@ -22,10 +22,13 @@ export class ProgressView {
   #lastDecile = -1;
   #lastJsonAt = Number.NEGATIVE_INFINITY;
   #last: ProgressSnapshot | undefined;
+  /** Rate and ETA come from the link model's clock (--sim), so say so next to them. */
+  readonly #suffix: string;
 
-  constructor(io: CliIo, mode: 'tty' | 'plain' | 'json') {
+  constructor(io: CliIo, mode: 'tty' | 'plain' | 'json', modeled = false) {
     this.#io = io;
     this.#mode = mode;
+    this.#suffix = modeled ? ' (modeled)' : '';
   }
 
   start(total: number): void {
@@ -34,7 +37,7 @@ export class ProgressView {
       {
         // cli-progress drives the terminal (cursor moves, line clears) on a real stream only.
         stream: this.#io.stdout as NodeJS.WriteStream,
-        format: ' {bar} {percentage}% | {value}/{total} B | {rate} | ETA {etaText}',
+        format: ` {bar} {percentage}% | {value}/{total} B | {rate} | ETA {etaText}${this.#suffix}`,
         hideCursor: true,
         barsize: 30,
         fps: 10,
@@ -62,6 +65,7 @@ export class ProgressView {
         percent: Number(s.percent.toFixed(2)),
         bytesPerSecond: s.bytesPerSecond === undefined ? null : Math.round(s.bytesPerSecond),
         etaMs: s.etaMs === undefined ? null : Math.round(s.etaMs),
+        ...(this.#suffix === '' ? {} : { clock: 'modeled' }),
       });
       return;
     }
@@ -70,7 +74,7 @@ export class ProgressView {
     this.#lastDecile = decile;
     line(
       this.#io.stdout,
-      `progress ${s.percent.toFixed(0).padStart(3)}% ${s.bytes}/${s.total} bytes ${rateText(s.bytesPerSecond)} ETA ${etaText(s.etaMs)}`,
+      `progress ${s.percent.toFixed(0).padStart(3)}% ${s.bytes}/${s.total} bytes ${rateText(s.bytesPerSecond)} ETA ${etaText(s.etaMs)}${this.#suffix}`,
     );
   }
 

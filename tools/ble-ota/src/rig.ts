@@ -1,5 +1,5 @@
 import { loadNoble, type Noble } from '@esp-ble-ota/noble';
-import type { VirtualRigOptions } from '@esp-ble-ota/sim';
+import type { VirtualRig as SimRig, VirtualRigOptions } from '@esp-ble-ota/sim';
 import { CliError } from './errors.ts';
 import { ExitCode } from './exit-codes.ts';
 import type { CliIo, SimOptions, VirtualRig } from './io.ts';
@@ -30,11 +30,26 @@ export async function startVirtualRig(options: SimOptions = {}): Promise<Virtual
       { cause: error },
     );
   });
+  return adaptRig(rig);
+}
+
+/** The CLI's view of a rig from @esp-ble-ota/sim. */
+export function adaptRig(rig: SimRig): VirtualRig {
   return {
     // The rig's noble is typed as the module's declarations, which omit the `state` getter
     // every noble instance has; this package's structural type names it.
     noble: rig.noble as unknown as Noble,
-    boards: rig.boards,
+    profile: rig.profile?.name,
+    boards: rig.boards.map((board) => ({
+      name: board.name,
+      address: board.address,
+      serialPath: board.serialPath,
+      flashPath: board.flashPath,
+      modeledNowMs: () => {
+        const link = board.currentLink;
+        return rig.profile === undefined || link === undefined ? undefined : link.nowUs / 1000;
+      },
+    })),
     close: () => rig.close(),
   };
 }

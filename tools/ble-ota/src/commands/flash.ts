@@ -1,13 +1,21 @@
-import { advertisesOta, findDevice, NobleTransport, type ScannedDevice } from '@esp-ble-ota/noble';
+import {
+  advertisesOta,
+  findDevice,
+  NobleTransport,
+  normalizeAddress,
+  type ScannedDevice,
+} from '@esp-ble-ota/noble';
 import {
   BaselineUploader,
   type BaselineUploadResult,
+  type Clock,
   type DeviceInformation,
   readDeviceInformation,
 } from '@esp-ble-ota/protocol';
 import { CliError } from '../errors.ts';
 import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
 import { assertImageIntact, imageJson, type LoadedImage, loadImage } from '../image.ts';
+import type { VirtualRigBoard } from '../io.ts';
 import { type CliIo, json, line } from '../io.ts';
 import { formatBytes, formatMs } from '../parse.ts';
 import { ProgressView } from '../progress.ts';
@@ -38,7 +46,28 @@ export interface FlashOptions {
 
 interface Timing {
   phase: string;
+  /** Wall-clock time the step took here. */
   durationMs: number;
+  /** With --sim on a modeled link: the link model's time for the step (what a bench would take). */
+  modeledMs?: number;
+}
+
+/**
+ * The link model's clock of the board we talk to, for the upload session: on the virtual rig
+ * the transfer runs much faster than real time, and the modeled figures are the ones that say
+ * what a bench would see. Holds the last value while the board has no connection.
+ */
+function modeledClock(board: VirtualRigBoard | undefined): Clock | undefined {
+  const read = board?.modeledNowMs;
+  if (read === undefined || read() === undefined) return undefined;
+  let last = 0;
+  return {
+    now: () => {
+      const t = read();
+      if (t !== undefined) last = t;
+      return last;
+    },
+  };
 }
 
 /** Chip names compared the way people write them: "ESP32-S3", "esp32s3", "ESP32 S3" agree. */
@@ -99,7 +128,14 @@ export async function flashCommand(
 
     // 4. Upload.
     const step = options.stepTimeout;
+    const board = radio.rig?.boards.find(
+      (b) => normalizeAddress(b.address) === normalizeAddress(device.address),
+    );
+    const clock = modeledClock(board);
+    const model = clock === undefined ? undefined : radio.rig?.profile;
+    if (model !== undefined) out.note(`upload timings in modeled time on the ${model} link model`);
     const uploader = new BaselineUploader(connected, {
+      ...(clock === undefined ? {} : { clock }),
       requestWriteType: options.baselineWrites ? 'command' : 'request',
       ...signalOption(io.signal),
       ...(step === undefined
@@ -117,25 +153,37 @@ export async function flashCommand(
     const progress = new ProgressView(
       io,
       options.json ? 'json' : io.stdout.isTTY ? 'tty' : 'plain',
+      model !== undefined,
     );
+    const phaseStarted = new Map<string, number>();
     uploader.on('phase', (event) => {
-      if (event.state === 'start') return;
-      out.phase(event.phase, event.state, event.durationMs);
+      if (event.state === 'start') {
+        phaseStarted.set(event.phase, now());
+        return;
+      }
+      const wallMs = now() - (phaseStarted.get(event.phase) ?? now());
+      // The restart is the device's own timer and reboot, not air time: no modeled figure.
+      const modeledMs =
+        model !== undefined && event.phase !== 'restart' ? event.durationMs : undefined;
+      out.phase(event.phase, event.state, wallMs, modeledMs);
       // From the events, not the result, so a failed upload still shows how far it got.
-      timings.push({
+      const timing: Timing = {
         phase: event.state === 'fail' ? `${event.phase} (failed)` : event.phase,
-        durationMs: event.durationMs ?? 0,
-      });
+        durationMs: wallMs,
+      };
+      if (modeledMs !== undefined) timing.modeledMs = modeledMs;
+      timings.push(timing);
     });
     uploader.on('progress', (snapshot) => progress.update(snapshot));
     let result: BaselineUploadResult;
     progress.start(image.bytes.length);
+    const uploadStarted = now();
     try {
       result = await uploader.upload(image.bytes);
     } finally {
       progress.stop();
     }
-    out.uploaded(result);
+    out.uploaded(result, now() - uploadStarted, model);
 
     // 5. The device runs the new image.
     if (options.verify) {
@@ -294,27 +342,45 @@ class Reporter {
     line(this.#io.stdout, `connected: MTU ${mtu}; device: ${parts.join(', ')}`);
   }
 
-  phase(phase: string, state: 'end' | 'fail', durationMs: number | undefined): void {
-    if (this.#json) this.#event('phase', { phase, state, durationMs: durationMs ?? null });
+  phase(phase: string, state: 'end' | 'fail', durationMs: number, modeledMs?: number): void {
+    if (!this.#json) return;
+    this.#event('phase', {
+      phase,
+      state,
+      durationMs,
+      ...(modeledMs === undefined ? {} : { modeledMs }),
+    });
   }
 
-  uploaded(result: BaselineUploadResult): void {
+  /**
+   * `result`'s durations are on the session's clock: the link model's with --sim on a modeled
+   * link (`model` names it), the wall clock otherwise; `wallMs` is always real time.
+   */
+  uploaded(result: BaselineUploadResult, wallMs: number, model: string | undefined): void {
     if (this.#json) {
       this.#event('uploaded', {
         bytes: result.bytes,
         packets: result.packets,
         packetSize: result.packetSize,
         mtu: result.mtu,
+        clock: model === undefined ? 'wall' : 'modeled',
+        ...(model === undefined ? {} : { linkModel: model }),
         durationMs: result.durationMs,
         transferMs: result.transferMs,
         bytesPerSecond: result.bytesPerSecond,
+        wallMs,
         restarted: result.restart.observed,
       });
       return;
     }
+    const rate = `${(result.bytesPerSecond / 1000).toFixed(1)} kB/s`;
+    const took =
+      model === undefined
+        ? `${formatMs(result.transferMs)} (${rate})`
+        : `${formatMs(result.transferMs)} modeled on ${model} (${rate}), ${formatMs(wallMs)} real time`;
     line(
       this.#io.stdout,
-      `uploaded ${result.bytes} bytes in ${result.packets} packets of ${result.packetSize} bytes: ${formatMs(result.transferMs)} (${(result.bytesPerSecond / 1000).toFixed(1)} kB/s)${result.restart.observed ? '; device restarted' : ''}`,
+      `uploaded ${result.bytes} bytes in ${result.packets} packets of ${result.packetSize} bytes: ${took}${result.restart.observed ? '; device restarted' : ''}`,
     );
   }
 
@@ -328,10 +394,16 @@ class Reporter {
       this.#event('timings', { phases: timings });
       return;
     }
-    line(this.#io.stdout, 'phase timings:');
+    const modeled = timings.some((t) => t.modeledMs !== undefined);
+    line(this.#io.stdout, modeled ? 'phase timings (real time, modeled):' : 'phase timings:');
     const width = Math.max(...timings.map((t) => t.phase.length));
     for (const t of timings) {
-      line(this.#io.stdout, `  ${t.phase.padEnd(width)}  ${formatMs(t.durationMs).padStart(10)}`);
+      const extra =
+        t.modeledMs === undefined ? '' : `  ${formatMs(t.modeledMs).padStart(10)} modeled`;
+      line(
+        this.#io.stdout,
+        `  ${t.phase.padEnd(width)}  ${formatMs(t.durationMs).padStart(10)}${extra}`,
+      );
     }
   }
 }
