@@ -94,6 +94,15 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
     }
   });
 
+  it('monitor --sim shows the simulated board booting', async () => {
+    const result = await run(['monitor', '--sim', '--until', 'App version', '--timeout', '10s'], {
+      startRig: startVirtualRig,
+    });
+    expect(result.code).toBe(ExitCode.OK);
+    expect(result.stdout).toMatch(/rst:0x[0-9a-f]+ \([A-Z_]+\)/);
+    expect(result.stdout).toMatch(/App version:\s+\d+\.\d+\.\d+/);
+  });
+
   it('refuses an image for another chip than the simulated board, before sending it', async () => {
     const image = hostImage('9.9.9', 'esp32');
     const result = await run(['flash', image, '--sim', '--sim-chip', 'esp32s3'], {

@@ -17,6 +17,8 @@ export interface VirtualRigBoard {
    * undefined while it has none or on a zero-latency link.
    */
   modeledNowMs?: () => number | undefined;
+  /** Cut the board's power and power it on again (a fresh boot on the console). */
+  powerCycle?: () => Promise<void>;
 }
 
 /** How `--sim` sets up the virtual rig. */

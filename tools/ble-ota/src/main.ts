@@ -162,7 +162,10 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     .description("print a board's serial console")
     .argument('[port]', 'serial port (/dev/ttyUSB0); optional with --sim')
     .addOption(new Option('-b, --baud <rate>', 'baud rate').default(115_200).argParser(parseBaud))
-    .option('--reset', 'reset the board through DTR/RTS after opening the port')
+    .option(
+      '--reset',
+      'reset the board through DTR/RTS after opening the port (with --sim the board is always power-cycled once the port is open)',
+    )
     .addOption(new Option('--timeout <duration>', 'stop after this long').argParser(parseDuration))
     .option('--until <text>', 'exit as soon as the console prints this text (exit 7 on --timeout)')
     .action(

@@ -49,6 +49,7 @@ export function adaptRig(rig: SimRig): VirtualRig {
         const link = board.currentLink;
         return rig.profile === undefined || link === undefined ? undefined : link.nowUs / 1000;
       },
+      powerCycle: () => board.powerCycle(),
     })),
     close: () => rig.close(),
   };

@@ -6,7 +6,7 @@ import {
 import { SerialPort } from 'serialport';
 import { CliError } from '../errors.ts';
 import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
-import { type CliIo, line } from '../io.ts';
+import { type CliIo, line, type VirtualRigBoard } from '../io.ts';
 import { openRadio, type Radio, simOptions } from '../rig.ts';
 
 export interface MonitorOptions {
@@ -32,9 +32,11 @@ export async function monitorCommand(
   let radio: Radio | undefined;
   let path = port;
   const sim = simOptions(options);
+  let board: VirtualRigBoard | undefined;
   if (sim !== undefined) {
     radio = await openRadio(io, sim);
-    path ??= radio.rig?.boards[0]?.serialPath;
+    board = radio.rig?.boards[0];
+    path ??= board?.serialPath;
     if (path === undefined) {
       await radio.close();
       throw new CliError(ExitCode.ERROR, 'the virtual rig has no board with a serial console');
@@ -54,6 +56,13 @@ export async function monitorCommand(
     }).catch((error: unknown) => {
       throw openError(path, error);
     });
+    if (board?.powerCycle !== undefined) {
+      // The rig booted the board before the port was open, and a pty keeps nothing for a
+      // reader that comes later: power it again so the boot shows, as plugging in a board does.
+      const pumping = pump(serial, options, io);
+      await board.powerCycle();
+      return await pumping;
+    }
     if (options.reset) {
       // esptool's hard reset: EN pulsed through RTS while DTR keeps GPIO0 released, so the
       // chip boots its app rather than the ROM download mode.
