@@ -94,6 +94,31 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
     }
   });
 
+  it('flash --sim --baseline-writes: REQUEST and DONE as Write Commands, as the Python client sends them', async () => {
+    const result = await run(
+      ['flash', hostImage('9.9.8'), '--sim', '--sim-profile', 'immediate', '--baseline-writes'],
+      { startRig: startVirtualRig },
+    );
+    expect(result.stderr).not.toMatch(/error/);
+    expect(result.code).toBe(ExitCode.OK);
+    expect(result.stdout).toMatch(/^verified: the device runs 9\.9\.8$/m);
+  });
+
+  it('refuses unknown --sim-profile and --sim-chip values as usage errors', async () => {
+    const profile = await run(['scan', '--sim', '--sim-profile', 'windows'], {
+      startRig: startVirtualRig,
+    });
+    expect(profile.code).toBe(ExitCode.USAGE);
+    expect(profile.stderr).toMatch(
+      /unknown --sim-profile "windows"; use one of .*linux-noble-esp32/,
+    );
+    const chip = await run(['scan', '--sim', '--sim-chip', 'esp8266'], {
+      startRig: startVirtualRig,
+    });
+    expect(chip.code).toBe(ExitCode.USAGE);
+    expect(chip.stderr).toMatch(/unknown --sim-chip "esp8266"/);
+  });
+
   it('monitor --sim shows the simulated board booting', async () => {
     const result = await run(['monitor', '--sim', '--until', 'App version', '--timeout', '10s'], {
       startRig: startVirtualRig,

@@ -148,6 +148,25 @@ describe('ble-ota flash --sim against a baseline device', () => {
     expect(result.stderr).toMatch(/the device runs version 1\.0\.0 after the update, not 2\.0\.0/);
   });
 
+  it('stops on Ctrl-C in the middle of the transfer with exit code 130', async () => {
+    const r = rig();
+    const controller = new AbortController();
+    const watch = setInterval(() => {
+      if (r.app.receivedBytes > 4000) controller.abort(new Error('interrupted (Ctrl-C)'));
+    }, 1);
+    try {
+      const result = await run(
+        ['flash', writeImage('abort.bin', { payload }), '--sim', '--timeout', '2s'],
+        { startRig: async () => r, signal: controller.signal },
+      );
+      expect(result.code).toBe(ExitCode.INTERRUPTED);
+      expect(result.stderr).toMatch(/abort/i);
+      expect(r.app.receivedBytes).toBeLessThan(payload.length);
+    } finally {
+      clearInterval(watch);
+    }
+  });
+
   it('reports a device that is not there as not found', async () => {
     const r = rig();
     const result = await run(

@@ -4,6 +4,17 @@ import { CliError } from './errors.ts';
 import { ExitCode } from './exit-codes.ts';
 import type { CliIo, SimOptions, VirtualRig } from './io.ts';
 
+/** Chips the firmware's host build makes images for (firmware/host/CMakeLists.txt). */
+const SIM_CHIPS: readonly string[] = [
+  'esp32',
+  'esp32s2',
+  'esp32c3',
+  'esp32s3',
+  'esp32c2',
+  'esp32c6',
+  'esp32h2',
+];
+
 /**
  * Start the virtual rig: simulated ESP32s (the firmware's host build) behind a virtual HCI
  * controller, under the real noble. Imported only for --sim, so the CLI does not load the
@@ -18,6 +29,23 @@ export async function startVirtualRig(options: SimOptions = {}): Promise<Virtual
       ExitCode.ERROR,
       `--sim needs the virtual rig (@esp-ble-ota/sim), which could not be loaded: ${String(error)}; run pnpm install at the repository root`,
       { cause: error },
+    );
+  }
+  // Wrong --sim-* values are usage errors, said before a device process starts.
+  if (
+    options.profile !== undefined &&
+    options.profile !== 'immediate' &&
+    !sim.PROFILES.some((p) => p.name === options.profile)
+  ) {
+    throw new CliError(
+      ExitCode.USAGE,
+      `unknown --sim-profile "${options.profile}"; use one of ${[...sim.PROFILES.map((p) => p.name), 'immediate'].join(', ')}`,
+    );
+  }
+  if (options.chip !== undefined && !SIM_CHIPS.includes(options.chip)) {
+    throw new CliError(
+      ExitCode.USAGE,
+      `unknown --sim-chip "${options.chip}"; the simulated board can be ${SIM_CHIPS.join(', ')}`,
     );
   }
   const rigOptions: VirtualRigOptions = {};
