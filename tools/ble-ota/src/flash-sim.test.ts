@@ -4,7 +4,8 @@
  * checked twice: by the CLI's own verification and, independently, on the board's serial
  * console, where the bootloader-started app prints its version.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -117,6 +118,25 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
     });
     expect(chip.code).toBe(ExitCode.USAGE);
     expect(chip.stderr).toMatch(/unknown --sim-chip "esp8266"/);
+  });
+
+  it("Ctrl-C during an upload stops it cleanly with exit code 130 (before noble's own SIGINT exit)", async () => {
+    const bin = fileURLToPath(new URL('../bin/ble-ota.js', import.meta.url));
+    const child = spawn(process.execPath, [bin, 'flash', hostImage('9.9.7'), '--sim'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (/progress\s+\d+%/.test(stdout) && !child.killed) child.kill('SIGINT');
+    });
+    const [code] = (await once(child, 'exit')) as [number | null];
+    expect(stderr).toMatch(/error: upload aborted/);
+    expect(code).toBe(ExitCode.INTERRUPTED);
   });
 
   it('monitor --sim shows the simulated board booting', async () => {
