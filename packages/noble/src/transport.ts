@@ -121,6 +121,11 @@ type Listener<E extends TransportEvent> = (...args: TransportEventMap[E]) => voi
  * (see {@link HciObserver}): ATT Error Responses, which noble drops, and the connection's
  * outstanding ACL packets, which pace Write Commands. An injected noble instance (the virtual
  * rig passes one that runs over a virtual controller) takes exactly the same path.
+ *
+ * One deviation from the interface's "discover all services and characteristics": by default
+ * only the characteristics a baseline upload and its pre-flight need are discovered
+ * ({@link OTA_CHARACTERISTICS}); `services()` lists every service, each with the discovered
+ * characteristics only. Pass `characteristics: 'all'` for a full discovery.
  */
 export class NobleTransport implements Transport {
   readonly peripheral: NoblePeripheral;
