@@ -15,7 +15,7 @@ import {
 import type { Fault } from './hci/faults.ts';
 import { createNoble, installVirtualHci, loadNoble, type Noble } from './hci/install.ts';
 import { VirtualRadio } from './hci/radio.ts';
-import { flashOpStallUs } from './link/flash.ts';
+import { FLASH_SLOW, FLASH_TYPICAL, type FlashTiming, flashOpStallUs } from './link/flash.ts';
 import { ImmediateAirScheduler } from './link/immediate-scheduler.ts';
 import {
   createProfileLink,
@@ -40,6 +40,17 @@ export interface BoardOptions {
   faults?: Fault[];
   /** Delay between DONE_ACK and the restart; the firmware's default is 500 ms. */
   restartDelayMs?: number;
+  /** Cut the power at this flash operation (1-based, erase/write) of the first boot. */
+  powerCutAt?: number;
+  /** Flash at its datasheet maxima (400 ms sector erase, 3 ms page program) instead of typical. */
+  slowFlash?: boolean;
+}
+
+/** A fault of the device itself (radio faults are in the radio's log). */
+export interface DeviceFaultRecord {
+  name: string;
+  board: string;
+  detail: string;
 }
 
 export interface VirtualRigOptions {
@@ -92,6 +103,9 @@ export class VirtualBoard implements PeripheralApp {
   private closing = false;
   private nextBoot: BootOptions = {};
   private waiters: Array<() => void> = [];
+  private readonly flashTiming: FlashTiming;
+  /** Device faults that fired or are in force: power cuts, slow flash. */
+  readonly faultLog: DeviceFaultRecord[] = [];
   peripheral!: VirtualPeripheral;
 
   constructor(
@@ -102,6 +116,15 @@ export class VirtualBoard implements PeripheralApp {
     program: string,
   ) {
     this.device = new SimulatedDevice({ flashPath, name: options.name, program });
+    this.flashTiming = options.slowFlash ? FLASH_SLOW : (profile?.flash ?? FLASH_TYPICAL);
+    if (options.slowFlash) {
+      this.faultLog.push({
+        name: 'slow-flash',
+        board: options.name,
+        detail: 'flash at datasheet maxima',
+      });
+    }
+    if (options.powerCutAt !== undefined) this.nextBoot = { powerCutAt: options.powerCutAt };
     this.device.on('console', (data) => this.uart.write(data));
     this.device.on('hello', (info) => {
       // HELLO 0 comes on CONNECT (NimBLE stops advertising while connected); the radio side
@@ -119,6 +142,13 @@ export class VirtualBoard implements PeripheralApp {
     });
     this.device.on('off', (info) => {
       this.peripheral.reset();
+      if (info.powerCut) {
+        this.faultLog.push({
+          name: 'power-cut',
+          board: this.options.name,
+          detail: `power cut at flash operation ${info.flashOps.filter((o) => o.op !== 'read').length + 1} of boot ${this.boots}`,
+        });
+      }
       if (this.closing || this.device.state === 'halted') {
         for (const w of this.waiters.splice(0)) w();
         return;
@@ -249,6 +279,8 @@ export interface VirtualRig {
   /** The link profile, or undefined for the zero-latency link. */
   readonly profile: LinkProfile | undefined;
   board(name: string): VirtualBoard;
+  /** Every fault that fired, radio and device, by name. */
+  faultNames(): string[];
   close(): Promise<void>;
 }
 
@@ -317,6 +349,12 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
           `no board named ${name} on this rig (${boards.map((x) => x.name).join(', ')})`,
         );
       return b;
+    },
+    faultNames() {
+      return [
+        ...radio.faultLog.map((f) => f.name),
+        ...boards.flatMap((b) => b.faultLog.map((f) => f.name)),
+      ];
     },
     async close() {
       await Promise.all(boards.map((b) => b.close()));

@@ -63,7 +63,15 @@ interface DeviceEvents {
   /** The firmware asked for a restart (after OTA, or a rollback). */
   reset: [reason: number];
   /** The process ended; `powerCut` when it was a cut at a flash operation. */
-  off: [info: { exitCode: number | undefined; powerCut: boolean; stderr: string }];
+  off: [
+    info: {
+      exitCode: number | undefined;
+      powerCut: boolean;
+      stderr: string;
+      /** The flash operations of the boot that ended. */
+      flashOps: readonly DeviceFlashOp[];
+    },
+  ];
 }
 
 /**
@@ -79,11 +87,15 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
   private stderr = '';
   private _state: DeviceState = 'off';
   private _advertisedName = '';
-  /** Flash operations of the current boot, in order. */
-  readonly flashOps: DeviceFlashOp[] = [];
+  private ops: DeviceFlashOp[] = [];
 
   constructor(readonly options: SimulatedDeviceOptions) {
     super();
+  }
+
+  /** Flash operations of the current (or last) boot, in order. */
+  get flashOps(): readonly DeviceFlashOp[] {
+    return this.ops;
   }
 
   get state(): DeviceState {
@@ -122,7 +134,7 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
       args.push('--restart-delay-ms', String(opts.restartDelayMs));
     }
     this.decoder = new FrameDecoder();
-    this.flashOps.length = 0;
+    this.ops = [];
     this.stderr = '';
     this._state = 'booting';
     const child = execa(this.program, args, programOptions);
@@ -228,7 +240,7 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
         break;
       case 'flashOp': {
         const op = { op: ev.op, addr: ev.addr, len: ev.len };
-        this.flashOps.push(op);
+        this.ops.push(op);
         this.emit('flashOp', op);
         break;
       }
@@ -248,6 +260,6 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
     const gone = new Error('the simulated device restarted or lost power');
     for (const p of this.pendingWrites.splice(0)) p.reject(gone);
     for (const p of this.pendingReads.splice(0)) p.reject(gone);
-    this.emit('off', { exitCode, powerCut, stderr: this.stderr });
+    this.emit('off', { exitCode, powerCut, stderr: this.stderr, flashOps: this.ops });
   }
 }

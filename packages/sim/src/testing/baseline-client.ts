@@ -79,12 +79,38 @@ export interface BaselineRunResult {
   disconnected: boolean;
 }
 
-/** The baseline exchange, step by step as SEED-PROTOCOL.md gives it. */
+/**
+ * The baseline exchange, step by step as SEED-PROTOCOL.md gives it. noble leaves operations
+ * pending forever when the link drops; like Bleak, this client fails them on disconnect.
+ */
 export async function runBaselineExchange(
   p: Peripheral,
   image: Uint8Array,
 ): Promise<BaselineRunResult> {
-  const disconnected = new Promise<boolean>((resolve) => p.once('disconnect', () => resolve(true)));
+  let linkLost: (() => void) | undefined;
+  const lost = new Promise<never>((_, reject) => {
+    linkLost = () => reject(new Error('link lost'));
+  });
+  lost.catch(() => {});
+  const disconnected = new Promise<boolean>((resolve) =>
+    p.once('disconnect', () => {
+      linkLost?.();
+      resolve(true);
+    }),
+  );
+  // The restart after DONE_ACK is the expected end, not a lost link.
+  const expectRestart = () => {
+    linkLost = undefined;
+  };
+  return Promise.race([exchange(p, image, disconnected, expectRestart), lost]);
+}
+
+async function exchange(
+  p: Peripheral,
+  image: Uint8Array,
+  disconnected: Promise<boolean>,
+  expectRestart: () => void,
+): Promise<BaselineRunResult> {
   const { characteristics } = await p.discoverAllServicesAndCharacteristicsAsync();
   const control = characteristics.find((c) => c.uuid === CONTROL);
   const data = characteristics.find((c) => c.uuid === DATA);
@@ -95,6 +121,7 @@ export async function runBaselineExchange(
   control.on('data', (value) => {
     const op = value[0] as number;
     notifications.push(op);
+    if (op === 0x05) expectRestart();
     notify?.(op);
   });
   await control.subscribeAsync();
@@ -122,7 +149,8 @@ export async function runBaselineExchange(
   }
 
   answer = nextNotification();
-  await control.writeAsync(Buffer.of(0x04), true);
+  // The device may restart before noble sees this Write Command leave: only the answer counts.
+  void control.writeAsync(Buffer.of(0x04), true);
   const done = await answer;
   if (done !== 0x05) throw new Error(`DONE answered 0x${done.toString(16)}`);
   const gone = await Promise.race([
