@@ -2,11 +2,14 @@ import {
   AttError,
   LinkLostError,
   MODEL_NUMBER_UUID,
+  NotConnectedError,
   OTA_CONTROL_UUID,
   OTA_DATA_UUID,
+  PayloadTooLargeError,
   readDeviceInformation,
   TimeoutError,
   TransportBusyError,
+  UnknownCharacteristicError,
 } from '@esp-ble-ota/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DeviceNotFoundError } from './errors.ts';
@@ -85,6 +88,27 @@ describe('NobleTransport on the virtual controller', () => {
     // GAP's Device Name and GATT's Service Changed are not needed, so never discovered.
     expect(chars).not.toContain('2a00');
     expect(chars).not.toContain('2a05');
+  });
+
+  it('reports misuse by rejecting: not connected, unknown characteristic, oversized value', async () => {
+    const setup = setupVirtual({ address: address() });
+    const device = await findDevice(setup.noble, {
+      address: setup.peripheral.address,
+      timeoutMs: 2000,
+    });
+    const transport = new NobleTransport(device.peripheral, { noble: setup.noble });
+    open.push(transport);
+    await expect(
+      transport.write(OTA_DATA_UUID, Uint8Array.of(1), { withResponse: true }),
+    ).rejects.toBeInstanceOf(NotConnectedError);
+    expect(() => transport.mtu).toThrow(NotConnectedError);
+    await transport.connect();
+    await expect(transport.read('2a00')).rejects.toBeInstanceOf(UnknownCharacteristicError);
+    const before = setup.app.writes.length;
+    await expect(
+      transport.write(OTA_DATA_UUID, new Uint8Array(transport.mtu - 2), { withResponse: false }),
+    ).rejects.toBeInstanceOf(PayloadTooLargeError);
+    expect(setup.app.writes.length).toBe(before);
   });
 
   it('reads the Device Information for pre-flight checks', async () => {
