@@ -182,11 +182,15 @@ describe('usage errors', () => {
     });
   }
 
-  it('documents every exit code in --help', async () => {
-    const result = await run(['--help']);
-    expect(result.code).toBe(ExitCode.OK);
-    for (const [name, code] of Object.entries(ExitCode)) {
-      expect(result.stdout, name).toMatch(new RegExp(`^\\s+${code}  \\S`, 'm'));
+  it('documents every exit code in --help, also of each command', async () => {
+    for (const argv of [['--help'], ['flash', '--help'], ['scan', '--help'], ['info', '--help']]) {
+      const result = await run(argv);
+      expect(result.code).toBe(ExitCode.OK);
+      for (const [name, code] of Object.entries(ExitCode)) {
+        expect(result.stdout, `${argv.join(' ')}: ${name}`).toMatch(
+          new RegExp(`^\\s+${code}  \\S`, 'm'),
+        );
+      }
     }
   });
 });

@@ -174,6 +174,9 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       ),
     );
 
+  // Scripts call subcommands; each one's --help carries the exit codes too.
+  for (const command of program.commands) command.addHelpText('after', `\n${exitCodeHelp()}`);
+
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return exitCode;
