@@ -1,6 +1,13 @@
 #!/usr/bin/env -S npx tsx
 import { main } from './main.ts';
 
+// `pnpm ble-ota ...` runs the root script in the repository root; paths on the command line
+// are meant relative to where the user typed it.
+const invokedFrom = process.env.INIT_CWD;
+if (process.env.npm_lifecycle_event === 'ble-ota' && invokedFrom !== undefined) {
+  process.chdir(invokedFrom);
+}
+
 const controller = new AbortController();
 let interrupted = false;
 function onSigint(): void {
