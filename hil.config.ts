@@ -1,8 +1,10 @@
-import { defineConfig } from '@esp-ble-ota/hil';
+// A type-only import by path: the root workspace does not depend on the runner's package, so a
+// change to the runner does not invalidate turbo's cache of the firmware build.
+import type { HilConfigInput } from './packages/hil/src/config.ts';
 
 // Defaults for `pnpm hil`. Override per machine with HIL_* environment variables (HIL_RIG,
 // HIL_PORT, HIL_TARGET, HIL_BLE_NAME, ...) or per run with flags (--rig bench --port ...).
-export default defineConfig({
+export default {
   rig: 'sim',
   target: 'esp32',
   appPath: 'firmware',
@@ -21,4 +23,4 @@ export default defineConfig({
   },
   resultsDir: 'hil-results',
   baselineFile: 'hil-baseline.json',
-});
+} satisfies HilConfigInput;

@@ -1,0 +1,33 @@
+import { Scenario } from '@esp-ble-ota/hil';
+import { LinkLostError } from '@esp-ble-ota/protocol';
+import { describe, expect, it } from 'vitest';
+
+describe('link lost', () => {
+  it('a link lost mid-transfer fails cleanly, the board keeps its firmware, and a retry succeeds', async (t) => {
+    const s = await Scenario.open(t, {
+      benchNeeds: 'a way to drop the BLE link on cue (virtual rig fault injection)',
+      board: {
+        faults: [
+          {
+            kind: 'drop-link-after-bytes',
+            name: 'drop-link-at-100kB',
+            bytes: 100_000,
+            direction: 'c2p',
+          },
+        ],
+      },
+    });
+    const before = await s.boot();
+    const lost = await s.flash(s.images.image).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(lost).toBeInstanceOf(LinkLostError);
+    expect((lost as Error).message).toMatch(/link lost during data transfer at byte \d+ of \d+/);
+    s.check('transfer failed with a lost link', true, (lost as Error).message);
+    // The device aborted the half-written slot; it still runs the old image and advertises.
+    const { result } = await s.flash(s.images.image);
+    expect(result.bytes).toBe(s.result.imageBytes);
+    await s.expectUpdated(before, s.images.firmware.version);
+  });
+});

@@ -1,0 +1,392 @@
+/**
+ * What a scenario in hil-tests/ works with: a board (simulated or real), its serial console,
+ * the upload over BLE through the same noble transport on both rigs, and the record of phases,
+ * checks and figures that the runner turns into reports.
+ */
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  type Noble,
+  type NobleTransport,
+  normalizeAddress,
+  openTransport,
+} from '@esp-ble-ota/noble';
+import {
+  type AppImageInfo,
+  BaselineUploader,
+  type BaselineUploadResult,
+  type Clock,
+  checkImageForDevice,
+  type DeviceInformation,
+  parseAppImage,
+  readDeviceInformation,
+} from '@esp-ble-ota/protocol';
+import { SerialConsole } from '@esp-ble-ota/serial';
+import type { BoardOptions, VirtualBoard, VirtualRig } from '@esp-ble-ota/sim';
+import { type RunContext, readRunContext } from './context.ts';
+import type {
+  PhaseName,
+  PhaseTiming,
+  ScenarioResult,
+  ThroughputSample,
+  VerdictCheck,
+} from './model.ts';
+
+/** The bits of vitest's test context a scenario needs (kept structural: no vitest import here). */
+export interface TestContextLike {
+  task: { name: string; file?: { name: string } | undefined; suite?: { name: string } | undefined };
+  skip(note?: string): never;
+  onTestFinished(fn: () => unknown): void;
+}
+
+export interface ScenarioOptions {
+  /** Virtual rig only: options of the simulated board (faults, chip, restart delay). */
+  board?: BoardOptions;
+  /**
+   * What this scenario needs that a bench may not have configured; the bench run is skipped
+   * with this text (e.g. "an image built with CONFIG_BLE_OTA_SELF_TEST_FORCE_FAIL").
+   */
+  benchNeeds?: string;
+}
+
+export interface FlashOptions {
+  /** `command` writes REQUEST/DONE as Write Commands, as the baseline's Python client does. */
+  requestWriteType?: 'request' | 'command';
+  /** Skip the chip and slot-size pre-flight checks (to test that the device refuses). */
+  skipPreflight?: boolean;
+  /** Send an image whose checksum or hash is wrong (to test that the device refuses it). */
+  allowCorrupt?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface FlashOutcome {
+  info: AppImageInfo;
+  device: DeviceInformation;
+  result: BaselineUploadResult;
+}
+
+/** What a scenario writes for the runner: its result so far, and how to match it to vitest's. */
+export type ScenarioRecord = ScenarioResult & { key: string };
+
+export interface BootInfo {
+  /** Flash offset of the app the bootloader loaded. */
+  offset: number;
+  version: string;
+}
+
+function slug(text: string): string {
+  return text
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '')
+    .slice(0, 80);
+}
+
+/** The scenario file's name without `.test.ts`, in slug form. */
+export function scenarioFileSlug(file: string | undefined): string {
+  return slug((file ?? 'scenario').replace(/^.*\//, '').replace(/\.test\.ts$/, ''));
+}
+
+/**
+ * Scenario ids are stable across runs (they key the baseline): the file's name when the file
+ * holds one scenario, `<file>/<test name>` when it holds several.
+ */
+export function scenarioId(file: string | undefined, title: string, testsInFile: number): string {
+  const base = scenarioFileSlug(file);
+  return testsInFile > 1 ? `${base}/${slug(title).slice(0, 60)}` : base;
+}
+
+/** How the runner finds what a test recorded: its file and title, as vitest reports them. */
+export function recordKey(file: string | undefined, title: string): string {
+  return `${(file ?? '').replace(/^.*\//, '')}::${title}`;
+}
+
+const SLOT_SIZE = 0x1f0000; // firmware/partitions.csv: ota_0 and ota_1
+
+export class Scenario {
+  readonly result: ScenarioRecord;
+  private transport: NobleTransport | undefined;
+  private doneAckAt: { wall: number } | undefined;
+
+  private constructor(
+    readonly ctx: RunContext,
+    readonly id: string,
+    readonly console: SerialConsole,
+    readonly noble: Noble | undefined,
+    readonly rig: VirtualRig | undefined,
+    readonly board: VirtualBoard | undefined,
+    readonly logPath: string,
+    title: string,
+    suite: string,
+    fileName: string | undefined,
+  ) {
+    this.result = {
+      id,
+      key: recordKey(fileName, title),
+      title,
+      suite,
+      result: 'passed',
+      phases: {},
+      consoleLog: logPath,
+      ...(ctx.linkProfile ? { linkProfile: ctx.linkProfile } : {}),
+    };
+  }
+
+  static async open(test: TestContextLike, options: ScenarioOptions = {}): Promise<Scenario> {
+    const ctx = await readRunContext();
+    const id = `${scenarioFileSlug(test.task.file?.name)}/${slug(test.task.name).slice(0, 60)}`;
+    if (ctx.rig === 'bench' && options.benchNeeds) {
+      await writeSkipped(ctx, id, test, `bench: needs ${options.benchNeeds}`);
+      test.skip(`bench: needs ${options.benchNeeds}`);
+    }
+    const logPath = join(ctx.logsDir, `${id.replace(/\//g, '__')}.log`);
+    await mkdir(ctx.logsDir, { recursive: true });
+    let rig: VirtualRig | undefined;
+    let board: VirtualBoard | undefined;
+    let noble: Noble | undefined;
+    let serialPath: string;
+    if (ctx.rig === 'sim') {
+      const sim = await import('@esp-ble-ota/sim');
+      rig = await sim.startVirtualRig({
+        profile: ctx.linkProfile ?? 'linux-noble-esp32',
+        program: join(ctx.simBuildDir, 'ble-ota-device'),
+        boards: [
+          {
+            chip: ctx.target,
+            name: ctx.bleName,
+            ...(ctx.images.previousImage ? { image: ctx.images.previousImage } : {}),
+            ...options.board,
+          },
+        ],
+      });
+      board = rig.boards[0];
+      if (!board) throw new Error('the virtual rig started without a board');
+      noble = rig.noble as unknown as Noble;
+      serialPath = board.serialPath;
+    } else {
+      if (!ctx.serialPort) {
+        throw new Error(
+          'bench: no serial port (set bench.port in hil.config.ts, HIL_PORT, or --port, or plug in a board with a known USB bridge)',
+        );
+      }
+      serialPath = ctx.serialPort;
+    }
+    const console = await SerialConsole.open(serialPath, { logPath, defaultTimeoutMs: 20_000 });
+    const scenario = new Scenario(
+      ctx,
+      id,
+      console,
+      noble,
+      rig,
+      board,
+      logPath,
+      test.task.name,
+      test.task.suite?.name ?? test.task.file?.name ?? 'hil',
+      test.task.file?.name,
+    );
+    test.onTestFinished(() => scenario.close());
+    return scenario;
+  }
+
+  get images() {
+    return this.ctx.images;
+  }
+
+  /** Modeled milliseconds on the current link (virtual rig), holding the last value between links. */
+  private lastModeledMs = 0;
+  private modeledNowMs(): number | undefined {
+    if (!this.board) return undefined;
+    const link = this.board.currentLink;
+    if (link && !this.rig?.profile) return undefined;
+    if (link) this.lastModeledMs = link.nowUs / 1000;
+    return this.rig?.profile ? this.lastModeledMs : undefined;
+  }
+
+  phase(name: PhaseName, timing: PhaseTiming): void {
+    this.result.phases[name] = timing;
+  }
+
+  check(name: string, ok: boolean, detail?: string): void {
+    const c: VerdictCheck = { name, ok, ...(detail === undefined ? {} : { detail }) };
+    this.result.checks = [...(this.result.checks ?? []), c];
+  }
+
+  /**
+   * Resets the board and waits until its app runs: the sim board is power-cycled, a bench
+   * board is reset through DTR/RTS. Returns which app booted, from the console.
+   */
+  async boot(): Promise<BootInfo> {
+    if (this.board) {
+      await this.console.flush();
+      await this.board.powerCycle();
+    } else {
+      await this.console.hardReset();
+    }
+    return this.expectBoot();
+  }
+
+  /** Waits for the next boot on the console: the slot the bootloader loaded and the app version. */
+  async expectBoot(opts: { timeout?: number } = {}): Promise<BootInfo> {
+    const timeout = opts.timeout ?? 30_000;
+    const app = await this.console.expectEvent('bootApp', { timeout });
+    const info = await this.console.expectEvent('appInfo', { timeout });
+    return { offset: app.offset, version: info.version ?? '' };
+  }
+
+  /**
+   * Flashes `image` over BLE with the baseline protocol, through the noble transport: scan and
+   * connect, pre-flight checks (chip, slot size), transfer, finalize. Records the phases.
+   */
+  async flash(image: string | Uint8Array, opts: FlashOptions = {}): Promise<FlashOutcome> {
+    const bytes = typeof image === 'string' ? new Uint8Array(await readFile(image)) : image;
+    const info = parseAppImage(bytes);
+    if (!opts.allowCorrupt && (!info.checksumValid || info.hashValid === false)) {
+      throw new Error(
+        `image ${info.version} is corrupt (checksum ${info.checksumValid ? 'ok' : 'bad'}, hash ${info.hashValid ? 'ok' : 'bad'}); refusing to send it`,
+      );
+    }
+    this.result.imageBytes = bytes.length;
+    this.result.toVersion = info.version;
+
+    const connectStart = performance.now();
+    const opened = await openTransport({
+      ...(this.noble ? { noble: this.noble } : {}),
+      ...(this.board
+        ? { address: this.board.address }
+        : this.ctx.bleAddress
+          ? { address: this.ctx.bleAddress }
+          : { name: this.ctx.bleName }),
+      scanTimeoutMs: 20_000,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    this.transport = opened.transport;
+    const device = await readDeviceInformation(opened.transport);
+    const connectModeled = this.modeledNowMs();
+    this.phase('connect', {
+      wallMs: performance.now() - connectStart,
+      ...(connectModeled === undefined ? {} : { modeledMs: connectModeled }),
+    });
+    if (device.firmwareRevision) this.result.fromVersion ??= device.firmwareRevision;
+    if (!opts.skipPreflight) checkImageForDevice(info, device, { slotSize: SLOT_SIZE });
+
+    let modeledBase: number | undefined;
+    const clock: Clock | undefined =
+      this.modeledNowMs() === undefined ? undefined : { now: () => this.modeledNowMs() ?? 0 };
+    const uploader = new BaselineUploader(opened.transport, {
+      ...(clock ? { clock } : {}),
+      requestWriteType: opts.requestWriteType ?? 'request',
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    const samples: ThroughputSample[] = [];
+    let transferStartWall = 0;
+    const phaseStart = new Map<string, number>();
+    uploader.on('phase', (event) => {
+      if (event.state === 'start') {
+        phaseStart.set(event.phase, performance.now());
+        if (event.phase === 'data') {
+          transferStartWall = performance.now();
+          modeledBase = this.modeledNowMs();
+        }
+        return;
+      }
+      const wallMs = performance.now() - (phaseStart.get(event.phase) ?? performance.now());
+      const modeled =
+        clock && event.durationMs !== undefined ? { modeledMs: event.durationMs } : {};
+      if (event.phase === 'data') {
+        this.phase('transfer', { wallMs, ...modeled });
+        // Recorded here, not after upload(): a refusal at DONE still moved the whole image.
+        const ms = modeled.modeledMs ?? wallMs;
+        if (event.state === 'end' && ms > 0) {
+          this.result.transferSeconds = ms / 1000;
+          this.result.kBps = bytes.length / 1000 / (ms / 1000);
+        }
+      }
+      if (event.phase === 'done') {
+        this.phase('finalize', { wallMs, ...modeled });
+        if (event.state === 'end') this.doneAckAt = { wall: performance.now() };
+      }
+    });
+    uploader.on('progress', (snap) => {
+      const t =
+        modeledBase !== undefined
+          ? (this.modeledNowMs() ?? 0) - modeledBase
+          : performance.now() - transferStartWall;
+      const last = samples.at(-1);
+      if (!last || snap.bytes === snap.total || t - last.tMs >= 50)
+        samples.push({ tMs: t, bytes: snap.bytes });
+    });
+    this.result.throughput = samples;
+    const result = await uploader.upload(bytes);
+    await opened.transport.close().catch(() => {});
+    this.transport = undefined;
+    return { info, device, result };
+  }
+
+  /**
+   * The verdict after an update: the board rebooted into the other slot, runs `version`, and
+   * confirmed itself (its self-test passed), with no panic on the way. Records the reboot phase.
+   */
+  async expectUpdated(before: BootInfo, version: string): Promise<BootInfo> {
+    const from = this.doneAckAt?.wall ?? performance.now();
+    const after = await this.expectBoot({ timeout: 30_000 });
+    this.check(
+      'booted the other slot',
+      after.offset !== before.offset,
+      `0x${before.offset.toString(16)} -> 0x${after.offset.toString(16)}`,
+    );
+    this.check('runs the new version', after.version === version, after.version);
+    await this.console.expect(/new image confirmed/, { timeout: 30_000 });
+    this.check('self-test passed and the image confirmed itself', true);
+    this.phase('reboot', { wallMs: performance.now() - from });
+    if (after.offset === before.offset) {
+      throw new Error(
+        `the board booted 0x${after.offset.toString(16)} again after the update, not the other slot: the bootloader did not take the new image`,
+      );
+    }
+    if (after.version !== version) {
+      throw new Error(`the board runs ${after.version} after the update, not ${version}`);
+    }
+    return after;
+  }
+
+  /** Names of the faults that fired, for the report. */
+  private faultNames(): string[] {
+    return this.rig?.faultNames() ?? [];
+  }
+
+  async close(): Promise<void> {
+    const faults = this.faultNames();
+    if (faults.length) this.result.faults = faults;
+    await this.transport?.close().catch(() => {});
+    await this.console.close().catch(() => {});
+    await this.rig?.close().catch(() => {});
+    await writeScenario(this.ctx, this.result);
+  }
+}
+
+async function writeScenario(ctx: RunContext, result: ScenarioRecord): Promise<void> {
+  await mkdir(ctx.scenariosDir, { recursive: true });
+  await writeFile(
+    join(ctx.scenariosDir, `${result.id.replace(/\//g, '__')}.json`),
+    `${JSON.stringify(result, null, 2)}\n`,
+  );
+}
+
+async function writeSkipped(
+  ctx: RunContext,
+  id: string,
+  test: TestContextLike,
+  reason: string,
+): Promise<void> {
+  await writeScenario(ctx, {
+    id,
+    key: recordKey(test.task.file?.name, test.task.name),
+    title: test.task.name,
+    suite: test.task.suite?.name ?? test.task.file?.name ?? 'hil',
+    result: 'skipped',
+    skipReason: reason,
+    phases: {},
+  });
+}
+
+export { normalizeAddress };
