@@ -172,6 +172,8 @@ export class Scenario {
       serialPath = ctx.serialPort;
     }
     const console = await SerialConsole.open(serialPath, { logPath, defaultTimeoutMs: 20_000 });
+    // A panic anywhere in a scenario fails it at its next expect(), whatever it waits for.
+    console.notExpect('Guru Meditation Error');
     const scenario = new Scenario(
       ctx,
       id,
@@ -316,10 +318,25 @@ export class Scenario {
         samples.push({ tMs: t, bytes: snap.bytes });
     });
     this.result.throughput = samples;
-    const result = await uploader.upload(bytes);
+    const result = await uploader.upload(bytes).catch(async (error: unknown) => {
+      throw await this.withDeviceErrors(error);
+    });
     await opened.transport.close().catch(() => {});
     this.transport = undefined;
     return { info, device, result };
+  }
+
+  /**
+   * A failed upload says what the device logged about it: its error lines (ESP_LOGE) since the
+   * transfer began, after a moment for the console to catch up.
+   */
+  private async withDeviceErrors(error: unknown): Promise<unknown> {
+    if (!(error instanceof Error)) return error;
+    await new Promise((r) => setTimeout(r, 200));
+    const lines = this.console.lastLines.filter((l) => /^E \(\d+\) /.test(l));
+    if (lines.length === 0) return error;
+    error.message = `${error.message}; the device logged: ${lines.map((l) => `"${l.trim()}"`).join(', ')}`;
+    return error;
   }
 
   /**
@@ -335,9 +352,6 @@ export class Scenario {
       `0x${before.offset.toString(16)} -> 0x${after.offset.toString(16)}`,
     );
     this.check('runs the new version', after.version === version, after.version);
-    await this.console.expect(/new image confirmed/, { timeout: 30_000 });
-    this.check('self-test passed and the image confirmed itself', true);
-    this.phase('reboot', { wallMs: performance.now() - from });
     if (after.offset === before.offset) {
       throw new Error(
         `the board booted 0x${after.offset.toString(16)} again after the update, not the other slot: the bootloader did not take the new image`,
@@ -345,6 +359,30 @@ export class Scenario {
     }
     if (after.version !== version) {
       throw new Error(`the board runs ${after.version} after the update, not ${version}`);
+    }
+    // The new app either confirms itself, or fails its self-test and asks for a rollback, or
+    // crashes: say which, with the console line, rather than time out.
+    const outcome = await this.console.expectAny(
+      [
+        /new image confirmed/,
+        /^.*(?:Diagnostics failed|rollback|Rollback).*$/m,
+        /^.*(?:Guru Meditation Error|abort\(\) was called|Rebooting\.\.\.).*$/m,
+      ],
+      { timeout: 30_000 },
+    );
+    this.check(
+      'self-test passed and the image confirmed itself',
+      outcome.index === 0,
+      outcome.match.trim(),
+    );
+    this.phase('reboot', { wallMs: performance.now() - from });
+    if (outcome.index === 1) {
+      throw new Error(
+        `the new image ${version} booted from 0x${after.offset.toString(16)} but failed its self-test and asked for a rollback: "${outcome.match.trim()}"`,
+      );
+    }
+    if (outcome.index === 2) {
+      throw new Error(`the new image ${version} crashed after booting: "${outcome.match.trim()}"`);
     }
     return after;
   }
