@@ -86,7 +86,7 @@ export async function listScenarios(config: LoadedConfig, opts: RunOptions): Pro
   );
 }
 
-function shardOf(spec: string | undefined): HilReport['shard'] {
+export function shardOf(spec: string | undefined): HilReport['shard'] {
   if (!spec) return undefined;
   const m = spec.match(/^(\d+)\/(\d+)$/);
   if (!m || Number(m[1]) < 1 || Number(m[1]) > Number(m[2])) {
