@@ -37,4 +37,21 @@ describe('checkImageForDevice', () => {
       checkImageForDevice({ chip: 'ESP32', size: 1 }, { model: 'Widget' }, slot)[0]?.note,
     ).toMatch(/names no ESP chip/);
   });
+
+  it('skips the chip comparison when asked, but still checks the size', () => {
+    expect(
+      checkImageForDevice(
+        { chip: 'ESP32-S3', size: 1 },
+        { model: 'ESP32' },
+        { ...slot, checkChip: false },
+      ),
+    ).toEqual([]);
+    expect(() =>
+      checkImageForDevice(
+        { chip: 'ESP32-S3', size: 0x1f0001 },
+        { model: 'ESP32' },
+        { ...slot, checkChip: false },
+      ),
+    ).toThrow(ImageMismatchError);
+  });
 });

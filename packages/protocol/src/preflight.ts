@@ -26,6 +26,8 @@ export function chipKey(name: string): string {
 export interface PreflightOptions {
   /** Size of the device's OTA slot in bytes. */
   slotSize: number;
+  /** Compare the image's chip with the device's (default true). */
+  checkChip?: boolean;
 }
 
 export interface PreflightNote {
@@ -45,7 +47,9 @@ export function checkImageForDevice(
 ): PreflightNote[] {
   const notes: PreflightNote[] = [];
   const model = device.model;
-  if (model === undefined || model === '') {
+  if (options.checkChip === false) {
+    // The caller overrides the chip check on purpose; nothing to note.
+  } else if (model === undefined || model === '') {
     notes.push({
       check: 'chip',
       note: 'the device reports no model (no DIS Model Number); chip not checked',

@@ -1,4 +1,4 @@
-export { chipKey, DEFAULT_SLOT_SIZE, type FlashOptions, flashCommand } from './commands/flash.ts';
+export { DEFAULT_SLOT_SIZE, type FlashOptions, flashCommand } from './commands/flash.ts';
 export { infoCommand } from './commands/info.ts';
 export { type MonitorOptions, monitorCommand } from './commands/monitor.ts';
 export { type ScanCommandOptions, scanCommand } from './commands/scan.ts';

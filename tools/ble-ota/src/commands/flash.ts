@@ -9,7 +9,9 @@ import {
   BaselineUploader,
   type BaselineUploadResult,
   type Clock,
+  checkImageForDevice,
   type DeviceInformation,
+  ImageMismatchError,
   readDeviceInformation,
 } from '@esp-ble-ota/protocol';
 import { CliError } from '../errors.ts';
@@ -68,11 +70,6 @@ function modeledClock(board: VirtualRigBoard | undefined): Clock | undefined {
       return last;
     },
   };
-}
-
-/** Chip names compared the way people write them: "ESP32-S3", "esp32s3", "ESP32 S3" agree. */
-export function chipKey(name: string): string {
-  return name.toUpperCase().replace(/[^A-Z0-9]/g, '');
 }
 
 export async function flashCommand(
@@ -225,25 +222,19 @@ function checkDevice(
   options: FlashOptions,
   out: Reporter,
 ): void {
-  const { info } = image;
-  if (options.chipCheck) {
-    const model = device.model;
-    if (model === undefined || model === '') {
-      out.note('the device does not report its model (no DIS Model Number); chip not checked');
-    } else if (!chipKey(model).startsWith('ESP')) {
-      out.note(`the device reports model "${model}", which names no ESP chip; chip not checked`);
-    } else if (chipKey(model) !== chipKey(info.chip)) {
-      throw new CliError(
-        ExitCode.IMAGE_MISMATCH,
-        `image is for ${info.chip} but the device is an ${model}; build the firmware for the device's target (idf.py set-target ${model.toLowerCase().replace(/[^a-z0-9]/g, '')}) or pick the right device (--skip-chip-check to override)`,
-      );
-    }
-  }
-  if (image.bytes.length > options.slotSize) {
-    throw new CliError(
-      ExitCode.IMAGE_MISMATCH,
-      `image is ${image.bytes.length} bytes but the device's OTA slot holds ${options.slotSize} bytes (${formatBytes(options.slotSize)}); shrink the app or use a partition table with larger OTA slots (--slot-size if the device has them)`,
-    );
+  try {
+    const notes = checkImageForDevice({ chip: image.info.chip, size: image.bytes.length }, device, {
+      slotSize: options.slotSize,
+      checkChip: options.chipCheck,
+    });
+    for (const n of notes) out.note(n.note);
+  } catch (error) {
+    if (!(error instanceof ImageMismatchError)) throw error;
+    const hint =
+      error.reason === 'chip'
+        ? ' (--skip-chip-check to override)'
+        : ` (--slot-size if the device has larger slots; it holds ${formatBytes(options.slotSize)})`;
+    throw new CliError(ExitCode.IMAGE_MISMATCH, `${error.message}${hint}`, { cause: error });
   }
 }
 
