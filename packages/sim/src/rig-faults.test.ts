@@ -1,27 +1,9 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
-import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
-import { defaultDeviceProgram } from './device/simulated-device.ts';
 import { startVirtualRig, type VirtualRig } from './rig.ts';
 import { findByName, runBaselineExchange, waitPoweredOn } from './testing/baseline-client.ts';
-
-const buildDir = join(defaultDeviceProgram, '..');
-
-async function appImage(version: string, dir: string): Promise<Uint8Array> {
-  const out = join(dir, `app-${version}.bin`);
-  await execa(join(buildDir, 'esp-app-image'), [
-    '--chip',
-    'esp32',
-    '--version',
-    version,
-    '--out',
-    out,
-    join(buildDir, 'ble-ota-app.elf'),
-  ]);
-  return new Uint8Array(await readFile(out));
-}
+import { appImage } from './testing/images.ts';
 
 /** Console text of a board from now on (colour codes removed). */
 function record(rig: VirtualRig, index = 0) {

@@ -1,30 +1,11 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
 import { buildAppImage } from '@esp-ble-ota/protocol';
-import { execa } from 'execa';
 import { SerialPort } from 'serialport';
 import { afterEach, describe, expect, it } from 'vitest';
-import { defaultDeviceProgram } from './device/simulated-device.ts';
 import { startVirtualRig, type VirtualRig } from './rig.ts';
 import { findByName, runBaselineExchange } from './testing/baseline-client.ts';
-
-const buildDir = join(defaultDeviceProgram, '..');
-
-/** The host app wrapped again with another version, as a new build of the firmware would be. */
-async function appImage(version: string, dir: string): Promise<Uint8Array> {
-  const out = join(dir, `app-${version}.bin`);
-  await execa(join(buildDir, 'esp-app-image'), [
-    '--chip',
-    'esp32',
-    '--version',
-    version,
-    '--out',
-    out,
-    join(buildDir, 'ble-ota-app.elf'),
-  ]);
-  return new Uint8Array(await readFile(out));
-}
+import { appImage } from './testing/images.ts';
 
 /** Collects a pty's output until `pattern` shows up. */
 function watchConsole(path: string) {
