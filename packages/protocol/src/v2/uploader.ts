@@ -1,0 +1,1031 @@
+/**
+ * The protocol v2 upload (docs/protocol-v2.md) over any {@link Transport}: INFO, BEGIN with the
+ * image's SHA-256 (resume or "already installed"), DATA frames as Write Commands with at most
+ * one window unacknowledged, END, and the device's restart.
+ */
+
+import { createHash } from 'node:crypto';
+import { deflateSync } from 'node:zlib';
+import { normalizeUuid } from '../baseline.ts';
+import { TypedEmitter } from '../emitter.ts';
+import {
+  AbortError,
+  BadArgumentError,
+  BadImageError,
+  isOtaError,
+  ProtocolError,
+  TimeoutError,
+  UnknownCharacteristicError,
+} from '../errors.ts';
+import {
+  type Clock,
+  clockSetTimeout,
+  type ProgressSnapshot,
+  ProgressTracker,
+  systemClock,
+} from '../progress.ts';
+import type { RestartObservation } from '../session.ts';
+import type {
+  DisconnectInfo,
+  NotificationListener,
+  OperationOptions,
+  Transport,
+} from '../transport.ts';
+import {
+  BEGIN_LENGTH,
+  crc32,
+  DATA_HEADER_LENGTH,
+  decodeAnswer,
+  decodeInfo,
+  encodeBegin,
+  encodeData,
+  encodeEnd,
+  V2_CONTROL_UUID,
+  V2_DATA_UUID,
+  V2_PROTO_VERSION,
+  type V2Answer,
+  type V2BeginRsp,
+  type V2Info,
+  V2Status,
+  type V2WindowAck,
+} from './codec.ts';
+import { V2LinkLostError, V2RefusedError } from './errors.ts';
+
+export type V2Phase = 'connect' | 'info' | 'begin' | 'data' | 'end' | 'restart';
+
+export interface V2PhaseEvent {
+  phase: V2Phase;
+  state: 'start' | 'end' | 'fail';
+  /** Clock time (ms) of the event. */
+  at: number;
+  /** For 'end' and 'fail': ms since the phase's 'start'. */
+  durationMs?: number;
+  error?: Error;
+}
+
+export interface V2PhaseTiming {
+  phase: V2Phase;
+  startedAt: number;
+  endedAt: number;
+  durationMs: number;
+}
+
+export interface V2Timeouts {
+  /** connect() including MTU exchange and discovery, when the uploader connects itself. */
+  connectMs: number;
+  /** The read of INFO. */
+  infoMs: number;
+  /** The CCCD write enabling v2 Control notifications. */
+  subscribeMs: number;
+  /** BEGIN until BEGIN_RSP (Write Response and the answer). */
+  beginMs: number;
+  /** Each DATA Write Command: until the controller takes it (credits). */
+  writeMs: number;
+  /**
+   * With a window in flight, how long to wait for a WINDOW_ACK before resending from the last
+   * acknowledged offset: a frame lost at the end of a window or of the stream leaves the device
+   * nothing that reveals the gap, and the resent frame makes it report where it stands.
+   */
+  ackMs: number;
+  /** Resends after `ackMs` without any WINDOW_ACK before giving up with TIMEOUT. */
+  ackRetries: number;
+  /** END until END_RSP: the device hashes and checks the whole image meanwhile. */
+  endMs: number;
+  /** END_RSP until the link drops as the device restarts. */
+  restartMs: number;
+}
+
+export const DEFAULT_V2_TIMEOUTS: Readonly<V2Timeouts> = {
+  connectMs: 15_000,
+  infoMs: 5_000,
+  subscribeMs: 5_000,
+  beginMs: 10_000,
+  writeMs: 5_000,
+  ackMs: 5_000,
+  ackRetries: 2,
+  endMs: 30_000,
+  restartMs: 5_000,
+};
+
+/**
+ * 'auto' (default): deflate when the device supports it and the stream gets smaller;
+ * 'always': deflate whenever the device supports it; 'never': send the image as it is.
+ */
+export type V2Compression = 'auto' | 'always' | 'never';
+
+export interface V2UploadOptions {
+  compression?: V2Compression;
+  /** esp_image_header_t chip id for BEGIN; default: read from the image header. */
+  chipId?: number;
+  /** Upper bound on a DATA frame (header included); the device's max_frame and MTU - 3 apply too. */
+  maxFrame?: number;
+  timeouts?: Partial<V2Timeouts>;
+  signal?: AbortSignal;
+  /** Drives phase timestamps, rate, ETA and (if it has timers) the timeouts. */
+  clock?: Clock;
+  /** Wait for the device to drop the link after END_RSP (default true). */
+  waitForRestart?: boolean;
+  /** Time constant of the rate smoothing, ms. */
+  rateSmoothingMs?: number;
+}
+
+export interface V2ProgressSnapshot extends ProgressSnapshot {
+  /** Stream bytes the device has committed (compressed bytes when deflating). */
+  streamBytes: number;
+  streamTotal: number;
+  /** DATA payload bytes written by this call so far, resends included. */
+  sentBytes: number;
+  /** Where this call started in the stream (non-zero when resuming). */
+  resumedFrom: number;
+}
+
+export type V2CompressionOutcome =
+  | { used: true; streamSize: number }
+  | { used: false; reason: 'disabled' | 'device-unsupported' | 'not-smaller' };
+
+export interface V2UploadResult {
+  protocol: 'v2';
+  /** 'already-installed': the device runs this image; nothing was sent. */
+  outcome: 'installed' | 'already-installed';
+  info: V2Info;
+  mtu: number;
+  imageSize: number;
+  imageSha256: string;
+  streamSize: number;
+  compression: V2CompressionOutcome;
+  /** Stream offset the device resumed from (0 for a new session). */
+  resumedFrom: number;
+  /** The device's held session did not match (CRC) and was restarted from 0. */
+  sessionRestarted: boolean;
+  /** DATA payload bytes this call wrote, resends included: less than the stream when resuming. */
+  sentBytes: number;
+  sentFrames: number;
+  /** Bytes sent again after a gap or an ack timeout. */
+  resentBytes: number;
+  /** Gap reports (WINDOW_ACK with BAD_REQUEST) and ack timeouts recovered from. */
+  gaps: number;
+  ackTimeouts: number;
+  frameSize: number;
+  window: number;
+  startedAt: number;
+  endedAt: number;
+  durationMs: number;
+  /** Duration of the data phase alone. */
+  transferMs: number;
+  /** Stream bytes moved by this call per second of the data phase. */
+  bytesPerSecond: number;
+  /** Image bytes per second of the data phase (higher than the stream rate when deflating). */
+  imageBytesPerSecond: number;
+  phases: V2PhaseTiming[];
+  restart: RestartObservation;
+}
+
+export interface V2UploaderEvents {
+  progress: [snapshot: V2ProgressSnapshot];
+  phase: [event: V2PhaseEvent];
+  /** A v2 Control value the upload did not expect (logged, otherwise ignored). */
+  unexpectedNotification: [data: Uint8Array, reason: string];
+}
+
+/** Smallest ATT MTU that carries BEGIN (44 bytes) in one write. */
+export const V2_MIN_MTU = BEGIN_LENGTH + 3;
+
+/** True when the transport's last discovery found the v2 characteristics. */
+export function hasV2(transport: Transport): boolean {
+  const present = new Set(
+    transport.services().flatMap((s) => s.characteristics.map((c) => normalizeUuid(c.uuid))),
+  );
+  return present.has(normalizeUuid(V2_CONTROL_UUID)) && present.has(normalizeUuid(V2_DATA_UUID));
+}
+
+/**
+ * Uploads one image with protocol v2. Listen to 'progress' and 'phase', then call `upload()`.
+ * Reusable once an upload settled, e.g. to resume after a V2LinkLostError on a new connection.
+ */
+export class V2Uploader extends TypedEmitter<V2UploaderEvents> {
+  readonly #transport: Transport;
+  readonly #options: V2UploadOptions;
+  #busy = false;
+
+  constructor(transport: Transport, options: V2UploadOptions = {}) {
+    super();
+    this.#transport = transport;
+    this.#options = options;
+  }
+
+  async upload(image: Uint8Array, options: OperationOptions = {}): Promise<V2UploadResult> {
+    if (this.#busy) {
+      throw new BadArgumentError('an upload is already running on this uploader; await it first');
+    }
+    this.#busy = true;
+    const signal = anySignal(this.#options.signal, options.signal);
+    try {
+      const run = new Run(this.#transport, image, {
+        ...this.#options,
+        ...(signal.signal === undefined ? {} : { signal: signal.signal }),
+      });
+      return await run.execute({
+        progress: (s) => this.emit('progress', s),
+        phase: (e) => this.emit('phase', e),
+        unexpected: (d, r) => this.emit('unexpectedNotification', d, r),
+      });
+    } finally {
+      signal.dispose();
+      this.#busy = false;
+    }
+  }
+}
+
+export interface UploadV2Options extends V2UploadOptions {
+  onProgress?: (snapshot: V2ProgressSnapshot) => void;
+  onPhase?: (event: V2PhaseEvent) => void;
+}
+
+/** One-call form of {@link V2Uploader}. */
+export function uploadV2(
+  transport: Transport,
+  image: Uint8Array,
+  options: UploadV2Options = {},
+): Promise<V2UploadResult> {
+  const { onProgress, onPhase, ...rest } = options;
+  const uploader = new V2Uploader(transport, rest);
+  if (onProgress) uploader.on('progress', onProgress);
+  if (onPhase) uploader.on('phase', onPhase);
+  return uploader.upload(image);
+}
+
+/** The chip id BEGIN carries: esp_image_header_t.chip_id, bytes 12-13 of an app image. */
+export function imageChipId(image: Uint8Array): number | undefined {
+  if (image.length < 24 || image[0] !== 0xe9) return undefined;
+  return (image[12] as number) | ((image[13] as number) << 8);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+interface Sinks {
+  progress(snapshot: V2ProgressSnapshot): void;
+  phase(event: V2PhaseEvent): void;
+  unexpected(data: Uint8Array, reason: string): void;
+}
+
+interface Step {
+  timeoutMs: number;
+  /** Completes "timed out after N ms ..." */
+  waitingFor: string;
+  /** Completes "link lost ..." and "upload aborted ..." */
+  during: string;
+}
+
+type AnswerOp = 'BEGIN_RSP' | 'END_RSP';
+
+class Run {
+  readonly #t: Transport;
+  readonly #image: Uint8Array;
+  readonly #opts: V2UploadOptions;
+  readonly #clock: Clock;
+  readonly #timeouts: V2Timeouts;
+  readonly #signal: AbortSignal | undefined;
+  readonly #phases: V2PhaseTiming[] = [];
+  #sinks: Sinks | undefined;
+
+  #answerWaiter: { op: AnswerOp; resolve(answer: V2Answer): void } | undefined;
+  #lost: DisconnectInfo | undefined;
+  readonly #lostListeners = new Set<(info: DisconnectInfo) => void>();
+  #endAnsweredAt: number | undefined;
+  #restart: { info: DisconnectInfo; at: number } | undefined;
+  #restartWaiter: (() => void) | undefined;
+
+  // Streaming state, shared with the notification listener.
+  #stream: Uint8Array = new Uint8Array(0);
+  #streaming = false;
+  /** Offset the device last confirmed as written (OK acks); what a resume would continue from. */
+  #committed = 0;
+  /** Start of the window: the device holds everything before it. */
+  #base = 0;
+  /** Set by a gap report: the offset to resend from. */
+  #rewindTo: number | undefined;
+  /** Set by an ack the upload cannot continue after. */
+  #failure: Error | undefined;
+  #ackWaiter: (() => void) | undefined;
+  #gaps = 0;
+  #crcPos = 0;
+  #crcVal = 0;
+  #beginAccepted = false;
+  #resumable = false;
+  #tracker: ProgressTracker | undefined;
+  #resumedFrom = 0;
+  #sent = 0;
+
+  readonly #onNotification: NotificationListener = (data) => {
+    let answer: V2Answer;
+    try {
+      answer = decodeAnswer(data);
+    } catch (error) {
+      this.#sinks?.unexpected(data, (error as Error).message);
+      return;
+    }
+    if (answer.op === 'WINDOW_ACK') {
+      if (this.#streaming) this.#onAck(answer);
+      else this.#sinks?.unexpected(data, 'WINDOW_ACK outside the data phase');
+      return;
+    }
+    const waiter = this.#answerWaiter;
+    if (waiter?.op === answer.op) {
+      this.#answerWaiter = undefined;
+      // Recorded synchronously: the restart's disconnect may follow right behind.
+      if (answer.op === 'END_RSP' && answer.status === V2Status.OK) {
+        this.#endAnsweredAt = this.#clock.now();
+      }
+      waiter.resolve(answer);
+    } else {
+      this.#sinks?.unexpected(data, `${answer.op} was not expected now`);
+    }
+  };
+
+  readonly #onDisconnect = (info: DisconnectInfo) => {
+    if (this.#endAnsweredAt !== undefined) {
+      this.#restart ??= { info, at: this.#clock.now() };
+      this.#restartWaiter?.();
+      return;
+    }
+    this.#lost ??= info;
+    for (const listener of [...this.#lostListeners]) listener(info);
+  };
+
+  constructor(transport: Transport, image: Uint8Array, options: V2UploadOptions) {
+    this.#t = transport;
+    this.#image = image;
+    this.#opts = options;
+    this.#clock = options.clock ?? systemClock;
+    this.#timeouts = { ...DEFAULT_V2_TIMEOUTS, ...options.timeouts };
+    this.#signal = options.signal;
+  }
+
+  async execute(sinks: Sinks): Promise<V2UploadResult> {
+    this.#sinks = sinks;
+    const image = this.#image;
+    if (!(image instanceof Uint8Array)) {
+      throw new BadImageError('the image must be a Uint8Array (the bytes of the .bin file)');
+    }
+    if (image.length === 0) {
+      throw new BadImageError('the image is empty; build the firmware first and pass its .bin');
+    }
+    const chipId = this.#opts.chipId ?? imageChipId(image);
+    if (chipId === undefined) {
+      throw new BadImageError(
+        'the image is not an ESP app image (no 0xE9 header), so its chip is unknown; pass the .bin that idf.py builds, or chipId',
+      );
+    }
+    if (this.#signal?.aborted) {
+      throw new AbortError('upload aborted before it started', { cause: this.#signal.reason });
+    }
+    const startedAt = this.#clock.now();
+    this.#t.on('disconnect', this.#onDisconnect);
+    let subscribed = false;
+    try {
+      if (!this.#t.connected) {
+        await this.#phase('connect', () =>
+          this.#step(
+            {
+              timeoutMs: this.#timeouts.connectMs,
+              waitingFor: 'waiting for the connection',
+              during: 'while connecting',
+            },
+            (signal) => this.#t.connect({ signal }),
+          ),
+        );
+      }
+      const info = await this.#phase('info', () => this.#readInfo());
+      const mtu = this.#t.mtu;
+      if (mtu < V2_MIN_MTU) {
+        throw new ProtocolError(
+          `protocol v2 needs an ATT MTU of at least ${V2_MIN_MTU} (BEGIN is a ${BEGIN_LENGTH}-byte write) but the link has ${mtu}; use the baseline protocol (uploadAuto does) or a central that negotiates a larger MTU`,
+        );
+      }
+      const imageSha = new Uint8Array(createHash('sha256').update(image).digest());
+      const { stream, compression } = this.#prepareStream(info);
+      this.#stream = stream;
+
+      const begun = await this.#phase('begin', async () => {
+        subscribed = true;
+        await this.#step(
+          {
+            timeoutMs: this.#timeouts.subscribeMs,
+            waitingFor: 'waiting for the device to enable v2 Control notifications',
+            during: 'while subscribing to v2 Control notifications',
+          },
+          (signal) => this.#t.subscribe(V2_CONTROL_UUID, this.#onNotification, { signal }),
+        );
+        return this.#begin(chipId, imageSha, compression.used, info);
+      });
+
+      const base = {
+        protocol: 'v2' as const,
+        info,
+        mtu,
+        imageSize: image.length,
+        imageSha256: toHex(imageSha),
+        streamSize: stream.length,
+        compression,
+        sessionRestarted: begun.sessionRestarted,
+        startedAt,
+      };
+      if (begun.rsp === 'already-installed') {
+        const endedAt = this.#clock.now();
+        return {
+          ...base,
+          outcome: 'already-installed',
+          resumedFrom: 0,
+          sentBytes: 0,
+          sentFrames: 0,
+          resentBytes: 0,
+          gaps: 0,
+          ackTimeouts: 0,
+          frameSize: 0,
+          window: 0,
+          endedAt,
+          durationMs: endedAt - startedAt,
+          transferMs: 0,
+          bytesPerSecond: 0,
+          imageBytesPerSecond: 0,
+          phases: this.#phases,
+          restart: { observed: false, reason: 'not-waited' },
+        };
+      }
+      const rsp = begun.rsp;
+      const frameSize = Math.min(
+        rsp.maxFrame > 0 ? rsp.maxFrame : info.maxFrame,
+        mtu - 3,
+        this.#opts.maxFrame ?? Number.POSITIVE_INFINITY,
+      );
+      if (frameSize <= DATA_HEADER_LENGTH) {
+        throw new ProtocolError(
+          `a DATA frame of ${frameSize} bytes has no room for data after its 4-byte offset (device max_frame ${rsp.maxFrame}, MTU ${mtu}); raise the MTU or maxFrame`,
+        );
+      }
+      const window = rsp.window > 0 ? rsp.window : info.window;
+      if (window <= 0) {
+        throw new ProtocolError('the device offered a window of 0 bytes; it cannot take data');
+      }
+
+      const transferStart = this.#clock.now();
+      const stats = await this.#phase('data', () =>
+        this.#sendStream(rsp.offset, frameSize, window),
+      );
+      const transferMs = this.#clock.now() - transferStart;
+
+      await this.#phase('end', () => this.#end());
+      const restart = await this.#phase('restart', () => this.#awaitRestart());
+      if (restart.observed) subscribed = false;
+      const endedAt = this.#clock.now();
+      const moved = stream.length - rsp.offset;
+      const rate = (n: number) =>
+        transferMs > 0 ? (n * 1000) / transferMs : Number.POSITIVE_INFINITY;
+      return {
+        ...base,
+        outcome: 'installed',
+        resumedFrom: rsp.offset,
+        ...stats,
+        frameSize,
+        window,
+        endedAt,
+        durationMs: endedAt - startedAt,
+        transferMs,
+        bytesPerSecond: rate(moved),
+        imageBytesPerSecond: rate((moved * image.length) / stream.length),
+        phases: this.#phases,
+        restart,
+      };
+    } finally {
+      this.#streaming = false;
+      this.#answerWaiter = undefined;
+      this.#ackWaiter = undefined;
+      this.#t.off('disconnect', this.#onDisconnect);
+      if (subscribed && this.#t.connected) {
+        // Cleanup must neither mask the real outcome nor hang on a device that stopped
+        // answering; the transport drops the listener at once in any case.
+        const giveUp = new AbortController();
+        const cancel = clockSetTimeout(
+          this.#clock,
+          () => giveUp.abort(),
+          this.#timeouts.subscribeMs,
+        );
+        await this.#t
+          .unsubscribe(V2_CONTROL_UUID, this.#onNotification, { signal: giveUp.signal })
+          .catch(() => {});
+        cancel();
+      }
+    }
+  }
+
+  async #readInfo(): Promise<V2Info> {
+    if (!hasV2(this.#t)) {
+      const missing = [V2_CONTROL_UUID, V2_DATA_UUID].find(
+        (uuid) =>
+          !this.#t
+            .services()
+            .some((s) =>
+              s.characteristics.some((c) => normalizeUuid(c.uuid) === normalizeUuid(uuid)),
+            ),
+      );
+      throw new UnknownCharacteristicError(missing ?? V2_CONTROL_UUID);
+    }
+    const raw = await this.#step(
+      {
+        timeoutMs: this.#timeouts.infoMs,
+        waitingFor: 'waiting for the device to answer the read of v2 INFO',
+        during: 'while reading v2 INFO',
+      },
+      (signal) => this.#t.read(V2_CONTROL_UUID, { signal }),
+    );
+    const info = decodeInfo(raw);
+    if (info.protoVersion !== V2_PROTO_VERSION) {
+      throw new ProtocolError(
+        `the device speaks OTA protocol version ${info.protoVersion}, this client version ${V2_PROTO_VERSION}; upgrade the one that is older`,
+      );
+    }
+    return info;
+  }
+
+  #prepareStream(info: V2Info): { stream: Uint8Array; compression: V2CompressionOutcome } {
+    const mode = this.#opts.compression ?? 'auto';
+    if (mode === 'never')
+      return { stream: this.#image, compression: { used: false, reason: 'disabled' } };
+    if (!info.deflate) {
+      return { stream: this.#image, compression: { used: false, reason: 'device-unsupported' } };
+    }
+    // Level 9 is deterministic for a given zlib, so a resumed session gets the same stream;
+    // the CRC check at BEGIN catches it if it does not.
+    const deflated = new Uint8Array(deflateSync(this.#image, { level: 9 }));
+    if (mode === 'auto' && deflated.length >= this.#image.length) {
+      return { stream: this.#image, compression: { used: false, reason: 'not-smaller' } };
+    }
+    return { stream: deflated, compression: { used: true, streamSize: deflated.length } };
+  }
+
+  async #begin(
+    chipId: number,
+    imageSha: Uint8Array,
+    deflate: boolean,
+    info: V2Info,
+  ): Promise<{ rsp: V2BeginRsp | 'already-installed'; sessionRestarted: boolean }> {
+    const stream = this.#stream;
+    let restart = false;
+    for (;;) {
+      const command = encodeBegin({
+        deflate,
+        restart,
+        chipId,
+        imageSize: this.#image.length,
+        imageSha256: imageSha,
+        streamSize: stream.length,
+      });
+      const answer = await this.#command('BEGIN_RSP', command, {
+        timeoutMs: this.#timeouts.beginMs,
+        waitingFor: 'waiting for the answer to BEGIN',
+        during: 'while beginning the update',
+      });
+      if (answer.op !== 'BEGIN_RSP')
+        throw new ProtocolError(`expected BEGIN_RSP, got ${answer.op}`);
+      if (answer.status === V2Status.ALREADY_INSTALLED) {
+        return { rsp: 'already-installed', sessionRestarted: restart };
+      }
+      if (answer.status !== V2Status.OK) throw new V2RefusedError('BEGIN', answer.status);
+      if (answer.offset > stream.length) {
+        throw new ProtocolError(
+          `the device resumes at stream byte ${answer.offset}, past the end of the ${stream.length}-byte stream`,
+        );
+      }
+      if (answer.offset === 0 || crc32(stream.subarray(0, answer.offset)) === answer.crc32) {
+        this.#beginAccepted = true;
+        this.#resumable = info.resume;
+        return { rsp: answer, sessionRestarted: restart };
+      }
+      if (restart) {
+        throw new ProtocolError(
+          `the device was told to discard its session but resumes at ${answer.offset} with a CRC that differs from this image; abort the session on the device (or power-cycle it) and retry`,
+        );
+      }
+      // What the device holds is not what this client would send (another zlib, a corrupt
+      // flash write): start over rather than finish an image that fails at END.
+      restart = true;
+    }
+  }
+
+  /** Write a command and wait for its answer; the answer may arrive before the Write Response. */
+  async #command(op: AnswerOp, data: Uint8Array, step: Step): Promise<V2Answer> {
+    return this.#step(
+      step,
+      (signal) =>
+        new Promise<V2Answer>((resolve, reject) => {
+          let answer: V2Answer | undefined;
+          let writeDone = false;
+          this.#answerWaiter = {
+            op,
+            resolve: (a) => {
+              answer = a;
+              // END_RSP alone decides: the restart may cut the Write Response off.
+              if (writeDone || op === 'END_RSP') resolve(a);
+            },
+          };
+          this.#t.write(V2_CONTROL_UUID, data, { withResponse: true, signal }).then(
+            () => {
+              writeDone = true;
+              if (answer !== undefined) resolve(answer);
+            },
+            (error: unknown) => {
+              if (answer !== undefined && op === 'END_RSP') resolve(answer);
+              else reject(error);
+            },
+          );
+        }),
+    );
+  }
+
+  // --- streaming -------------------------------------------------------------------------------
+
+  #crcAt(offset: number): number {
+    const stream = this.#stream;
+    if (offset < this.#crcPos) {
+      this.#crcPos = 0;
+      this.#crcVal = 0;
+    }
+    this.#crcVal = crc32(stream.subarray(this.#crcPos, offset), this.#crcVal);
+    this.#crcPos = offset;
+    return this.#crcVal;
+  }
+
+  #onAck(ack: V2WindowAck): void {
+    const total = this.#stream.length;
+    const wake = () => {
+      const waiter = this.#ackWaiter;
+      this.#ackWaiter = undefined;
+      waiter?.();
+    };
+    if (ack.status !== V2Status.OK && ack.status !== V2Status.BAD_REQUEST) {
+      this.#failure ??= new V2RefusedError('DATA', ack.status);
+      wake();
+      return;
+    }
+    if (ack.committed > total) {
+      this.#failure ??= new ProtocolError(
+        `WINDOW_ACK at ${ack.committed} is past the end of the ${total}-byte stream`,
+      );
+      wake();
+      return;
+    }
+    if (this.#crcAt(ack.committed) !== ack.crc32) {
+      this.#failure ??= new ProtocolError(
+        `the device's CRC of stream bytes [0, ${ack.committed}) differs from what was sent: its copy is corrupt; upload again (the client then starts over from 0)`,
+      );
+      wake();
+      return;
+    }
+    if (ack.status === V2Status.BAD_REQUEST) {
+      // A gap: the device holds exactly [0, committed) and dropped everything after it.
+      this.#gaps++;
+      this.#base = ack.committed;
+      this.#rewindTo = ack.committed;
+    } else if (ack.committed > this.#committed) {
+      this.#committed = ack.committed;
+      this.#base = Math.max(this.#base, ack.committed);
+      this.#reportProgress();
+    }
+    wake();
+  }
+
+  #reportProgress(): void {
+    const tracker = this.#tracker;
+    if (tracker === undefined) return;
+    const total = this.#stream.length;
+    const snap = tracker.update(this.#committed - this.#resumedFrom);
+    const imageTotal = this.#image.length;
+    const scale = imageTotal / total;
+    this.#sinks?.progress({
+      ...snap,
+      bytes: Math.round(this.#committed * scale),
+      total: imageTotal,
+      percent: (this.#committed * 100) / total,
+      bytesPerSecond: snap.bytesPerSecond === undefined ? undefined : snap.bytesPerSecond * scale,
+      averageBytesPerSecond:
+        snap.averageBytesPerSecond === undefined ? undefined : snap.averageBytesPerSecond * scale,
+      streamBytes: this.#committed,
+      streamTotal: total,
+      sentBytes: this.#sent,
+      resumedFrom: this.#resumedFrom,
+    });
+  }
+
+  async #sendStream(
+    from: number,
+    frameSize: number,
+    window: number,
+  ): Promise<{
+    sentBytes: number;
+    sentFrames: number;
+    resentBytes: number;
+    gaps: number;
+    ackTimeouts: number;
+  }> {
+    const stream = this.#stream;
+    const total = stream.length;
+    const payloadMax = frameSize - DATA_HEADER_LENGTH;
+    this.#committed = from;
+    this.#base = from;
+    this.#resumedFrom = from;
+    this.#crcPos = 0;
+    this.#crcVal = 0;
+    this.#tracker = new ProgressTracker({
+      total: total - from,
+      clock: this.#clock,
+      ...(this.#opts.rateSmoothingMs === undefined
+        ? {}
+        : { smoothingMs: this.#opts.rateSmoothingMs }),
+    });
+    this.#reportProgress();
+    this.#streaming = true;
+    let next = from;
+    /** Highest offset sent so far: bytes sent below it again are resends. */
+    let highWater = from;
+    let frames = 0;
+    let resent = 0;
+    let ackTimeouts = 0;
+    let retries = 0;
+    const dataStep: Step = {
+      timeoutMs: this.#timeouts.writeMs,
+      waitingFor: 'waiting for the controller to take a DATA frame (no free buffers)',
+      during: 'during data transfer',
+    };
+    const lossWatch = this.#watch(dataStep);
+    try {
+      while (this.#committed < total) {
+        while (next < total && next - this.#base < window) {
+          const length = Math.min(payloadMax, total - next, this.#base + window - next);
+          const frame = encodeData(next, stream.subarray(next, next + length));
+          await lossWatch.run((signal) =>
+            this.#t.write(V2_DATA_UUID, frame, { withResponse: false, signal }),
+          );
+          frames++;
+          this.#sent += length;
+          if (next < highWater) resent += Math.min(length, highWater - next);
+          next += length;
+          highWater = Math.max(highWater, next);
+          if (this.#failure !== undefined) throw this.#failure;
+          if (this.#rewindTo !== undefined) {
+            next = this.#rewindTo;
+            this.#rewindTo = undefined;
+          }
+        }
+        if (this.#failure !== undefined) throw this.#failure;
+        if (this.#committed >= total) break;
+        if (this.#rewindTo !== undefined) {
+          next = this.#rewindTo;
+          this.#rewindTo = undefined;
+          continue;
+        }
+        const acked = await this.#waitForAck();
+        if (this.#failure !== undefined) throw this.#failure;
+        if (acked) {
+          retries = 0;
+          continue;
+        }
+        ackTimeouts++;
+        if (++retries > this.#timeouts.ackRetries) {
+          const waited = this.#timeouts.ackMs * retries;
+          throw new TimeoutError(
+            `timed out after ${waited} ms waiting for the device to acknowledge stream bytes from ${this.#base} (of ${total}); it stopped answering`,
+            waited,
+          );
+        }
+        // Resending the oldest unacknowledged frame makes the device say where it stands.
+        next = this.#base;
+        this.#rewindTo = undefined;
+      }
+      return {
+        sentBytes: this.#sent,
+        sentFrames: frames,
+        resentBytes: resent,
+        gaps: this.#gaps,
+        ackTimeouts,
+      };
+    } finally {
+      lossWatch.dispose();
+      this.#streaming = false;
+    }
+  }
+
+  /** Resolves true when a WINDOW_ACK arrived, false after ackMs without one. */
+  async #waitForAck(): Promise<boolean> {
+    try {
+      await this.#step(
+        {
+          timeoutMs: this.#timeouts.ackMs,
+          waitingFor: 'waiting for a WINDOW_ACK',
+          during: 'during data transfer',
+        },
+        () =>
+          new Promise<void>((resolve) => {
+            this.#ackWaiter = resolve;
+          }),
+      );
+      return true;
+    } catch (error) {
+      this.#ackWaiter = undefined;
+      if (error instanceof TimeoutError) return false;
+      throw error;
+    }
+  }
+
+  async #end(): Promise<void> {
+    const answer = await this.#command('END_RSP', encodeEnd(), {
+      timeoutMs: this.#timeouts.endMs,
+      waitingFor: 'waiting for the answer to END (the device checks the whole image)',
+      during: 'while ending the update',
+    });
+    if (answer.op === 'END_RSP' && answer.status !== V2Status.OK) {
+      throw new V2RefusedError('END', answer.status);
+    }
+  }
+
+  async #awaitRestart(): Promise<RestartObservation> {
+    if (this.#opts.waitForRestart === false) return { observed: false, reason: 'not-waited' };
+    const ackAt = this.#endAnsweredAt ?? this.#clock.now();
+    const observed = (): RestartObservation => {
+      const restart = this.#restart as { info: DisconnectInfo; at: number };
+      return { observed: true, afterMs: restart.at - ackAt, disconnect: restart.info };
+    };
+    if (this.#restart !== undefined) return observed();
+    try {
+      await this.#step(
+        {
+          timeoutMs: this.#timeouts.restartMs,
+          waitingFor: 'waiting for the device to restart',
+          during: 'while waiting for the device to restart',
+        },
+        () =>
+          new Promise<void>((resolve) => {
+            this.#restartWaiter = resolve;
+          }),
+      );
+      return observed();
+    } catch (error) {
+      // The image is accepted and the boot slot set; a device that stays up is the runner's
+      // business (it watches the console), not an upload failure.
+      if (error instanceof TimeoutError) return { observed: false, reason: 'timeout' };
+      throw error;
+    } finally {
+      this.#restartWaiter = undefined;
+    }
+  }
+
+  // --- steps -----------------------------------------------------------------------------------
+
+  async #phase<T>(phase: V2Phase, body: () => Promise<T>): Promise<T> {
+    const startedAt = this.#clock.now();
+    this.#sinks?.phase({ phase, state: 'start', at: startedAt });
+    try {
+      const value = await body();
+      const endedAt = this.#clock.now();
+      this.#phases.push({ phase, startedAt, endedAt, durationMs: endedAt - startedAt });
+      this.#sinks?.phase({ phase, state: 'end', at: endedAt, durationMs: endedAt - startedAt });
+      return value;
+    } catch (error) {
+      const at = this.#clock.now();
+      this.#sinks?.phase({
+        phase,
+        state: 'fail',
+        at,
+        durationMs: at - startedAt,
+        error: error as Error,
+      });
+      throw error;
+    }
+  }
+
+  #linkLostError(step: Step, info: DisconnectInfo): V2LinkLostError {
+    const total = this.#stream.length;
+    const resumable = this.#beginAccepted && this.#resumable;
+    const where = this.#beginAccepted ? ` at stream byte ${this.#committed} of ${total}` : '';
+    const hint = resumable
+      ? `connect again and upload the same image: the device continues from byte ${this.#committed}`
+      : 'connect again and upload again';
+    return new V2LinkLostError(`link lost ${step.during}${where} (${info.message}); ${hint}`, {
+      committed: this.#committed,
+      streamSize: total,
+      resumable,
+      ...(info.reason === undefined ? {} : { reason: info.reason }),
+    });
+  }
+
+  /**
+   * Run one step under its timeout, the caller's AbortSignal and link-loss watch. `body` gets a
+   * signal that fires when the step is given up, so the transport stops waiting too.
+   */
+  #step<T>(step: Step, body: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const watch = this.#watch(step);
+    return watch.run(body).finally(() => watch.dispose());
+  }
+
+  /**
+   * A reusable guard for many short operations of one kind (the DATA writes): abort and
+   * link-loss listeners are registered once; each `run` gets its own timer.
+   */
+  #watch(step: Step): {
+    run<T>(body: (signal: AbortSignal) => Promise<T>): Promise<T>;
+    dispose(): void;
+  } {
+    let current: ((error: Error) => void) | undefined;
+    let fatal: Error | undefined;
+    const onAbort = () => {
+      fatal ??= new AbortError(`upload aborted ${step.during}`, { cause: this.#signal?.reason });
+      current?.(fatal);
+    };
+    const onLost = (info: DisconnectInfo) => {
+      fatal ??= this.#linkLostError(step, info);
+      current?.(fatal);
+    };
+    this.#signal?.addEventListener('abort', onAbort, { once: true });
+    this.#lostListeners.add(onLost);
+    if (this.#signal?.aborted) onAbort();
+    else if (this.#lost !== undefined) onLost(this.#lost);
+    return {
+      run: <T>(body: (signal: AbortSignal) => Promise<T>) => {
+        if (fatal !== undefined) return Promise.reject(fatal);
+        const controller = new AbortController();
+        return new Promise<T>((resolve, reject) => {
+          let settled = false;
+          const finish = (settle: () => void) => {
+            if (settled) return;
+            settled = true;
+            cancelTimer();
+            current = undefined;
+            settle();
+          };
+          const fail = (error: Error) =>
+            finish(() => {
+              controller.abort(error);
+              reject(error);
+            });
+          current = fail;
+          const cancelTimer = clockSetTimeout(
+            this.#clock,
+            () =>
+              fail(
+                new TimeoutError(
+                  `timed out after ${step.timeoutMs} ms ${step.waitingFor}`,
+                  step.timeoutMs,
+                ),
+              ),
+            step.timeoutMs,
+          );
+          body(controller.signal).then(
+            (value) => finish(() => resolve(value)),
+            (error: unknown) => {
+              // The transport's own LinkLostError says less than ours (no committed offset).
+              if (isOtaError(error) && error.code === 'LINK_LOST' && this.#lost !== undefined) {
+                fail(this.#linkLostError(step, this.#lost));
+              } else fail(error as Error);
+            },
+          );
+        });
+      },
+      dispose: () => {
+        this.#signal?.removeEventListener('abort', onAbort);
+        this.#lostListeners.delete(onLost);
+      },
+    };
+  }
+}
+
+function toHex(data: Uint8Array): string {
+  let out = '';
+  for (const byte of data) out += byte.toString(16).padStart(2, '0');
+  return out;
+}
+
+/**
+ * Combine two optional signals without AbortSignal.any (Node 20.3+ only), and without leaving
+ * listeners on a long-lived signal that the caller reuses for many uploads.
+ */
+function anySignal(
+  a: AbortSignal | undefined,
+  b: AbortSignal | undefined,
+): { signal: AbortSignal | undefined; dispose(): void } {
+  if (a === undefined || b === undefined) return { signal: a ?? b, dispose: () => {} };
+  const controller = new AbortController();
+  const fromA = () => controller.abort(a.reason);
+  const fromB = () => controller.abort(b.reason);
+  if (a.aborted) fromA();
+  else if (b.aborted) fromB();
+  else {
+    a.addEventListener('abort', fromA, { once: true });
+    b.addEventListener('abort', fromB, { once: true });
+  }
+  return {
+    signal: controller.signal,
+    dispose() {
+      a.removeEventListener('abort', fromA);
+      b.removeEventListener('abort', fromB);
+    },
+  };
+}
