@@ -7,3 +7,4 @@ export * from './preflight.ts';
 export * from './progress.ts';
 export * from './session.ts';
 export type * from './transport.ts';
+export * from './v2/index.ts';

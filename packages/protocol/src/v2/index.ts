@@ -1,0 +1,5 @@
+export * from './auto.ts';
+export * from './codec.ts';
+export * from './errors.ts';
+export * from './fake-device.ts';
+export * from './uploader.ts';
