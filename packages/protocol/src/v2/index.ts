@@ -1,3 +1,4 @@
+export * from './abort.ts';
 export * from './auto.ts';
 export * from './codec.ts';
 export * from './errors.ts';

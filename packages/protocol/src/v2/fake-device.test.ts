@@ -1,0 +1,158 @@
+/** The device side as FakeV2Device models it, driven by hand, as a firmware test would. */
+import { createHash } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FakeDeviceRegistry, FakeTransport } from '../fake-transport.ts';
+import { abortV2Session } from './abort.ts';
+import {
+  crc32,
+  decodeAnswer,
+  decodeInfo,
+  encodeBegin,
+  encodeData,
+  V2_CONTROL_UUID,
+  V2_DATA_UUID,
+  type V2Answer,
+  V2Status,
+} from './codec.ts';
+import { FakeV2Device } from './fake-device.ts';
+import { uploadV2 } from './uploader.ts';
+
+let registry: FakeDeviceRegistry;
+let device: FakeV2Device;
+let transport: FakeTransport;
+let answers: V2Answer[];
+
+const image = new Uint8Array(3000).map((_, i) => (i * 7) & 0xff);
+image[0] = 0xe9;
+image[12] = 0;
+image[13] = 0;
+const imageSha = new Uint8Array(createHash('sha256').update(image).digest());
+const settle = () => new Promise((resolve) => setTimeout(resolve, 5));
+
+beforeEach(async () => {
+  registry = new FakeDeviceRegistry();
+  device = registry.add(new FakeV2Device({ window: 1000, ackEvery: 500, restartDelayMs: 1 }));
+  transport = new FakeTransport(device.address, { registry, mtu: 247 });
+  await transport.connect();
+  answers = [];
+  await transport.subscribe(V2_CONTROL_UUID, (data) => answers.push(decodeAnswer(data)));
+});
+
+afterEach(() => device.dispose());
+
+async function begin(restart = false) {
+  await transport.write(
+    V2_CONTROL_UUID,
+    encodeBegin({
+      deflate: false,
+      restart,
+      chipId: 0,
+      imageSize: image.length,
+      imageSha256: imageSha,
+      streamSize: image.length,
+    }),
+    { withResponse: true },
+  );
+  await settle();
+}
+
+async function send(offset: number, length: number) {
+  await transport.write(V2_DATA_UUID, encodeData(offset, image.subarray(offset, offset + length)), {
+    withResponse: false,
+  });
+}
+
+describe('FakeV2Device', () => {
+  it('reports a gap once, then again only after it accepted a frame', async () => {
+    await begin();
+    await send(0, 100);
+    await send(200, 100); // gap: 100 expected
+    await send(300, 100); // same gap: silent
+    await send(100, 100); // fills it
+    await send(400, 100); // new gap at 200
+    await settle();
+    const acks = answers.filter((a) => a.op === 'WINDOW_ACK');
+    expect(acks).toEqual([
+      {
+        op: 'WINDOW_ACK',
+        status: V2Status.BAD_REQUEST,
+        committed: 100,
+        crc32: crc32(image.subarray(0, 100)),
+      },
+      {
+        op: 'WINDOW_ACK',
+        status: V2Status.BAD_REQUEST,
+        committed: 200,
+        crc32: crc32(image.subarray(0, 200)),
+      },
+    ]);
+  });
+
+  it('answers a resent frame it already holds with where it stands', async () => {
+    await begin();
+    await send(0, 100);
+    await send(100, 100);
+    await send(0, 100);
+    await settle();
+    expect(answers.at(-1)).toMatchObject({
+      op: 'WINDOW_ACK',
+      status: V2Status.BAD_REQUEST,
+      committed: 200,
+    });
+  });
+
+  it('acknowledges when the committed offset crosses a multiple of ackEvery, and at the end', async () => {
+    await begin();
+    for (let offset = 0; offset < image.length; offset += 240) await send(offset, 240);
+    await settle();
+    const committed = answers
+      .filter((a) => a.op === 'WINDOW_ACK')
+      .map((a) => (a.op === 'WINDOW_ACK' ? a.committed : 0));
+    expect(committed).toEqual([720, 1200, 1680, 2160, 2640, 3000]);
+  });
+
+  it('reports the held session in INFO and resumes it on the same BEGIN after a reconnect', async () => {
+    await begin();
+    await send(0, 240);
+    await send(240, 240);
+    await settle();
+    await transport.disconnect();
+    await transport.connect();
+    const info = decodeInfo(await transport.read(V2_CONTROL_UUID));
+    expect(info.sessionOffset).toBe(480);
+    expect(info.sessionSha256).toEqual(imageSha);
+    answers = [];
+    await transport.subscribe(V2_CONTROL_UUID, (data) => answers.push(decodeAnswer(data)));
+    await begin();
+    expect(answers[0]).toMatchObject({
+      op: 'BEGIN_RSP',
+      status: 0,
+      offset: 480,
+      crc32: crc32(image.subarray(0, 480)),
+    });
+    await begin(true);
+    expect(answers[1]).toMatchObject({ op: 'BEGIN_RSP', status: 0, offset: 0 });
+  });
+
+  it('answers DATA without a session with NO_SESSION, and ABORT drops a session', async () => {
+    await send(0, 10);
+    await settle();
+    expect(answers[0]).toMatchObject({ op: 'WINDOW_ACK', status: V2Status.NO_SESSION });
+    await begin();
+    expect(device.hasSession).toBe(true);
+    await transport.unsubscribe(V2_CONTROL_UUID, () => {});
+    await abortV2Session(transport);
+    expect(device.hasSession).toBe(false);
+    expect(answers.at(-1)).toMatchObject({ op: 'ABORT_RSP', status: 0 });
+  });
+
+  it('after an ABORT the next upload starts from 0', async () => {
+    await begin();
+    await send(0, 240);
+    await send(240, 240);
+    await settle();
+    await abortV2Session(transport);
+    const result = await uploadV2(transport, image, { compression: 'never' });
+    expect(result.resumedFrom).toBe(0);
+  });
+});
