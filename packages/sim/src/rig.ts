@@ -7,6 +7,7 @@ import type { PeripheralApp, ReadResult } from './att/app.ts';
 import type { GattLayout } from './att/gatt-layout.ts';
 import type { VirtualPeripheral } from './att/peripheral.ts';
 import { UartBridge } from './console/uart-bridge.ts';
+import { type LinkTuningRequest, PHY_1M, PHY_2M } from './device/frames.ts';
 import {
   type BootOptions,
   defaultDeviceProgram,
@@ -18,12 +19,14 @@ import { VirtualRadio } from './hci/radio.ts';
 import { FLASH_SLOW, FLASH_TYPICAL, type FlashTiming, flashOpStallUs } from './link/flash.ts';
 import { ImmediateAirScheduler } from './link/immediate-scheduler.ts';
 import {
+  centralChooseInterval,
+  connectionStartParams,
   createProfileLink,
   getProfile,
   type LinkProfile,
   NIMBLE_DEFAULT_PREFERRED_MTU,
 } from './link/profiles.ts';
-import type { AirScheduler } from './link/types.ts';
+import type { AirScheduler, Phy } from './link/types.ts';
 
 export interface BoardOptions {
   /** Advertised name; the firmware's default is `esp32`. */
@@ -44,6 +47,45 @@ export interface BoardOptions {
   powerCutAt?: number;
   /** Flash at its datasheet maxima (400 ms sector erase, 3 ms page program) instead of typical. */
   slowFlash?: boolean;
+}
+
+/** One LINK_REQUEST of the firmware and what the link did with it. */
+export interface LinkTuningRecord {
+  board: string;
+  conn: number;
+  request: LinkTuningRequest;
+  /** Modeled time of the request on the connection's link, in microseconds. */
+  requestedAtUs: number;
+  /** Set once the procedure finished (never, if the link dropped first). */
+  outcome?: {
+    /** Whether the central granted it (a connection update can be refused). */
+    accepted: boolean;
+    /** Modeled time when the link used the new parameters, in microseconds. */
+    atUs: number;
+    connIntervalMs: number;
+    dataLength: number;
+    phy: Phy;
+  };
+}
+
+/** One line per request, for logs and test failures. */
+export function describeLinkTuning(r: LinkTuningRecord): string {
+  const q = r.request;
+  const asked =
+    q.kind === 'connParams'
+      ? `connection interval ${q.minInterval * 1.25}-${q.maxInterval * 1.25} ms, latency ${q.latency}, timeout ${q.timeout * 10} ms`
+      : q.kind === 'dataLength'
+        ? `data length ${q.txOctets} (${q.txTimeUs} us)`
+        : `PHY tx ${phyBits(q.txPhys)} rx ${phyBits(q.rxPhys)}`;
+  const at = `${(r.requestedAtUs / 1000).toFixed(3)} ms`;
+  if (!r.outcome) return `${r.board} conn ${r.conn} @${at}: asked ${asked}; pending`;
+  const o = r.outcome;
+  return `${r.board} conn ${r.conn} @${at}: asked ${asked}; ${o.accepted ? 'granted' : 'refused'} @${(o.atUs / 1000).toFixed(3)} ms: interval ${o.connIntervalMs} ms, data length ${o.dataLength}, PHY ${o.phy}`;
+}
+
+function phyBits(bits: number): string {
+  const names = [bits & PHY_1M ? '1M' : '', bits & PHY_2M ? '2M' : ''].filter(Boolean);
+  return names.length ? names.join('|') : 'none';
 }
 
 /** A fault of the device itself (radio faults are in the radio's log). */
@@ -70,9 +112,28 @@ export interface VirtualRigOptions {
    * instance, the one `import noble from '@abandonware/noble'` returns, for one rig per process.
    */
   noble?: 'singleton' | 'instance';
+  /**
+   * noble's extended (Bluetooth 5) mode for an `instance` noble: it then enables the LE events
+   * of Data Length Change and PHY Update Complete, which the controller sends only when enabled.
+   */
+  nobleExtended?: boolean;
 }
 
 const layouts = new Map<string, GattLayout>();
+
+/** protocol-v2.md: the v2 Control characteristic. */
+const V2_CONTROL_UUID = '44d90618-0f1a-4804-b9c7-a5ae29118ffa';
+
+/**
+ * A firmware that declares the v2 characteristics is a v2 host build, which answers every input
+ * frame with FRAME_DONE (protocol-v2.md, "The host build's frames for v2"). Knowing it before the
+ * first frame lets the rig hold modeled time from the very first CONNECT.
+ */
+export function declaresV2(layout: GattLayout): boolean {
+  return layout.services.some((s) =>
+    s.characteristics.some((c) => c.uuid.toLowerCase() === V2_CONTROL_UUID),
+  );
+}
 
 /** The GATT layout the firmware declares (ble_ota_gatt.h), as its host build exports it. */
 export async function readGattLayout(program = defaultDeviceProgram): Promise<GattLayout> {
@@ -106,6 +167,8 @@ export class VirtualBoard implements PeripheralApp {
   private readonly flashTiming: FlashTiming;
   /** Device faults that fired or are in force: power cuts, slow flash. */
   readonly faultLog: DeviceFaultRecord[] = [];
+  /** Every LINK_REQUEST of the firmware and its outcome, in the order they came. */
+  readonly linkLog: LinkTuningRecord[] = [];
   peripheral!: VirtualPeripheral;
 
   constructor(
@@ -114,8 +177,18 @@ export class VirtualBoard implements PeripheralApp {
     readonly uart: UartBridge,
     readonly profile: LinkProfile | undefined,
     program: string,
+    sendsFrameDone?: boolean,
   ) {
-    this.device = new SimulatedDevice({ flashPath, name: options.name, program });
+    this.device = new SimulatedDevice({
+      flashPath,
+      name: options.name,
+      program,
+      ...(sendsFrameDone === undefined ? {} : { sendsFrameDone }),
+    });
+    this.device.holdModeledTime = () => this.link?.hold?.();
+    this.device.on('linkRequest', (request) => {
+      void this.onLinkRequest(request);
+    });
     this.flashTiming = options.slowFlash ? FLASH_SLOW : (profile?.flash ?? FLASH_TYPICAL);
     if (options.slowFlash) {
       this.faultLog.push({
@@ -138,7 +211,7 @@ export class VirtualBoard implements PeripheralApp {
     this.device.on('flashOp', (op) => {
       // The flash stall holds the whole chip, radio host task included (cache off).
       if (this.profile && this.link)
-        this.link.stallPeripheral(flashOpStallUs(op, this.profile.flash));
+        this.link.stallPeripheral(flashOpStallUs(op, this.flashTiming));
     });
     this.device.on('off', (info) => {
       this.peripheral.reset();
@@ -160,6 +233,77 @@ export class VirtualBoard implements PeripheralApp {
 
   get name(): string {
     return this.options.name;
+  }
+
+  /**
+   * Carries out one LINK_REQUEST through the radio model, as NimBLE's controller and the central
+   * would: an L2CAP connection parameter update (the central picks the interval and says so to
+   * noble in LE Connection Update Complete), the Data Length Update procedure (Data Length Change
+   * to noble), the PHY Update procedure (2M only when both sides have it; PHY Update Complete to
+   * noble). Then LINK_UPDATE tells the firmware what the link uses.
+   */
+  async onLinkRequest(request: LinkTuningRequest): Promise<LinkTuningRecord> {
+    const link = this.link;
+    const record: LinkTuningRecord = {
+      board: this.name,
+      conn: request.conn,
+      request,
+      requestedAtUs: link?.nowUs ?? 0,
+    };
+    this.linkLog.push(record);
+    if (!link || !this.peripheral.connections().includes(request.conn)) return record;
+    const p = this.peripheral;
+    let accepted = true;
+    try {
+      if (request.kind === 'connParams') {
+        let onUpdate: ((conn: number) => void) | undefined;
+        const updated = new Promise<void>((resolve) => {
+          onUpdate = (conn) => {
+            if (conn === request.conn) resolve();
+          };
+          p.on('connectionUpdated', onUpdate);
+          p.on('disconnect', onUpdate);
+        });
+        try {
+          accepted = await p.requestConnectionUpdate(request.conn, {
+            minIntervalMs: request.minInterval * 1.25,
+            maxIntervalMs: request.maxInterval * 1.25,
+            latency: request.latency,
+            supervisionTimeoutMs: request.timeout * 10,
+          });
+          // The answer may reach the peripheral before or after the central switches.
+          if (accepted) await updated;
+        } finally {
+          if (onUpdate) {
+            p.off('connectionUpdated', onUpdate);
+            p.off('disconnect', onUpdate);
+          }
+        }
+      } else if (request.kind === 'dataLength') {
+        await p.requestDataLength(request.conn, request.txOctets);
+      } else {
+        await p.requestPhy(request.conn, request.txPhys, request.rxPhys);
+      }
+    } catch {
+      // The link dropped while the procedure ran: nothing to tell the firmware.
+      return record;
+    }
+    if (this.link !== link || this.device.state !== 'running') return record;
+    const now = link.params;
+    record.outcome = {
+      accepted,
+      atUs: link.nowUs,
+      connIntervalMs: now.connIntervalMs,
+      dataLength: now.dataLength,
+      phy: now.phy,
+    };
+    this.device.linkUpdate({
+      conn: request.conn,
+      interval: Math.round(now.connIntervalMs / 1.25),
+      dataLength: now.dataLength,
+      phy: now.phy === '2M' ? 2 : 1,
+    });
+    return record;
   }
 
   get address(): string {
@@ -299,11 +443,21 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
   const boards: VirtualBoard[] = [];
   const radio = new VirtualRadio({
     createLink: (req) => {
-      const link: AirScheduler = profile ? createProfileLink(profile) : new ImmediateAirScheduler();
+      const link: AirScheduler = profile
+        ? createProfileLink(profile, connectionStartParams(profile))
+        : new ImmediateAirScheduler();
       boards.find((b) => b.address === req.peripheralAddress)?.attachLink(link);
       return link;
     },
+    ...(profile
+      ? {
+          chooseInterval: (minMs: number, maxMs: number, currentMs: number) =>
+            centralChooseInterval(profile, minMs, maxMs, currentMs),
+          controller: { supports2M: profile.centralSupports2M },
+        }
+      : {}),
   });
+  const sendsFrameDone = declaresV2(layout) ? true : undefined;
 
   const specs = options.boards?.length ? options.boards : [{}];
   for (const [i, spec] of specs.entries()) {
@@ -315,7 +469,7 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
     };
     const flashPath = spec.flashPath ?? join(workDir, `board-${i + 1}-flash.bin`);
     const uart = await UartBridge.open();
-    const board = new VirtualBoard(opts, flashPath, uart, profile, program);
+    const board = new VirtualBoard(opts, flashPath, uart, profile, program, sendsFrameDone);
     board.peripheral = radio.addPeripheral({
       address: opts.address,
       name: opts.name,
@@ -335,7 +489,10 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
   await Promise.all(boards.map((b) => b.startDevice({ resetReason: 'poweron' })));
 
   installVirtualHci(radio);
-  const noble = options.noble === 'singleton' ? loadNoble() : createNoble();
+  const noble =
+    options.noble === 'singleton'
+      ? loadNoble()
+      : createNoble(options.nobleExtended ? { extended: true } : {});
 
   return {
     noble,

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Connection, PeripheralEnd } from '../hci/connection.ts';
 import { L2CAP_CID_ATT, L2CAP_CID_LE_SIGNALING, L2CAP_CID_SMP, Status } from '../hci/constants.ts';
 import { type Fault, type FaultRecord, FaultSet } from '../hci/faults.ts';
-import type { AirScheduler } from '../link/types.ts';
+import type { AirScheduler, Phy } from '../link/types.ts';
 import type { PeripheralApp } from './app.ts';
 import { ATT_DEFAULT_MTU, AttServer } from './att-server.ts';
 import { AttributeDb, type GattLayout } from './gatt-layout.ts';
@@ -58,6 +58,8 @@ type PeripheralEvents = {
   fault: [FaultRecord];
   /** The app threw or rejected while handling a PDU; the client got ATT error 0x0e. */
   appError: [Error];
+  /** The central applied new connection parameters on this connection. */
+  connectionUpdated: [number];
 };
 
 /**
@@ -231,6 +233,28 @@ export class VirtualPeripheral extends EventEmitter<PeripheralEvents> implements
     });
   }
 
+  /**
+   * Starts the Data Length Update procedure from this side (NimBLE's `ble_gap_set_data_len`).
+   * Resolves with the link's data length once the central's controller answered.
+   */
+  requestDataLength(conn: number, txOctets: number): Promise<number> {
+    const c = this.conns.get(conn);
+    if (!c) return Promise.reject(new Error(`connection ${conn} is not open on ${this.address}`));
+    return c.link.requestDataLength(Math.min(txOctets, this.maxDataLength));
+  }
+
+  /**
+   * Starts the PHY Update procedure from this side (NimBLE's `ble_gap_set_prefered_le_phy`);
+   * `txPhys`/`rxPhys` are bit sets (bit 0 1M, bit 1 2M). A peripheral without 2M offers 1M only.
+   * Resolves with the PHY the link uses afterwards.
+   */
+  requestPhy(conn: number, txPhys: number, rxPhys: number): Promise<Phy> {
+    const c = this.conns.get(conn);
+    if (!c) return Promise.reject(new Error(`connection ${conn} is not open on ${this.address}`));
+    const mask = this.supports2M ? 0x03 : 0x01;
+    return c.link.requestPhy(txPhys & mask, rxPhys & mask);
+  }
+
   /** Advertising and scan response payloads, laid out as NimBLE's ble_hs_adv_set_fields does. */
   advertisingData(): { adv: Buffer; scanRsp: Buffer } {
     const name = Buffer.from(this.currentName, 'utf8');
@@ -320,6 +344,10 @@ export class VirtualPeripheral extends EventEmitter<PeripheralEvents> implements
     this.emit('disconnect', conn, reason);
     const resume = this.options.resumeAdvertisingOnDisconnect ?? true;
     if (resume && this.wantAdvertising && this.conns.size === 0) this.setAdvertising(true);
+  }
+
+  connectionUpdated(conn: number): void {
+    if (this.conns.has(conn)) this.emit('connectionUpdated', conn);
   }
 
   private onSignaling(c: PeripheralConnection, pdu: Buffer): void {

@@ -10,6 +10,7 @@ export const HostFrame = {
   WRITE: 0x04,
   READ: 0x05,
   SUBSCRIBE: 0x06,
+  LINK_UPDATE: 0x07,
 } as const;
 
 export const DeviceFrame = {
@@ -20,9 +21,40 @@ export const DeviceFrame = {
   READ_RSP: 0x85,
   RESET: 0x87,
   FLASH_OP: 0x88,
+  LINK_REQUEST: 0x89,
+  FRAME_DONE: 0x8a,
 } as const;
 
 export type FlashOpKind = 'erase' | 'write' | 'read';
+
+/** Bits of LINK_REQUEST's PHY fields (and the HCI LE Set PHY ones). */
+export const PHY_1M = 0x01;
+export const PHY_2M = 0x02;
+
+/**
+ * What the firmware asks of the link (protocol-v2.md "Link tuning"), in the frame's own units:
+ * intervals in 1.25 ms, the supervision timeout in 10 ms, PHYs as bit sets.
+ */
+export type LinkTuningRequest =
+  | {
+      kind: 'connParams';
+      conn: number;
+      minInterval: number;
+      maxInterval: number;
+      latency: number;
+      timeout: number;
+    }
+  | { kind: 'dataLength'; conn: number; txOctets: number; txTimeUs: number }
+  | { kind: 'phy'; conn: number; txPhys: number; rxPhys: number };
+
+/** What the link uses now, as LINK_UPDATE tells the device. */
+export interface LinkTuningUpdate {
+  conn: number;
+  /** Connection interval in 1.25 ms units. */
+  interval: number;
+  dataLength: number;
+  phy: 1 | 2;
+}
 
 export type DeviceEvent =
   | { type: 'hello'; advertising: boolean; name: string }
@@ -31,7 +63,9 @@ export type DeviceEvent =
   | { type: 'writeRsp'; conn: number; chrId: number; status: number }
   | { type: 'readRsp'; conn: number; chrId: number; status: number; data: Uint8Array }
   | { type: 'reset'; reason: number }
-  | { type: 'flashOp'; op: FlashOpKind; addr: number; len: number };
+  | { type: 'flashOp'; op: FlashOpKind; addr: number; len: number }
+  | { type: 'linkRequest'; request: LinkTuningRequest }
+  | { type: 'frameDone'; frameType: number };
 
 const FLASH_OPS: Record<number, FlashOpKind> = { 1: 'erase', 2: 'write', 3: 'read' };
 
@@ -78,7 +112,49 @@ export const encode = {
   read: (conn: number, chrId: number) => frame(HostFrame.READ, u16(conn, chrId)),
   subscribe: (conn: number, chrId: number, flags: number) =>
     frame(HostFrame.SUBSCRIBE, concat(u16(conn, chrId), Uint8Array.of(flags))),
+  linkUpdate: (u: LinkTuningUpdate) =>
+    frame(
+      HostFrame.LINK_UPDATE,
+      concat(u16(u.conn, u.interval, u.dataLength), Uint8Array.of(u.phy)),
+    ),
 };
+
+function decodeLinkRequest(p: Uint8Array, view: DataView): LinkTuningRequest {
+  const kind = p[0] as number;
+  const conn = view.getUint16(1, true);
+  const need = (n: number) => {
+    if (p.length < n) {
+      throw new FrameError(`LINK_REQUEST of kind ${kind} too short: ${p.length} < ${n} bytes`);
+    }
+  };
+  switch (kind) {
+    case 1:
+      need(11);
+      return {
+        kind: 'connParams',
+        conn,
+        minInterval: view.getUint16(3, true),
+        maxInterval: view.getUint16(5, true),
+        latency: view.getUint16(7, true),
+        timeout: view.getUint16(9, true),
+      };
+    case 2:
+      need(7);
+      return {
+        kind: 'dataLength',
+        conn,
+        txOctets: view.getUint16(3, true),
+        txTimeUs: view.getUint16(5, true),
+      };
+    case 3:
+      need(5);
+      return { kind: 'phy', conn, txPhys: p[3] as number, rxPhys: p[4] as number };
+    default:
+      throw new FrameError(
+        `unknown LINK_REQUEST kind ${kind} (1 connection parameters, 2 data length, 3 PHY)`,
+      );
+  }
+}
 
 function decodeOne(type: number, p: Uint8Array): DeviceEvent {
   const view = new DataView(p.buffer, p.byteOffset, p.byteLength);
@@ -131,6 +207,12 @@ function decodeOne(type: number, p: Uint8Array): DeviceEvent {
       if (!op) throw new FrameError(`unknown flash operation ${p[0]}`);
       return { type: 'flashOp', op, addr: view.getUint32(1, true), len: view.getUint32(5, true) };
     }
+    case DeviceFrame.LINK_REQUEST:
+      need(3);
+      return { type: 'linkRequest', request: decodeLinkRequest(p, view) };
+    case DeviceFrame.FRAME_DONE:
+      need(1);
+      return { type: 'frameDone', frameType: p[0] as number };
     default:
       throw new FrameError(`unknown device frame type 0x${type.toString(16)}`);
   }

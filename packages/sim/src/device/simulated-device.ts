@@ -3,12 +3,22 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
-import { type DeviceEvent, encode, type FlashOpKind, FrameDecoder } from './frames.ts';
+import {
+  type DeviceEvent,
+  encode,
+  type FlashOpKind,
+  FrameDecoder,
+  type LinkTuningRequest,
+  type LinkTuningUpdate,
+} from './frames.ts';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 
 /** Where the firmware's host build puts the simulated device program. */
 export const defaultDeviceProgram = join(repoRoot, 'firmware', 'host', 'build', 'ble-ota-device');
+
+/** Wall time a frame may wait for its FRAME_DONE before the device counts as not sending it. */
+const FRAME_DONE_TIMEOUT_MS = 5000;
 
 /** The exit code with which the device program reports a cut at its Nth flash operation. */
 export const POWER_CUT_EXIT_CODE = 137;
@@ -31,6 +41,25 @@ export interface SimulatedDeviceOptions {
   name?: string;
   /** Path of the device program; defaults to the host build's. */
   program?: string;
+  /**
+   * Whether the program answers every input frame with FRAME_DONE (protocol-v2.md, "The host
+   * build's frames for v2"). Unknown (default): learnt from the first FRAME_DONE it sends, and
+   * kept for later boots of the same device.
+   */
+  sendsFrameDone?: boolean;
+}
+
+/**
+ * Freezes modeled time while the device works on a frame; returns the release. The board hands
+ * in its link's `hold()`, so that whatever the device does for a frame (answers, flash stalls,
+ * link requests) lands at the modeled instant the frame arrived, however slow the machine is.
+ */
+export type HoldModeledTime = () => (() => void) | undefined;
+
+interface InFlightFrame {
+  type: number;
+  release: (() => void) | undefined;
+  done: (() => void) | undefined;
 }
 
 export interface BootOptions {
@@ -60,6 +89,10 @@ interface DeviceEvents {
   hello: [info: { advertising: boolean; name: string }];
   notify: [conn: number, chrId: number, data: Uint8Array];
   flashOp: [op: DeviceFlashOp];
+  /** LINK_REQUEST: the firmware asks for other link parameters. */
+  linkRequest: [request: LinkTuningRequest];
+  /** The device finished an input frame of this type (FRAME_DONE). */
+  frameDone: [frameType: number];
   /** The firmware asked for a restart (after OTA, or a rollback). */
   reset: [reason: number];
   /** The process ended; `powerCut` when it was a cut at a flash operation. */
@@ -88,9 +121,23 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
   private _state: DeviceState = 'off';
   private _advertisedName = '';
   private ops: DeviceFlashOp[] = [];
+  /** Frames handed to the device that await their FRAME_DONE, oldest first. */
+  private inFlight: InFlightFrame[] = [];
+  /** Frames sent before the device was known to send FRAME_DONE: their FRAME_DONEs come first. */
+  private untracked = 0;
+  private frameDoneSeen: boolean | undefined;
+  private watchdog: NodeJS.Timeout | undefined;
+  /** Set by the board: how to hold modeled time while the device works on a frame. */
+  holdModeledTime: HoldModeledTime | undefined;
 
   constructor(readonly options: SimulatedDeviceOptions) {
     super();
+    this.frameDoneSeen = options.sendsFrameDone;
+  }
+
+  /** Whether the program sends FRAME_DONE (undefined until it is known). */
+  get sendsFrameDone(): boolean | undefined {
+    return this.frameDoneSeen;
   }
 
   /** Flash operations of the current (or last) boot, in order. */
@@ -135,6 +182,7 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
     }
     this.decoder = new FrameDecoder();
     this.ops = [];
+    this.untracked = 0;
     this.stderr = '';
     this._state = 'booting';
     const child = execa(this.program, args, programOptions);
@@ -187,11 +235,28 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
     this.send(encode.subscribe(conn, chrId, flags));
   }
 
-  /** Resolves with the ATT status for a write with response, with 0 at once otherwise. */
+  /** LINK_UPDATE: tells the firmware what the link uses now. */
+  linkUpdate(update: LinkTuningUpdate): void {
+    this.send(encode.linkUpdate(update));
+  }
+
+  /**
+   * Resolves with the ATT status for a write with response. A Write Command resolves with 0 once
+   * the device has processed it (FRAME_DONE), or at once on a device that does not say so.
+   */
   write(conn: number, chrId: number, data: Uint8Array, withResponse: boolean): Promise<number> {
-    this.send(encode.write(conn, chrId, data, withResponse));
-    if (!withResponse) return Promise.resolve(0);
-    return new Promise((resolve, reject) => this.pendingWrites.push({ resolve, reject }));
+    if (withResponse) {
+      this.send(encode.write(conn, chrId, data, true));
+      return new Promise((resolve, reject) => this.pendingWrites.push({ resolve, reject }));
+    }
+    if (!this.frameDoneSeen) {
+      this.send(encode.write(conn, chrId, data, false));
+      return Promise.resolve(0);
+    }
+    return new Promise((resolve) => {
+      // A device that goes away finishes nothing: the command is lost, as on a real link.
+      this.send(encode.write(conn, chrId, data, false), () => resolve(0));
+    });
   }
 
   read(conn: number, chrId: number): Promise<{ status: number; data: Uint8Array }> {
@@ -199,12 +264,77 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
     return new Promise((resolve, reject) => this.pendingReads.push({ resolve, reject }));
   }
 
-  private send(bytes: Uint8Array): void {
+  /** Frames handed to the device whose FRAME_DONE has not come yet. */
+  get framesInFlight(): number {
+    return this.inFlight.length;
+  }
+
+  private send(bytes: Uint8Array, done?: () => void): void {
     const child = this.child;
     if (!child || this._state !== 'running') {
       throw new Error(`the simulated device is ${this._state}, not running`);
     }
+    if (this.frameDoneSeen) {
+      this.inFlight.push({ type: bytes[0] as number, release: this.holdModeledTime?.(), done });
+      this.armWatchdog();
+    } else {
+      this.untracked += 1;
+    }
     child.stdin.write(bytes);
+  }
+
+  /**
+   * A program thought to send FRAME_DONE that stays silent (an older app booted from flash)
+   * would freeze modeled time for good: after a few seconds of wall time without any FRAME_DONE
+   * the device counts as one that does not send it.
+   */
+  private armWatchdog(): void {
+    if (this.watchdog || this.inFlight.length === 0) return;
+    this.watchdog = setTimeout(() => {
+      this.watchdog = undefined;
+      if (this.inFlight.length === 0) return;
+      this.stderr += `\nno FRAME_DONE within ${FRAME_DONE_TIMEOUT_MS} ms for ${this.inFlight.length} frame(s): treating the device as one that does not send FRAME_DONE`;
+      this.frameDoneSeen = false;
+      for (const f of this.inFlight.splice(0)) {
+        f.done?.();
+        f.release?.();
+      }
+    }, FRAME_DONE_TIMEOUT_MS);
+    this.watchdog.unref();
+  }
+
+  private onFrameDone(frameType: number): void {
+    if (this.watchdog) {
+      clearTimeout(this.watchdog);
+      this.watchdog = undefined;
+    }
+    if (!this.frameDoneSeen) {
+      this.frameDoneSeen = true;
+    }
+    if (this.untracked > 0) {
+      this.untracked -= 1;
+    } else {
+      const f = this.inFlight.shift();
+      if (!f) {
+        this.stderr += `\nFRAME_DONE for frame type 0x${frameType.toString(16)} with no frame in flight`;
+      } else {
+        if (f.type !== frameType) {
+          this.stderr += `\nFRAME_DONE for frame type 0x${frameType.toString(16)}, expected 0x${f.type.toString(16)}: frames processed out of order`;
+        }
+        f.done?.();
+        f.release?.();
+      }
+    }
+    this.armWatchdog();
+    this.emit('frameDone', frameType);
+  }
+
+  private releaseInFlight(): void {
+    if (this.watchdog) {
+      clearTimeout(this.watchdog);
+      this.watchdog = undefined;
+    }
+    for (const f of this.inFlight.splice(0)) f.release?.();
   }
 
   private onStdout(chunk: Buffer): void {
@@ -247,6 +377,12 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
       case 'reset':
         this.emit('reset', ev.reason);
         break;
+      case 'linkRequest':
+        this.emit('linkRequest', ev.request);
+        break;
+      case 'frameDone':
+        this.onFrameDone(ev.frameType);
+        break;
     }
   }
 
@@ -257,6 +393,7 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
     // Exit 0 is a restart the firmware asked for; anything else before HELLO means the
     // bootloader found nothing it could boot.
     this._state = exitCode === 0 || powerCut || this._state === 'running' ? 'off' : 'halted';
+    this.releaseInFlight();
     const gone = new Error('the simulated device restarted or lost power');
     for (const p of this.pendingWrites.splice(0)) p.reject(gone);
     for (const p of this.pendingReads.splice(0)) p.reject(gone);

@@ -1,4 +1,4 @@
-import type { AirScheduler } from '../link/types.ts';
+import type { AirScheduler, Phy } from '../link/types.ts';
 import { L2CAP_CID_ATT, L2CAP_CID_LE_SIGNALING, PB_CONT, PB_START, Status } from './constants.ts';
 import type { FaultSet } from './faults.ts';
 
@@ -9,6 +9,15 @@ export interface CentralEnd {
   /** A complete L2CAP signaling frame from the peripheral, for the central's kernel. */
   onPeripheralSignaling(connection: Connection, payload: Buffer): void;
   linkClosed(connection: Connection, reason: number): void;
+  /**
+   * The peripheral's LL_LENGTH_REQ reached the central's controller: it settles the data length
+   * (the lesser of both sides' maxima and the request), applies it to the link and tells its host.
+   */
+  onPeripheralDataLength(connection: Connection, txOctets: number): void;
+  /** The peripheral's LL_PHY_REQ: returns the PHY the central's controller chooses. */
+  onPeripheralPhyRequest(connection: Connection, txPhys: number, rxPhys: number): Phy;
+  /** The PHY update instant passed: the link now uses `phy`; the central tells its host. */
+  onPhyUpdated(connection: Connection, phy: Phy, changed: boolean): void;
 }
 
 /** The peripheral's host, as a connection sees it. */
@@ -17,6 +26,8 @@ export interface PeripheralEnd {
   valueHandleOf(chrId: number): number | undefined;
   receiveL2cap(conn: number, cid: number, payload: Buffer): void;
   linkClosed(conn: number, reason: number): void;
+  /** The central's controller applied a connection update (LE Connection Update Complete). */
+  connectionUpdated?(conn: number): void;
 }
 
 export type Initiator = 'central' | 'peripheral' | 'link';
@@ -89,6 +100,51 @@ export class Connection {
     const peripheralReason = initiator === 'peripheral' ? Status.LocalHostTerminated : reason;
     this.central.linkClosed(this, centralReason);
     this.peripheral.linkClosed(this.conn, peripheralReason);
+  }
+
+  /**
+   * The peripheral's controller starts the Data Length Update procedure (LL_LENGTH_REQ, answered
+   * by LL_LENGTH_RSP: control PDUs of 9 bytes). Resolves with the data length the link uses once
+   * the answer is back; never settles if the link drops first.
+   */
+  requestDataLength(txOctets: number): Promise<number> {
+    return new Promise((resolve) => {
+      if (this.closed) return;
+      this.scheduler.send('p2c', LL_LENGTH_PDU_BYTES, () => {
+        if (this.closed) return;
+        this.central.onPeripheralDataLength(this, txOctets);
+        this.scheduler.send('c2p', LL_LENGTH_PDU_BYTES, () => {
+          if (!this.closed) resolve(this.scheduler.params.dataLength);
+        });
+      });
+    });
+  }
+
+  /**
+   * The peripheral's controller starts the PHY Update procedure (LL_PHY_REQ, 3 bytes; the
+   * central answers with LL_PHY_UPDATE_IND, 5 bytes, and both switch). Resolves with the PHY in
+   * use afterwards; never settles if the link drops first.
+   */
+  requestPhy(txPhys: number, rxPhys: number): Promise<Phy> {
+    return new Promise((resolve) => {
+      if (this.closed) return;
+      this.scheduler.send('p2c', LL_PHY_REQ_BYTES, () => {
+        if (this.closed) return;
+        const phy = this.central.onPeripheralPhyRequest(this, txPhys, rxPhys);
+        this.scheduler.send('c2p', LL_PHY_UPDATE_IND_BYTES, () => {
+          if (this.closed) return;
+          const changed = this.scheduler.params.phy !== phy;
+          if (changed) this.scheduler.setParams({ phy });
+          this.central.onPhyUpdated(this, phy, changed);
+          resolve(phy);
+        });
+      });
+    });
+  }
+
+  /** The central's controller switched to new connection parameters. */
+  connectionUpdated(): void {
+    if (!this.closed) this.peripheral.connectionUpdated?.(this.conn);
   }
 
   /** The central's controller forgot the link (HCI Reset, power-off): only the peripheral learns of it. */
@@ -177,6 +233,11 @@ export class Connection {
     return v.action === 'drop' ? undefined : v.pdu;
   }
 }
+
+/** LL control PDU sizes (opcode + parameters), Core Vol 6 Part B 2.4.2. */
+const LL_LENGTH_PDU_BYTES = 9;
+const LL_PHY_REQ_BYTES = 3;
+const LL_PHY_UPDATE_IND_BYTES = 5;
 
 export function l2capFrame(cid: number, payload: Buffer): Buffer {
   const frame = Buffer.alloc(4 + payload.length);

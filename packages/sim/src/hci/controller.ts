@@ -1,5 +1,5 @@
 import type { VirtualPeripheral } from '../att/peripheral.ts';
-import type { AirScheduler } from '../link/types.ts';
+import type { AirScheduler, Phy } from '../link/types.ts';
 import { type CentralEnd, Connection } from './connection.ts';
 import {
   EVT_CMD_COMPLETE,
@@ -186,6 +186,30 @@ export class VirtualController implements CentralEnd {
       this.commandStatus(Op.LeConnectionUpdate, Status.Success);
       this.updateConnection(connection, min * 1.25, max * 1.25, latency, timeout * 10);
     }
+  }
+
+  onPeripheralDataLength(connection: Connection, txOctets: number): void {
+    const peer = this.peripheralAt(connection.peripheralAddress);
+    const effective = Math.max(
+      MIN_DATA_LENGTH,
+      Math.min(txOctets, MAX_DATA_LENGTH, peer?.maxDataLength ?? MIN_DATA_LENGTH),
+    );
+    if (effective === connection.scheduler.params.dataLength) return;
+    connection.scheduler.setParams({ dataLength: effective });
+    this.dataLengthChange(connection, effective);
+  }
+
+  onPeripheralPhyRequest(connection: Connection, txPhys: number, rxPhys: number): Phy {
+    const peer = this.peripheralAt(connection.peripheralAddress);
+    // Symmetric PHYs only (the link model has one PHY): 2M when both directions may use it and
+    // both controllers have it.
+    const both2M = (txPhys & 0x02) !== 0 && (rxPhys & 0x02) !== 0;
+    return both2M && this.config.supports2M && peer?.supports2M ? '2M' : '1M';
+  }
+
+  onPhyUpdated(connection: Connection, phy: Phy, changed: boolean): void {
+    // A procedure the peer started and that changed nothing is not reported to the host.
+    if (changed) this.phyUpdate(connection, Status.Success, phy === '2M' ? 2 : 1);
   }
 
   linkClosed(connection: Connection, reason: number): void {
@@ -623,6 +647,7 @@ export class VirtualController implements CentralEnd {
     setImmediate(() => {
       if (link.closed) return;
       link.scheduler.setParams({ connIntervalMs: intervalMs });
+      link.connectionUpdated();
       if (!this.leEventEnabled(LE_CONN_UPDATE_COMPLETE)) return;
       const r = Buffer.alloc(10);
       r.writeUInt8(LE_CONN_UPDATE_COMPLETE, 0);

@@ -24,6 +24,10 @@ export const NIMBLE_DEFAULT_PREFERRED_MTU = 256;
 
 interface CentralFacts {
   connIntervalMs: number;
+  /** The shortest interval the central grants when a peripheral asks for one. */
+  minConnIntervalMs: number;
+  /** Whether its controller does LE 2M PHY. */
+  supports2M: boolean;
   /** The ATT MTU the central asks for in its Exchange MTU Request. */
   requestMtu: number;
   /** LE ACL buffers its controller reports (LE Read Buffer Size): host-to-controller credits. */
@@ -34,9 +38,13 @@ interface CentralFacts {
 const CENTRALS: Record<CentralName, CentralFacts> = {
   'linux-noble': {
     connIntervalMs: 7.5,
+    minConnIntervalMs: 7.5,
+    supports2M: true,
     requestMtu: 256,
     aclBuffers: 8,
     sources: {
+      minConnIntervalMs: 'LINK-MODEL.md Air time: "connection interval 7.5 ms to 4 s"',
+      supports2M: 'assumption: a Bluetooth 5 USB adapter (the virtual controller reports 2M)',
       connIntervalMs:
         'LINK-MODEL.md Centrals: "Linux with noble\'s HCI stack: connection request 7.5-22.5 ms" (the virtual controller grants the minimum; a real adapter may pick more)',
       requestMtu: 'LINK-MODEL.md Centrals: "desired MTU 256 by default"',
@@ -46,9 +54,14 @@ const CENTRALS: Record<CentralName, CentralFacts> = {
   },
   macos: {
     connIntervalMs: 15,
+    minConnIntervalMs: 15,
+    supports2M: true,
     requestMtu: 185,
     aclBuffers: 8,
     sources: {
+      minConnIntervalMs:
+        'LINK-MODEL.md Centrals: "macOS / iOS: connection interval at least 15 ms"',
+      supports2M: 'assumption: LINK-MODEL.md gives no PHY figure for Apple centrals',
       connIntervalMs:
         'LINK-MODEL.md Centrals: "macOS / iOS: connection interval at least 15 ms (a multiple of 15 ms)"',
       requestMtu: 'LINK-MODEL.md Centrals: "ATT MTU 185 typical"',
@@ -58,9 +71,14 @@ const CENTRALS: Record<CentralName, CentralFacts> = {
   },
   android: {
     connIntervalMs: 11.25,
+    minConnIntervalMs: 11.25,
+    supports2M: true,
     requestMtu: 517,
     aclBuffers: 8,
     sources: {
+      minConnIntervalMs:
+        'LINK-MODEL.md Centrals: "Android: CONNECTION_PRIORITY_HIGH gives 11.25-15 ms" (the low end)',
+      supports2M: 'assumption: no PHY figure in LINK-MODEL.md',
       connIntervalMs:
         'LINK-MODEL.md Centrals: "Android: CONNECTION_PRIORITY_HIGH gives 11.25-15 ms on Android 6+" (the low end)',
       requestMtu: 'LINK-MODEL.md Centrals: "MTU up to 517"',
@@ -105,6 +123,10 @@ export interface LinkProfile {
   readonly centralMtu: number;
   /** Host-to-controller ACL credits of the central's controller. */
   readonly centralAclBuffers: number;
+  /** The shortest connection interval the central grants a peripheral that asks for it. */
+  readonly centralMinIntervalMs: number;
+  /** Whether the central's controller does LE 2M PHY. */
+  readonly centralSupports2M: boolean;
   readonly model: Readonly<ModelOptions>;
   readonly flash: FlashTiming;
   /** Where each number comes from. */
@@ -127,6 +149,8 @@ function makeProfile(central: CentralName, chip: ChipName): LinkProfile {
     },
     centralMtu: c.requestMtu,
     centralAclBuffers: c.aclBuffers,
+    centralMinIntervalMs: c.minConnIntervalMs,
+    centralSupports2M: c.supports2M,
     model: { ...DEFAULT_MODEL_OPTIONS },
     flash: FLASH_TYPICAL,
     sources: {
@@ -158,6 +182,32 @@ export function getProfile(name: string): LinkProfile {
     );
   }
   return found;
+}
+
+/**
+ * A new connection's link before anything is negotiated: the central's interval, but the link
+ * layer's defaults for data length (27) and PHY (1M). Data Length Extension and 2M come only
+ * when one side asks for them (the firmware does, protocol-v2.md "Link tuning");
+ * `profile.params` is where a link ends up when everything is asked for and granted.
+ */
+export function connectionStartParams(profile: LinkProfile): LinkParams {
+  return { ...profile.params, dataLength: 27, phy: '1M' };
+}
+
+/**
+ * The interval a profile's central picks when a peripheral asks for [minMs, maxMs]: the current
+ * one if it is allowed and in range, else the nearest allowed one in range; the current one
+ * (a refusal) when the range lies below what the central grants.
+ */
+export function centralChooseInterval(
+  profile: Pick<LinkProfile, 'centralMinIntervalMs'>,
+  minMs: number,
+  maxMs: number,
+  currentMs: number,
+): number {
+  const lo = Math.max(minMs, profile.centralMinIntervalMs);
+  if (lo > maxMs) return currentMs;
+  return Math.min(maxMs, Math.max(lo, currentMs));
 }
 
 /** The MTU an Exchange MTU procedure ends with: the lesser of both sides' values. */
