@@ -42,9 +42,7 @@ describe('client stack speed (no link latency)', () => {
       `client stack: ${(image.length / 1e6).toFixed(1)} MB at MTU ${mtu} (frame ${result.frameSize} B, window ${window} B) in ${seconds.toFixed(3)} s = ${mbps.toFixed(1)} MB/s (data phase ${(result.bytesPerSecond / 1e6).toFixed(1)} MB/s)`,
     );
     expect(result.sentBytes).toBe(image.length);
-    expect(createHash('sha256').update(device.runningImage).digest('hex')).toBe(
-      result.imageSha256,
-    );
+    expect(createHash('sha256').update(device.runningImage).digest('hex')).toBe(result.imageSha256);
     device.dispose();
   });
 });
