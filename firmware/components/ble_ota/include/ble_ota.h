@@ -57,6 +57,7 @@ typedef enum {
 #define BLE_OTA_ATT_ERR_INVALID_HANDLE 0x01
 #define BLE_OTA_ATT_ERR_READ_NOT_PERMITTED 0x02
 #define BLE_OTA_ATT_ERR_WRITE_NOT_PERMITTED 0x03
+#define BLE_OTA_ATT_ERR_REQ_NOT_SUPPORTED 0x06
 #define BLE_OTA_ATT_ERR_INVALID_ATTR_VALUE_LEN 0x0D
 #define BLE_OTA_ATT_ERR_UNLIKELY 0x0E
 #define BLE_OTA_ATT_ERR_INSUFFICIENT_RES 0x11
@@ -171,6 +172,88 @@ typedef enum {
  * reboot into the previous image (reject_running does not return then).
  */
 ble_ota_boot_result_t ble_ota_boot_check(bool force_self_test_failure);
+
+/* --- Protocol v2 (docs/protocol-v2.md) ------------------------------------ */
+
+/* Commands written to v2 Control, and the answers notified on it. */
+typedef enum {
+    BLE_OTA_V2_OP_BEGIN = 0x10,
+    BLE_OTA_V2_OP_END = 0x11,
+    BLE_OTA_V2_OP_ABORT = 0x12,
+    BLE_OTA_V2_OP_BEGIN_RSP = 0x90,
+    BLE_OTA_V2_OP_WINDOW_ACK = 0x91,
+    BLE_OTA_V2_OP_END_RSP = 0x93,
+    BLE_OTA_V2_OP_ABORT_RSP = 0x94,
+} ble_ota_v2_opcode_t;
+
+/* Second byte of every v2 answer. */
+typedef enum {
+    BLE_OTA_V2_OK = 0,
+    BLE_OTA_V2_ALREADY_INSTALLED = 1,
+    BLE_OTA_V2_TOO_LARGE = 2,
+    BLE_OTA_V2_WRONG_CHIP = 3,
+    BLE_OTA_V2_BAD_REQUEST = 4,
+    BLE_OTA_V2_FLASH_ERROR = 5,
+    BLE_OTA_V2_HASH_MISMATCH = 6,
+    BLE_OTA_V2_INVALID_IMAGE = 7,
+    BLE_OTA_V2_BUSY = 8,
+    BLE_OTA_V2_NO_SESSION = 9,
+    BLE_OTA_V2_INFLATE_ERROR = 10,
+    BLE_OTA_V2_SIZE_MISMATCH = 11,
+} ble_ota_v2_status_code_t;
+
+#define BLE_OTA_V2_PROTO_VERSION 2u
+#define BLE_OTA_V2_INFO_LEN 114u
+#define BLE_OTA_V2_BEGIN_LEN 44u
+#define BLE_OTA_V2_BEGIN_RSP_LEN 16u
+#define BLE_OTA_V2_WINDOW_ACK_LEN 10u
+/* INFO flags */
+#define BLE_OTA_V2_INFO_DEFLATE 0x01u
+#define BLE_OTA_V2_INFO_RESUME 0x02u
+/* BEGIN flags */
+#define BLE_OTA_V2_BEGIN_DEFLATE 0x01u
+#define BLE_OTA_V2_BEGIN_RESTART 0x02u
+
+/* Bytes of v2 Data payload buffered between the BLE context and the writer;
+ * this is the window announced to clients (a power of two). */
+#ifndef BLE_OTA_V2_BUFFER_SIZE
+#define BLE_OTA_V2_BUFFER_SIZE 16384
+#endif
+
+/*
+ * Enables protocol v2 with the port's v2 functions (ble_ota_port.h). Call
+ * after ble_ota_init(), which detaches them again. The table must outlive
+ * the core. Returns BLE_OTA_ERR_INVALID_ARG if a required function is missing.
+ */
+int ble_ota_v2_attach(const ble_ota_port_v2_t *v2);
+
+typedef struct {
+    bool attached;
+    bool session_held;      /* a v2 session exists (possibly without a connection) */
+    bool accepting;         /* DATA frames are taken (BEGIN_RSP OK sent, link up) */
+    bool compressed;
+    uint8_t failed_status;  /* a status != 0 if the held session failed while streaming */
+    uint16_t owner;         /* connection of the session, or BLE_OTA_CONN_NONE */
+    uint32_t image_size;
+    uint32_t stream_size;
+    uint32_t expected;      /* next stream offset the BLE side takes */
+    uint32_t committed;     /* stream bytes the writer consumed */
+    uint32_t crc32;         /* of stream bytes [0, committed) */
+    uint32_t image_written; /* image bytes handed to flash (inflated) */
+    uint32_t erased_to;     /* slot bytes erased so far */
+    uint32_t buffer_used;
+    uint32_t buffer_high_water;
+    uint32_t gaps;            /* WINDOW_ACKs with BAD_REQUEST for a lost frame */
+    uint32_t frames_dropped;  /* frames that found the buffer full or came out of order */
+    uint32_t acks;            /* WINDOW_ACKs sent with status OK */
+    uint32_t sessions_completed;
+    bool restart_scheduled;
+} ble_ota_v2_status_t;
+
+void ble_ota_v2_get_status(ble_ota_v2_status_t *out);
+
+/* "ALREADY_INSTALLED" for a v2 status code. */
+const char *ble_ota_v2_status_name(uint8_t status);
 
 /* Name of an opcode ("REQUEST_ACK"), of a slot state ("pending-verify"). */
 const char *ble_ota_opcode_name(uint8_t op);

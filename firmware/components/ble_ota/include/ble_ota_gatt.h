@@ -34,6 +34,9 @@ typedef enum {
     BLE_OTA_CHR_DIS_MANUFACTURER = 2,
     BLE_OTA_CHR_DIS_MODEL = 3,
     BLE_OTA_CHR_DIS_FW_REV = 4,
+    /* Protocol v2 (docs/protocol-v2.md), in the OTA service beside the baseline pair. */
+    BLE_OTA_CHR_V2_CONTROL = 5,
+    BLE_OTA_CHR_V2_DATA = 6,
     BLE_OTA_CHR_COUNT
 } ble_ota_chr_id_t;
 

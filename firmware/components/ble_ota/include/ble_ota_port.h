@@ -144,6 +144,97 @@ typedef struct ble_ota_port {
     int (*sha256_finish)(void *ctx, uint8_t out[BLE_OTA_SHA256_LEN]);
 } ble_ota_port_t;
 
+/* --- Protocol v2 ------------------------------------------------------------
+ *
+ * What the core needs on top of ble_ota_port_t to speak protocol v2
+ * (docs/protocol-v2.md). A separate table, bound with ble_ota_v2_attach()
+ * after ble_ota_init(), so that a port written for the baseline keeps
+ * compiling and working unchanged; without it the v2 characteristics answer
+ * "Request Not Supported". inflate_* may be left NULL: INFO then says that
+ * deflate is not supported and a compressed BEGIN is refused (BAD_REQUEST).
+ */
+
+/* What link_request asks for, in HCI units (and the host build's LINK_REQUEST kinds). */
+typedef enum {
+    BLE_OTA_LINK_CONN_PARAMS = 1, /* L2CAP connection parameter update */
+    BLE_OTA_LINK_DATA_LENGTH = 2, /* LL_LENGTH_REQ */
+    BLE_OTA_LINK_PHY = 3,         /* LE Set PHY */
+} ble_ota_link_kind_t;
+
+#define BLE_OTA_PHY_1M_MASK 0x01u
+#define BLE_OTA_PHY_2M_MASK 0x02u
+
+typedef struct {
+    ble_ota_link_kind_t kind;
+    /* BLE_OTA_LINK_CONN_PARAMS: 1.25 ms units, latency in events, timeout in 10 ms units. */
+    uint16_t min_interval;
+    uint16_t max_interval;
+    uint16_t latency;
+    uint16_t timeout;
+    /* BLE_OTA_LINK_DATA_LENGTH */
+    uint16_t tx_octets;
+    uint16_t tx_time_us;
+    /* BLE_OTA_LINK_PHY: BLE_OTA_PHY_1M_MASK / _2M_MASK bits */
+    uint8_t tx_phys;
+    uint8_t rx_phys;
+} ble_ota_link_request_t;
+
+/* inflate_update's return value once the end of the deflate stream was decoded. */
+#define BLE_OTA_INFLATE_DONE 1
+
+typedef struct ble_ota_port_v2 {
+    /* --- Identity (any context; must not block) ------------------------ */
+
+    /* SHA-256 of the running app image as it lies in flash: every byte of the
+     * image, the appended digest included, i.e. the SHA-256 of the .bin file
+     * that installs it. Computed once at start-up and cached (the INFO read
+     * runs in the BLE context). IDF: esp_image_get_metadata for the length,
+     * then mbedtls over the partition (esp_partition_get_sha256 returns the
+     * appended digest, which is the SHA-256 of everything before it). */
+    int (*running_sha256)(void *ctx, uint8_t out[BLE_OTA_SHA256_LEN]);
+    /* esp_image_header_t chip id of this chip (IDF: CONFIG_IDF_FIRMWARE_CHIP_ID). */
+    uint16_t (*chip_id)(void *ctx);
+    /* Size in bytes of the slot the next update goes to (0 if there is none). */
+    uint32_t (*slot_size)(void *ctx);
+
+    /* --- Flash slot, random access (writer context only) ---------------- */
+
+    /* Opens the next update slot for writes at offsets into ranges the core
+     * erases itself (erase ahead). *erased is how many bytes from the slot
+     * start the open already erased (IDF: esp_ota_begin with a size of one
+     * sector erases that sector). Closed by slot_end/slot_abort of
+     * ble_ota_port_t, like slot_begin. */
+    int (*slot_open)(void *ctx, uint32_t image_size, ble_ota_slot_info_t *target, uint32_t *erased);
+    /* Erases [offset, offset + len) of the open slot; both are multiples of 4096. */
+    int (*slot_erase)(void *ctx, uint32_t offset, uint32_t len);
+    /* Writes into erased bytes of the open slot (IDF: esp_ota_write_with_offset).
+     * len is a multiple of 16 except for the image's last write. */
+    int (*slot_write_at)(void *ctx, uint32_t offset, const uint8_t *data, size_t len);
+
+    /* --- CRC and inflate (writer context) -------------------------------- */
+
+    /* IEEE CRC-32 continued from crc (zlib's crc32(); IDF: esp_rom_crc32_le). */
+    uint32_t (*crc32)(void *ctx, uint32_t crc, const uint8_t *data, size_t len);
+    /* One zlib-format (RFC 1950) stream at a time. IDF: the ROM's miniz
+     * tinfl_decompress with a 32 KB dictionary; host: zlib's inflate. */
+    int (*inflate_start)(void *ctx);
+    /* Consumes input from *in, *in_len (advancing them) and returns the bytes it
+     * decoded in *out, *out_len, which stay valid until the next call. The core
+     * calls again until *in_len and *out_len are both 0. Returns BLE_OTA_OK,
+     * BLE_OTA_INFLATE_DONE after the stream's end (its Adler-32 checked), or a
+     * negative error for a corrupt stream. */
+    int (*inflate_update)(void *ctx, const uint8_t **in, size_t *in_len, const uint8_t **out,
+                          size_t *out_len);
+    /* Releases what inflate_start took; harmless when nothing is running. */
+    void (*inflate_finish)(void *ctx);
+
+    /* --- Link tuning (BLE context, on connect; must not block) ---------- */
+
+    /* Asks the controller/central for one link change. BLE_OTA_ERR_UNSUPPORTED
+     * if this chip cannot (2M PHY on the ESP32); any other error is logged. */
+    int (*link_request)(void *ctx, uint16_t conn, const ble_ota_link_request_t *req);
+} ble_ota_port_v2_t;
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,16 +16,16 @@
 #error "BLE_OTA_QUEUE_DEPTH must be at least 2: one slot is reserved for the end of a session"
 #endif
 
-typedef enum {
-    ITEM_BEGIN = 1, /* REQUEST: open the update slot */
-    ITEM_DATA,      /* image bytes */
-    ITEM_END,       /* DONE: validate, set boot, answer, restart */
-    ITEM_ABORT,     /* disconnect or new REQUEST: drop the open slot */
-} item_kind_t;
+#define ITEM_BEGIN BLE_OTA_ITEM_BEGIN
+#define ITEM_DATA BLE_OTA_ITEM_DATA
+#define ITEM_END BLE_OTA_ITEM_END
+#define ITEM_ABORT BLE_OTA_ITEM_ABORT
+typedef ble_ota_item_kind_t item_kind_t;
 
 typedef struct {
     item_kind_t kind;
     uint32_t session; /* which REQUEST the item belongs to */
+    uint32_t ring_pos; /* v2 items: buffered v2 data before this item */
     uint16_t conn;
     uint16_t len;
     uint8_t data[BLE_OTA_MAX_PACKET];
@@ -121,6 +121,16 @@ static void prv_unlock(void)
     s_port->unlock(s_port->ctx);
 }
 
+void ble_ota_priv_lock(void)
+{
+    prv_lock();
+}
+
+void ble_ota_priv_unlock(void)
+{
+    prv_unlock();
+}
+
 int ble_ota_init(const ble_ota_port_t *port, const ble_ota_config_t *cfg)
 {
     static const ble_ota_config_t defaults = BLE_OTA_CONFIG_DEFAULT_INIT;
@@ -148,6 +158,7 @@ int ble_ota_init(const ble_ota_port_t *port, const ble_ota_config_t *cfg)
     memset(&s_shared, 0, sizeof(s_shared));
     s_ble.state = BLE_OTA_STATE_IDLE;
     s_ble.conn = BLE_OTA_CONN_NONE;
+    ble_ota_v2_reset();
     return BLE_OTA_OK;
 }
 
@@ -187,9 +198,11 @@ static void prv_notify_control(uint16_t conn, uint8_t op)
  * slot; all others leave it free, so a session can always be ended even when
  * the writer is behind. Returns false if the queue has no room.
  */
-static bool prv_enqueue(item_kind_t kind, uint16_t conn, const uint8_t *data, size_t len)
+static bool prv_enqueue_at(item_kind_t kind, uint16_t conn, const uint8_t *data, size_t len,
+                           uint32_t ring_pos)
 {
-    bool ends_session = (kind == ITEM_END || kind == ITEM_ABORT);
+    bool ends_session = (kind == ITEM_END || kind == ITEM_ABORT || kind == BLE_OTA_ITEM_V2_END ||
+                         kind == BLE_OTA_ITEM_V2_ABORT || kind == BLE_OTA_ITEM_V2_DROP);
     uint32_t limit = ends_session ? BLE_OTA_QUEUE_DEPTH : BLE_OTA_QUEUE_DEPTH - 1u;
     item_t *item;
 
@@ -205,6 +218,7 @@ static bool prv_enqueue(item_kind_t kind, uint16_t conn, const uint8_t *data, si
     item->kind = kind;
     item->session = s_ble.session;
     item->conn = conn;
+    item->ring_pos = ring_pos;
     item->len = (uint16_t)len;
     if (len > 0u) {
         memcpy(item->data, data, len);
@@ -222,6 +236,20 @@ static bool prv_enqueue(item_kind_t kind, uint16_t conn, const uint8_t *data, si
     return true;
 }
 
+static bool prv_enqueue(item_kind_t kind, uint16_t conn, const uint8_t *data, size_t len)
+{
+    return prv_enqueue_at(kind, conn, data, len, 0u);
+}
+
+bool ble_ota_priv_enqueue(ble_ota_item_kind_t kind, uint16_t conn, const uint8_t *data, size_t len,
+                          uint32_t ring_pos)
+{
+    if (len > BLE_OTA_MAX_PACKET) {
+        return false;
+    }
+    return prv_enqueue_at(kind, conn, data, len, ring_pos);
+}
+
 /* Drops the current session: queued work for it is skipped, and the ABORT
  * item (which always fits) releases the slot in order. */
 static void prv_cancel_session(uint16_t conn)
@@ -231,6 +259,15 @@ static void prv_cancel_session(uint16_t conn)
     prv_unlock();
     (void)prv_enqueue(ITEM_ABORT, conn, NULL, 0u);
     s_ble.state = BLE_OTA_STATE_IDLE;
+}
+
+void ble_ota_priv_baseline_cancel(uint16_t conn)
+{
+    if (s_ble.state == BLE_OTA_STATE_IDLE) {
+        return;
+    }
+    ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 BEGIN during a baseline transfer: dropping the baseline transfer");
+    prv_cancel_session(conn);
 }
 
 static bool prv_session_failed(void)
@@ -245,6 +282,7 @@ static bool prv_session_failed(void)
 
 static void prv_handle_request(uint16_t conn)
 {
+    ble_ota_v2_on_baseline_request(conn);
     if (s_ble.state != BLE_OTA_STATE_IDLE) {
         if (!prv_session_failed()) {
             ble_ota_priv_log(BLE_OTA_LOG_WARN, "REQUEST during a transfer: dropping it and starting over");
@@ -364,6 +402,7 @@ void ble_ota_on_connect(uint16_t conn, uint16_t mtu)
     s_ble.mtu = mtu;
     s_ble.control_notify_enabled = false;
     ble_ota_priv_log(BLE_OTA_LOG_INFO, "connected (conn %u, MTU %u)", (unsigned)conn, (unsigned)mtu);
+    ble_ota_v2_on_connect(conn, mtu);
 }
 
 void ble_ota_on_disconnect(uint16_t conn)
@@ -379,6 +418,7 @@ void ble_ota_on_disconnect(uint16_t conn)
     }
     s_ble.conn = BLE_OTA_CONN_NONE;
     s_ble.control_notify_enabled = false;
+    ble_ota_v2_on_disconnect(conn);
 }
 
 void ble_ota_on_mtu(uint16_t conn, uint16_t mtu)
@@ -388,6 +428,7 @@ void ble_ota_on_mtu(uint16_t conn, uint16_t mtu)
     }
     s_ble.mtu = mtu;
     ble_ota_priv_log(BLE_OTA_LOG_INFO, "MTU %u (conn %u)", (unsigned)mtu, (unsigned)conn);
+    ble_ota_v2_on_mtu(conn, mtu);
 }
 
 void ble_ota_on_subscribe(uint16_t conn, ble_ota_chr_id_t chr, bool notify_enabled)
@@ -418,6 +459,9 @@ int ble_ota_on_write(uint16_t conn, ble_ota_chr_id_t chr, const uint8_t *data, s
         return prv_write_control(conn, data, len);
     case BLE_OTA_CHR_OTA_DATA:
         return prv_write_data(conn, data, len, with_response);
+    case BLE_OTA_CHR_V2_CONTROL:
+    case BLE_OTA_CHR_V2_DATA:
+        return ble_ota_v2_on_write(conn, chr, data, len);
     default:
         return BLE_OTA_ATT_ERR_WRITE_NOT_PERMITTED;
     }
@@ -460,7 +504,10 @@ int ble_ota_on_read(uint16_t conn, ble_ota_chr_id_t chr, uint8_t *out, size_t ca
     case BLE_OTA_CHR_DIS_FW_REV:
         return prv_read_string(s_port->app_version(s_port->ctx), out, cap, out_len);
     case BLE_OTA_CHR_OTA_DATA:
+    case BLE_OTA_CHR_V2_DATA:
         return BLE_OTA_ATT_ERR_READ_NOT_PERMITTED;
+    case BLE_OTA_CHR_V2_CONTROL:
+        return ble_ota_v2_on_read(conn, chr, out, cap, out_len);
     default:
         return BLE_OTA_ATT_ERR_INVALID_HANDLE;
     }
@@ -682,6 +729,10 @@ bool ble_ota_writer_run_once(uint32_t timeout_ms)
     count = s_shared.count;
     prv_unlock();
     if (count == 0u) {
+        /* v2 data comes through its own buffer, not as items. */
+        if (ble_ota_v2_writer_idle()) {
+            return true;
+        }
         if (timeout_ms == 0u) {
             return false;
         }
@@ -690,7 +741,7 @@ bool ble_ota_writer_run_once(uint32_t timeout_ms)
         count = s_shared.count;
         prv_unlock();
         if (count == 0u) {
-            return false;
+            return ble_ota_v2_writer_idle();
         }
     }
 
@@ -714,6 +765,13 @@ bool ble_ota_writer_run_once(uint32_t timeout_ms)
         break;
     case ITEM_END:
         prv_writer_end(item);
+        break;
+    case BLE_OTA_ITEM_V2_BEGIN:
+    case BLE_OTA_ITEM_V2_END:
+    case BLE_OTA_ITEM_V2_ABORT:
+    case BLE_OTA_ITEM_V2_GAP:
+    case BLE_OTA_ITEM_V2_DROP:
+        ble_ota_v2_writer_item(item->kind, item->conn, item->data, item->len, item->ring_pos);
         break;
     case ITEM_ABORT:
     default:

@@ -36,6 +36,22 @@ static const ble_ota_chr_def_t s_ota_chrs[] = {
                 0xa5, 0xb0),
         OTA_WRITE_PROPS,
     },
+    {
+        BLE_OTA_CHR_V2_CONTROL,
+        "v2_control",
+        /* 44d90618-0f1a-4804-b9c7-a5ae29118ffa; commands are Write Requests, answers notifications */
+        UUID128(0x44, 0xd9, 0x06, 0x18, 0x0f, 0x1a, 0x48, 0x04, 0xb9, 0xc7, 0xa5, 0xae, 0x29, 0x11,
+                0x8f, 0xfa),
+        BLE_OTA_PROP_READ | BLE_OTA_PROP_WRITE | BLE_OTA_PROP_NOTIFY,
+    },
+    {
+        BLE_OTA_CHR_V2_DATA,
+        "v2_data",
+        /* fe4a130e-1430-449c-bc25-1c299d409db4; frames are Write Commands */
+        UUID128(0xfe, 0x4a, 0x13, 0x0e, 0x14, 0x30, 0x44, 0x9c, 0xbc, 0x25, 0x1c, 0x29, 0x9d, 0x40,
+                0x9d, 0xb4),
+        BLE_OTA_PROP_WRITE_NO_RSP | BLE_OTA_PROP_WRITE,
+    },
 };
 
 static const ble_ota_chr_def_t s_dis_chrs[] = {

@@ -20,4 +20,52 @@ void ble_ota_priv_log(ble_ota_log_level_t level, const char *fmt, ...) BLE_OTA_P
 /* Lowercase hex of len bytes into out (2 * len + 1 chars). */
 void ble_ota_priv_hex(const uint8_t *data, size_t len, char *out);
 
+/* Queue item kinds. The baseline's are handled in ble_ota_core.c, the v2
+ * ones in ble_ota_v2.c. */
+typedef enum {
+    BLE_OTA_ITEM_BEGIN = 1, /* REQUEST: open the update slot */
+    BLE_OTA_ITEM_DATA,      /* image bytes */
+    BLE_OTA_ITEM_END,       /* DONE: validate, set boot, answer, restart */
+    BLE_OTA_ITEM_ABORT,     /* disconnect or new REQUEST: drop the open slot */
+    BLE_OTA_ITEM_V2_BEGIN,  /* v2 BEGIN command (44 bytes) */
+    BLE_OTA_ITEM_V2_END,    /* v2 END */
+    BLE_OTA_ITEM_V2_ABORT,  /* v2 ABORT: drop the session, answer ABORT_RSP */
+    BLE_OTA_ITEM_V2_GAP,    /* a DATA frame was lost: ack with the expected offset */
+    BLE_OTA_ITEM_V2_DROP,   /* a baseline REQUEST: drop the v2 session silently */
+} ble_ota_item_kind_t;
+
+/* Short critical section of the port (queue counters, shared state). */
+void ble_ota_priv_lock(void);
+void ble_ota_priv_unlock(void);
+
+/*
+ * Queues one item for the writer. ring_pos is the v2 buffer's input count
+ * when the item was queued: the writer consumes buffered v2 data up to it
+ * before it handles the item, so items and data stay in arrival order.
+ * Returns false if the queue has no room.
+ */
+bool ble_ota_priv_enqueue(ble_ota_item_kind_t kind, uint16_t conn, const uint8_t *data, size_t len,
+                          uint32_t ring_pos);
+
+/* Drops a baseline transfer in progress (a v2 BEGIN takes over). */
+void ble_ota_priv_baseline_cancel(uint16_t conn);
+
+/* --- ble_ota_v2.c, called by ble_ota_core.c ---------------------------- */
+
+void ble_ota_v2_reset(void);
+bool ble_ota_v2_enabled(void);
+void ble_ota_v2_on_connect(uint16_t conn, uint16_t mtu);
+void ble_ota_v2_on_disconnect(uint16_t conn);
+void ble_ota_v2_on_mtu(uint16_t conn, uint16_t mtu);
+/* A baseline REQUEST is about to start: drop any v2 session. */
+void ble_ota_v2_on_baseline_request(uint16_t conn);
+int ble_ota_v2_on_write(uint16_t conn, ble_ota_chr_id_t chr, const uint8_t *data, size_t len);
+int ble_ota_v2_on_read(uint16_t conn, ble_ota_chr_id_t chr, uint8_t *out, size_t cap, size_t *out_len);
+/* Writer: one v2 item; the buffered data before it is consumed first. */
+void ble_ota_v2_writer_item(ble_ota_item_kind_t kind, uint16_t conn, const uint8_t *data, size_t len,
+                            uint32_t ring_pos);
+/* Writer with an empty queue: consumes one chunk of buffered data, or
+ * erases one sector ahead. Returns true if it did something. */
+bool ble_ota_v2_writer_idle(void);
+
 #endif /* BLE_OTA_PRIV_H */

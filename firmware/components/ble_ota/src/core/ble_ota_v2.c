@@ -1,0 +1,1128 @@
+/*
+ * Protocol v2 (docs/protocol-v2.md): INFO, BEGIN/END/ABORT on v2 Control,
+ * offset-tagged DATA frames on v2 Data, WINDOW_ACKs with the committed
+ * offset and the CRC-32 of the stream, resume of a held session, deflate.
+ *
+ * Contexts, as in ble_ota_core.c:
+ * - the BLE context checks each DATA frame's offset and copies its payload
+ *   into a byte ring (s_ring); commands go through the core's item queue
+ *   with the ring position they arrived at, so the writer sees data and
+ *   commands in arrival order;
+ * - the writer consumes the ring (inflating it when compressed), erases
+ *   ahead, writes to flash, hashes, acknowledges, and handles the commands.
+ * The ring is sized to the window the client is told: a client that keeps
+ * at most one window unacknowledged can never find it full, so Write
+ * Commands are never lost to back-pressure. A frame that still finds it
+ * full (a misbehaving client) is dropped and shows up as a gap.
+ */
+#include <string.h>
+
+#include "ble_ota_priv.h"
+
+#if (BLE_OTA_V2_BUFFER_SIZE & (BLE_OTA_V2_BUFFER_SIZE - 1)) != 0 || BLE_OTA_V2_BUFFER_SIZE < 2048
+#error "BLE_OTA_V2_BUFFER_SIZE must be a power of two of at least 2048"
+#endif
+
+#define SECTOR 4096u
+/* Largest piece of the ring the writer handles per step: one flash sector. */
+#define CHUNK 4096u
+/* Flash writes are multiples of this (flash encryption needs 16-byte blocks). */
+#define WRITE_ALIGN 16u
+/* Acknowledge every quarter window, so the client refills the window
+ * before it runs dry instead of stalling a round trip per window. */
+#define ACK_STEP (BLE_OTA_V2_BUFFER_SIZE / 4u)
+/* How far past the write position the writer erases while idle. */
+#define ERASE_AHEAD ((uint32_t)BLE_OTA_V2_BUFFER_SIZE + SECTOR)
+/* DATA frame header: u32 offset. */
+#define FRAME_HDR 4u
+#define MAX_ATT_MTU 517u
+
+/* Writer-owned session. */
+typedef struct {
+    bool exists;      /* BEGIN accepted and not ended/aborted */
+    bool slot_open;   /* the port's slot is open for it */
+    uint8_t failed;   /* status once it failed while streaming (slot released) */
+    bool compressed;
+    bool inflating;
+    bool inflate_done;
+    bool sha_running;
+    uint8_t sha256[BLE_OTA_SHA256_LEN];
+    uint32_t image_size;
+    uint32_t stream_size;
+    uint32_t committed;
+    uint32_t crc;
+    uint32_t image_pos; /* image bytes produced (flash_pos + tail_len) */
+    uint32_t flash_pos;
+    uint32_t erased_to;
+    uint32_t next_ack;
+    uint32_t start_ms;
+    uint8_t tail[WRITE_ALIGN];
+    uint32_t tail_len;
+    ble_ota_slot_info_t target;
+} session_t;
+
+/* Shared between the contexts, under the port's lock. */
+typedef struct {
+    uint16_t link_conn;
+    uint16_t owner;
+    bool accepting;
+    bool gap_reported;
+    bool no_session_reported;
+    bool full_reported;
+    uint32_t expected;
+    uint32_t stream_size;
+    uint32_t ring_in;
+    uint32_t ring_out;
+    uint32_t ring_high_water;
+    /* Published by the writer for INFO and status. */
+    bool held;
+    uint32_t held_offset;
+    uint8_t held_sha256[BLE_OTA_SHA256_LEN];
+    ble_ota_v2_status_t status;
+} shared_t;
+
+static const ble_ota_port_v2_t *s_v2;
+static uint16_t s_mtu; /* BLE context */
+/* BLE context: a BEGIN went to the writer since the last DROP. */
+static bool s_begin_sent;
+static shared_t s_sh;
+static session_t s_ses;
+static uint8_t s_ring[BLE_OTA_V2_BUFFER_SIZE];
+static uint8_t s_scratch[CHUNK + WRITE_ALIGN];
+
+static const ble_ota_port_t *prv_port(void)
+{
+    return ble_ota_priv_port();
+}
+
+static void prv_put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void prv_put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint16_t prv_get_u16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t prv_get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+const char *ble_ota_v2_status_name(uint8_t status)
+{
+    static const char *const names[] = {
+        "OK",        "ALREADY_INSTALLED", "TOO_LARGE",  "WRONG_CHIP",    "BAD_REQUEST",   "FLASH_ERROR",
+        "HASH_MISMATCH", "INVALID_IMAGE", "BUSY",   "NO_SESSION",    "INFLATE_ERROR", "SIZE_MISMATCH",
+    };
+
+    return status < sizeof(names) / sizeof(names[0]) ? names[status] : "UNKNOWN";
+}
+
+void ble_ota_v2_reset(void)
+{
+    s_v2 = NULL;
+    s_mtu = 23u;
+    s_begin_sent = false;
+    memset(&s_sh, 0, sizeof(s_sh));
+    memset(&s_ses, 0, sizeof(s_ses));
+    s_sh.link_conn = BLE_OTA_CONN_NONE;
+    s_sh.owner = BLE_OTA_CONN_NONE;
+}
+
+int ble_ota_v2_attach(const ble_ota_port_v2_t *v2)
+{
+    if (prv_port() == NULL || v2 == NULL || v2->running_sha256 == NULL || v2->chip_id == NULL ||
+        v2->slot_size == NULL || v2->slot_open == NULL || v2->slot_erase == NULL ||
+        v2->slot_write_at == NULL || v2->crc32 == NULL) {
+        return BLE_OTA_ERR_INVALID_ARG;
+    }
+    if ((v2->inflate_start == NULL) != (v2->inflate_update == NULL) ||
+        (v2->inflate_start == NULL) != (v2->inflate_finish == NULL)) {
+        return BLE_OTA_ERR_INVALID_ARG; /* all three or none */
+    }
+    s_v2 = v2;
+    return BLE_OTA_OK;
+}
+
+bool ble_ota_v2_enabled(void)
+{
+    return s_v2 != NULL;
+}
+
+static bool prv_has_inflate(void)
+{
+    return s_v2->inflate_start != NULL;
+}
+
+static uint16_t prv_max_frame(uint16_t mtu)
+{
+    uint16_t m = mtu < 23u ? 23u : (mtu > MAX_ATT_MTU ? (uint16_t)MAX_ATT_MTU : mtu);
+
+    return (uint16_t)(m - 3u);
+}
+
+static void prv_notify(uint16_t conn, const uint8_t *data, size_t len)
+{
+    const ble_ota_port_t *port = prv_port();
+    int rc;
+
+    if (conn == BLE_OTA_CONN_NONE) {
+        return;
+    }
+    rc = port->notify(port->ctx, conn, BLE_OTA_CHR_V2_CONTROL, data, len);
+    if (rc != BLE_OTA_OK) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "could not notify v2 answer 0x%02x to connection %u (error %d)",
+                         data[0], (unsigned)conn, rc);
+    }
+}
+
+static void prv_answer(uint16_t conn, uint8_t op, uint8_t status)
+{
+    uint8_t rsp[2];
+
+    rsp[0] = op;
+    rsp[1] = status;
+    prv_notify(conn, rsp, sizeof(rsp));
+}
+
+static void prv_window_ack(uint16_t conn, uint8_t status, uint32_t committed, uint32_t crc)
+{
+    uint8_t ack[BLE_OTA_V2_WINDOW_ACK_LEN];
+
+    ack[0] = BLE_OTA_V2_OP_WINDOW_ACK;
+    ack[1] = status;
+    prv_put_u32(&ack[2], committed);
+    prv_put_u32(&ack[6], crc);
+    prv_notify(conn, ack, sizeof(ack));
+}
+
+/* --- Link tuning (BLE context) ------------------------------------------ */
+
+static void prv_link_request(uint16_t conn, const ble_ota_link_request_t *req, const char *what)
+{
+    const ble_ota_port_t *port = prv_port();
+    int rc = s_v2->link_request(port->ctx, conn, req);
+
+    if (rc == BLE_OTA_ERR_UNSUPPORTED) {
+        ble_ota_priv_log(BLE_OTA_LOG_INFO, "link: %s not available on this chip", what);
+    } else if (rc != BLE_OTA_OK) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "link: %s request failed (error %d)", what, rc);
+    }
+}
+
+static void prv_tune_link(uint16_t conn)
+{
+    ble_ota_link_request_t req;
+
+    if (s_v2->link_request == NULL) {
+        return;
+    }
+    /* The interval sets how many packets fit per second; 7.5-15 ms lets
+     * every central pick something it supports (Apple: 15 ms). */
+    memset(&req, 0, sizeof(req));
+    req.kind = BLE_OTA_LINK_CONN_PARAMS;
+    req.min_interval = 6u;  /* 7.5 ms */
+    req.max_interval = 12u; /* 15 ms */
+    req.latency = 0u;
+    req.timeout = 400u; /* 4 s */
+    ble_ota_priv_log(BLE_OTA_LOG_INFO, "link: requesting connection interval 7.5-15 ms, latency 0, timeout 4000 ms");
+    prv_link_request(conn, &req, "connection parameter update");
+
+    /* 251-byte link-layer packets carry a 247-byte ATT PDU in one piece. */
+    memset(&req, 0, sizeof(req));
+    req.kind = BLE_OTA_LINK_DATA_LENGTH;
+    req.tx_octets = 251u;
+    req.tx_time_us = 2120u;
+    ble_ota_priv_log(BLE_OTA_LOG_INFO, "link: requesting data length 251 (2120 us)");
+    prv_link_request(conn, &req, "data length extension");
+
+    memset(&req, 0, sizeof(req));
+    req.kind = BLE_OTA_LINK_PHY;
+    req.tx_phys = BLE_OTA_PHY_1M_MASK | BLE_OTA_PHY_2M_MASK;
+    req.rx_phys = BLE_OTA_PHY_1M_MASK | BLE_OTA_PHY_2M_MASK;
+    ble_ota_priv_log(BLE_OTA_LOG_INFO, "link: requesting the 2M PHY");
+    prv_link_request(conn, &req, "2M PHY");
+}
+
+/* --- BLE context ------------------------------------------------------------ */
+
+void ble_ota_v2_on_connect(uint16_t conn, uint16_t mtu)
+{
+    if (s_v2 == NULL) {
+        return;
+    }
+    s_mtu = mtu;
+    ble_ota_priv_lock();
+    s_sh.link_conn = conn;
+    ble_ota_priv_unlock();
+    prv_tune_link(conn);
+}
+
+void ble_ota_v2_on_mtu(uint16_t conn, uint16_t mtu)
+{
+    (void)conn;
+    s_mtu = mtu;
+}
+
+void ble_ota_v2_on_disconnect(uint16_t conn)
+{
+    bool held;
+
+    if (s_v2 == NULL) {
+        return;
+    }
+    ble_ota_priv_lock();
+    if (s_sh.link_conn == conn) {
+        s_sh.link_conn = BLE_OTA_CONN_NONE;
+    }
+    held = s_sh.owner == conn;
+    if (held) {
+        /* The session stays; a BEGIN with the same image resumes it. */
+        s_sh.owner = BLE_OTA_CONN_NONE;
+        s_sh.accepting = false;
+    }
+    ble_ota_priv_unlock();
+    if (held) {
+        ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 session kept after the disconnect: BEGIN with the same "
+                                           "image resumes it");
+    }
+}
+
+static uint32_t prv_ring_in(void)
+{
+    uint32_t in;
+
+    ble_ota_priv_lock();
+    in = s_sh.ring_in;
+    ble_ota_priv_unlock();
+    return in;
+}
+
+void ble_ota_v2_on_baseline_request(uint16_t conn)
+{
+    if (s_v2 == NULL || !s_begin_sent) {
+        return;
+    }
+    ble_ota_priv_lock();
+    s_sh.accepting = false;
+    ble_ota_priv_unlock();
+    if (ble_ota_priv_enqueue(BLE_OTA_ITEM_V2_DROP, conn, NULL, 0u, prv_ring_in())) {
+        s_begin_sent = false;
+    }
+}
+
+static int prv_write_command(uint16_t conn, const uint8_t *data, size_t len)
+{
+    ble_ota_item_kind_t kind;
+    uint8_t answer;
+
+    if (len == 0u) {
+        return BLE_OTA_ATT_ERR_INVALID_ATTR_VALUE_LEN;
+    }
+    switch (data[0]) {
+    case BLE_OTA_V2_OP_BEGIN:
+        kind = BLE_OTA_ITEM_V2_BEGIN;
+        answer = BLE_OTA_V2_OP_BEGIN_RSP;
+        break;
+    case BLE_OTA_V2_OP_END:
+        kind = BLE_OTA_ITEM_V2_END;
+        answer = BLE_OTA_V2_OP_END_RSP;
+        break;
+    case BLE_OTA_V2_OP_ABORT:
+        kind = BLE_OTA_ITEM_V2_ABORT;
+        answer = BLE_OTA_V2_OP_ABORT_RSP;
+        break;
+    default:
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "unknown v2 command 0x%02x refused (BEGIN 0x10, END 0x11, ABORT 0x12)",
+                         data[0]);
+        return BLE_OTA_ATT_ERR_VALUE_NOT_ALLOWED;
+    }
+    if ((kind == BLE_OTA_ITEM_V2_BEGIN && len != BLE_OTA_V2_BEGIN_LEN) ||
+        (kind != BLE_OTA_ITEM_V2_BEGIN && len != 1u)) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 command 0x%02x of %u bytes refused: BEGIN is %u bytes, END and "
+                                           "ABORT 1",
+                         data[0], (unsigned)len, (unsigned)BLE_OTA_V2_BEGIN_LEN);
+        prv_answer(conn, answer, BLE_OTA_V2_BAD_REQUEST);
+        return BLE_OTA_ATT_OK;
+    }
+    if (kind == BLE_OTA_ITEM_V2_BEGIN) {
+        ble_ota_priv_baseline_cancel(conn);
+    }
+    if (kind != BLE_OTA_ITEM_V2_BEGIN) {
+        /* No more data until the writer answered. */
+        ble_ota_priv_lock();
+        if (s_sh.owner == conn) {
+            s_sh.accepting = false;
+        }
+        ble_ota_priv_unlock();
+    }
+    if (!ble_ota_priv_enqueue(kind, conn, data, len, prv_ring_in())) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 command 0x%02x refused: the flash writer is busy; retry", data[0]);
+        prv_answer(conn, answer, BLE_OTA_V2_BUSY);
+        return BLE_OTA_ATT_OK;
+    }
+    if (kind == BLE_OTA_ITEM_V2_BEGIN) {
+        s_begin_sent = true;
+    }
+    return BLE_OTA_ATT_OK;
+}
+
+static void prv_write_frame(uint16_t conn, const uint8_t *data, size_t len)
+{
+    uint32_t offset = prv_get_u32(data);
+    uint32_t n = (uint32_t)(len - FRAME_HDR);
+    bool no_session = false;
+    bool gap = false;
+    uint32_t in;
+    uint32_t used;
+    uint32_t pos;
+    uint32_t first;
+
+    ble_ota_priv_lock();
+    if (!s_sh.accepting || s_sh.owner != conn) {
+        no_session = !s_sh.no_session_reported;
+        s_sh.no_session_reported = true;
+        ble_ota_priv_unlock();
+        if (no_session) {
+            ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 DATA without an accepted BEGIN: answered NO_SESSION");
+            prv_window_ack(conn, BLE_OTA_V2_NO_SESSION, 0u, 0u);
+        }
+        return;
+    }
+    if (offset != s_sh.expected || n > s_sh.stream_size - s_sh.expected) {
+        /* A lost frame (or one past the end): say once where to resume. */
+        gap = !s_sh.gap_reported;
+        s_sh.gap_reported = true;
+        s_sh.status.frames_dropped++;
+        in = s_sh.ring_in;
+        ble_ota_priv_unlock();
+        if (gap) {
+            uint8_t expected[4];
+
+            prv_put_u32(expected, offset);
+            if (!ble_ota_priv_enqueue(BLE_OTA_ITEM_V2_GAP, conn, expected, sizeof(expected), in)) {
+                ble_ota_priv_lock();
+                s_sh.gap_reported = false; /* the next stray frame tries again */
+                ble_ota_priv_unlock();
+            }
+        }
+        return;
+    }
+    in = s_sh.ring_in;
+    used = in - s_sh.ring_out;
+    if (n > BLE_OTA_V2_BUFFER_SIZE - used) {
+        /* Only a client that ignores the window gets here; the frame is
+         * lost, the next one shows the gap and the client resends. */
+        s_sh.status.frames_dropped++;
+        if (!s_sh.full_reported) {
+            s_sh.full_reported = true;
+            ble_ota_priv_unlock();
+            ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 buffer full (%u bytes): frame at %lu dropped; the client "
+                                               "must keep at most one window unacknowledged",
+                             (unsigned)BLE_OTA_V2_BUFFER_SIZE, (unsigned long)offset);
+            return;
+        }
+        ble_ota_priv_unlock();
+        return;
+    }
+    ble_ota_priv_unlock();
+
+    /* [in, in + n) is free and only this context writes there. */
+    pos = in % BLE_OTA_V2_BUFFER_SIZE;
+    first = BLE_OTA_V2_BUFFER_SIZE - pos;
+    if (first > n) {
+        first = n;
+    }
+    memcpy(&s_ring[pos], data + FRAME_HDR, first);
+    memcpy(&s_ring[0], data + FRAME_HDR + first, n - first);
+
+    ble_ota_priv_lock();
+    s_sh.ring_in = in + n;
+    s_sh.expected += n;
+    s_sh.gap_reported = false;
+    s_sh.full_reported = false;
+    used = s_sh.ring_in - s_sh.ring_out;
+    if (used > s_sh.ring_high_water) {
+        s_sh.ring_high_water = used;
+    }
+    ble_ota_priv_unlock();
+    prv_port()->writer_wake(prv_port()->ctx);
+}
+
+int ble_ota_v2_on_write(uint16_t conn, ble_ota_chr_id_t chr, const uint8_t *data, size_t len)
+{
+    if (s_v2 == NULL) {
+        return BLE_OTA_ATT_ERR_REQ_NOT_SUPPORTED;
+    }
+    if (chr == BLE_OTA_CHR_V2_CONTROL) {
+        return prv_write_command(conn, data, len);
+    }
+    if (len <= FRAME_HDR || len > BLE_OTA_MAX_PACKET) {
+        return BLE_OTA_ATT_ERR_INVALID_ATTR_VALUE_LEN;
+    }
+    prv_write_frame(conn, data, len);
+    return BLE_OTA_ATT_OK;
+}
+
+int ble_ota_v2_on_read(uint16_t conn, ble_ota_chr_id_t chr, uint8_t *out, size_t cap, size_t *out_len)
+{
+    const ble_ota_port_t *port = prv_port();
+    const char *version;
+    size_t vlen;
+
+    (void)conn;
+    (void)chr;
+    if (s_v2 == NULL) {
+        return BLE_OTA_ATT_ERR_REQ_NOT_SUPPORTED;
+    }
+    if (cap < BLE_OTA_V2_INFO_LEN) {
+        return BLE_OTA_ATT_ERR_INSUFFICIENT_RES;
+    }
+    memset(out, 0, BLE_OTA_V2_INFO_LEN);
+    out[0] = BLE_OTA_V2_PROTO_VERSION;
+    out[1] = BLE_OTA_V2_INFO_RESUME | (prv_has_inflate() ? BLE_OTA_V2_INFO_DEFLATE : 0u);
+    prv_put_u16(&out[2], s_v2->chip_id(port->ctx));
+    prv_put_u32(&out[4], s_v2->slot_size(port->ctx));
+    prv_put_u16(&out[8], prv_max_frame(s_mtu));
+    prv_put_u32(&out[10], BLE_OTA_V2_BUFFER_SIZE);
+    if (s_v2->running_sha256(port->ctx, &out[14]) != BLE_OTA_OK) {
+        memset(&out[14], 0, BLE_OTA_SHA256_LEN); /* unknown: never matches a BEGIN */
+    }
+    version = port->app_version(port->ctx);
+    vlen = strlen(version);
+    memcpy(&out[46], version, vlen < 32u ? vlen : 32u);
+    ble_ota_priv_lock();
+    if (s_sh.held) {
+        prv_put_u32(&out[78], s_sh.held_offset);
+        memcpy(&out[82], s_sh.held_sha256, BLE_OTA_SHA256_LEN);
+    }
+    ble_ota_priv_unlock();
+    *out_len = BLE_OTA_V2_INFO_LEN;
+    return BLE_OTA_ATT_OK;
+}
+
+/* --- Writer context ---------------------------------------------------------- */
+
+static void prv_publish(void)
+{
+    ble_ota_priv_lock();
+    s_sh.held = s_ses.exists && s_ses.failed == 0u;
+    s_sh.held_offset = s_sh.held ? s_ses.committed : 0u;
+    if (s_sh.held) {
+        memcpy(s_sh.held_sha256, s_ses.sha256, BLE_OTA_SHA256_LEN);
+    } else {
+        memset(s_sh.held_sha256, 0, BLE_OTA_SHA256_LEN);
+    }
+    s_sh.status.session_held = s_ses.exists;
+    s_sh.status.compressed = s_ses.compressed;
+    s_sh.status.failed_status = s_ses.failed;
+    s_sh.status.image_size = s_ses.image_size;
+    s_sh.status.stream_size = s_ses.stream_size;
+    s_sh.status.committed = s_ses.committed;
+    s_sh.status.crc32 = s_ses.crc;
+    s_sh.status.image_written = s_ses.image_pos;
+    s_sh.status.erased_to = s_ses.erased_to;
+    ble_ota_priv_unlock();
+}
+
+static uint16_t prv_owner(void)
+{
+    uint16_t owner;
+
+    ble_ota_priv_lock();
+    owner = s_sh.owner;
+    ble_ota_priv_unlock();
+    return owner;
+}
+
+/* Releases what the session holds in the port; the session record stays. */
+static void prv_release(void)
+{
+    const ble_ota_port_t *port = prv_port();
+    uint8_t digest[BLE_OTA_SHA256_LEN];
+
+    if (s_ses.slot_open) {
+        port->slot_abort(port->ctx);
+        s_ses.slot_open = false;
+    }
+    if (s_ses.inflating) {
+        s_v2->inflate_finish(port->ctx);
+        s_ses.inflating = false;
+    }
+    if (s_ses.sha_running) {
+        (void)port->sha256_finish(port->ctx, digest);
+        s_ses.sha_running = false;
+    }
+}
+
+static void prv_drop_session(const char *why)
+{
+    if (!s_ses.exists) {
+        return;
+    }
+    if (why != NULL) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 session dropped after %lu of %lu stream bytes: %s",
+                         (unsigned long)s_ses.committed, (unsigned long)s_ses.stream_size, why);
+    }
+    prv_release();
+    memset(&s_ses, 0, sizeof(s_ses));
+    ble_ota_priv_lock();
+    s_sh.accepting = false;
+    s_sh.owner = BLE_OTA_CONN_NONE;
+    ble_ota_priv_unlock();
+    prv_publish();
+}
+
+/* The session failed while streaming: release the slot, tell the client at
+ * once, and keep the status for END. */
+static void prv_fail(uint8_t status, const char *why)
+{
+    uint16_t owner = prv_owner();
+
+    ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 transfer failed at stream offset %lu (%s): %s",
+                     (unsigned long)s_ses.committed, ble_ota_v2_status_name(status), why);
+    prv_release();
+    s_ses.failed = status;
+    ble_ota_priv_lock();
+    s_sh.accepting = false;
+    ble_ota_priv_unlock();
+    prv_publish();
+    prv_window_ack(owner, status, s_ses.committed, s_ses.crc);
+}
+
+static bool prv_erase_next(void)
+{
+    const ble_ota_port_t *port = prv_port();
+    int rc = s_v2->slot_erase(port->ctx, s_ses.erased_to, SECTOR);
+
+    if (rc != BLE_OTA_OK) {
+        prv_fail(BLE_OTA_V2_FLASH_ERROR, "erasing the update slot failed");
+        return false;
+    }
+    s_ses.erased_to += SECTOR;
+    return true;
+}
+
+static bool prv_flash_write(const uint8_t *data, uint32_t len)
+{
+    const ble_ota_port_t *port = prv_port();
+    int rc;
+
+    while (s_ses.erased_to < s_ses.flash_pos + len) {
+        if (!prv_erase_next()) {
+            return false;
+        }
+    }
+    rc = s_v2->slot_write_at(port->ctx, s_ses.flash_pos, data, len);
+    if (rc != BLE_OTA_OK) {
+        prv_fail(BLE_OTA_V2_FLASH_ERROR, "writing the update slot failed");
+        return false;
+    }
+    s_ses.flash_pos += len;
+    return true;
+}
+
+/* Appends image bytes: hash them and write them in 16-byte multiples, the
+ * remainder waiting in tail for the next bytes (or END). */
+static bool prv_emit(const uint8_t *data, size_t len)
+{
+    const ble_ota_port_t *port = prv_port();
+
+    if (len > s_ses.image_size - s_ses.image_pos) {
+        prv_fail(BLE_OTA_V2_SIZE_MISMATCH, "the stream holds more image bytes than BEGIN's image_size");
+        return false;
+    }
+    if (s_ses.image_pos == 0u && len > 0u && data[0] != 0xE9u) {
+        prv_fail(BLE_OTA_V2_INVALID_IMAGE, "not an ESP app image (it must start with 0xE9)");
+        return false;
+    }
+    if (s_ses.sha_running && port->sha256_update(port->ctx, data, len) != BLE_OTA_OK) {
+        prv_fail(BLE_OTA_V2_FLASH_ERROR, "SHA-256 of the image failed");
+        return false;
+    }
+    s_ses.image_pos += (uint32_t)len;
+    while (len > 0u) {
+        uint32_t take = len < CHUNK ? (uint32_t)len : CHUNK;
+        uint32_t total = s_ses.tail_len + take;
+        uint32_t aligned = total & ~(WRITE_ALIGN - 1u);
+
+        memcpy(s_scratch, s_ses.tail, s_ses.tail_len);
+        memcpy(&s_scratch[s_ses.tail_len], data, take);
+        if (aligned > 0u && !prv_flash_write(s_scratch, aligned)) {
+            return false;
+        }
+        s_ses.tail_len = total - aligned;
+        memcpy(s_ses.tail, &s_scratch[aligned], s_ses.tail_len);
+        data += take;
+        len -= take;
+    }
+    return true;
+}
+
+static void prv_inflate(const uint8_t *data, size_t len)
+{
+    const ble_ota_port_t *port = prv_port();
+    const uint8_t *in = data;
+    size_t in_len = len;
+
+    if (s_ses.inflate_done) {
+        prv_fail(BLE_OTA_V2_INFLATE_ERROR, "bytes after the end of the deflate stream");
+        return;
+    }
+    for (;;) {
+        const uint8_t *out = NULL;
+        size_t out_len = 0u;
+        int rc = s_v2->inflate_update(port->ctx, &in, &in_len, &out, &out_len);
+
+        if (rc < 0) {
+            prv_fail(BLE_OTA_V2_INFLATE_ERROR, "the deflate stream is corrupt");
+            return;
+        }
+        if (out_len > 0u && !prv_emit(out, out_len)) {
+            return;
+        }
+        if (rc == BLE_OTA_INFLATE_DONE) {
+            s_ses.inflate_done = true;
+            if (in_len > 0u) {
+                prv_fail(BLE_OTA_V2_INFLATE_ERROR, "bytes after the end of the deflate stream");
+            }
+            return;
+        }
+        if (in_len == 0u && out_len == 0u) {
+            return;
+        }
+    }
+}
+
+static void prv_maybe_ack(void)
+{
+    if (s_ses.committed < s_ses.next_ack && s_ses.committed != s_ses.stream_size) {
+        return;
+    }
+    while (s_ses.next_ack <= s_ses.committed) {
+        s_ses.next_ack += ACK_STEP;
+    }
+    ble_ota_priv_lock();
+    s_sh.status.acks++;
+    ble_ota_priv_unlock();
+    prv_window_ack(prv_owner(), BLE_OTA_V2_OK, s_ses.committed, s_ses.crc);
+}
+
+/* Consumes one piece of the ring, not past limit. Returns false if there was nothing. */
+static bool prv_consume(uint32_t limit)
+{
+    const ble_ota_port_t *port = prv_port();
+    uint32_t out;
+    uint32_t avail;
+    uint32_t pos;
+    uint32_t n;
+    const uint8_t *data;
+    bool live;
+
+    ble_ota_priv_lock();
+    out = s_sh.ring_out;
+    ble_ota_priv_unlock();
+    avail = limit - out;
+    if (avail == 0u) {
+        return false;
+    }
+    pos = out % BLE_OTA_V2_BUFFER_SIZE;
+    n = avail < CHUNK ? avail : CHUNK;
+    if (n > BLE_OTA_V2_BUFFER_SIZE - pos) {
+        n = BLE_OTA_V2_BUFFER_SIZE - pos;
+    }
+    data = &s_ring[pos];
+    live = s_ses.exists && s_ses.failed == 0u;
+    if (live) {
+        if (s_ses.compressed) {
+            prv_inflate(data, n);
+        } else {
+            (void)prv_emit(data, n);
+        }
+        /* The CRC covers what the client sent, whatever became of it. */
+        s_ses.crc = s_v2->crc32(port->ctx, s_ses.crc, data, n);
+        s_ses.committed += n;
+    }
+    ble_ota_priv_lock();
+    s_sh.ring_out = out + n;
+    ble_ota_priv_unlock();
+    if (live) {
+        prv_publish();
+        if (s_ses.failed == 0u) {
+            prv_maybe_ack();
+        }
+    }
+    return true;
+}
+
+static void prv_consume_until(uint32_t limit)
+{
+    while (prv_consume(limit)) {
+    }
+}
+
+static void prv_discard_until(uint32_t limit)
+{
+    ble_ota_priv_lock();
+    s_sh.ring_out = limit;
+    ble_ota_priv_unlock();
+}
+
+static uint32_t prv_align_up(uint32_t v)
+{
+    return (v + SECTOR - 1u) & ~(SECTOR - 1u);
+}
+
+bool ble_ota_v2_writer_idle(void)
+{
+    uint32_t target;
+
+    if (s_v2 == NULL) {
+        return false;
+    }
+    if (prv_consume(prv_ring_in())) {
+        return true;
+    }
+    if (!s_ses.exists || s_ses.failed != 0u || !s_ses.slot_open) {
+        return false;
+    }
+    /* Nothing to write: erase ahead so the next window's writes seldom wait. */
+    target = (s_ses.flash_pos & ~(SECTOR - 1u)) + ERASE_AHEAD;
+    if (target > prv_align_up(s_ses.image_size)) {
+        target = prv_align_up(s_ses.image_size);
+    }
+    if (s_ses.erased_to >= target) {
+        return false;
+    }
+    (void)prv_erase_next();
+    prv_publish();
+    return true;
+}
+
+static void prv_begin_rsp(uint16_t conn, uint8_t status)
+{
+    uint8_t rsp[BLE_OTA_V2_BEGIN_RSP_LEN];
+    uint16_t mtu = s_mtu; /* read only: a stale value just gives a smaller frame */
+
+    memset(rsp, 0, sizeof(rsp));
+    rsp[0] = BLE_OTA_V2_OP_BEGIN_RSP;
+    rsp[1] = status;
+    if (status == BLE_OTA_V2_OK) {
+        prv_put_u32(&rsp[2], s_ses.committed);
+        prv_put_u32(&rsp[6], s_ses.crc);
+    }
+    prv_put_u32(&rsp[10], BLE_OTA_V2_BUFFER_SIZE);
+    prv_put_u16(&rsp[14], prv_max_frame(mtu));
+    prv_notify(conn, rsp, sizeof(rsp));
+}
+
+/* Lets the BLE side take DATA for the session from its committed offset. */
+static void prv_accept(uint16_t conn)
+{
+    ble_ota_priv_lock();
+    s_sh.owner = conn;
+    s_sh.accepting = s_sh.link_conn == conn;
+    s_sh.expected = s_ses.committed;
+    s_sh.stream_size = s_ses.stream_size;
+    s_sh.gap_reported = false;
+    s_sh.no_session_reported = false;
+    s_sh.full_reported = false;
+    ble_ota_priv_unlock();
+}
+
+static bool prv_owned_by_other(uint16_t conn)
+{
+    uint16_t owner = prv_owner();
+
+    return s_ses.exists && owner != BLE_OTA_CONN_NONE && owner != conn;
+}
+
+static const char *prv_open_hint(int rc)
+{
+    switch (rc) {
+    case BLE_OTA_ERR_NO_SLOT:
+        return "the partition table needs otadata and two OTA app slots";
+    case BLE_OTA_ERR_STATE:
+        return "the running image is not confirmed yet; it must pass its self-test first";
+    case BLE_OTA_ERR_NO_MEM:
+        return "out of memory";
+    default:
+        return "flash error";
+    }
+}
+
+static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
+{
+    const ble_ota_port_t *port = prv_port();
+    uint8_t flags = cmd[1];
+    uint16_t chip = prv_get_u16(&cmd[2]);
+    uint32_t image_size = prv_get_u32(&cmd[4]);
+    const uint8_t *sha = &cmd[8];
+    uint32_t stream_size = prv_get_u32(&cmd[40]);
+    bool compressed = (flags & BLE_OTA_V2_BEGIN_DEFLATE) != 0u;
+    uint8_t running[BLE_OTA_SHA256_LEN];
+    uint32_t slot = s_v2->slot_size(port->ctx);
+    uint16_t own_chip = s_v2->chip_id(port->ctx);
+    uint32_t erased = 0u;
+    int rc;
+
+    if (chip != own_chip) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused: image for chip id %u, this chip is %u",
+                         (unsigned)chip, (unsigned)own_chip);
+        prv_begin_rsp(conn, BLE_OTA_V2_WRONG_CHIP);
+        return;
+    }
+    if (image_size > slot) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused: image of %lu bytes, the update slot holds %lu",
+                         (unsigned long)image_size, (unsigned long)slot);
+        prv_begin_rsp(conn, BLE_OTA_V2_TOO_LARGE);
+        return;
+    }
+    if (s_v2->running_sha256(port->ctx, running) == BLE_OTA_OK &&
+        memcmp(running, sha, BLE_OTA_SHA256_LEN) == 0) {
+        ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 BEGIN: this image is already running, nothing to send");
+        prv_begin_rsp(conn, BLE_OTA_V2_ALREADY_INSTALLED);
+        return;
+    }
+    if (image_size == 0u || stream_size == 0u || (!compressed && stream_size != image_size) ||
+        (compressed && !prv_has_inflate())) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused: image_size %lu, stream_size %lu, flags 0x%02x "
+                                            "(sizes must be non-zero, equal unless compressed; deflate %s)",
+                         (unsigned long)image_size, (unsigned long)stream_size, flags,
+                         prv_has_inflate() ? "supported" : "not supported");
+        prv_begin_rsp(conn, BLE_OTA_V2_BAD_REQUEST);
+        return;
+    }
+    if (prv_owned_by_other(conn)) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 BEGIN refused: connection %u holds the session", (unsigned)prv_owner());
+        prv_begin_rsp(conn, BLE_OTA_V2_BUSY);
+        return;
+    }
+    if (s_ses.exists && s_ses.failed == 0u && (flags & BLE_OTA_V2_BEGIN_RESTART) == 0u &&
+        s_ses.image_size == image_size && s_ses.stream_size == stream_size && s_ses.compressed == compressed &&
+        memcmp(s_ses.sha256, sha, BLE_OTA_SHA256_LEN) == 0) {
+        ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 session resumed at stream offset %lu of %lu",
+                         (unsigned long)s_ses.committed, (unsigned long)s_ses.stream_size);
+        prv_accept(conn);
+        prv_begin_rsp(conn, BLE_OTA_V2_OK);
+        return;
+    }
+    prv_drop_session(s_ses.exists ? "a BEGIN for another image (or with the restart flag) replaced it" : NULL);
+
+    memset(&s_ses, 0, sizeof(s_ses));
+    rc = s_v2->slot_open(port->ctx, image_size, &s_ses.target, &erased);
+    if (rc != BLE_OTA_OK) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused: could not open an update slot (error %d): %s", rc,
+                         prv_open_hint(rc));
+        prv_begin_rsp(conn, rc == BLE_OTA_ERR_TOO_LARGE ? BLE_OTA_V2_TOO_LARGE : BLE_OTA_V2_FLASH_ERROR);
+        return;
+    }
+    s_ses.slot_open = true;
+    s_ses.erased_to = erased & ~(SECTOR - 1u);
+    if (port->sha256_start(port->ctx) != BLE_OTA_OK) {
+        s_ses.exists = true;
+        prv_drop_session("SHA-256 is not available");
+        prv_begin_rsp(conn, BLE_OTA_V2_FLASH_ERROR);
+        return;
+    }
+    s_ses.sha_running = true;
+    if (compressed) {
+        if (s_v2->inflate_start(port->ctx) != BLE_OTA_OK) {
+            s_ses.exists = true;
+            prv_drop_session("the inflater could not start (out of memory?)");
+            prv_begin_rsp(conn, BLE_OTA_V2_FLASH_ERROR);
+            return;
+        }
+        s_ses.inflating = true;
+    }
+    s_ses.exists = true;
+    s_ses.compressed = compressed;
+    s_ses.image_size = image_size;
+    s_ses.stream_size = stream_size;
+    memcpy(s_ses.sha256, sha, BLE_OTA_SHA256_LEN);
+    s_ses.next_ack = ACK_STEP;
+    s_ses.start_ms = port->now_ms(port->ctx);
+    ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 update: %lu bytes%s%lu sent) to %s at 0x%lx, window %u",
+                     (unsigned long)image_size, compressed ? " (deflate, " : " (", (unsigned long)stream_size,
+                     s_ses.target.label, (unsigned long)s_ses.target.address, (unsigned)BLE_OTA_V2_BUFFER_SIZE);
+    prv_publish();
+    prv_accept(conn);
+    prv_begin_rsp(conn, BLE_OTA_V2_OK);
+}
+
+static uint8_t prv_finish_image(void)
+{
+    const ble_ota_port_t *port = prv_port();
+    uint8_t digest[BLE_OTA_SHA256_LEN];
+    int rc;
+
+    if (s_ses.committed != s_ses.stream_size) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 END refused: %lu of %lu stream bytes received",
+                         (unsigned long)s_ses.committed, (unsigned long)s_ses.stream_size);
+        return BLE_OTA_V2_SIZE_MISMATCH;
+    }
+    if (s_ses.compressed && !s_ses.inflate_done) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 END refused: the deflate stream ended early");
+        return BLE_OTA_V2_INFLATE_ERROR;
+    }
+    if (s_ses.image_pos != s_ses.image_size) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 END refused: %lu image bytes written, BEGIN said %lu",
+                         (unsigned long)s_ses.image_pos, (unsigned long)s_ses.image_size);
+        return BLE_OTA_V2_SIZE_MISMATCH;
+    }
+    if (s_ses.tail_len > 0u && !prv_flash_write(s_ses.tail, s_ses.tail_len)) {
+        return BLE_OTA_V2_FLASH_ERROR;
+    }
+    s_ses.tail_len = 0u;
+    s_ses.sha_running = false;
+    if (port->sha256_finish(port->ctx, digest) != BLE_OTA_OK) {
+        return BLE_OTA_V2_FLASH_ERROR;
+    }
+    if (memcmp(digest, s_ses.sha256, BLE_OTA_SHA256_LEN) != 0) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 END refused: the SHA-256 of the written image differs from "
+                                            "BEGIN's; the running image stays");
+        return BLE_OTA_V2_HASH_MISMATCH;
+    }
+    s_ses.slot_open = false; /* slot_end closes it whatever it returns */
+    rc = port->slot_end(port->ctx);
+    if (rc != BLE_OTA_OK) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 END refused: %s; the running image stays",
+                         rc == BLE_OTA_ERR_INVALID_IMAGE ? "the ESP image check failed" : "finishing the slot failed");
+        return rc == BLE_OTA_ERR_INVALID_IMAGE ? BLE_OTA_V2_INVALID_IMAGE : BLE_OTA_V2_FLASH_ERROR;
+    }
+    rc = port->slot_set_boot(port->ctx);
+    if (rc != BLE_OTA_OK) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 END refused: could not select %s as boot slot (error %d)",
+                         s_ses.target.label, rc);
+        return rc == BLE_OTA_ERR_INVALID_IMAGE ? BLE_OTA_V2_INVALID_IMAGE : BLE_OTA_V2_FLASH_ERROR;
+    }
+    return BLE_OTA_V2_OK;
+}
+
+static void prv_writer_end(uint16_t conn)
+{
+    const ble_ota_port_t *port = prv_port();
+    const ble_ota_config_t *cfg = ble_ota_get_config();
+    char hex[2 * BLE_OTA_SHA256_LEN + 1];
+    uint32_t elapsed;
+    uint8_t status;
+
+    if (!s_ses.exists || prv_owner() == BLE_OTA_CONN_NONE) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 END without a session: send BEGIN first (after a disconnect, "
+                                           "BEGIN again resumes)");
+        prv_answer(conn, BLE_OTA_V2_OP_END_RSP, BLE_OTA_V2_NO_SESSION);
+        return;
+    }
+    if (prv_owned_by_other(conn)) {
+        prv_answer(conn, BLE_OTA_V2_OP_END_RSP, BLE_OTA_V2_BUSY);
+        return;
+    }
+    if (s_ses.failed != 0u) {
+        status = s_ses.failed;
+        prv_drop_session(NULL);
+        prv_answer(conn, BLE_OTA_V2_OP_END_RSP, status);
+        return;
+    }
+    status = prv_finish_image();
+    if (status != BLE_OTA_V2_OK) {
+        prv_drop_session("END failed");
+        prv_answer(conn, BLE_OTA_V2_OP_END_RSP, status);
+        return;
+    }
+    elapsed = port->now_ms(port->ctx) - s_ses.start_ms;
+    ble_ota_priv_hex(s_ses.sha256, BLE_OTA_SHA256_LEN, hex);
+    ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 OTA done: %lu bytes (%lu sent), %lu ms, boot slot %s",
+                     (unsigned long)s_ses.image_size, (unsigned long)s_ses.stream_size, (unsigned long)elapsed,
+                     s_ses.target.label);
+    ble_ota_priv_log(BLE_OTA_LOG_INFO, "image SHA-256: %s", hex);
+    prv_drop_session(NULL);
+    prv_answer(conn, BLE_OTA_V2_OP_END_RSP, BLE_OTA_V2_OK);
+    ble_ota_priv_log(BLE_OTA_LOG_INFO, "restarting in %lu ms", (unsigned long)cfg->restart_delay_ms);
+    ble_ota_priv_lock();
+    s_sh.status.sessions_completed++;
+    s_sh.status.restart_scheduled = true;
+    ble_ota_priv_unlock();
+    /* After the answer, so the client learns the result before the link drops. */
+    port->schedule_restart(port->ctx, cfg->restart_delay_ms);
+}
+
+void ble_ota_v2_writer_item(ble_ota_item_kind_t kind, uint16_t conn, const uint8_t *data, size_t len,
+                            uint32_t ring_pos)
+{
+    if (s_v2 == NULL) {
+        return;
+    }
+    switch (kind) {
+    case BLE_OTA_ITEM_V2_BEGIN:
+        /* Bytes that arrived before it belong to the held session: keep them. */
+        prv_consume_until(ring_pos);
+        if (len == BLE_OTA_V2_BEGIN_LEN) {
+            prv_writer_begin(conn, data);
+        }
+        break;
+    case BLE_OTA_ITEM_V2_END:
+        prv_consume_until(ring_pos);
+        prv_writer_end(conn);
+        break;
+    case BLE_OTA_ITEM_V2_ABORT:
+        prv_discard_until(ring_pos);
+        if (prv_owned_by_other(conn)) {
+            prv_answer(conn, BLE_OTA_V2_OP_ABORT_RSP, BLE_OTA_V2_BUSY);
+            break;
+        }
+        if (s_ses.exists) {
+            ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 session aborted by the client");
+        }
+        prv_drop_session(NULL);
+        prv_answer(conn, BLE_OTA_V2_OP_ABORT_RSP, BLE_OTA_V2_OK);
+        break;
+    case BLE_OTA_ITEM_V2_DROP:
+        prv_discard_until(ring_pos);
+        prv_drop_session("a baseline REQUEST took over");
+        break;
+    case BLE_OTA_ITEM_V2_GAP:
+        prv_consume_until(ring_pos);
+        if (s_ses.exists && s_ses.failed == 0u && len == 4u) {
+            ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 frame at %lu lost or out of order: client resends from %lu",
+                             (unsigned long)prv_get_u32(data), (unsigned long)s_ses.committed);
+            ble_ota_priv_lock();
+            s_sh.status.gaps++;
+            ble_ota_priv_unlock();
+            prv_window_ack(conn, BLE_OTA_V2_BAD_REQUEST, s_ses.committed, s_ses.crc);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+void ble_ota_v2_get_status(ble_ota_v2_status_t *out)
+{
+    if (out == NULL) {
+        return;
+    }
+    memset(out, 0, sizeof(*out));
+    if (prv_port() == NULL) {
+        return;
+    }
+    ble_ota_priv_lock();
+    *out = s_sh.status;
+    out->attached = s_v2 != NULL;
+    out->accepting = s_sh.accepting;
+    out->owner = s_sh.owner;
+    out->expected = s_sh.expected;
+    out->buffer_used = s_sh.ring_in - s_sh.ring_out;
+    out->buffer_high_water = s_sh.ring_high_water;
+    ble_ota_priv_unlock();
+}

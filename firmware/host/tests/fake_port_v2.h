@@ -1,0 +1,223 @@
+/*
+ * The protocol v2 half of the fake port (fake_port.h holds the baseline half):
+ * an in-memory update slot with NOR rules (writes only into erased bytes,
+ * erase by aligned 4 KB sector), zlib's CRC-32 and inflate, a recorded list
+ * of every notification in full and of the link requests.
+ */
+#ifndef FAKE_PORT_V2_H
+#define FAKE_PORT_V2_H
+
+#include <zlib.h>
+
+#include "fake_port.h"
+
+#define FV2_SLOT_SIZE (256u * 1024u)
+#define FV2_MAX_NOTES 2048u
+#define FV2_CHIP_ID 9u /* ESP32-S3, as fake_chip_name says */
+
+typedef struct {
+    uint16_t conn;
+    ble_ota_chr_id_t chr;
+    uint8_t len;
+    uint8_t data[20];
+} fv2_note_t;
+
+typedef struct {
+    /* steering */
+    uint8_t running_sha[32];
+    bool no_2m;
+    uint32_t fail_erase_at; /* 1-based slot_erase call that fails */
+
+    /* observed */
+    uint8_t mem[FV2_SLOT_SIZE];
+    bool erased[FV2_SLOT_SIZE / 4096u];
+    uint32_t erase_calls;
+    uint32_t write_calls;
+    uint32_t bytes_written;
+    bool nor_violation;
+    uint32_t opens;
+    fv2_note_t notes[FV2_MAX_NOTES];
+    uint32_t n_notes;
+    ble_ota_link_request_t links[8];
+    uint32_t n_links;
+
+    z_stream zs;
+    bool zs_running;
+    uint8_t zout[4096];
+} fake_v2_t;
+
+static fake_v2_t fv2;
+
+static int fv2_notify(void *ctx, uint16_t conn, ble_ota_chr_id_t chr, const uint8_t *data, size_t len)
+{
+    if (fv2.n_notes < FV2_MAX_NOTES) {
+        fv2_note_t *n = &fv2.notes[fv2.n_notes++];
+        n->conn = conn;
+        n->chr = chr;
+        n->len = (uint8_t)len;
+        memcpy(n->data, data, len < sizeof(n->data) ? len : sizeof(n->data));
+    }
+    return fake_notify(ctx, conn, chr, data, len);
+}
+
+static int fv2_running_sha256(void *ctx, uint8_t out[BLE_OTA_SHA256_LEN])
+{
+    (void)ctx;
+    memcpy(out, fv2.running_sha, 32);
+    return BLE_OTA_OK;
+}
+
+static uint16_t fv2_chip_id(void *ctx)
+{
+    (void)ctx;
+    return FV2_CHIP_ID;
+}
+
+static uint32_t fv2_slot_size(void *ctx)
+{
+    (void)ctx;
+    return FV2_SLOT_SIZE;
+}
+
+static int fv2_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *target, uint32_t *erased)
+{
+    ble_ota_slot_info_t unused;
+    int rc;
+
+    (void)image_size;
+    fv2.opens++;
+    /* the baseline half keeps the open/end/abort bookkeeping and events */
+    rc = fake_slot_begin(ctx, BLE_OTA_IMAGE_SIZE_UNKNOWN, target != NULL ? target : &unused);
+    if (rc != BLE_OTA_OK) {
+        return rc;
+    }
+    memset(fv2.erased, 0, sizeof(fv2.erased));
+    memset(fv2.mem, 0x00, sizeof(fv2.mem)); /* an old image: never 0xFF by chance */
+    *erased = 0;
+    return BLE_OTA_OK;
+}
+
+static int fv2_slot_erase(void *ctx, uint32_t offset, uint32_t len)
+{
+    (void)ctx;
+    fv2.erase_calls++;
+    if (fv2.fail_erase_at != 0u && fv2.erase_calls == fv2.fail_erase_at) {
+        return BLE_OTA_ERR_FLASH;
+    }
+    if (!fake.slot_open || offset % 4096u != 0u || len % 4096u != 0u || offset + len > FV2_SLOT_SIZE) {
+        fv2.nor_violation = true;
+        return BLE_OTA_ERR_INVALID_ARG;
+    }
+    memset(&fv2.mem[offset], 0xFF, len);
+    for (uint32_t s = offset / 4096u; s < (offset + len) / 4096u; s++) {
+        fv2.erased[s] = true;
+    }
+    return BLE_OTA_OK;
+}
+
+static int fv2_slot_write_at(void *ctx, uint32_t offset, const uint8_t *data, size_t len)
+{
+    (void)ctx;
+    fv2.write_calls++;
+    if (!fake.slot_open || offset + len > FV2_SLOT_SIZE) {
+        fv2.nor_violation = true;
+        return BLE_OTA_ERR_INVALID_ARG;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!fv2.erased[(offset + i) / 4096u] || fv2.mem[offset + i] != 0xFF) {
+            fv2.nor_violation = true;
+            return BLE_OTA_ERR_FLASH;
+        }
+    }
+    memcpy(&fv2.mem[offset], data, len);
+    fv2.bytes_written += (uint32_t)len;
+    return BLE_OTA_OK;
+}
+
+static uint32_t fv2_crc32(void *ctx, uint32_t c, const uint8_t *data, size_t len)
+{
+    (void)ctx;
+    return (uint32_t)crc32(c, data, (uInt)len);
+}
+
+static int fv2_inflate_start(void *ctx)
+{
+    (void)ctx;
+    if (fv2.zs_running) {
+        inflateEnd(&fv2.zs);
+    }
+    memset(&fv2.zs, 0, sizeof(fv2.zs));
+    if (inflateInit(&fv2.zs) != Z_OK) {
+        return BLE_OTA_ERR_NO_MEM;
+    }
+    fv2.zs_running = true;
+    return BLE_OTA_OK;
+}
+
+static int fv2_inflate_update(void *ctx, const uint8_t **in, size_t *in_len, const uint8_t **out, size_t *out_len)
+{
+    int zrc;
+
+    (void)ctx;
+    fv2.zs.next_in = (Bytef *)*in;
+    fv2.zs.avail_in = (uInt)*in_len;
+    fv2.zs.next_out = fv2.zout;
+    fv2.zs.avail_out = sizeof(fv2.zout);
+    zrc = inflate(&fv2.zs, Z_NO_FLUSH);
+    *in += *in_len - fv2.zs.avail_in;
+    *in_len = fv2.zs.avail_in;
+    *out = fv2.zout;
+    *out_len = sizeof(fv2.zout) - fv2.zs.avail_out;
+    if (zrc == Z_STREAM_END) {
+        return BLE_OTA_INFLATE_DONE;
+    }
+    if (zrc == Z_OK || (zrc == Z_BUF_ERROR && *out_len == 0u)) {
+        return BLE_OTA_OK;
+    }
+    return BLE_OTA_ERR_INVALID_ARG;
+}
+
+static void fv2_inflate_finish(void *ctx)
+{
+    (void)ctx;
+    if (fv2.zs_running) {
+        inflateEnd(&fv2.zs);
+        fv2.zs_running = false;
+    }
+}
+
+static int fv2_link_request(void *ctx, uint16_t conn, const ble_ota_link_request_t *req)
+{
+    (void)ctx;
+    (void)conn;
+    if (fv2.n_links < 8u) {
+        fv2.links[fv2.n_links++] = *req;
+    }
+    return req->kind == BLE_OTA_LINK_PHY && fv2.no_2m ? BLE_OTA_ERR_UNSUPPORTED : BLE_OTA_OK;
+}
+
+static const ble_ota_port_v2_t fake_v2_port = {
+    fv2_running_sha256, fv2_chip_id,       fv2_slot_size,      fv2_slot_open,
+    fv2_slot_erase,     fv2_slot_write_at, fv2_crc32,          fv2_inflate_start,
+    fv2_inflate_update, fv2_inflate_finish, fv2_link_request,
+};
+
+static ble_ota_port_t fv2_base_port;
+
+/* Fresh fake (both halves) and core with v2 attached. */
+static inline int fake_v2_reset(void)
+{
+    fv2_inflate_finish(NULL);
+    memset(&fv2, 0, sizeof(fv2));
+    memset(fv2.running_sha, 0x5A, sizeof(fv2.running_sha));
+    memset(&fake, 0, sizeof(fake));
+    fake.running_state = BLE_OTA_SLOT_STATE_VALID;
+    fv2_base_port = fake_port;
+    fv2_base_port.notify = fv2_notify;
+    if (ble_ota_init(&fv2_base_port, NULL) != BLE_OTA_OK) {
+        return -1;
+    }
+    return ble_ota_v2_attach(&fake_v2_port);
+}
+
+#endif /* FAKE_PORT_V2_H */

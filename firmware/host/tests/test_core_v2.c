@@ -1,0 +1,758 @@
+/*
+ * Protocol v2 as the core speaks it, against the fake port (fake_port_v2.h):
+ * INFO, the byte-exact exchange, gaps, resume, already installed, every
+ * refusal, deflate, and how v2 and the baseline displace each other.
+ */
+#include "check.h"
+
+#include <zlib.h>
+
+#include "ble_ota.h"
+#include "fake_port_v2.h"
+#include "image.h"
+
+#define CONN 1u
+#define CONN_B 2u
+#define MTU 247u
+#define PAYLOAD (MTU - 3u - 4u)
+#define WINDOW BLE_OTA_V2_BUFFER_SIZE
+#define ACK_STEP (WINDOW / 4u)
+
+static uint8_t s_img[200u * 1024u];
+static size_t s_img_len;
+static uint8_t s_img_sha[32];
+static uint8_t s_z[220u * 1024u];
+static size_t s_z_len;
+
+/* An image that starts like an ESP image and compresses about 3:1. */
+static void make_image(size_t len, uint32_t seed)
+{
+    uint32_t x = seed * 2654435761u + 1u;
+
+    REQUIRE(len <= sizeof(s_img));
+    for (size_t i = 0; i < len; i++) {
+        x = x * 1103515245u + 12345u;
+        s_img[i] = (i % 64u) < 40u ? (uint8_t)(i / 64u) : (uint8_t)(x >> 24);
+    }
+    s_img[0] = 0xE9;
+    s_img_len = len;
+    host_sha256(s_img, len, s_img_sha);
+}
+
+static void compress_image(void)
+{
+    uLongf zl = sizeof(s_z);
+
+    REQUIRE(compress2(s_z, &zl, s_img, s_img_len, 9) == Z_OK);
+    s_z_len = zl;
+}
+
+static uint32_t crc_of(const uint8_t *data, size_t len)
+{
+    return (uint32_t)crc32(0, data, (uInt)len);
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static void connect_as(uint16_t conn)
+{
+    ble_ota_on_connect(conn, 23);
+    ble_ota_on_mtu(conn, MTU);
+    ble_ota_on_subscribe(conn, BLE_OTA_CHR_V2_CONTROL, true);
+}
+
+static int begin_raw(uint16_t conn, uint8_t flags, uint16_t chip, uint32_t image_size, const uint8_t *sha,
+                     uint32_t stream_size)
+{
+    uint8_t cmd[44];
+
+    cmd[0] = 0x10;
+    cmd[1] = flags;
+    cmd[2] = (uint8_t)chip;
+    cmd[3] = (uint8_t)(chip >> 8);
+    put_u32(&cmd[4], image_size);
+    memcpy(&cmd[8], sha, 32);
+    put_u32(&cmd[40], stream_size);
+    return ble_ota_on_write(conn, BLE_OTA_CHR_V2_CONTROL, cmd, sizeof(cmd), true);
+}
+
+/* BEGIN for s_img (compressed: the s_z stream); returns the BEGIN_RSP note. */
+static const fv2_note_t *begin(uint16_t conn, uint8_t flags)
+{
+    uint32_t before = fv2.n_notes;
+    bool z = (flags & 1u) != 0u;
+
+    if (begin_raw(conn, flags, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)(z ? s_z_len : s_img_len)) !=
+        0) {
+        return NULL;
+    }
+    fake_drain();
+    for (uint32_t i = before; i < fv2.n_notes; i++) {
+        if (fv2.notes[i].data[0] == 0x90) {
+            return &fv2.notes[i];
+        }
+    }
+    return NULL;
+}
+
+/* Where each frame sent so far ended, to predict the acks. */
+static uint32_t s_frame_ends[4096];
+static uint32_t s_n_frame_ends;
+
+static bool has_ack_status(uint8_t status)
+{
+    for (uint32_t i = 0; i < fv2.n_notes; i++) {
+        if (fv2.notes[i].data[0] == 0x91 && fv2.notes[i].data[1] == status) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void frame(uint16_t conn, const uint8_t *stream, uint32_t off, uint32_t n)
+{
+    uint8_t buf[4 + BLE_OTA_MAX_PACKET];
+
+    put_u32(buf, off);
+    memcpy(buf + 4, stream + off, n);
+    if (s_n_frame_ends < 4096u) {
+        s_frame_ends[s_n_frame_ends++] = off + n;
+    }
+    CHECK_EQ_INT(ble_ota_on_write(conn, BLE_OTA_CHR_V2_DATA, buf, 4 + n, false), 0);
+}
+
+typedef struct {
+    uint32_t drop_at;       /* frame offset lost once on air (0 = none) */
+    uint32_t stop_after;    /* stop sending once this many bytes were sent (0 = never) */
+    bool drain_per_window;  /* the writer runs only once a whole window is in flight */
+    uint32_t sent_bytes;    /* out: payload bytes sent, resends included */
+    uint32_t acked;         /* out */
+    uint32_t gaps;          /* out: BAD_REQUEST acks seen */
+    uint32_t bad_crc;       /* out: acks whose CRC differs from the client's */
+} client_t;
+
+/* A v2 client: at most one window unacknowledged, resends from a gap ack. */
+static void stream_from(uint16_t conn, const uint8_t *stream, uint32_t len, uint32_t start, client_t *c)
+{
+    uint32_t sent = start;
+    uint32_t seen = fv2.n_notes;
+    bool dropped = false;
+    unsigned guard = 0;
+
+    c->acked = start;
+    while (c->acked < len && guard++ < 100000u) {
+        while (sent < len && sent - c->acked < WINDOW) {
+            uint32_t n = len - sent;
+            if (n > PAYLOAD) {
+                n = PAYLOAD;
+            }
+            if (n > WINDOW - (sent - c->acked)) {
+                n = WINDOW - (sent - c->acked);
+            }
+            if (c->stop_after != 0u && c->sent_bytes >= c->stop_after) {
+                return;
+            }
+            if (c->drop_at != 0u && sent == c->drop_at && !dropped) {
+                dropped = true; /* lost on air: the device never sees it */
+            } else {
+                frame(conn, stream, sent, n);
+            }
+            c->sent_bytes += n;
+            sent += n;
+            if (!c->drain_per_window) {
+                fake_drain();
+            }
+        }
+        fake_drain();
+        for (; seen < fv2.n_notes; seen++) {
+            const fv2_note_t *note = &fv2.notes[seen];
+            uint32_t committed;
+            if (note->data[0] != 0x91 || note->len != 10u) {
+                continue;
+            }
+            committed = get_u32(&note->data[2]);
+            if (get_u32(&note->data[6]) != crc_of(stream, committed)) {
+                c->bad_crc++;
+            }
+            if (note->data[1] == 4u) {
+                c->gaps++;
+                sent = committed;
+                c->acked = committed;
+            } else if (note->data[1] == 0u) {
+                c->acked = committed;
+            } else {
+                return;
+            }
+        }
+    }
+}
+
+static const fv2_note_t *last_note(void)
+{
+    return fv2.n_notes > 0u ? &fv2.notes[fv2.n_notes - 1u] : NULL;
+}
+
+static uint8_t end_status(uint16_t conn)
+{
+    uint8_t op = 0x11;
+    const fv2_note_t *n;
+
+    REQUIRE_EQ_INT(ble_ota_on_write(conn, BLE_OTA_CHR_V2_CONTROL, &op, 1, true), 0);
+    fake_drain();
+    n = last_note();
+    if (n == NULL || n->data[0] != 0x93 || n->len != 2u) {
+        return 0xFF;
+    }
+    return n->data[1];
+}
+
+TEST(info_describes_the_device)
+{
+    uint8_t info[128];
+    size_t len = 0;
+    uint8_t version[32] = "1.2.3";
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    connect_as(CONN);
+    REQUIRE_EQ_INT(ble_ota_on_read(CONN, BLE_OTA_CHR_V2_CONTROL, info, sizeof(info), &len), 0);
+    REQUIRE_EQ_INT(len, 114);
+    CHECK_EQ_INT(info[0], 2);
+    CHECK_EQ_HEX(info[1], 0x03); /* deflate, resume */
+    CHECK_EQ_INT(info[2] | info[3] << 8, 9);
+    CHECK_EQ_HEX(get_u32(&info[4]), FV2_SLOT_SIZE);
+    CHECK_EQ_INT(info[8] | info[9] << 8, MTU - 3);
+    CHECK_EQ_INT(get_u32(&info[10]), WINDOW);
+    CHECK_MEM_EQ(&info[14], fv2.running_sha, 32);
+    CHECK_MEM_EQ(&info[46], version, 32);
+    CHECK_EQ_INT(get_u32(&info[78]), 0);
+    CHECK_EQ_INT(info[82] | info[113], 0);
+    CHECK_EQ_INT(ble_ota_on_read(CONN, BLE_OTA_CHR_V2_CONTROL, info, 100, &len), BLE_OTA_ATT_ERR_INSUFFICIENT_RES);
+    CHECK_EQ_INT(ble_ota_on_read(CONN, BLE_OTA_CHR_V2_DATA, info, sizeof(info), &len),
+                 BLE_OTA_ATT_ERR_READ_NOT_PERMITTED);
+}
+
+TEST(without_the_v2_port_the_v2_characteristics_are_not_supported)
+{
+    uint8_t info[128];
+    size_t len = 0;
+    uint8_t op = 0x11;
+
+    REQUIRE_EQ_INT(fake_reset(), BLE_OTA_OK);
+    CHECK_EQ_INT(ble_ota_on_read(CONN, BLE_OTA_CHR_V2_CONTROL, info, sizeof(info), &len),
+                 BLE_OTA_ATT_ERR_REQ_NOT_SUPPORTED);
+    CHECK_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_V2_CONTROL, &op, 1, true), BLE_OTA_ATT_ERR_REQ_NOT_SUPPORTED);
+    CHECK(ble_ota_v2_attach(NULL) == BLE_OTA_ERR_INVALID_ARG);
+}
+
+TEST(link_tuning_is_requested_on_connect)
+{
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    fv2.no_2m = true;
+    ble_ota_on_connect(CONN, 23);
+    REQUIRE_EQ_INT(fv2.n_links, 3);
+    CHECK_EQ_INT(fv2.links[0].kind, BLE_OTA_LINK_CONN_PARAMS);
+    CHECK_EQ_INT(fv2.links[0].min_interval, 6);
+    CHECK_EQ_INT(fv2.links[0].max_interval, 12);
+    CHECK_EQ_INT(fv2.links[0].latency, 0);
+    CHECK_EQ_INT(fv2.links[0].timeout, 400);
+    CHECK_EQ_INT(fv2.links[1].kind, BLE_OTA_LINK_DATA_LENGTH);
+    CHECK_EQ_INT(fv2.links[1].tx_octets, 251);
+    CHECK_EQ_INT(fv2.links[1].tx_time_us, 2120);
+    CHECK_EQ_INT(fv2.links[2].kind, BLE_OTA_LINK_PHY);
+    CHECK_EQ_HEX(fv2.links[2].tx_phys, 0x03);
+    CHECK_EQ_HEX(fv2.links[2].rx_phys, 0x03);
+    CHECK(fake_logged(BLE_OTA_LOG_INFO, "link: requesting connection interval 7.5-15 ms"));
+    CHECK(fake_logged(BLE_OTA_LOG_INFO, "link: requesting data length 251"));
+    CHECK(fake_logged(BLE_OTA_LOG_INFO, "link: 2M PHY not available on this chip"));
+}
+
+TEST(v2_exchange_byte_for_byte)
+{
+    static const uint8_t want_begin_rsp[16] = { 0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0xF4, 0 };
+    const fv2_note_t *rsp;
+    client_t c;
+    ble_ota_v2_status_t st;
+    uint32_t ack_count = 0;
+    int end_note;
+    int restart;
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(50000u, 1);
+    connect_as(CONN);
+    rsp = begin(CONN, 0);
+    REQUIRE(rsp != NULL);
+    CHECK_EQ_INT(rsp->len, 16);
+    CHECK_MEM_EQ(rsp->data, want_begin_rsp, 16);
+    CHECK_EQ_INT(fv2.opens, 1);
+    /* erase ahead happened in the writer, before any data */
+    ble_ota_v2_get_status(&st);
+    CHECK_EQ_INT(st.erased_to, WINDOW + 4096u);
+    CHECK(st.accepting);
+
+    memset(&c, 0, sizeof(c));
+    s_n_frame_ends = 0;
+    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    CHECK_EQ_INT(c.acked, s_img_len);
+    CHECK_EQ_INT(c.sent_bytes, s_img_len);
+    CHECK_EQ_INT(c.gaps, 0);
+    CHECK_EQ_INT(c.bad_crc, 0);
+    /* acks: at the first frame end past each quarter window, then at the end of the
+     * stream, byte for byte */
+    for (uint32_t i = 0; i < fv2.n_notes; i++) {
+        const fv2_note_t *n = &fv2.notes[i];
+        uint8_t want[10];
+        uint32_t step = (ack_count + 1u) * ACK_STEP;
+        uint32_t expect = (uint32_t)s_img_len;
+        if (n->data[0] != 0x91) {
+            continue;
+        }
+        for (uint32_t f = 0; f < s_n_frame_ends; f++) {
+            if (s_frame_ends[f] >= step) {
+                expect = s_frame_ends[f];
+                break;
+            }
+        }
+        ack_count++;
+        want[0] = 0x91;
+        want[1] = 0;
+        put_u32(&want[2], expect);
+        put_u32(&want[6], crc_of(s_img, expect));
+        CHECK_EQ_INT(n->len, 10);
+        CHECK_MEM_EQ(n->data, want, 10);
+        CHECK_EQ_INT(n->conn, CONN);
+        CHECK_EQ_INT(n->chr, BLE_OTA_CHR_V2_CONTROL);
+    }
+    CHECK_EQ_INT(ack_count, (uint32_t)(s_img_len / ACK_STEP) + 1u);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_WRITE), 0); /* v2 writes go through slot_write_at */
+    CHECK(!fv2.nor_violation);
+
+    CHECK_EQ_INT(end_status(CONN), 0);
+    end_note = fake_find_event(FAKE_EV_NOTIFY, fake_count_events(FAKE_EV_NOTIFY) - 1u);
+    restart = fake_find_event(FAKE_EV_RESTART, 0);
+    REQUIRE(restart >= 0);
+    CHECK(end_note < restart); /* END_RSP leaves before the restart is scheduled */
+    CHECK(fake_find_event(FAKE_EV_SLOT_END, 0) < fake_find_event(FAKE_EV_SLOT_SET_BOOT, 0));
+    CHECK(fake_find_event(FAKE_EV_SLOT_SET_BOOT, 0) < end_note);
+    CHECK_EQ_INT(fake.events[restart].len, 500);
+    CHECK(fake.boot_set);
+    CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
+    CHECK_EQ_INT(fv2.bytes_written, s_img_len);
+    ble_ota_v2_get_status(&st);
+    CHECK(!st.session_held);
+    CHECK_EQ_INT(st.sessions_completed, 1);
+    CHECK(st.restart_scheduled);
+    CHECK(fake_logged(BLE_OTA_LOG_INFO, "v2 OTA done: 50000 bytes"));
+}
+
+TEST(a_client_that_fills_the_window_before_the_writer_runs_loses_nothing)
+{
+    client_t c;
+    ble_ota_v2_status_t st;
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(3u * WINDOW + 1000u, 2);
+    connect_as(CONN);
+    REQUIRE(begin(CONN, 0) != NULL);
+    memset(&c, 0, sizeof(c));
+    c.drain_per_window = true;
+    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    CHECK_EQ_INT(c.acked, s_img_len);
+    ble_ota_v2_get_status(&st);
+    CHECK_EQ_INT(st.frames_dropped, 0);
+    CHECK_EQ_INT(st.buffer_high_water, WINDOW);
+    CHECK_EQ_INT(end_status(CONN), 0);
+    CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
+}
+
+TEST(a_lost_frame_is_answered_once_and_the_client_resends_from_there)
+{
+    client_t c;
+    ble_ota_v2_status_t st;
+    uint32_t gap_acks = 0;
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(40000u, 3);
+    connect_as(CONN);
+    REQUIRE(begin(CONN, 0) != NULL);
+    memset(&c, 0, sizeof(c));
+    c.drop_at = 10u * PAYLOAD;
+    c.drain_per_window = true; /* several frames after the lost one are in flight */
+    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    CHECK_EQ_INT(c.gaps, 1);
+    CHECK_EQ_INT(c.bad_crc, 0);
+    CHECK_EQ_INT(c.acked, s_img_len);
+    for (uint32_t i = 0; i < fv2.n_notes; i++) {
+        if (fv2.notes[i].data[0] == 0x91 && fv2.notes[i].data[1] == 4u) {
+            gap_acks++;
+            CHECK_EQ_INT(get_u32(&fv2.notes[i].data[2]), 10u * PAYLOAD);
+            CHECK_EQ_HEX(get_u32(&fv2.notes[i].data[6]), crc_of(s_img, 10u * PAYLOAD));
+        }
+    }
+    CHECK_EQ_INT(gap_acks, 1);
+    ble_ota_v2_get_status(&st);
+    CHECK_EQ_INT(st.gaps, 1);
+    CHECK(st.frames_dropped > 1u); /* the stray frames after the gap were dropped silently */
+    CHECK_EQ_INT(end_status(CONN), 0);
+    CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
+}
+
+static void resume_at(uint32_t cut, uint8_t flags)
+{
+    const uint8_t *stream = (flags & 1u) ? s_z : s_img;
+    uint32_t len = (uint32_t)((flags & 1u) ? s_z_len : s_img_len);
+    uint8_t info[128];
+    size_t info_len = 0;
+    const fv2_note_t *rsp;
+    client_t c;
+    uint32_t offset;
+    uint32_t total_sent;
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    connect_as(CONN);
+    REQUIRE(begin(CONN, flags) != NULL);
+    memset(&c, 0, sizeof(c));
+    c.stop_after = cut;
+    stream_from(CONN, stream, len, 0, &c);
+    total_sent = c.sent_bytes;
+    ble_ota_on_disconnect(CONN);
+    fake_drain();
+
+    /* another link: INFO shows the held session; BEGIN resumes it */
+    connect_as(CONN_B);
+    REQUIRE_EQ_INT(ble_ota_on_read(CONN_B, BLE_OTA_CHR_V2_CONTROL, info, sizeof(info), &info_len), 0);
+    offset = get_u32(&info[78]);
+    CHECK_MSG(offset >= cut - PAYLOAD && offset <= cut + PAYLOAD, "cut %u: held offset %u", cut, offset);
+    CHECK_MEM_EQ(&info[82], s_img_sha, 32);
+    rsp = begin(CONN_B, flags);
+    REQUIRE(rsp != NULL);
+    CHECK_EQ_INT(rsp->data[1], 0);
+    CHECK_EQ_INT(get_u32(&rsp->data[2]), offset);
+    CHECK_EQ_HEX(get_u32(&rsp->data[6]), crc_of(stream, offset));
+    CHECK_EQ_INT(fv2.opens, 1); /* the same slot, not reopened */
+    memset(&c, 0, sizeof(c));
+    stream_from(CONN_B, stream, len, offset, &c);
+    total_sent += c.sent_bytes;
+    CHECK_EQ_INT(c.acked, len);
+    CHECK_EQ_INT(c.bad_crc, 0);
+    CHECK_EQ_INT(total_sent, len); /* nothing sent twice */
+    CHECK_EQ_INT(end_status(CONN_B), 0);
+    CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
+    CHECK(!fv2.nor_violation);
+}
+
+TEST(resume_after_a_disconnect_continues_from_the_committed_offset)
+{
+    static const uint32_t cuts[] = { PAYLOAD, 5000u, WINDOW, 2u * WINDOW + 77u * PAYLOAD, 60000u };
+
+    make_image(64000u, 4);
+    for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        resume_at(cuts[i], 0);
+    }
+}
+
+TEST(resume_of_a_compressed_transfer_keeps_the_inflater_state)
+{
+    make_image(120000u, 5);
+    compress_image();
+    REQUIRE(s_z_len < s_img_len);
+    resume_at((uint32_t)s_z_len / 3u, 1);
+    resume_at((uint32_t)s_z_len - 100u, 1);
+}
+
+TEST(begin_with_the_restart_flag_or_another_image_starts_over)
+{
+    client_t c;
+    const fv2_note_t *rsp;
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(30000u, 6);
+    connect_as(CONN);
+    REQUIRE(begin(CONN, 0) != NULL);
+    memset(&c, 0, sizeof(c));
+    c.stop_after = 9000u;
+    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    rsp = begin(CONN, 2);
+    REQUIRE(rsp != NULL);
+    CHECK_EQ_INT(rsp->data[1], 0);
+    CHECK_EQ_INT(get_u32(&rsp->data[2]), 0);
+    CHECK_EQ_INT(fv2.opens, 2);
+    memset(&c, 0, sizeof(c));
+    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    CHECK_EQ_INT(end_status(CONN), 0);
+    CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
+}
+
+TEST(already_installed_touches_no_flash)
+{
+    const fv2_note_t *rsp;
+    uint8_t want[16] = { 0x90, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0xF4, 0 };
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(30000u, 7);
+    memcpy(fv2.running_sha, s_img_sha, 32);
+    connect_as(CONN);
+    rsp = begin(CONN, 0);
+    REQUIRE(rsp != NULL);
+    CHECK_MEM_EQ(rsp->data, want, 16);
+    CHECK_EQ_INT(fv2.opens, 0);
+    CHECK_EQ_INT(fv2.erase_calls + fv2.write_calls, 0);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_BEGIN), 0);
+    CHECK_EQ_INT(end_status(CONN), 9); /* nothing to end */
+}
+
+static uint8_t begin_status(uint16_t conn, uint8_t flags, uint16_t chip, uint32_t size, const uint8_t *sha,
+                            uint32_t stream)
+{
+    uint32_t before = fv2.n_notes;
+
+    REQUIRE_EQ_INT(begin_raw(conn, flags, chip, size, sha, stream), 0);
+    fake_drain();
+    REQUIRE(fv2.n_notes > before);
+    REQUIRE_EQ_HEX(last_note()->data[0], 0x90);
+    return last_note()->data[1];
+}
+
+TEST(begin_refusals_carry_their_reason)
+{
+    uint8_t short_begin[10] = { 0x10 };
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(30000u, 8);
+    connect_as(CONN);
+    CHECK_EQ_INT(begin_status(CONN, 0, 0, 30000u, s_img_sha, 30000u), 3);                       /* WRONG_CHIP */
+    CHECK_EQ_INT(begin_status(CONN, 0, FV2_CHIP_ID, FV2_SLOT_SIZE + 1u, s_img_sha, FV2_SLOT_SIZE + 1u), 2); /* TOO_LARGE */
+    CHECK_EQ_INT(begin_status(CONN, 0, FV2_CHIP_ID, 30000u, s_img_sha, 29000u), 4);  /* sizes differ uncompressed */
+    CHECK_EQ_INT(begin_status(CONN, 0, FV2_CHIP_ID, 0u, s_img_sha, 0u), 4);
+    CHECK_EQ_INT(fv2.opens + fv2.erase_calls, 0);
+    /* checked in the spec's order: chip before size before already-installed */
+    memcpy(fv2.running_sha, s_img_sha, 32);
+    CHECK_EQ_INT(begin_status(CONN, 0, 5, FV2_SLOT_SIZE + 1u, s_img_sha, 1u), 3);
+    CHECK_EQ_INT(begin_status(CONN, 0, FV2_CHIP_ID, FV2_SLOT_SIZE + 1u, s_img_sha, 1u), 2);
+    /* a malformed command is answered at once */
+    CHECK_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_V2_CONTROL, short_begin, sizeof(short_begin), true), 0);
+    CHECK_EQ_HEX(last_note()->data[0], 0x90);
+    CHECK_EQ_INT(last_note()->data[1], 4);
+    CHECK_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_V2_CONTROL, short_begin + 1, 1, true),
+                 BLE_OTA_ATT_ERR_VALUE_NOT_ALLOWED);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_BEGIN), 0);
+}
+
+TEST(data_and_end_without_a_session_get_no_session)
+{
+    uint8_t buf[8] = { 0, 0, 0, 0, 0xE9, 1, 2, 3 };
+    uint32_t before;
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    connect_as(CONN);
+    CHECK_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_V2_DATA, buf, sizeof(buf), false), 0);
+    CHECK_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_V2_DATA, buf, sizeof(buf), false), 0);
+    fake_drain();
+    REQUIRE_EQ_INT(fv2.n_notes, 1); /* once, not per frame */
+    CHECK_EQ_HEX(fv2.notes[0].data[0], 0x91);
+    CHECK_EQ_INT(fv2.notes[0].data[1], 9);
+    before = fv2.n_notes;
+    CHECK_EQ_INT(end_status(CONN), 9);
+    CHECK_EQ_INT(fv2.n_notes, before + 1u);
+    CHECK_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_V2_DATA, buf, 4, false), BLE_OTA_ATT_ERR_INVALID_ATTR_VALUE_LEN);
+    CHECK_EQ_INT(fv2.write_calls, 0);
+}
+
+TEST(a_second_connection_is_busy_while_the_first_holds_the_session)
+{
+    uint8_t op = 0x12;
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(30000u, 9);
+    connect_as(CONN);
+    REQUIRE(begin(CONN, 0) != NULL);
+    ble_ota_on_connect(CONN_B, MTU); /* a second central, the first still connected */
+    CHECK_EQ_INT(begin_status(CONN_B, 0, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 8);
+    CHECK_EQ_INT(end_status(CONN_B), 8);
+    CHECK_EQ_INT(ble_ota_on_write(CONN_B, BLE_OTA_CHR_V2_CONTROL, &op, 1, true), 0);
+    fake_drain();
+    CHECK_EQ_HEX(last_note()->data[0], 0x94);
+    CHECK_EQ_INT(last_note()->data[1], 8);
+    /* the owner may abort */
+    CHECK_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_V2_CONTROL, &op, 1, true), 0);
+    fake_drain();
+    CHECK_EQ_HEX(last_note()->data[0], 0x94);
+    CHECK_EQ_INT(last_note()->data[1], 0);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_ABORT), 1);
+    CHECK_EQ_INT(end_status(CONN), 9);
+}
+
+TEST(end_refusals_carry_their_reason_and_keep_the_old_image)
+{
+    client_t c;
+    uint8_t wrong_sha[32];
+
+    /* SIZE_MISMATCH: END before the whole stream */
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(30000u, 10);
+    connect_as(CONN);
+    REQUIRE(begin(CONN, 0) != NULL);
+    memset(&c, 0, sizeof(c));
+    c.stop_after = 10000u;
+    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    CHECK_EQ_INT(end_status(CONN), 11);
+    CHECK(!fake.boot_set);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_ABORT), 1);
+    CHECK_EQ_INT(end_status(CONN), 9); /* the session is gone */
+
+    /* HASH_MISMATCH: BEGIN named another SHA-256 */
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    connect_as(CONN);
+    memcpy(wrong_sha, s_img_sha, 32);
+    wrong_sha[31] ^= 1u;
+    CHECK_EQ_INT(begin_status(CONN, 0, FV2_CHIP_ID, (uint32_t)s_img_len, wrong_sha, (uint32_t)s_img_len), 0);
+    memset(&c, 0, sizeof(c));
+    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    CHECK_EQ_INT(end_status(CONN), 6);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_END), 0);
+    CHECK(!fake.boot_set);
+
+    /* INVALID_IMAGE: esp_ota_end's image check fails */
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    fake.end_rc = BLE_OTA_ERR_INVALID_IMAGE;
+    connect_as(CONN);
+    REQUIRE(begin(CONN, 0) != NULL);
+    memset(&c, 0, sizeof(c));
+    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    CHECK_EQ_INT(end_status(CONN), 7);
+    CHECK(!fake.boot_set);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_RESTART), 0);
+
+    /* FLASH_ERROR: an erase fails while streaming; reported at once, and at END */
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    fv2.fail_erase_at = 7;
+    connect_as(CONN);
+    REQUIRE(begin(CONN, 0) != NULL);
+    memset(&c, 0, sizeof(c));
+    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    CHECK(c.acked < s_img_len);
+    CHECK(has_ack_status(5));
+    CHECK_EQ_INT(end_status(CONN), 5);
+    CHECK(!fake.boot_set);
+}
+
+TEST(not_an_esp_image_is_refused_at_its_first_byte)
+{
+    client_t c;
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(20000u, 11);
+    s_img[0] = 0x7F;
+    host_sha256(s_img, s_img_len, s_img_sha);
+    connect_as(CONN);
+    REQUIRE(begin(CONN, 0) != NULL);
+    memset(&c, 0, sizeof(c));
+    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    CHECK_EQ_INT(c.acked, 0);
+    CHECK(has_ack_status(7));
+    CHECK_EQ_INT(fv2.write_calls, 0);
+    CHECK_EQ_INT(end_status(CONN), 7);
+}
+
+TEST(compressed_transfer_inflates_on_the_device)
+{
+    client_t c;
+    const fv2_note_t *rsp;
+    ble_ota_v2_status_t st;
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(150000u, 12);
+    compress_image();
+    REQUIRE(s_z_len < s_img_len / 2u);
+    connect_as(CONN);
+    rsp = begin(CONN, 1);
+    REQUIRE(rsp != NULL);
+    CHECK_EQ_INT(rsp->data[1], 0);
+    memset(&c, 0, sizeof(c));
+    stream_from(CONN, s_z, (uint32_t)s_z_len, 0, &c);
+    CHECK_EQ_INT(c.acked, s_z_len); /* acks count stream (compressed) bytes */
+    CHECK_EQ_INT(c.bad_crc, 0);
+    CHECK_EQ_INT(c.sent_bytes, s_z_len);
+    ble_ota_v2_get_status(&st);
+    CHECK_EQ_INT(st.image_written, s_img_len);
+    CHECK_EQ_INT(end_status(CONN), 0);
+    CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
+    CHECK(!fv2.zs_running); /* the inflater was released */
+}
+
+TEST(a_corrupt_deflate_stream_is_an_inflate_error)
+{
+    client_t c;
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(100000u, 13);
+    compress_image();
+    for (size_t i = 200; i < 260; i++) {
+        s_z[i] ^= 0xA5u;
+    }
+    connect_as(CONN);
+    REQUIRE(begin(CONN, 1) != NULL);
+    memset(&c, 0, sizeof(c));
+    stream_from(CONN, s_z, (uint32_t)s_z_len, 0, &c);
+    CHECK(c.acked < s_z_len);
+    CHECK(has_ack_status(10));
+    CHECK_EQ_INT(end_status(CONN), 10);
+    CHECK(!fake.boot_set);
+    CHECK(!fv2.zs_running);
+
+    /* a stream cut short: every byte arrived, but the deflate end never came */
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    compress_image();
+    connect_as(CONN);
+    CHECK_EQ_INT(begin_status(CONN, 1, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_z_len - 10u), 0);
+    memset(&c, 0, sizeof(c));
+    stream_from(CONN, s_z, (uint32_t)s_z_len - 10u, 0, &c);
+    CHECK_EQ_INT(end_status(CONN), 10);
+}
+
+TEST(a_baseline_request_drops_a_v2_session_and_a_v2_begin_drops_a_baseline_transfer)
+{
+    client_t c;
+    uint8_t size_le[2] = { 244, 0 };
+    uint8_t request = 0x01;
+    uint8_t data[100];
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(30000u, 14);
+    connect_as(CONN);
+    REQUIRE(begin(CONN, 0) != NULL);
+    memset(&c, 0, sizeof(c));
+    c.stop_after = 5000u;
+    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_DATA, size_le, 2, true), 0);
+    REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_CONTROL, &request, 1, false), 0);
+    fake_drain();
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_ABORT), 1);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_BEGIN), 2);
+    CHECK(fake.slot_open); /* now the baseline's */
+    CHECK(fake_logged(BLE_OTA_LOG_WARN, "a baseline REQUEST took over"));
+    CHECK_EQ_INT(end_status(CONN), 9);
+
+    /* the baseline transfer runs; a v2 BEGIN replaces it */
+    memset(data, 0xE9, sizeof(data));
+    REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_DATA, data, sizeof(data), true), 0);
+    fake_drain();
+    REQUIRE(begin(CONN, 0) != NULL);
+    CHECK_EQ_INT(last_note()->data[1], 0);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_ABORT), 2);
+    CHECK(fake_logged(BLE_OTA_LOG_WARN, "v2 BEGIN during a baseline transfer"));
+    memset(&c, 0, sizeof(c));
+    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    CHECK_EQ_INT(end_status(CONN), 0);
+    CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
+}
