@@ -240,6 +240,11 @@ export class FakeV2Device implements FakePeripheral {
     return this.#session !== undefined;
   }
 
+  /** Push an arbitrary value on v2 Control, e.g. to test how a client treats noise. */
+  sendControlNotification(data: Uint8Array): void {
+    this.#notify(data);
+  }
+
   /** Flip a byte the device holds, so that the CRC it reports on resume no longer matches. */
   corruptSession(at = 0): void {
     const s = this.#session;

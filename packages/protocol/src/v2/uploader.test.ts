@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { normalizeUuid } from '../baseline.ts';
 import { AbortError, TimeoutError } from '../errors.ts';
 import { FakeDeviceRegistry, FakeTransport, type FakeTransportOptions } from '../fake-transport.ts';
 import {
@@ -342,6 +343,52 @@ describe('resume', () => {
     expect(result?.resumedFrom).toBeGreaterThanOrEqual(8192);
     expect(result?.sentBytes).toBe(image.length - (result?.resumedFrom ?? 0));
     expect(device.dataBytesReceived).toBeLessThan(2 * image.length);
+    expect(sha(device.runningImage)).toBe(sha(image));
+  });
+});
+
+describe('edge cases', () => {
+  it('resumes a session that holds the whole stream by sending END alone', async () => {
+    const { device, transport } = setup();
+    await transport.connect();
+    const origin = device.onWrite.bind(device);
+    let cut = false;
+    device.onWrite = (chr, data, withResponse) => {
+      if (!cut && chr === normalizeUuid(V2_CONTROL_UUID) && data[0] === 0x11) {
+        cut = true;
+        transport.disconnect();
+        return 'never';
+      }
+      return origin(chr, data, withResponse);
+    };
+    const image = makeImage(20_000, { random: true });
+    const lost = await uploadV2(transport, image).catch((e: unknown) => e);
+    expect(lost).toMatchObject({ code: 'LINK_LOST', committed: image.length });
+    await transport.connect();
+    const result = await uploadV2(transport, image);
+    expect(result).toMatchObject({ outcome: 'installed', resumedFrom: image.length, sentBytes: 0 });
+    expect(sha(device.runningImage)).toBe(sha(image));
+  });
+
+  it('reports noise on v2 Control and carries on', async () => {
+    const { device, transport } = setup({ ackEvery: 1024 });
+    await transport.connect();
+    const uploader = new V2Uploader(transport);
+    const noise: string[] = [];
+    uploader.on('unexpectedNotification', (_data, reason) => noise.push(reason));
+    let sent = false;
+    uploader.on('progress', (p) => {
+      if (!sent && p.streamBytes > 0) {
+        sent = true;
+        device.sendControlNotification(Uint8Array.of(0x42, 1, 2));
+        device.sendControlNotification(Uint8Array.of(0x93));
+      }
+    });
+    const image = makeImage(20_000, { random: true });
+    await uploader.upload(image);
+    expect(noise).toHaveLength(2);
+    expect(noise[0]).toMatch(/not a v2 answer/);
+    expect(noise[1]).toMatch(/END_RSP is 2 bytes/);
     expect(sha(device.runningImage)).toBe(sha(image));
   });
 });
