@@ -175,7 +175,8 @@ export class FakeV2Device implements FakePeripheral {
   #link: FakePeripheralLink | undefined;
   #session: Session | undefined;
   #lastAckOffset = 0;
-  #writerQueue: { end: number; crc: number }[] = [];
+  /** Accepted frames and gap reports, in arrival order; the writer works through them. */
+  #writerQueue: ({ kind: 'data'; end: number; crc: number } | { kind: 'gap' })[] = [];
   #writerBusy = false;
   readonly #seenOffsets = new Map<number, number>();
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
@@ -477,7 +478,10 @@ export class FakeV2Device implements FakePeripheral {
       if (!s.gapReported) {
         s.gapReported = true;
         this.log.push(`gap: frame at ${offset}, expected ${s.expected}`);
-        this.#ack(V2Status.BAD_REQUEST, s.expected, s.expectedCrc);
+        // Through the writer, like the firmware: by the time it reports, everything received
+        // before the gap is committed, so the report never lags behind an earlier ack.
+        this.#writerQueue.push({ kind: 'gap' });
+        this.#kickWriter();
       }
       return;
     }
@@ -490,7 +494,7 @@ export class FakeV2Device implements FakePeripheral {
     s.stream.set(payload, offset);
     s.expected += payload.length;
     s.expectedCrc = crc32(payload, s.expectedCrc);
-    this.#writerQueue.push({ end: s.expected, crc: s.expectedCrc });
+    this.#writerQueue.push({ kind: 'data', end: s.expected, crc: s.expectedCrc });
     this.#kickWriter();
   }
 
@@ -502,6 +506,11 @@ export class FakeV2Device implements FakePeripheral {
       const s = this.#session;
       const item = this.#writerQueue.shift();
       if (s === undefined || item === undefined || s.failed !== undefined) return;
+      if (item.kind === 'gap') {
+        this.#ack(V2Status.BAD_REQUEST, s.committed, s.committedCrc);
+        if (this.#writerQueue.length > 0) this.#kickWriter();
+        return;
+      }
       const before = s.committed;
       s.committed = item.end;
       s.committedCrc = item.crc;

@@ -1,0 +1,79 @@
+/**
+ * Random loss patterns, windows, ack steps and MTUs: the upload always ends with the device
+ * holding exactly the image, and the client never has more than a window unacknowledged.
+ */
+import { createHash } from 'node:crypto';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { FakeDeviceRegistry, FakeTransport } from '../fake-transport.ts';
+import { FakeV2Device } from './fake-device.ts';
+import { uploadV2 } from './uploader.ts';
+
+function image(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0;
+  for (let i = 0; i < length; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    out[i] = x >>> 24;
+  }
+  out[0] = 0xe9;
+  out[12] = 0;
+  out[13] = 0;
+  return out;
+}
+
+const sha = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
+
+describe('uploadV2 under random frame loss (property)', () => {
+  it('delivers the exact image within the window', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          length: fc.integer({ min: 1, max: 30_000 }),
+          seed: fc.integer(),
+          mtu: fc.constantFrom(47, 100, 185, 247, 517),
+          window: fc.integer({ min: 600, max: 12_000 }),
+          ackDivisor: fc.constantFrom(1, 2, 4, 7),
+          /** Per-mille chance that a frame's first (and second) arrival is dropped. */
+          lossPermille: fc.integer({ min: 0, max: 150 }),
+          lossSeed: fc.integer(),
+          compression: fc.constantFrom('never' as const, 'always' as const),
+          writerDelayMs: fc.constantFrom(0, 0, 1),
+        }),
+        async (c) => {
+          const registry = new FakeDeviceRegistry();
+          let rng = c.lossSeed >>> 0;
+          const device = registry.add(
+            new FakeV2Device({
+              restartDelayMs: 0,
+              window: c.window,
+              ackEvery: Math.max(1, Math.floor(c.window / c.ackDivisor)),
+              writerDelayMs: c.writerDelayMs,
+              faults: {
+                dropFrame: (_offset, _length, seen) => {
+                  rng = (Math.imul(rng, 1103515245) + 12345) >>> 0;
+                  return seen < 2 && (rng >>> 16) % 1000 < c.lossPermille;
+                },
+              },
+            }),
+          );
+          const transport = new FakeTransport(device.address, { registry, mtu: c.mtu });
+          const img = image(c.length, c.seed);
+          try {
+            const result = await uploadV2(transport, img, {
+              compression: c.compression,
+              chipId: 0,
+              timeouts: { ackMs: 5, ackRetries: 50 },
+            });
+            expect(sha(device.runningImage)).toBe(sha(img));
+            expect(device.windowViolations).toBe(0);
+            expect(result.sentBytes).toBeGreaterThanOrEqual(result.streamSize);
+          } finally {
+            device.dispose();
+          }
+        },
+      ),
+      { numRuns: 40 },
+    );
+  }, 60_000);
+});
