@@ -192,6 +192,16 @@ static void prv_dispatch(uint8_t type, const uint8_t *p, size_t len, const char 
             return;
         }
         break;
+    case HOST_FRAME_LINK_UPDATE:
+        if (len >= 7) {
+            /* what NimBLE's connection update / PHY update / data length events tell the port */
+            unsigned itvl = prv_u16(p + 2);
+            host_log('I', TAG_PORT, "link: connection %u now uses interval %u.%02u ms, data length %u, %s PHY",
+                     (unsigned)prv_u16(p), itvl * 125 / 100, itvl * 125 % 100, (unsigned)prv_u16(p + 4),
+                     p[6] == 2 ? "2M" : "1M");
+            return;
+        }
+        break;
     default:
         host_log('W', TAG_APP, "ignoring unknown frame type 0x%02x from the rig", type);
         return;
@@ -237,7 +247,9 @@ int main(int argc, char **argv)
     ble_ota_config_t cfg = BLE_OTA_CONFIG_DEFAULT_INIT;
     cfg.device_name = a.name;
     cfg.restart_delay_ms = a.restart_delay_ms;
-    if (ble_ota_init(&port, &cfg) != BLE_OTA_OK) {
+    static ble_ota_port_v2_t port_v2;
+    host_port_v2(&hp, &port_v2);
+    if (ble_ota_init(&port, &cfg) != BLE_OTA_OK || ble_ota_v2_attach(&port_v2) != BLE_OTA_OK) {
         host_log('E', TAG_APP, "ble_ota_init failed: the host port is incomplete");
         return 1;
     }
@@ -289,6 +301,8 @@ int main(int argc, char **argv)
         prv_dispatch(hdr[0], payload, len, a.name);
         while (ble_ota_writer_run_once(0)) {
         }
+        /* The rig holds its modeled clock until this: the frame and its flash work are done. */
+        (void)host_io_frame(HOST_FRAME_FRAME_DONE, &hdr[0], 1, NULL, 0);
     }
     host_port_deinit(&hp);
     host_flash_close(&flash);

@@ -353,8 +353,224 @@ int host_port_init(host_port_t *hp, ble_ota_port_t *port, host_flash_t *flash, c
     return 0;
 }
 
+/* --- protocol v2 ------------------------------------------------------------ */
+
+static int prv_running_sha256(void *ctx, uint8_t out[BLE_OTA_SHA256_LEN])
+{
+    host_port_t *hp = ctx;
+    if (!hp->running_sha256_ok) {
+        return BLE_OTA_ERR_UNSUPPORTED;
+    }
+    memcpy(out, hp->running_sha256, BLE_OTA_SHA256_LEN);
+    return BLE_OTA_OK;
+}
+
+static uint16_t prv_chip_id(void *ctx)
+{
+    return ((host_port_t *)ctx)->chip->chip_id;
+}
+
+static uint32_t prv_slot_size(void *ctx)
+{
+    host_port_t *hp = ctx;
+    int slot = prv_next_slot(hp);
+    return slot < 0 ? 0 : host_ptable_ota(&hp->dev.table, slot)->size;
+}
+
+/* esp_ota_begin(next, 4096): erases only the first sector; the core erases the rest ahead of
+ * its writes and writes with esp_ota_write_with_offset. */
+static int prv_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *target, uint32_t *erased)
+{
+    host_port_t *hp = ctx;
+    int slot = prv_next_slot(hp);
+    uint32_t st;
+    if (slot < 0) {
+        host_log('E', TAG_PORT, "no OTA update partition: the partition table needs ota_0 and ota_1");
+        return BLE_OTA_ERR_NO_SLOT;
+    }
+    const host_part_t *p = host_ptable_ota(&hp->dev.table, slot);
+    if (image_size > p->size) {
+        host_log('E', TAG_PORT, "image of %lu bytes does not fit %s (%lu bytes)", (unsigned long)image_size, p->label,
+                 (unsigned long)p->size);
+        return BLE_OTA_ERR_TOO_LARGE;
+    }
+    if (host_ota_get_state(&hp->dev, hp->running_slot, &st) == 0 && st == ESP_OTA_IMG_PENDING_VERIFY) {
+        host_log('E', TAG_OTA, "Running app has not confirmed state (ESP_OTA_IMG_PENDING_VERIFY)");
+        host_log('E', TAG_PORT, "esp_ota_begin on %s failed: %s", p->label, "ESP_ERR_OTA_ROLLBACK_INVALID_STATE");
+        return BLE_OTA_ERR_STATE;
+    }
+    if (host_flash_erase(hp->dev.flash, p->offset, ESP_FLASH_SECTOR_SIZE) != 0 ||
+        host_ota_invalidate_inactive(&hp->dev, hp->running_slot) < 0) {
+        host_log('E', TAG_PORT, "esp_ota_begin on %s failed: ESP_ERR_FLASH_OP_FAIL (%s)", p->label,
+                 hp->dev.flash->error);
+        return BLE_OTA_ERR_FLASH;
+    }
+    hp->open = true;
+    hp->need_erase = false;
+    hp->target_slot = slot;
+    hp->wrote = 0;
+    hp->finished_slot = -1;
+    prv_fill_info(hp, slot, target);
+    *erased = ESP_FLASH_SECTOR_SIZE;
+    return BLE_OTA_OK;
+}
+
+static int prv_slot_erase(void *ctx, uint32_t offset, uint32_t len)
+{
+    host_port_t *hp = ctx;
+    if (!hp->open) {
+        return BLE_OTA_ERR_STATE;
+    }
+    const host_part_t *p = host_ptable_ota(&hp->dev.table, hp->target_slot);
+    if ((uint64_t)offset + len > p->size) {
+        host_log('E', TAG_PORT, "esp_partition_erase_range failed: %s", "ESP_ERR_INVALID_SIZE");
+        return BLE_OTA_ERR_TOO_LARGE;
+    }
+    if (host_flash_erase(hp->dev.flash, p->offset + offset, len) != 0) {
+        host_log('E', TAG_PORT, "esp_partition_erase_range failed: ESP_ERR_FLASH_OP_FAIL (%s)", hp->dev.flash->error);
+        return BLE_OTA_ERR_FLASH;
+    }
+    return BLE_OTA_OK;
+}
+
+static int prv_slot_write_at(void *ctx, uint32_t offset, const uint8_t *data, size_t len)
+{
+    host_port_t *hp = ctx;
+    if (!hp->open) {
+        return BLE_OTA_ERR_STATE;
+    }
+    const host_part_t *p = host_ptable_ota(&hp->dev.table, hp->target_slot);
+    if ((uint64_t)offset + len > p->size) {
+        host_log('E', TAG_PORT, "esp_ota_write_with_offset failed: %s", "ESP_ERR_INVALID_SIZE");
+        return BLE_OTA_ERR_TOO_LARGE;
+    }
+    if (host_flash_write(hp->dev.flash, p->offset + offset, data, len) != 0) {
+        host_log('E', TAG_PORT, "esp_ota_write_with_offset failed: ESP_ERR_FLASH_OP_FAIL (%s)", hp->dev.flash->error);
+        return BLE_OTA_ERR_FLASH;
+    }
+    hp->wrote += (uint32_t)len;
+    return BLE_OTA_OK;
+}
+
+static uint32_t prv_crc32(void *ctx, uint32_t crc, const uint8_t *data, size_t len)
+{
+    (void)ctx;
+    return (uint32_t)crc32(crc, data, (uInt)len);
+}
+
+static void prv_inflate_finish(void *ctx)
+{
+    host_port_t *hp = ctx;
+    if (hp->zs_running) {
+        inflateEnd(&hp->zs);
+        hp->zs_running = false;
+    }
+}
+
+static int prv_inflate_start(void *ctx)
+{
+    host_port_t *hp = ctx;
+    prv_inflate_finish(hp);
+    memset(&hp->zs, 0, sizeof(hp->zs));
+    if (inflateInit(&hp->zs) != Z_OK) {
+        return BLE_OTA_ERR_NO_MEM;
+    }
+    hp->zs_running = true;
+    return BLE_OTA_OK;
+}
+
+static int prv_inflate_update(void *ctx, const uint8_t **in, size_t *in_len, const uint8_t **out, size_t *out_len)
+{
+    host_port_t *hp = ctx;
+    if (!hp->zs_running) {
+        return BLE_OTA_ERR_STATE;
+    }
+    hp->zs.next_in = (Bytef *)*in;
+    hp->zs.avail_in = (uInt)*in_len;
+    hp->zs.next_out = hp->zout;
+    hp->zs.avail_out = sizeof(hp->zout);
+    int zrc = inflate(&hp->zs, Z_NO_FLUSH);
+    *in += *in_len - hp->zs.avail_in;
+    *in_len = hp->zs.avail_in;
+    *out = hp->zout;
+    *out_len = sizeof(hp->zout) - hp->zs.avail_out;
+    if (zrc == Z_STREAM_END) {
+        return BLE_OTA_INFLATE_DONE;
+    }
+    /* Z_BUF_ERROR without output only means "give me more input" */
+    if (zrc == Z_OK || (zrc == Z_BUF_ERROR && *out_len == 0)) {
+        return BLE_OTA_OK;
+    }
+    host_log('E', TAG_PORT, "inflate failed: %s", hp->zs.msg ? hp->zs.msg : "corrupt stream");
+    return BLE_OTA_ERR_INVALID_ARG;
+}
+
+/* LINK_REQUEST frames: the virtual rig models what the controller and the central make of them. */
+static int prv_link_request(void *ctx, uint16_t conn, const ble_ota_link_request_t *req)
+{
+    host_port_t *hp = ctx;
+    uint8_t f[11];
+    size_t n = 3;
+    f[0] = (uint8_t)req->kind;
+    memcpy(f + 1, &conn, 2);
+    switch (req->kind) {
+    case BLE_OTA_LINK_CONN_PARAMS:
+        memcpy(f + 3, &req->min_interval, 2);
+        memcpy(f + 5, &req->max_interval, 2);
+        memcpy(f + 7, &req->latency, 2);
+        memcpy(f + 9, &req->timeout, 2);
+        n = 11;
+        break;
+    case BLE_OTA_LINK_DATA_LENGTH:
+        memcpy(f + 3, &req->tx_octets, 2);
+        memcpy(f + 5, &req->tx_time_us, 2);
+        n = 7;
+        break;
+    case BLE_OTA_LINK_PHY:
+        /* the ESP32's controller is Bluetooth 4.2: no 2M PHY (the S2 has no Bluetooth at all) */
+        if (hp->chip->chip_id == 0 || hp->chip->chip_id == 2) {
+            return BLE_OTA_ERR_UNSUPPORTED;
+        }
+        f[3] = req->tx_phys;
+        f[4] = req->rx_phys;
+        n = 5;
+        break;
+    default:
+        return BLE_OTA_ERR_INVALID_ARG;
+    }
+    return host_io_frame(HOST_FRAME_LINK_REQUEST, f, n, NULL, 0) == 0 ? BLE_OTA_OK : BLE_OTA_ERR_STATE;
+}
+
+void host_port_v2(host_port_t *hp, ble_ota_port_v2_t *v2)
+{
+    const host_part_t *p = host_ptable_ota(&hp->dev.table, hp->running_slot);
+    const uint8_t *img = p != NULL ? host_flash_peek(hp->dev.flash, p->offset, p->size) : NULL;
+    host_image_info_t info;
+    char err[200];
+    /* What a client's SHA-256 of the .bin file gives: every image byte, the appended digest included. */
+    hp->running_sha256_ok = img != NULL && host_image_verify_buffer(img, p->size, p->offset, hp->chip,
+                                                                    HOST_IMAGE_VERIFY_SILENT, &info, err,
+                                                                    sizeof(err)) == 0;
+    if (hp->running_sha256_ok) {
+        host_sha256(img, info.image_len, hp->running_sha256);
+    }
+    memset(v2, 0, sizeof(*v2));
+    v2->running_sha256 = prv_running_sha256;
+    v2->chip_id = prv_chip_id;
+    v2->slot_size = prv_slot_size;
+    v2->slot_open = prv_slot_open;
+    v2->slot_erase = prv_slot_erase;
+    v2->slot_write_at = prv_slot_write_at;
+    v2->crc32 = prv_crc32;
+    v2->inflate_start = prv_inflate_start;
+    v2->inflate_update = prv_inflate_update;
+    v2->inflate_finish = prv_inflate_finish;
+    v2->link_request = prv_link_request;
+}
+
 void host_port_deinit(host_port_t *hp)
 {
+    prv_inflate_finish(hp);
     EVP_MD_CTX_free(hp->sha);
     hp->sha = NULL;
 }

@@ -10,6 +10,7 @@
 #include "otadata.h"
 
 #include <openssl/evp.h>
+#include <zlib.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -28,6 +29,13 @@ typedef struct host_port {
 
     EVP_MD_CTX *sha;
 
+    /* protocol v2 */
+    uint8_t running_sha256[32]; /* of the running image as it lies in flash, appended digest included */
+    bool running_sha256_ok;
+    z_stream zs;
+    bool zs_running;
+    uint8_t zout[4096];
+
     bool restart_pending;
     uint64_t restart_at_ns;
     /* Called instead of sending RESET and exiting; tests use it. */
@@ -38,6 +46,10 @@ typedef struct host_port {
 int host_port_init(host_port_t *hp, ble_ota_port_t *port, host_flash_t *flash, const host_chip_t *chip,
                    int running_slot, char *err, size_t errlen);
 void host_port_deinit(host_port_t *hp);
+
+/* Fills *v2 with the host's protocol v2 functions (ble_ota_v2_attach) and hashes the running
+ * image for INFO and "already installed". LINK_REQUEST frames announce the link requests. */
+void host_port_v2(host_port_t *hp, ble_ota_port_v2_t *v2);
 
 /* Sends the RESET frame and exits(0), like esp_restart(). */
 void host_port_restart_now(host_port_t *hp, uint8_t reason);

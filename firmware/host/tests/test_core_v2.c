@@ -272,8 +272,8 @@ TEST(link_tuning_is_requested_on_connect)
     CHECK_EQ_INT(fv2.links[2].kind, BLE_OTA_LINK_PHY);
     CHECK_EQ_HEX(fv2.links[2].tx_phys, 0x03);
     CHECK_EQ_HEX(fv2.links[2].rx_phys, 0x03);
-    CHECK(fake_logged(BLE_OTA_LOG_INFO, "link: requesting connection interval 7.5-15 ms"));
-    CHECK(fake_logged(BLE_OTA_LOG_INFO, "link: requesting data length 251"));
+    CHECK(fake_logged(BLE_OTA_LOG_INFO, "link: requested connection interval 7.5-15 ms"));
+    CHECK(fake_logged(BLE_OTA_LOG_INFO, "link: requested data length 251"));
     CHECK(fake_logged(BLE_OTA_LOG_INFO, "link: 2M PHY not available on this chip"));
 }
 

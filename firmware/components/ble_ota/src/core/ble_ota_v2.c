@@ -209,14 +209,17 @@ static void prv_window_ack(uint16_t conn, uint8_t status, uint32_t committed, ui
 
 /* --- Link tuning (BLE context) ------------------------------------------ */
 
-static void prv_link_request(uint16_t conn, const ble_ota_link_request_t *req, const char *what)
+/* Asks for one link change and says on the console what was asked. */
+static void prv_link_request(uint16_t conn, const ble_ota_link_request_t *req, const char *what, const char *asked)
 {
     const ble_ota_port_t *port = prv_port();
     int rc = s_v2->link_request(port->ctx, conn, req);
 
-    if (rc == BLE_OTA_ERR_UNSUPPORTED) {
+    if (rc == BLE_OTA_OK) {
+        ble_ota_priv_log(BLE_OTA_LOG_INFO, "link: requested %s", asked);
+    } else if (rc == BLE_OTA_ERR_UNSUPPORTED) {
         ble_ota_priv_log(BLE_OTA_LOG_INFO, "link: %s not available on this chip", what);
-    } else if (rc != BLE_OTA_OK) {
+    } else {
         ble_ota_priv_log(BLE_OTA_LOG_WARN, "link: %s request failed (error %d)", what, rc);
     }
 }
@@ -236,23 +239,21 @@ static void prv_tune_link(uint16_t conn)
     req.max_interval = 12u; /* 15 ms */
     req.latency = 0u;
     req.timeout = 400u; /* 4 s */
-    ble_ota_priv_log(BLE_OTA_LOG_INFO, "link: requesting connection interval 7.5-15 ms, latency 0, timeout 4000 ms");
-    prv_link_request(conn, &req, "connection parameter update");
+    prv_link_request(conn, &req, "connection parameter update",
+                     "connection interval 7.5-15 ms, latency 0, timeout 4000 ms");
 
     /* 251-byte link-layer packets carry a 247-byte ATT PDU in one piece. */
     memset(&req, 0, sizeof(req));
     req.kind = BLE_OTA_LINK_DATA_LENGTH;
     req.tx_octets = 251u;
     req.tx_time_us = 2120u;
-    ble_ota_priv_log(BLE_OTA_LOG_INFO, "link: requesting data length 251 (2120 us)");
-    prv_link_request(conn, &req, "data length extension");
+    prv_link_request(conn, &req, "data length extension", "data length 251 (2120 us)");
 
     memset(&req, 0, sizeof(req));
     req.kind = BLE_OTA_LINK_PHY;
     req.tx_phys = BLE_OTA_PHY_1M_MASK | BLE_OTA_PHY_2M_MASK;
     req.rx_phys = BLE_OTA_PHY_1M_MASK | BLE_OTA_PHY_2M_MASK;
-    ble_ota_priv_log(BLE_OTA_LOG_INFO, "link: requesting the 2M PHY");
-    prv_link_request(conn, &req, "2M PHY");
+    prv_link_request(conn, &req, "2M PHY", "the 2M PHY");
 }
 
 /* --- BLE context ------------------------------------------------------------ */

@@ -1,0 +1,484 @@
+/*
+ * Protocol v2 end to end through ble-ota-device's frames, as the virtual rig drives it:
+ * link requests, INFO, windowed streaming, resume, deflate, already installed, power
+ * cuts; FRAME_DONE after every input frame throughout (device_harness.h).
+ */
+#include "device_harness.h"
+
+#include <zlib.h>
+
+#define CONN 1u
+#define V2_CTRL 5u
+#define V2_DATA 6u
+#define WINDOW 16384u
+
+static uint8_t *image_of_app(const char *version, size_t *len)
+{
+    char err[200];
+    size_t exe_len;
+    uint8_t *exe = host_read_file(BLE_OTA_TEST_APP_EXE, &exe_len, err, sizeof(err));
+    if (exe == NULL) {
+        return NULL;
+    }
+    host_app_image_params_t p;
+    memset(&p, 0, sizeof(p));
+    p.chip = host_chip_by_name("esp32");
+    p.version = version;
+    p.project_name = "esp_ble_ota";
+    p.idf_ver = "v5.3.1";
+    p.date = "Nov 24 2026";
+    p.time = "23:00:00";
+    p.exec = exe;
+    p.exec_len = exe_len;
+    host_sha256(exe, exe_len, p.elf_sha256);
+    uint8_t *img = NULL;
+    if (host_app_image_build(&p, &img, len, err, sizeof(err)) != 0) {
+        img = NULL;
+    }
+    free(exe);
+    return img;
+}
+
+static const char *fresh_flash(const char *name)
+{
+    const char *path = htu_path(name);
+    unlink(path);
+    return path;
+}
+
+static void connect_dev(dh_dev_t *d, uint16_t mtu)
+{
+    uint8_t p[5];
+    dh_u16(p, CONN);
+    dh_u16(p + 2, mtu);
+    REQUIRE(dh_call(d, 0x01, p, 4, NULL, 0) == 0);
+    dh_u16(p + 2, V2_CTRL);
+    p[4] = 1;
+    REQUIRE(dh_call(d, 0x06, p, 5, NULL, 0) == 0);
+}
+
+static void disconnect_dev(dh_dev_t *d)
+{
+    uint8_t p[3];
+    dh_u16(p, CONN);
+    p[2] = 0x08; /* supervision timeout */
+    REQUIRE(dh_call(d, 0x02, p, 3, NULL, 0) == 0);
+}
+
+/* The last NOTIFY on v2 Control with this opcode, or NULL. Payload: conn, chr, answer. */
+static const uint8_t *last_answer(const dh_dev_t *d, uint8_t op)
+{
+    for (unsigned i = d->n_got; i-- > 0;) {
+        const dh_frame_t *f = &d->got[i];
+        if (f->type == 0x82 && f->len >= 6 && f->data[2] == V2_CTRL && f->data[4] == op) {
+            return f->data + 4;
+        }
+    }
+    return NULL;
+}
+
+static void read_info(dh_dev_t *d, uint8_t info[114])
+{
+    uint8_t p[4];
+    dh_u16(p, CONN);
+    dh_u16(p + 2, V2_CTRL);
+    dh_clear(d);
+    REQUIRE(dh_call(d, 0x05, p, 4, NULL, 0) == 0);
+    int i = dh_find(d, 0x85, 0, -1, 0);
+    REQUIRE(i >= 0);
+    REQUIRE_EQ_INT(d->got[i].len, 5 + 114);
+    CHECK_EQ_INT(d->got[i].data[4], 0);
+    memcpy(info, d->got[i].data + 5, 114);
+}
+
+/* BEGIN; returns the 16-byte BEGIN_RSP (copied into rsp) status, or -1. */
+static int begin(dh_dev_t *d, uint8_t flags, uint16_t chip, uint32_t size, const uint8_t sha[32], uint32_t stream,
+                 uint8_t rsp[16])
+{
+    uint8_t h[5], cmd[44];
+    dh_u16(h, CONN);
+    dh_u16(h + 2, V2_CTRL);
+    h[4] = 1;
+    cmd[0] = 0x10;
+    cmd[1] = flags;
+    dh_u16(cmd + 2, chip);
+    dh_u32(cmd + 4, size);
+    memcpy(cmd + 8, sha, 32);
+    dh_u32(cmd + 40, stream);
+    dh_clear(d);
+    if (dh_call(d, 0x04, h, 5, cmd, sizeof(cmd)) != 0) {
+        return -1;
+    }
+    int w = dh_find(d, 0x84, 0, -1, 0);
+    CHECK(w >= 0 && d->got[w].data[4] == 0); /* the Write Response: accepted */
+    const uint8_t *a = last_answer(d, 0x90);
+    if (a == NULL) {
+        return -1;
+    }
+    memcpy(rsp, a, 16);
+    return a[1];
+}
+
+typedef struct {
+    uint32_t stop_after; /* stop once this many bytes were sent (0 = never) */
+    uint32_t sent_bytes;
+    uint32_t acked;
+    uint32_t bad_crc;
+    int failed_status; /* a WINDOW_ACK status other than OK/BAD_REQUEST, else -1 */
+    bool gone;         /* the device died (power cut) */
+} client_t;
+
+/* Streams [start, len) with at most one window unacknowledged, as Write Commands. */
+static void stream_from(dh_dev_t *d, const uint8_t *stream, uint32_t len, uint32_t start, uint16_t mtu, client_t *c)
+{
+    uint32_t payload = (uint32_t)mtu - 3u - 4u;
+    uint32_t sent = start;
+    uint8_t h[9];
+    c->acked = start;
+    c->failed_status = -1;
+    dh_u16(h, CONN);
+    dh_u16(h + 2, V2_DATA);
+    h[4] = 0;
+    dh_clear(d);
+    while (c->acked < len) {
+        if (sent < len && sent - c->acked < WINDOW) {
+            uint32_t n = len - sent < payload ? len - sent : payload;
+            if (n > WINDOW - (sent - c->acked)) {
+                n = WINDOW - (sent - c->acked);
+            }
+            if (c->stop_after != 0 && c->sent_bytes >= c->stop_after) {
+                return;
+            }
+            dh_u32(h + 5, sent);
+            if (dh_call(d, 0x04, h, 9, stream + sent, n) != 0) {
+                c->gone = true;
+                return;
+            }
+            c->sent_bytes += n;
+            sent += n;
+        } else if (sent - c->acked >= WINDOW || sent >= len) {
+            /* every ack of the frames sent so far has arrived with their FRAME_DONEs */
+            CHECK_MSG(0, "window full at %u with no ack pending", c->acked);
+            return;
+        }
+        for (unsigned i = 0; i < d->n_got; i++) {
+            const dh_frame_t *f = &d->got[i];
+            if (f->type != 0x82 || f->len != 14 || f->data[4] != 0x91) {
+                continue;
+            }
+            uint32_t committed = dh_get_u32(f->data + 6);
+            if (dh_get_u32(f->data + 10) != (uint32_t)crc32(0, stream, committed)) {
+                c->bad_crc++;
+            }
+            if (f->data[5] == 0) {
+                c->acked = committed;
+            } else if (f->data[5] == 4) {
+                sent = c->acked = committed;
+            } else {
+                c->failed_status = f->data[5];
+                return;
+            }
+        }
+        dh_clear(d);
+    }
+}
+
+/* END; returns END_RSP's status or -1. */
+static int end_cmd(dh_dev_t *d)
+{
+    uint8_t h[5], op = 0x11;
+    dh_u16(h, CONN);
+    dh_u16(h + 2, V2_CTRL);
+    h[4] = 1;
+    dh_clear(d);
+    if (dh_call(d, 0x04, h, 5, &op, 1) != 0) {
+        return -1;
+    }
+    const uint8_t *a = last_answer(d, 0x93);
+    return a == NULL ? -1 : a[1];
+}
+
+static int boots_version(const char *flash, const char *version)
+{
+    dh_dev_t d;
+    const char *boot[] = {"--flash", flash, NULL};
+    dh_spawn(&d, boot);
+    int ok = dh_wait_for(&d, 0x80) == 0;
+    char want[128];
+    snprintf(want, sizeof(want), "App version:      %s\033", version);
+    ok = ok && htu_contains(d.console, want);
+    if (!ok) {
+        fprintf(stderr, "%s\n", d.console);
+    }
+    dh_close(&d);
+    dh_free(&d);
+    return ok;
+}
+
+static void running_image_sha(uint8_t sha[32])
+{
+    size_t len;
+    char err[200];
+    uint8_t *img = host_read_file(BLE_OTA_TEST_APP_IMAGE, &len, err, sizeof(err));
+    REQUIRE(img != NULL);
+    host_sha256(img, len, sha);
+    free(img);
+}
+
+TEST(v2_update_end_to_end_with_frame_done_after_every_frame)
+{
+    static const uint8_t want_conn_params[11] = {1, 1, 0, 6, 0, 12, 0, 0, 0, 0x90, 0x01};
+    static const uint8_t want_data_len[7] = {2, 1, 0, 251, 0, 0x48, 0x08};
+    const char *flash = fresh_flash("v2-e2e.bin");
+    const char *create[] = {"--flash", flash, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, "--restart-delay-ms", "0",
+                            NULL};
+    dh_dev_t d;
+    uint8_t info[114], rsp[16], running[32];
+    size_t len;
+    uint8_t *img = image_of_app("v2-e2e-2.0.0", &len);
+    REQUIRE(img != NULL);
+    uint8_t sha[32];
+    host_sha256(img, len, sha);
+    running_image_sha(running);
+
+    dh_spawn(&d, create);
+    REQUIRE(dh_wait_for(&d, 0x80) == 0);
+    dh_clear(&d);
+    connect_dev(&d, 247);
+    /* link requests right after CONNECT; no 2M PHY on the ESP32 */
+    int lr = dh_find(&d, 0x89, 0, 1, 0);
+    REQUIRE(lr >= 0);
+    CHECK_EQ_INT(d.got[lr].len, 11);
+    CHECK_MEM_EQ(d.got[lr].data, want_conn_params, 11);
+    lr = dh_find(&d, 0x89, 0, 2, 0);
+    REQUIRE(lr >= 0);
+    CHECK_EQ_INT(d.got[lr].len, 7);
+    CHECK_MEM_EQ(d.got[lr].data, want_data_len, 7);
+    CHECK_EQ_INT(dh_find(&d, 0x89, 0, 3, 0), -1);
+    CHECK_CONTAINS(d.console, "ble_ota: link: requested connection interval 7.5-15 ms, latency 0, timeout 4000 ms");
+    CHECK_CONTAINS(d.console, "ble_ota: link: requested data length 251 (2120 us)");
+    CHECK_CONTAINS(d.console, "ble_ota: link: 2M PHY not available on this chip");
+
+    read_info(&d, info);
+    CHECK_EQ_INT(info[0], 2);
+    CHECK_EQ_HEX(info[1], 3);
+    CHECK_EQ_INT(info[2] | info[3] << 8, 0);
+    CHECK_EQ_HEX(dh_get_u32(info + 4), 0x1F0000); /* ota_1 in firmware/partitions.csv */
+    CHECK_EQ_INT(info[8] | info[9] << 8, 244);
+    CHECK_EQ_INT(dh_get_u32(info + 10), WINDOW);
+    CHECK_MEM_EQ(info + 14, running, 32);
+    CHECK(memcmp(info + 46, BLE_OTA_TEST_APP_VERSION, strlen(BLE_OTA_TEST_APP_VERSION)) == 0);
+
+    unsigned erases_before = d.flash_ops[1];
+    REQUIRE_EQ_INT(begin(&d, 0, 0, (uint32_t)len, sha, (uint32_t)len, rsp), 0);
+    CHECK_EQ_INT(dh_get_u32(rsp + 2), 0);
+    CHECK_EQ_INT(dh_get_u32(rsp + 10), WINDOW);
+    CHECK_EQ_INT(rsp[14] | rsp[15] << 8, 244);
+    client_t c;
+    memset(&c, 0, sizeof(c));
+    stream_from(&d, img, (uint32_t)len, 0, 247, &c);
+    CHECK_EQ_INT(c.acked, len);
+    CHECK_EQ_INT(c.bad_crc, 0);
+    CHECK_EQ_INT(c.sent_bytes, len);
+    CHECK_EQ_INT(end_cmd(&d), 0);
+    /* erase ahead never erases past the image; the otadata sector is erased once by set_boot */
+    CHECK_EQ_INT(d.flash_ops[1] - erases_before, (unsigned)((len + 4095) / 4096) + 1u);
+    REQUIRE(dh_wait_for(&d, 0x87) == 0);
+    CHECK_EQ_INT(d.reset_reason, 1);
+    CHECK_CONTAINS(d.console, "v2 OTA done");
+    CHECK_CONTAINS(d.console, "ble_ota: restarting into the new image");
+    CHECK_EQ_INT(d.frames_done, d.frames_in);
+    CHECK_EQ_INT(d.done_mismatch, 0);
+    CHECK_EQ_INT(dh_close(&d), 0);
+    dh_free(&d);
+    CHECK(boots_version(flash, "v2-e2e-2.0.0"));
+    free(img);
+}
+
+TEST(a_2m_chip_is_asked_for_the_2m_phy_and_link_updates_are_logged)
+{
+    static const uint8_t want_phy[5] = {3, 1, 0, 3, 3};
+    const char *flash = fresh_flash("v2-e2e-s3.bin");
+    const char *create[] = {"--flash", flash, "--create", "--chip", "esp32s3", NULL};
+    dh_dev_t d;
+    dh_spawn(&d, create);
+    REQUIRE(dh_wait_for(&d, 0x80) == 0);
+    dh_clear(&d);
+    connect_dev(&d, 517);
+    int lr = dh_find(&d, 0x89, 0, 3, 0);
+    REQUIRE(lr >= 0);
+    CHECK_EQ_INT(d.got[lr].len, 5);
+    CHECK_MEM_EQ(d.got[lr].data, want_phy, 5);
+    CHECK_CONTAINS(d.console, "ble_ota: link: requested the 2M PHY");
+    uint8_t upd[7] = {1, 0, 6, 0, 251, 0, 2};
+    REQUIRE(dh_call(&d, 0x07, upd, sizeof(upd), NULL, 0) == 0);
+    CHECK_CONTAINS(d.console, "ble_ota: link: connection 1 now uses interval 7.50 ms, data length 251, 2M PHY");
+    uint8_t info[114];
+    read_info(&d, info);
+    CHECK_EQ_INT(info[2] | info[3] << 8, 9);
+    CHECK_EQ_INT(info[8] | info[9] << 8, 514);
+    /* an ESP32 image is refused up front */
+    size_t len;
+    uint8_t *img = image_of_app("v2-wrong-chip", &len);
+    REQUIRE(img != NULL);
+    uint8_t sha[32], rsp[16];
+    host_sha256(img, len, sha);
+    CHECK_EQ_INT(begin(&d, 0, 0, (uint32_t)len, sha, (uint32_t)len, rsp), 3);
+    CHECK_EQ_INT(d.frames_done, d.frames_in);
+    CHECK_EQ_INT(dh_close(&d), 0);
+    dh_free(&d);
+    free(img);
+}
+
+TEST(already_installed_sends_nothing_and_writes_nothing)
+{
+    const char *flash = fresh_flash("v2-e2e-same.bin");
+    const char *create[] = {"--flash", flash, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, NULL};
+    dh_dev_t d;
+    uint8_t running[32], rsp[16];
+    running_image_sha(running);
+    size_t len;
+    char err[200];
+    uint8_t *img = host_read_file(BLE_OTA_TEST_APP_IMAGE, &len, err, sizeof(err));
+    REQUIRE(img != NULL);
+    dh_spawn(&d, create);
+    REQUIRE(dh_wait_for(&d, 0x80) == 0);
+    connect_dev(&d, 247);
+    unsigned ops = d.flash_ops[1] + d.flash_ops[2];
+    CHECK_EQ_INT(begin(&d, 0, 0, (uint32_t)len, running, (uint32_t)len, rsp), 1);
+    CHECK_EQ_INT(d.flash_ops[1] + d.flash_ops[2], ops);
+    CHECK_CONTAINS(d.console, "this image is already running");
+    CHECK_EQ_INT(dh_close(&d), 0);
+    dh_free(&d);
+    free(img);
+}
+
+TEST(compressed_update_resumed_after_a_disconnect)
+{
+    const char *flash = fresh_flash("v2-e2e-z.bin");
+    const char *create[] = {"--flash", flash, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, "--restart-delay-ms", "0",
+                            NULL};
+    dh_dev_t d;
+    size_t len;
+    uint8_t *img = image_of_app("v2-e2e-z", &len);
+    REQUIRE(img != NULL);
+    uint8_t sha[32], rsp[16], info[114];
+    host_sha256(img, len, sha);
+    uLongf zlen = compressBound(len);
+    uint8_t *z = malloc(zlen);
+    REQUIRE(z != NULL && compress2(z, &zlen, img, len, 9) == Z_OK);
+    CHECK(zlen < len); /* the host image compresses */
+
+    dh_spawn(&d, create);
+    REQUIRE(dh_wait_for(&d, 0x80) == 0);
+    connect_dev(&d, 185);
+    REQUIRE_EQ_INT(begin(&d, 1, 0, (uint32_t)len, sha, (uint32_t)zlen, rsp), 0);
+    client_t c;
+    memset(&c, 0, sizeof(c));
+    c.stop_after = (uint32_t)zlen / 3u;
+    stream_from(&d, z, (uint32_t)zlen, 0, 185, &c);
+    uint32_t sent = c.sent_bytes;
+    disconnect_dev(&d);
+    CHECK_CONTAINS(d.console, "v2 session kept after the disconnect");
+
+    connect_dev(&d, 185);
+    read_info(&d, info);
+    uint32_t held = dh_get_u32(info + 78);
+    CHECK_EQ_INT(held, sent); /* the host's writer keeps up: everything sent was committed */
+    CHECK_MEM_EQ(info + 82, sha, 32);
+    REQUIRE_EQ_INT(begin(&d, 1, 0, (uint32_t)len, sha, (uint32_t)zlen, rsp), 0);
+    CHECK_EQ_INT(dh_get_u32(rsp + 2), held);
+    CHECK_EQ_HEX(dh_get_u32(rsp + 6), (uint32_t)crc32(0, z, held));
+    memset(&c, 0, sizeof(c));
+    stream_from(&d, z, (uint32_t)zlen, held, 185, &c);
+    CHECK_EQ_INT(c.acked, zlen);
+    CHECK_EQ_INT(sent + c.sent_bytes, zlen); /* nothing sent twice */
+    CHECK_EQ_INT(end_cmd(&d), 0);
+    REQUIRE(dh_wait_for(&d, 0x87) == 0);
+    CHECK_EQ_INT(d.frames_done, d.frames_in);
+    CHECK_EQ_INT(dh_close(&d), 0);
+    dh_free(&d);
+    CHECK(boots_version(flash, "v2-e2e-z"));
+    free(z);
+    free(img);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    size_t len;
+    char err[200];
+    uint8_t *data = host_read_file(from, &len, err, sizeof(err));
+    REQUIRE(data != NULL);
+    FILE *f = fopen(to, "wb");
+    REQUIRE(f != NULL);
+    REQUIRE(fwrite(data, 1, len, f) == len);
+    fclose(f);
+    free(data);
+}
+
+/* Runs a v2 update on a copy of base; returns END's status, or -1 if the device died. */
+static int v2_run(const char *work, const char *cut, const uint8_t *img, size_t len, const uint8_t sha[32],
+                  unsigned *ops)
+{
+    dh_dev_t d;
+    uint8_t rsp[16];
+    const char *args_cut[] = {"--flash", work, "--power-cut-at", cut, "--restart-delay-ms", "0", NULL};
+    const char *args[] = {"--flash", work, "--restart-delay-ms", "0", NULL};
+    dh_spawn(&d, cut != NULL ? args_cut : args);
+    REQUIRE_EQ_INT(dh_wait_for(&d, 0x80), 0);
+    connect_dev(&d, 247);
+    int st = begin(&d, 0, 0, (uint32_t)len, sha, (uint32_t)len, rsp);
+    if (st == 0) {
+        client_t c;
+        memset(&c, 0, sizeof(c));
+        stream_from(&d, img, (uint32_t)len, 0, 247, &c);
+        st = c.gone ? -1 : end_cmd(&d);
+        if (st == 0 && dh_wait_for(&d, 0x87) != 0) {
+            st = -1;
+        }
+    }
+    dh_close(&d);
+    if (ops != NULL) {
+        *ops = d.flash_ops[1] + d.flash_ops[2];
+    }
+    int code = d.exit_code;
+    dh_free(&d);
+    return st >= 0 ? st : (code == 137 ? -1 : -2);
+}
+
+TEST(power_cut_at_sampled_operations_of_a_v2_update_never_bricks_the_device)
+{
+    const char *base = fresh_flash("v2-cuts-base.bin");
+    const char *create[] = {"--flash", base, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, NULL};
+    dh_dev_t d;
+    dh_spawn(&d, create);
+    REQUIRE(dh_wait_for(&d, 0x80) == 0);
+    CHECK_EQ_INT(dh_close(&d), 0);
+    dh_free(&d);
+
+    size_t len;
+    uint8_t *img = image_of_app("v2-cuts-new", &len);
+    REQUIRE(img != NULL);
+    uint8_t sha[32];
+    host_sha256(img, len, sha);
+    const char *work = fresh_flash("v2-cuts-work.bin");
+    copy_file(base, work);
+    unsigned total = 0;
+    REQUIRE_EQ_INT(v2_run(work, NULL, img, len, sha, &total), 0);
+    CHECK(total > 100);
+    CHECK(boots_version(work, "v2-cuts-new"));
+
+    unsigned cuts[] = {1, 2, total / 3, total / 2, total * 7 / 8, total - 2, total - 1, total};
+    for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        char cut[16];
+        snprintf(cut, sizeof(cut), "%u", cuts[i]);
+        copy_file(base, work);
+        int st = v2_run(work, cut, img, len, sha, NULL);
+        CHECK_MSG(st == -1, "cut at %u of %u: the update ended with %d instead of losing the device", cuts[i], total,
+                  st);
+        CHECK_MSG(boots_version(work, BLE_OTA_TEST_APP_VERSION), "power cut at operation %u of %u: the old app did "
+                                                                  "not boot",
+                  cuts[i], total);
+    }
+    free(img);
+}
