@@ -9,14 +9,20 @@
 
 #include "sdkconfig.h"
 
+#include <stdlib.h>
+
 #include "esp_app_desc.h"
 #include "esp_chip_info.h"
 #include "esp_err.h"
+#include "esp_flash_partitions.h"
+#include "esp_image_format.h"
 #include "esp_log.h"
 #include "esp_ota_ops.h"
 #include "esp_partition.h"
+#include "esp_rom_crc.h"
 #include "esp_system.h"
 #include "esp_timer.h"
+#include "miniz.h" /* the ROM's tinfl (esp_rom/include/miniz.h) */
 #include "freertos/FreeRTOS.h"
 #include "freertos/semphr.h"
 #include "freertos/task.h"
@@ -55,6 +61,12 @@ typedef struct {
     mbedtls_sha256_context sha;
     bool sha_running;
     char chip_name[16];
+    /* protocol v2 */
+    uint8_t running_sha256[BLE_OTA_SHA256_LEN];
+    bool running_sha256_ok;
+    tinfl_decompressor *inflater; /* heap, only while a compressed transfer runs */
+    uint8_t *dict;                /* TINFL_LZ_DICT_SIZE bytes, the inflater's output window */
+    size_t dict_ofs;
 } idf_port_t;
 
 static idf_port_t s_idf;
@@ -415,6 +427,225 @@ static int prv_sha256_finish(void *ctx, uint8_t out[BLE_OTA_SHA256_LEN])
     return rc == 0 ? BLE_OTA_OK : BLE_OTA_ERR_UNSUPPORTED;
 }
 
+
+/* --- Protocol v2 ------------------------------------------------------- */
+
+/*
+ * SHA-256 of the running image as a client's .bin file has it: every byte up to
+ * and including the appended digest (esp_image_get_metadata's image_len).
+ * esp_partition_get_sha256 returns the appended digest itself, which is the
+ * SHA-256 of the bytes before it, so it never equals the file's hash.
+ * Computed once at init, before the BLE host runs.
+ */
+static void prv_hash_running_image(idf_port_t *p)
+{
+    static uint8_t buf[512];
+    const esp_partition_t *running = esp_ota_get_running_partition();
+    esp_partition_pos_t pos;
+    esp_image_metadata_t md;
+    mbedtls_sha256_context sha;
+    uint32_t off;
+    bool ok = true;
+
+    p->running_sha256_ok = false;
+    if (running == NULL) {
+        return;
+    }
+    pos.offset = running->address;
+    pos.size = running->size;
+    if (esp_image_get_metadata(&pos, &md) != ESP_OK) {
+        ESP_LOGW(TAG, "running image unreadable: v2 clients cannot be told it is already installed");
+        return;
+    }
+    mbedtls_sha256_init(&sha);
+    ok = mbedtls_sha256_starts(&sha, 0) == 0;
+    for (off = 0; ok && off < md.image_len; off += sizeof(buf)) {
+        size_t n = md.image_len - off < sizeof(buf) ? md.image_len - off : sizeof(buf);
+        ok = esp_partition_read(running, off, buf, n) == ESP_OK && mbedtls_sha256_update(&sha, buf, n) == 0;
+    }
+    ok = ok && mbedtls_sha256_finish(&sha, p->running_sha256) == 0;
+    mbedtls_sha256_free(&sha);
+    p->running_sha256_ok = ok;
+}
+
+static int prv_running_sha256(void *ctx, uint8_t out[BLE_OTA_SHA256_LEN])
+{
+    idf_port_t *p = ctx;
+
+    if (!p->running_sha256_ok) {
+        return BLE_OTA_ERR_UNSUPPORTED;
+    }
+    memcpy(out, p->running_sha256, BLE_OTA_SHA256_LEN);
+    return BLE_OTA_OK;
+}
+
+static uint16_t prv_chip_id(void *ctx)
+{
+    (void)ctx;
+    return (uint16_t)CONFIG_IDF_FIRMWARE_CHIP_ID;
+}
+
+static uint32_t prv_slot_size(void *ctx)
+{
+    const esp_partition_t *next = esp_ota_get_next_update_partition(NULL);
+
+    (void)ctx;
+    return next != NULL ? (uint32_t)next->size : 0u;
+}
+
+/* esp_ota_begin with a one-byte size erases one erase unit and leaves the
+ * handle in "already erased" mode, the one esp_ota_write_with_offset
+ * requires; the core then erases the rest itself, ahead of its writes,
+ * instead of esp_ota_begin erasing the whole image up front (seconds with
+ * the cache off) or esp_ota_write erasing each sector as the data reaches it. */
+static int prv_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *target, uint32_t *erased)
+{
+    idf_port_t *p = ctx;
+    esp_err_t err;
+
+    p->finished = NULL;
+    p->target = esp_ota_get_next_update_partition(NULL);
+    if (p->target == NULL) {
+        ESP_LOGE(TAG, "no OTA update partition: the partition table needs ota_0 and ota_1");
+        return BLE_OTA_ERR_NO_SLOT;
+    }
+    if (image_size > p->target->size) {
+        ESP_LOGE(TAG, "image of %lu bytes does not fit %s (%lu bytes)", (unsigned long)image_size,
+                 p->target->label, (unsigned long)p->target->size);
+        return BLE_OTA_ERR_TOO_LARGE;
+    }
+    err = esp_ota_begin(p->target, 1, &p->handle);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "esp_ota_begin on %s failed: %s", p->target->label, esp_err_to_name(err));
+        switch (err) {
+        case ESP_ERR_OTA_ROLLBACK_INVALID_STATE:
+            return BLE_OTA_ERR_STATE;
+        case ESP_ERR_NO_MEM:
+            return BLE_OTA_ERR_NO_MEM;
+        case ESP_ERR_OTA_PARTITION_CONFLICT:
+        case ESP_ERR_NOT_FOUND:
+            return BLE_OTA_ERR_NO_SLOT;
+        default:
+            return BLE_OTA_ERR_FLASH;
+        }
+    }
+    p->slot_open = true;
+    prv_fill_slot_info(p->target, target);
+    *erased = p->target->erase_size;
+    return BLE_OTA_OK;
+}
+
+static int prv_slot_erase(void *ctx, uint32_t offset, uint32_t len)
+{
+    idf_port_t *p = ctx;
+    esp_err_t err;
+
+    if (!p->slot_open) {
+        return BLE_OTA_ERR_STATE;
+    }
+    err = esp_partition_erase_range(p->target, offset, len);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "erasing %s at 0x%lx failed: %s", p->target->label, (unsigned long)offset,
+                 esp_err_to_name(err));
+        return err == ESP_ERR_INVALID_SIZE ? BLE_OTA_ERR_TOO_LARGE : BLE_OTA_ERR_FLASH;
+    }
+    return BLE_OTA_OK;
+}
+
+static int prv_slot_write_at(void *ctx, uint32_t offset, const uint8_t *data, size_t len)
+{
+    idf_port_t *p = ctx;
+    esp_err_t err;
+
+    if (!p->slot_open) {
+        return BLE_OTA_ERR_STATE;
+    }
+    err = esp_ota_write_with_offset(p->handle, data, len, offset);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "esp_ota_write_with_offset at 0x%lx failed: %s", (unsigned long)offset, esp_err_to_name(err));
+        return err == ESP_ERR_INVALID_SIZE ? BLE_OTA_ERR_TOO_LARGE : BLE_OTA_ERR_FLASH;
+    }
+    return BLE_OTA_OK;
+}
+
+static uint32_t prv_crc32(void *ctx, uint32_t crc, const uint8_t *data, size_t len)
+{
+    (void)ctx;
+    /* Same convention as zlib's crc32(): ~crc in, ~crc out. */
+    return esp_rom_crc32_le(crc, data, (uint32_t)len);
+}
+
+static void prv_inflate_finish(void *ctx)
+{
+    idf_port_t *p = ctx;
+
+    free(p->inflater);
+    free(p->dict);
+    p->inflater = NULL;
+    p->dict = NULL;
+}
+
+static int prv_inflate_start(void *ctx)
+{
+    idf_port_t *p = ctx;
+
+    prv_inflate_finish(p);
+    p->inflater = malloc(sizeof(*p->inflater));
+    p->dict = malloc(TINFL_LZ_DICT_SIZE);
+    if (p->inflater == NULL || p->dict == NULL) {
+        prv_inflate_finish(p);
+        ESP_LOGE(TAG, "no heap for the inflater (%u bytes)",
+                 (unsigned)(sizeof(tinfl_decompressor) + TINFL_LZ_DICT_SIZE));
+        return BLE_OTA_ERR_NO_MEM;
+    }
+    tinfl_init(p->inflater);
+    p->dict_ofs = 0;
+    return BLE_OTA_OK;
+}
+
+static int prv_inflate_update(void *ctx, const uint8_t **in, size_t *in_len, const uint8_t **out, size_t *out_len)
+{
+    idf_port_t *p = ctx;
+    size_t in_bytes = *in_len;
+    size_t out_bytes = TINFL_LZ_DICT_SIZE - p->dict_ofs;
+    tinfl_status st;
+
+    if (p->inflater == NULL) {
+        return BLE_OTA_ERR_STATE;
+    }
+    /* The dictionary doubles as the output buffer (wrapping mode): what it
+     * decoded is handed out before the next call overwrites it. */
+    st = tinfl_decompress(p->inflater, *in, &in_bytes, p->dict, p->dict + p->dict_ofs, &out_bytes,
+                          TINFL_FLAG_PARSE_ZLIB_HEADER | TINFL_FLAG_HAS_MORE_INPUT);
+    *in += in_bytes;
+    *in_len -= in_bytes;
+    *out = p->dict + p->dict_ofs;
+    *out_len = out_bytes;
+    p->dict_ofs = (p->dict_ofs + out_bytes) & (TINFL_LZ_DICT_SIZE - 1);
+    if (st == TINFL_STATUS_DONE) {
+        return BLE_OTA_INFLATE_DONE;
+    }
+    if (st == TINFL_STATUS_NEEDS_MORE_INPUT || st == TINFL_STATUS_HAS_MORE_OUTPUT) {
+        return BLE_OTA_OK;
+    }
+    ESP_LOGE(TAG, "tinfl_decompress failed (status %d)", (int)st);
+    return BLE_OTA_ERR_INVALID_ARG;
+}
+
+static const ble_ota_port_v2_t s_port_v2 = {
+    .running_sha256 = prv_running_sha256,
+    .chip_id = prv_chip_id,
+    .slot_size = prv_slot_size,
+    .slot_open = prv_slot_open,
+    .slot_erase = prv_slot_erase,
+    .slot_write_at = prv_slot_write_at,
+    .crc32 = prv_crc32,
+    .inflate_start = prv_inflate_start,
+    .inflate_update = prv_inflate_update,
+    .inflate_finish = prv_inflate_finish,
+    .link_request = ble_ota_nimble_link_request,
+};
+
 /* --- Wiring ------------------------------------------------------------- */
 
 static const ble_ota_port_t s_port = {
@@ -477,7 +708,8 @@ esp_err_t ble_ota_idf_init(void)
         return err;
     }
     prv_compute_chip_name(s_idf.chip_name, sizeof(s_idf.chip_name));
-    if (ble_ota_init(&s_port, &s_config) != BLE_OTA_OK) {
+    prv_hash_running_image(&s_idf);
+    if (ble_ota_init(&s_port, &s_config) != BLE_OTA_OK || ble_ota_v2_attach(&s_port_v2) != BLE_OTA_OK) {
         return ESP_ERR_INVALID_ARG;
     }
     return ESP_OK;

@@ -163,23 +163,56 @@ int ble_ota_nimble_notify(void *ctx, uint16_t conn, ble_ota_chr_id_t chr, const 
     return ble_gatts_notify_custom(conn, s_val_handles[chr], om) == 0 ? BLE_OTA_OK : BLE_OTA_ERR_STATE;
 }
 
-static void prv_request_fast_link(uint16_t conn_handle)
+int ble_ota_nimble_link_request(void *ctx, uint16_t conn, const ble_ota_link_request_t *req)
 {
-    /* Short interval, no latency: one round trip per packet is the baseline
-     * client's bottleneck, so the interval sets its throughput. Centrals may
-     * refuse (Apple wants at least 15 ms); then the link keeps their default. */
-    struct ble_gap_upd_params params = {
-        .itvl_min = 6,  /* 7.5 ms in 1.25 ms units */
-        .itvl_max = 12, /* 15 ms */
-        .latency = 0,
-        .supervision_timeout = BLE_GAP_SUPERVISION_TIMEOUT_MS(4000),
-        .min_ce_len = 0,
-        .max_ce_len = 0,
-    };
-    int rc = ble_gap_update_params(conn_handle, &params);
+    int rc;
 
+    (void)ctx;
+    switch (req->kind) {
+    case BLE_OTA_LINK_CONN_PARAMS: {
+        /* Centrals may refuse (Apple wants at least 15 ms); then the link
+         * keeps their default. */
+        struct ble_gap_upd_params params = {
+            .itvl_min = req->min_interval,
+            .itvl_max = req->max_interval,
+            .latency = req->latency,
+            .supervision_timeout = req->timeout,
+            .min_ce_len = 0,
+            .max_ce_len = 0,
+        };
+        rc = ble_gap_update_params(conn, &params);
+        break;
+    }
+    case BLE_OTA_LINK_DATA_LENGTH:
+        rc = ble_gap_set_data_len(conn, req->tx_octets, req->tx_time_us);
+        break;
+    case BLE_OTA_LINK_PHY:
+#if CONFIG_BLE_OTA_PREFER_2M_PHY
+        rc = ble_gap_set_prefered_le_phy(conn, req->tx_phys, req->rx_phys, BLE_GAP_LE_PHY_CODED_ANY);
+        break;
+#else
+        /* A Bluetooth 4.2 controller (ESP32), or 5.0 features off in menuconfig. */
+        return BLE_OTA_ERR_UNSUPPORTED;
+#endif
+    default:
+        return BLE_OTA_ERR_INVALID_ARG;
+    }
     if (rc != 0) {
-        ESP_LOGD(TAG, "connection parameter update not started (rc %d)", rc);
+        ESP_LOGD(TAG, "link request %d not started (rc %d)", (int)req->kind, rc);
+        return BLE_OTA_ERR_STATE;
+    }
+    return BLE_OTA_OK;
+}
+
+/* What the link settled on, as the host build prints its LINK_UPDATE frames. */
+static void prv_log_link(uint16_t conn_handle)
+{
+    struct ble_gap_conn_desc desc;
+
+    if (ble_gap_conn_find(conn_handle, &desc) == 0) {
+        ESP_LOGI(TAG, "link: connection %u now uses interval %u.%02u ms, latency %u", (unsigned)conn_handle,
+                 (unsigned)(desc.conn_itvl * 125u / 100u), (unsigned)(desc.conn_itvl * 125u % 100u),
+                 (unsigned)desc.conn_latency);
     }
 }
 
@@ -192,9 +225,26 @@ static int prv_gap_event(struct ble_gap_event *event, void *arg)
             prv_advertise();
             return 0;
         }
+        /* The core asks for the link tuning through ble_ota_nimble_link_request. */
         ble_ota_on_connect(event->connect.conn_handle, ble_att_mtu(event->connect.conn_handle));
-        prv_request_fast_link(event->connect.conn_handle);
         return 0;
+    case BLE_GAP_EVENT_CONN_UPDATE:
+        if (event->conn_update.status == 0) {
+            prv_log_link(event->conn_update.conn_handle);
+        }
+        return 0;
+    case BLE_GAP_EVENT_PHY_UPDATE_COMPLETE:
+        if (event->phy_updated.status == 0) {
+            ESP_LOGI(TAG, "link: connection %u now uses the %s PHY", (unsigned)event->phy_updated.conn_handle,
+                     event->phy_updated.tx_phy == BLE_GAP_LE_PHY_2M ? "2M" : "1M");
+        }
+        return 0;
+#ifdef BLE_GAP_EVENT_DATA_LEN_CHG
+    case BLE_GAP_EVENT_DATA_LEN_CHG:
+        ESP_LOGI(TAG, "link: connection %u now uses data length %u", (unsigned)event->data_len_chg.conn_handle,
+                 (unsigned)event->data_len_chg.max_tx_octets);
+        return 0;
+#endif
     case BLE_GAP_EVENT_DISCONNECT:
         ESP_LOGI(TAG, "disconnect reason 0x%03x", event->disconnect.reason);
         ble_ota_on_disconnect(event->disconnect.conn.conn_handle);
@@ -328,6 +378,11 @@ esp_err_t ble_ota_nimble_start(const char *device_name)
         ESP_LOGE(TAG, "NimBLE init failed (%s): is CONFIG_BT_NIMBLE_ENABLED set and NVS initialised?",
                  esp_err_to_name(err));
         return err;
+    }
+    /* The largest ATT MTU, so one v2 frame carries up to 510 image bytes. */
+    rc = ble_att_set_preferred_mtu(517);
+    if (rc != 0) {
+        ESP_LOGW(TAG, "preferred MTU 517 refused (rc %d): raise CONFIG_BT_NIMBLE_ATT_PREFERRED_MTU's limit", rc);
     }
     ble_hs_cfg.sync_cb = prv_on_sync;
     ble_hs_cfg.reset_cb = prv_on_reset;
