@@ -23,6 +23,8 @@ import {
   type TransportEvent,
   type TransportEventMap,
   UnknownCharacteristicError,
+  V2_CONTROL_UUID,
+  V2_DATA_UUID,
   type WriteOptions,
 } from '@esp-ble-ota/protocol';
 import { withDeadline } from './deadline.ts';
@@ -37,6 +39,9 @@ import type { Noble, NobleCharacteristic, NoblePeripheral, NobleService } from '
 export const OTA_CHARACTERISTICS: readonly string[] = [
   OTA_CONTROL_UUID,
   OTA_DATA_UUID,
+  // Protocol v2 (docs/protocol-v2.md); absent on a baseline device, which is how a client knows.
+  V2_CONTROL_UUID,
+  V2_DATA_UUID,
   MANUFACTURER_NAME_UUID,
   MODEL_NUMBER_UUID,
   FIRMWARE_REVISION_UUID,
