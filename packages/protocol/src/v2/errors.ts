@@ -35,10 +35,18 @@ export class V2LinkLostError extends LinkLostError {
   readonly committed: number;
   readonly streamSize: number;
   readonly resumable: boolean;
+  /** DATA payload bytes the failed call wrote before the link dropped, resends included. */
+  readonly sentBytes: number;
 
   constructor(
     message: string,
-    details: { committed: number; streamSize: number; resumable: boolean; reason?: number },
+    details: {
+      committed: number;
+      streamSize: number;
+      resumable: boolean;
+      sentBytes: number;
+      reason?: number;
+    },
     options?: OtaErrorOptions,
   ) {
     super(message, {
@@ -49,5 +57,6 @@ export class V2LinkLostError extends LinkLostError {
     this.committed = details.committed;
     this.streamSize = details.streamSize;
     this.resumable = details.resumable;
+    this.sentBytes = details.sentBytes;
   }
 }

@@ -288,6 +288,7 @@ describe('resume', () => {
       const lost = first as V2LinkLostError;
       expect(lost.code).toBe('LINK_LOST');
       expect(lost.resumable).toBe(true);
+      expect(lost.sentBytes).toBeGreaterThanOrEqual(lost.committed);
       expect(lost.committed).toBeGreaterThan(at - 16384 - 1024);
       expect(lost.committed).toBeLessThanOrEqual(at);
       expect(lost.message).toContain(`stream byte ${lost.committed}`);

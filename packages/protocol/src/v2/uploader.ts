@@ -751,6 +751,8 @@ class Run {
     let resent = 0;
     let ackTimeouts = 0;
     let retries = 0;
+    /** After an ack timeout: send one frame and wait for the device to say where it stands. */
+    let probing = false;
     const dataStep: Step = {
       timeoutMs: this.#timeouts.writeMs,
       waitingFor: 'waiting for the controller to take a DATA frame (no free buffers)',
@@ -760,6 +762,7 @@ class Run {
     try {
       while (this.#committed < total) {
         while (next < total && next - this.#base < window) {
+          if (probing && next !== this.#base) break;
           const length = Math.min(payloadMax, total - next, this.#base + window - next);
           const frame = encodeData(next, stream.subarray(next, next + length));
           await lossWatch.run((signal) =>
@@ -774,6 +777,7 @@ class Run {
           if (this.#rewindTo !== undefined) {
             next = this.#rewindTo;
             this.#rewindTo = undefined;
+            probing = false;
           }
         }
         if (this.#failure !== undefined) throw this.#failure;
@@ -781,12 +785,14 @@ class Run {
         if (this.#rewindTo !== undefined) {
           next = this.#rewindTo;
           this.#rewindTo = undefined;
+          probing = false;
           continue;
         }
         const acked = await this.#waitForAck();
         if (this.#failure !== undefined) throw this.#failure;
         if (acked) {
           retries = 0;
+          probing = false;
           continue;
         }
         ackTimeouts++;
@@ -797,8 +803,10 @@ class Run {
             waited,
           );
         }
-        // Resending the oldest unacknowledged frame makes the device say where it stands.
+        // Resending the oldest unacknowledged frame makes the device say where it stands; one
+        // frame is enough, and a whole window would only flood a device that is merely slow.
         next = this.#base;
+        probing = true;
         this.#rewindTo = undefined;
       }
       return {
@@ -907,12 +915,13 @@ class Run {
     const resumable = this.#beginAccepted && this.#resumable;
     const where = this.#beginAccepted ? ` at stream byte ${this.#committed} of ${total}` : '';
     const hint = resumable
-      ? `connect again and upload the same image: the device continues from byte ${this.#committed}`
+      ? `connect again and upload the same image: the device continues from byte ${this.#committed} or later`
       : 'connect again and upload again';
     return new V2LinkLostError(`link lost ${step.during}${where} (${info.message}); ${hint}`, {
       committed: this.#committed,
       streamSize: total,
       resumable,
+      sentBytes: this.#sent,
       ...(info.reason === undefined ? {} : { reason: info.reason }),
     });
   }
