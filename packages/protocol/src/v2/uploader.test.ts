@@ -182,10 +182,10 @@ describe('uploadV2, the exchange', () => {
     { window: 4096, ackEvery: undefined, mtu: 247 },
     { window: 4096, ackEvery: 1024, mtu: 247 },
     { window: 1000, ackEvery: 250, mtu: 185 },
-    { window: 20_000, ackEvery: undefined, mtu: 517 },
-  ])('never has more than a window in flight (%o)', async ({ window, ackEvery, mtu }) => {
+    { window: 20_000, ackEvery: undefined, mtu: 517, maxFrame: 514 },
+  ])('never has more than a window in flight (%o)', async ({ window, ackEvery, mtu, ...rest }) => {
     const { device, transport } = setup(
-      { window, ...(ackEvery === undefined ? {} : { ackEvery }), writerDelayMs: 0 },
+      { window, ...(ackEvery === undefined ? {} : { ackEvery }), writerDelayMs: 0, ...rest },
       { mtu, txBuffers: 8 },
     );
     await transport.connect();
@@ -196,6 +196,7 @@ describe('uploadV2, the exchange', () => {
     // With acks only at window multiples the client fills the window every time.
     if (ackEvery === undefined) expect(device.maxUnacked).toBe(window);
     expect(result.frameSize).toBe(Math.min(512, mtu - 3));
+    expect(dataWrites(transport).every((w) => w.data.length <= 512)).toBe(true);
     expect(sha(device.runningImage)).toBe(sha(image));
   });
 

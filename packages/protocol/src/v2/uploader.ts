@@ -6,7 +6,7 @@
 
 import { createHash } from 'node:crypto';
 import { deflateSync } from 'node:zlib';
-import { normalizeUuid } from '../baseline.ts';
+import { MAX_ATTRIBUTE_VALUE_LENGTH, normalizeUuid } from '../baseline.ts';
 import { TypedEmitter } from '../emitter.ts';
 import {
   AbortError,
@@ -456,6 +456,9 @@ class Run {
       const frameSize = Math.min(
         rsp.maxFrame > 0 ? rsp.maxFrame : info.maxFrame,
         mtu - 3,
+        // GATT caps an attribute value at 512 bytes (Core spec Vol 3 Part F 3.2.9); NimBLE
+        // drops a longer Write Command silently.
+        MAX_ATTRIBUTE_VALUE_LENGTH,
         this.#opts.maxFrame ?? Number.POSITIVE_INFINITY,
       );
       if (frameSize <= DATA_HEADER_LENGTH) {
