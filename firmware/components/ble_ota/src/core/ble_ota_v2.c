@@ -82,7 +82,7 @@ typedef struct {
 } shared_t;
 
 static const ble_ota_port_v2_t *s_v2;
-static uint16_t s_mtu; /* BLE context */
+static uint16_t s_mtu; /* set by the BLE context under the lock, read by both */
 /* BLE context: a BEGIN went to the writer since the last DROP. */
 static bool s_begin_sent;
 static shared_t s_sh;
@@ -263,8 +263,8 @@ void ble_ota_v2_on_connect(uint16_t conn, uint16_t mtu)
     if (s_v2 == NULL) {
         return;
     }
-    s_mtu = mtu;
     ble_ota_priv_lock();
+    s_mtu = mtu;
     s_sh.link_conn = conn;
     ble_ota_priv_unlock();
     prv_tune_link(conn);
@@ -273,7 +273,12 @@ void ble_ota_v2_on_connect(uint16_t conn, uint16_t mtu)
 void ble_ota_v2_on_mtu(uint16_t conn, uint16_t mtu)
 {
     (void)conn;
+    if (s_v2 == NULL) {
+        return;
+    }
+    ble_ota_priv_lock();
     s_mtu = mtu;
+    ble_ota_priv_unlock();
 }
 
 void ble_ota_v2_on_disconnect(uint16_t conn)
@@ -814,7 +819,11 @@ bool ble_ota_v2_writer_idle(void)
 static void prv_begin_rsp(uint16_t conn, uint8_t status)
 {
     uint8_t rsp[BLE_OTA_V2_BEGIN_RSP_LEN];
-    uint16_t mtu = s_mtu; /* read only: a stale value just gives a smaller frame */
+    uint16_t mtu;
+
+    ble_ota_priv_lock();
+    mtu = s_mtu;
+    ble_ota_priv_unlock();
 
     memset(rsp, 0, sizeof(rsp));
     rsp[0] = BLE_OTA_V2_OP_BEGIN_RSP;
