@@ -200,6 +200,16 @@ describe('uploadV2, the exchange', () => {
     expect(sha(device.runningImage)).toBe(sha(image));
   });
 
+  it('keeps the window over a link with latency, where acks arrive a round trip late', async () => {
+    const { device, transport } = setup({ window: 4096, ackEvery: 1024 }, { latencyMs: 1 });
+    await transport.connect();
+    const image = makeImage(30_000, { random: true });
+    const result = await uploadV2(transport, image);
+    expect(device.windowViolations).toBe(0);
+    expect(result.ackTimeouts).toBe(0);
+    expect(sha(device.runningImage)).toBe(sha(image));
+  });
+
   it('keeps the window with a slow writer, where acks lag behind the frames', async () => {
     const { device, transport } = setup({ window: 2048, ackEvery: 512, writerDelayMs: 1 });
     await transport.connect();
