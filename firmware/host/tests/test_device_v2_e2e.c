@@ -482,3 +482,26 @@ TEST(power_cut_at_sampled_operations_of_a_v2_update_never_bricks_the_device)
     }
     free(img);
 }
+
+TEST(gatt_json_exports_the_v2_characteristics)
+{
+    dh_dev_t d;
+    const char *args[] = {"--gatt-json", NULL};
+    dh_spawn(&d, args);
+    close(d.in);
+    char buf[4096] = {0};
+    size_t got = 0;
+    ssize_t k;
+    while ((k = read(d.out, buf + got, sizeof(buf) - 1 - got)) > 0) {
+        got += (size_t)k;
+    }
+    int status;
+    waitpid(d.pid, &status, 0);
+    close(d.out);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_CONTAINS(buf, "{\"id\":5,\"name\":\"v2_control\",\"uuid\":\"44d90618-0f1a-4804-b9c7-a5ae29118ffa\","
+                        "\"properties\":[\"read\",\"write\",\"notify\"]}");
+    CHECK_CONTAINS(buf, "{\"id\":6,\"name\":\"v2_data\",\"uuid\":\"fe4a130e-1430-449c-bc25-1c299d409db4\","
+                        "\"properties\":[\"write\",\"writeWithoutResponse\"]}");
+    dh_free(&d);
+}
