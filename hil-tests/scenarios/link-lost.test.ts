@@ -3,7 +3,7 @@ import { LinkLostError } from '@esp-ble-ota/protocol';
 import { describe, expect, it } from 'vitest';
 
 describe('link lost', () => {
-  it('a link lost mid-transfer fails cleanly, the board keeps its firmware, and a retry succeeds', async (t) => {
+  it('baseline: a link lost mid-transfer fails cleanly, the board keeps its firmware, and a retry succeeds', async (t) => {
     const s = await Scenario.open(t, {
       benchNeeds: 'a way to drop the BLE link on cue (virtual rig fault injection)',
       board: {
@@ -18,16 +18,17 @@ describe('link lost', () => {
       },
     });
     const before = await s.boot();
-    const lost = await s.flash(s.images.image).then(
+    const lost = await s.flash(s.images.image, { protocol: 'baseline' }).then(
       () => undefined,
       (e: unknown) => e,
     );
     expect(lost).toBeInstanceOf(LinkLostError);
     expect((lost as Error).message).toMatch(/link lost during data transfer at byte \d+ of \d+/);
+    // The baseline protocol cannot resume: the retry sends everything again.
     s.check('transfer failed with a lost link', true, (lost as Error).message);
     // The device aborted the half-written slot; it still runs the old image and advertises.
-    const { result } = await s.flash(s.images.image);
-    expect(result.bytes).toBe(s.result.imageBytes);
+    const { upload } = await s.flash(s.images.image, { protocol: 'baseline' });
+    expect(upload.protocol === 'baseline' && upload.result.bytes).toBe(s.result.imageBytes);
     await s.expectUpdated(before, s.images.firmware.version);
   });
 });

@@ -208,14 +208,21 @@ describe('compareToBaseline', () => {
     );
   });
 
-  it('mentions an image size change beside a regression', () => {
-    const cmp = compareToBaseline(
+  it('scales the baseline to a grown image: the same speed passes, a slower one fails', () => {
+    const same = compareToBaseline(
       report([scenario('happy-path', { transferSeconds: 12.4, imageBytes: 260_000 })]),
       baseline,
       thresholds,
     );
-    expect(cmp.verdicts[0]?.message).toBe(
-      "transfer 12.4 s is 31% slower than the baseline 9.5 s (threshold 15%); the image is 260000 bytes, the baseline's was 200000",
+    expect(same.verdicts[0]).toMatchObject({ status: 'within', ok: true });
+    const slower = compareToBaseline(
+      report([scenario('happy-path', { transferSeconds: 16, imageBytes: 260_000 })]),
+      baseline,
+      thresholds,
+    );
+    expect(slower.verdicts[0]).toMatchObject({ status: 'slower', ok: false });
+    expect(slower.verdicts[0]?.message).toBe(
+      "transfer 16.0 s is 30% slower than the baseline 12.3 s (threshold 15%); the baseline's 9.5 s for 200000 bytes scaled to this image's 260000",
     );
   });
 

@@ -135,11 +135,21 @@ function compareScenario(
       ...(kBps !== undefined ? { kBps } : {}),
     };
   }
-  const deltaPct = ((current - entry.transferSeconds) / entry.transferSeconds) * 100;
-  const [cur, old] = secondsPair(current, entry.transferSeconds);
+  // A firmware that grew or shrank takes longer or shorter at the same speed: judge the OTA,
+  // not the image, by scaling the baseline's time to this image's size.
+  const scaled =
+    entry.imageBytes !== undefined &&
+    scenario.imageBytes !== undefined &&
+    entry.imageBytes > 0 &&
+    entry.imageBytes !== scenario.imageBytes;
+  const expected = scaled
+    ? (entry.transferSeconds * (scenario.imageBytes as number)) / (entry.imageBytes as number)
+    : entry.transferSeconds;
+  const deltaPct = ((current - expected) / expected) * 100;
+  const [cur, old] = secondsPair(current, expected);
   const figures = {
     transferSeconds: current,
-    baselineSeconds: entry.transferSeconds,
+    baselineSeconds: expected,
     deltaPct,
     ...(kBps !== undefined ? { kBps } : {}),
     baselineKBps: entry.kBps,
@@ -148,7 +158,7 @@ function compareScenario(
     entry.imageBytes !== undefined &&
     scenario.imageBytes !== undefined &&
     entry.imageBytes !== scenario.imageBytes
-      ? `; the image is ${scenario.imageBytes} bytes, the baseline's was ${entry.imageBytes}`
+      ? `; the baseline's ${entry.transferSeconds.toFixed(1)} s for ${entry.imageBytes} bytes scaled to this image's ${scenario.imageBytes}`
       : '';
 
   const limit = thresholds.transferSlowerPct;

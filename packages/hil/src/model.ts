@@ -53,6 +53,10 @@ export interface ScenarioResult {
   faults?: string[];
   fromVersion?: string;
   toVersion?: string;
+  /** The OTA protocol the upload used. */
+  protocol?: 'baseline' | 'v2';
+  /** Bytes sent on the air for the image (less than the image after a resume or with deflate). */
+  sentBytes?: number;
   checks?: VerdictCheck[];
 }
 
@@ -152,6 +156,8 @@ export const scenarioResultSchema = z
     faults: z.array(z.string()).optional(),
     fromVersion: z.string().optional(),
     toVersion: z.string().optional(),
+    protocol: z.enum(['baseline', 'v2']).optional(),
+    sentBytes: z.number().int().nonnegative().optional(),
     checks: z.array(verdictCheckSchema).optional(),
   })
   .refine((s) => s.result !== 'failed' || s.error !== undefined, {

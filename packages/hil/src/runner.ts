@@ -234,16 +234,19 @@ export async function runHil(opts: RunOptions = {}): Promise<number> {
     ...(shard ? { shard } : {}),
   };
   const baselineFile = resolve(config.root, config.baselineFile);
-  const baseline = await readBaseline(baselineFile);
-  const comparison = compareToBaseline(report, baseline, config.thresholds, config.baselineFile);
-  report = applyBaselineVerdicts(report, comparison);
+  let baseline = await readBaseline(baselineFile);
   if (opts.updateBaseline) {
+    // On purpose: this run's figures become the reference, so they are not judged by the old.
     const next = updateBaseline(baseline, report, new Date());
     await writeBaseline(baselineFile, next.baseline);
+    baseline = next.baseline;
+    const skipped = next.skipped.map((s) => `${s.scenarioId}: ${s.reason}`).join('; ');
     log(
-      `hil: baseline ${config.baselineFile} updated: ${next.updated.length} entries${next.skipped.length ? `, ${next.skipped.length} not recorded (${next.skipped.map((s) => `${s.scenarioId}: ${s.reason}`).join('; ')})` : ''}`,
+      `hil: baseline ${config.baselineFile} updated: ${next.updated.length} entries${skipped ? `, not recorded: ${skipped}` : ''}`,
     );
   }
+  const comparison = compareToBaseline(report, baseline, config.thresholds, config.baselineFile);
+  report = applyBaselineVerdicts(report, comparison);
   const written = await writeReports(resultsDir, report, { attachmentRoot: config.root });
   log(formatSummary(report, { color: opts.color ?? false }));
   log(`hil: reports in ${written.json}, ${written.junit}, ${written.html}`);

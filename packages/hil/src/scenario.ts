@@ -13,13 +13,15 @@ import {
 } from '@esp-ble-ota/noble';
 import {
   type AppImageInfo,
-  BaselineUploader,
-  type BaselineUploadResult,
+  type AutoPhaseEvent,
+  type AutoProgressSnapshot,
   type Clock,
   checkImageForDevice,
   type DeviceInformation,
   parseAppImage,
   readDeviceInformation,
+  type UploadAutoResult,
+  uploadAuto,
 } from '@esp-ble-ota/protocol';
 import { SerialConsole } from '@esp-ble-ota/serial';
 import type { BoardOptions, VirtualBoard, VirtualRig } from '@esp-ble-ota/sim';
@@ -56,13 +58,17 @@ export interface FlashOptions {
   skipPreflight?: boolean;
   /** Send an image whose checksum or hash is wrong (to test that the device refuses it). */
   allowCorrupt?: boolean;
+  /** 'auto' (default): v2 when the device offers it, else the baseline protocol. */
+  protocol?: 'auto' | 'v2' | 'baseline';
+  /** v2: deflate the image ('auto': when it makes the stream smaller). */
+  compression?: 'auto' | 'always' | 'never';
   signal?: AbortSignal;
 }
 
 export interface FlashOutcome {
   info: AppImageInfo;
   device: DeviceInformation;
-  result: BaselineUploadResult;
+  upload: UploadAutoResult;
 }
 
 /** What a scenario writes for the runner: its result so far, and how to match it to vitest's. */
@@ -274,15 +280,17 @@ export class Scenario {
     let modeledBase: number | undefined;
     const clock: Clock | undefined =
       this.modeledNowMs() === undefined ? undefined : { now: () => this.modeledNowMs() ?? 0 };
-    const uploader = new BaselineUploader(opened.transport, {
-      ...(clock ? { clock } : {}),
-      requestWriteType: opts.requestWriteType ?? 'request',
-      ...(opts.signal ? { signal: opts.signal } : {}),
-    });
     const samples: ThroughputSample[] = [];
+    // Figures are those of the last upload of the scenario.
+    this.result.throughput = samples;
+    delete this.result.transferSeconds;
+    delete this.result.kBps;
+    delete this.result.phases.transfer;
+    delete this.result.phases.finalize;
     let transferStartWall = 0;
     const phaseStart = new Map<string, number>();
-    uploader.on('phase', (event) => {
+    const onPhase = (event: AutoPhaseEvent) => {
+      if (event.protocol === 'discovery') return;
       if (event.state === 'start') {
         phaseStart.set(event.phase, performance.now());
         if (event.phase === 'data') {
@@ -296,34 +304,61 @@ export class Scenario {
         clock && event.durationMs !== undefined ? { modeledMs: event.durationMs } : {};
       if (event.phase === 'data') {
         this.phase('transfer', { wallMs, ...modeled });
-        // Recorded here, not after upload(): a refusal at DONE still moved the whole image.
+        // Recorded here, not after the upload: a refusal at the end still moved the whole image.
         const ms = modeled.modeledMs ?? wallMs;
         if (event.state === 'end' && ms > 0) {
           this.result.transferSeconds = ms / 1000;
           this.result.kBps = bytes.length / 1000 / (ms / 1000);
         }
       }
-      if (event.phase === 'done') {
+      if (event.phase === 'done' || event.phase === 'end') {
         this.phase('finalize', { wallMs, ...modeled });
         if (event.state === 'end') this.doneAckAt = { wall: performance.now() };
       }
-    });
-    uploader.on('progress', (snap) => {
+    };
+    const onProgress = (snap: AutoProgressSnapshot) => {
       const t =
         modeledBase !== undefined
           ? (this.modeledNowMs() ?? 0) - modeledBase
           : performance.now() - transferStartWall;
       const last = samples.at(-1);
-      if (!last || snap.bytes === snap.total || t - last.tMs >= 50)
+      if (!last || snap.bytes === snap.total || t - last.tMs >= 50) {
         samples.push({ tMs: t, bytes: snap.bytes });
-    });
-    this.result.throughput = samples;
-    const result = await uploader.upload(bytes).catch(async (error: unknown) => {
+      }
+    };
+    const upload = await uploadAuto(opened.transport, bytes, {
+      protocol: opts.protocol ?? 'auto',
+      ...(clock ? { clock } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      baseline: { requestWriteType: opts.requestWriteType ?? 'request' },
+      v2: { compression: opts.compression ?? 'auto' },
+      onPhase,
+      onProgress,
+    }).catch(async (error: unknown) => {
       throw await this.withDeviceErrors(error);
     });
+    this.result.protocol = upload.protocol;
+    if (upload.protocol === 'v2') {
+      const r = upload.result;
+      this.result.sentBytes = r.sentBytes;
+      // Image bytes this transfer delivered per second: a resumed one delivers only the rest,
+      // a compressed one more image than it sends. Nothing sent: no transfer figures.
+      if (r.sentBytes === 0) {
+        delete this.result.transferSeconds;
+        delete this.result.kBps;
+      } else if (this.result.transferSeconds) {
+        const delivered = (bytes.length * (r.streamSize - r.resumedFrom)) / r.streamSize;
+        this.result.kBps = delivered / 1000 / this.result.transferSeconds;
+      }
+      this.check(
+        'protocol v2',
+        true,
+        `${r.outcome}, ${r.compression.used ? `deflate ${r.streamSize} B stream` : 'uncompressed'}, resumed from ${r.resumedFrom}, sent ${r.sentBytes} B`,
+      );
+    }
     await opened.transport.close().catch(() => {});
     this.transport = undefined;
-    return { info, device, result };
+    return { info, device, upload };
   }
 
   /**
