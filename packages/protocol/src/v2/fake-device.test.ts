@@ -146,6 +146,39 @@ describe('FakeV2Device', () => {
     expect(answers.at(-1)).toMatchObject({ op: 'ABORT_RSP', status: 0 });
   });
 
+  it('answers malformed commands like the firmware: BAD_REQUEST for known ones, ATT 0x13 else', async () => {
+    await transport.write(V2_CONTROL_UUID, Uint8Array.of(0x10, 0, 0), { withResponse: true });
+    await transport.write(V2_CONTROL_UUID, Uint8Array.of(0x11, 0), { withResponse: true });
+    await settle();
+    expect(answers.map((a) => [a.op, a.status])).toEqual([
+      ['BEGIN_RSP', V2Status.BAD_REQUEST],
+      ['END_RSP', V2Status.BAD_REQUEST],
+    ]);
+    await expect(
+      transport.write(V2_CONTROL_UUID, Uint8Array.of(0x7f), { withResponse: true }),
+    ).rejects.toMatchObject({ code: 'ATT_ERROR', status: 0x13 });
+    await expect(
+      transport.write(V2_DATA_UUID, Uint8Array.of(0, 0, 0, 0), { withResponse: true }),
+    ).rejects.toMatchObject({ code: 'ATT_ERROR', status: 0x0d });
+  });
+
+  it('after a failure while streaming, DATA gets NO_SESSION once and END the failure', async () => {
+    device.faults.failWriteAt = { offset: 200, status: V2Status.FLASH_ERROR };
+    await begin();
+    await send(0, 240);
+    await send(240, 240);
+    await send(480, 240);
+    await settle();
+    await transport.write(V2_CONTROL_UUID, Uint8Array.of(0x11), { withResponse: true });
+    await settle();
+    expect(answers.map((a) => [a.op, a.status])).toEqual([
+      ['BEGIN_RSP', V2Status.OK],
+      ['WINDOW_ACK', V2Status.FLASH_ERROR],
+      ['WINDOW_ACK', V2Status.NO_SESSION],
+      ['END_RSP', V2Status.FLASH_ERROR],
+    ]);
+  });
+
   it('after an ABORT the next upload starts from 0', async () => {
     await begin();
     await send(0, 240);

@@ -33,6 +33,7 @@ import {
 import type { GattService } from '../transport.ts';
 import {
   crc32,
+  DATA_HEADER_LENGTH,
   decodeCommand,
   decodeData,
   encodeAbortRsp,
@@ -43,8 +44,12 @@ import {
   V2_CONTROL_UUID,
   V2_DATA_UUID,
   type V2Begin,
+  V2Op,
   V2Status,
 } from './codec.ts';
+
+/** ATT "Value Not Allowed" (Core spec Vol 3 Part F 3.4.1.1), not in the package's AttStatus. */
+const ATT_VALUE_NOT_ALLOWED = 0x13;
 
 export interface FakeV2Faults {
   /**
@@ -175,6 +180,7 @@ export class FakeV2Device implements FakePeripheral {
   #link: FakePeripheralLink | undefined;
   #session: Session | undefined;
   #lastAckOffset = 0;
+  #noSessionReported = false;
   /** Accepted frames and gap reports, in arrival order; the writer works through them. */
   #writerQueue: ({ kind: 'data'; end: number; crc: number } | { kind: 'gap' })[] = [];
   #writerBusy = false;
@@ -295,10 +301,7 @@ export class FakeV2Device implements FakePeripheral {
 
   onWrite(characteristic: string, data: Uint8Array, withResponse: boolean): FakeWriteOutcome {
     if (characteristic === normalizeUuid(V2_CONTROL_UUID)) return this.#command(data);
-    if (characteristic === normalizeUuid(V2_DATA_UUID)) {
-      this.#data(data);
-      return AttStatus.SUCCESS;
-    }
+    if (characteristic === normalizeUuid(V2_DATA_UUID)) return this.#data(data);
     if (this.baseline !== undefined) {
       // The spec: a baseline REQUEST drops a v2 session.
       if (characteristic === normalizeUuid(OTA_CONTROL_UUID) && data[0] === Opcode.REQUEST) {
@@ -354,7 +357,20 @@ export class FakeV2Device implements FakePeripheral {
     } catch (error) {
       if (!(error instanceof ProtocolError)) throw error;
       this.log.push(`malformed command: ${error.message}`);
-      return AttStatus.INVALID_ATTRIBUTE_VALUE_LENGTH;
+      // As the firmware: a known command of the wrong length gets its answer with
+      // BAD_REQUEST, an unknown one an ATT error.
+      const op = data[0];
+      const answer =
+        op === V2Op.BEGIN
+          ? this.#beginRsp(V2Status.BAD_REQUEST)
+          : op === V2Op.END
+            ? encodeEndRsp(V2Status.BAD_REQUEST)
+            : op === V2Op.ABORT
+              ? encodeAbortRsp(V2Status.BAD_REQUEST)
+              : undefined;
+      if (answer === undefined) return ATT_VALUE_NOT_ALLOWED;
+      queueMicrotask(() => this.#notify(answer));
+      return AttStatus.SUCCESS;
     }
     // Answers go out after the Write Response, as NimBLE sends a notification queued in the
     // write callback after the response to that write.
@@ -382,6 +398,7 @@ export class FakeV2Device implements FakePeripheral {
 
   #begin(begin: V2Begin & { flags: number }): Uint8Array {
     this.beginCount++;
+    this.#noSessionReported = false;
     const refuse = this.faults.refuse;
     if (refuse?.step === 'BEGIN') return this.#beginRsp(refuse.status);
     if (begin.chipId !== this.chipId) return this.#beginRsp(V2Status.WRONG_CHIP);
@@ -392,7 +409,11 @@ export class FakeV2Device implements FakePeripheral {
     if ((begin.flags & ~3) !== 0 || (begin.deflate && !this.#deflate)) {
       return this.#beginRsp(V2Status.BAD_REQUEST);
     }
-    if (!begin.deflate && begin.streamSize !== begin.imageSize) {
+    if (
+      begin.imageSize === 0 ||
+      begin.streamSize === 0 ||
+      (!begin.deflate && begin.streamSize !== begin.imageSize)
+    ) {
       return this.#beginRsp(V2Status.BAD_REQUEST);
     }
     // The spec: a v2 BEGIN drops a baseline transfer in progress.
@@ -435,35 +456,33 @@ export class FakeV2Device implements FakePeripheral {
     return this.#beginRsp(V2Status.OK);
   }
 
-  #data(data: Uint8Array): void {
+  #data(data: Uint8Array): number {
     this.dataFramesReceived++;
-    let frame: ReturnType<typeof decodeData>;
-    try {
-      frame = decodeData(data);
-    } catch {
-      this.log.push('DATA frame shorter than its header dropped');
-      return;
-    }
-    const { offset, payload } = frame;
+    // The firmware refuses a frame without payload at the ATT layer.
+    if (data.length <= DATA_HEADER_LENGTH) return AttStatus.INVALID_ATTRIBUTE_VALUE_LENGTH;
+    const { offset, payload } = decodeData(data);
     this.dataBytesReceived += payload.length;
     const seen = this.#seenOffsets.get(offset) ?? 0;
     this.#seenOffsets.set(offset, seen + 1);
     if (this.faults.dropFrame?.(offset, payload.length, seen)) {
       this.log.push(`frame at ${offset} dropped (fault injected)`);
-      return;
+      return AttStatus.SUCCESS;
     }
     const s = this.#session;
-    if (s === undefined) {
-      this.#ack(V2Status.NO_SESSION, 0, 0);
-      return;
+    if (s === undefined || s.failed !== undefined) {
+      // Once until the next BEGIN, as the firmware does.
+      if (!this.#noSessionReported) {
+        this.#noSessionReported = true;
+        this.#ack(V2Status.NO_SESSION, 0, 0);
+      }
+      return AttStatus.SUCCESS;
     }
-    if (s.failed !== undefined) return;
     const drop = this.faults.dropLinkAtStreamByte;
     if (drop !== undefined && offset === s.expected && offset + payload.length >= drop) {
       this.faults.dropLinkAtStreamByte = undefined;
       this.log.push(`link dropped at stream byte ${offset} (fault injected)`);
       this.#link?.disconnect(HciReason.CONNECTION_TIMEOUT);
-      return;
+      return AttStatus.SUCCESS;
     }
     // Measured against what the device last acknowledged: the client can only be further
     // behind than that, so exceeding the window here proves the client did.
@@ -472,8 +491,8 @@ export class FakeV2Device implements FakePeripheral {
       this.maxUnacked = Math.max(this.maxUnacked, unacked);
       if (unacked > this.window) this.windowViolations++;
     }
-    if (offset !== s.expected || payload.length === 0) {
-      if (offset === s.expected) return;
+    // A frame past the end of the stream is treated like a gap, as the firmware does.
+    if (offset !== s.expected || payload.length > s.begin.streamSize - s.expected) {
       this.outOfOrderFrames++;
       if (!s.gapReported) {
         s.gapReported = true;
@@ -483,12 +502,7 @@ export class FakeV2Device implements FakePeripheral {
         this.#writerQueue.push({ kind: 'gap' });
         this.#kickWriter();
       }
-      return;
-    }
-    if (offset + payload.length > s.begin.streamSize) {
-      s.failed = V2Status.BAD_REQUEST;
-      this.#ack(V2Status.BAD_REQUEST, s.expected, s.expectedCrc);
-      return;
+      return AttStatus.SUCCESS;
     }
     s.gapReported = false;
     s.stream.set(payload, offset);
@@ -496,6 +510,7 @@ export class FakeV2Device implements FakePeripheral {
     s.expectedCrc = crc32(payload, s.expectedCrc);
     this.#writerQueue.push({ kind: 'data', end: s.expected, crc: s.expectedCrc });
     this.#kickWriter();
+    return AttStatus.SUCCESS;
   }
 
   #kickWriter(): void {
