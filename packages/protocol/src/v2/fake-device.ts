@@ -9,7 +9,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import { inflateSync } from 'node:zlib';
+import { inflateSync, constants as zlibConstants } from 'node:zlib';
 import {
   BASELINE_DEVICE_NAME,
   BASELINE_GATT,
@@ -124,6 +124,8 @@ interface Session {
   /** A gap was reported and no frame accepted since (the spec's "once per gap"). */
   gapReported: boolean;
   failed: number | undefined;
+  /** The first image byte was seen and is the ESP image magic. */
+  magicChecked: boolean;
 }
 
 const sha256 = (data: Uint8Array) => new Uint8Array(createHash('sha256').update(data).digest());
@@ -449,6 +451,7 @@ export class FakeV2Device implements FakePeripheral {
       expectedCrc: 0,
       gapReported: false,
       failed: undefined,
+      magicChecked: false,
     };
     this.#lastAckOffset = 0;
     this.#seenOffsets.clear();
@@ -535,6 +538,13 @@ export class FakeV2Device implements FakePeripheral {
         this.#ack(fail.status, before, crc32(s.stream.subarray(0, before)));
         return;
       }
+      const early = this.#earlyCheck(s, item.end);
+      if (early !== undefined) {
+        s.failed = early;
+        this.log.push(`stream refused while writing: status ${early}`);
+        this.#ack(early, before, crc32(s.stream.subarray(0, before)));
+        return;
+      }
       const crossed =
         Math.floor(item.end / this.#ackEvery) > Math.floor(before / this.#ackEvery) ||
         item.end === s.begin.streamSize;
@@ -543,6 +553,30 @@ export class FakeV2Device implements FakePeripheral {
     };
     if (this.#writerDelayMs > 0) this.#later(run, this.#writerDelayMs);
     else queueMicrotask(run);
+  }
+
+  /**
+   * What esp_ota_write checks on its first bytes: the ESP image magic. Like the firmware, a
+   * stream that fails it is refused at once rather than at END. Compressed streams are
+   * inflated as far as they go to find the first image byte.
+   */
+  #earlyCheck(s: Session, end: number): number | undefined {
+    if (s.magicChecked) return undefined;
+    let first: number | undefined;
+    if (!s.begin.deflate) first = s.stream[0];
+    else {
+      try {
+        const out = inflateSync(s.stream.subarray(0, end), {
+          finishFlush: zlibConstants.Z_SYNC_FLUSH,
+        });
+        first = out.length > 0 ? out[0] : undefined;
+      } catch {
+        return V2Status.INFLATE_ERROR;
+      }
+    }
+    if (first === undefined) return undefined;
+    s.magicChecked = true;
+    return first === 0xe9 ? undefined : V2Status.INVALID_IMAGE;
   }
 
   #ack(status: number, committed: number, crc: number): void {

@@ -499,6 +499,21 @@ describe('refusals', () => {
     expect(transport.writes()).toHaveLength(0);
   });
 
+  it.each(['never', 'always'] as const)(
+    'INVALID_IMAGE while streaming when the first image byte is not the magic (compression %s)',
+    async (compression) => {
+      const { device, transport } = setup();
+      const image = makeImage(30_000, { random: true });
+      image[0] = 0x00;
+      const error = await uploadV2(transport, image, { compression, chipId: 0 }).catch(
+        (e: unknown) => e,
+      );
+      expect((error as V2RefusedError).step).toBe('DATA');
+      expect((error as V2RefusedError).statusName).toBe('INVALID_IMAGE');
+      expect(device.dataBytesReceived).toBeLessThan(image.length);
+    },
+  );
+
   it('an image that is not an ESP app image is refused locally', async () => {
     const { transport } = setup();
     await expect(uploadV2(transport, new Uint8Array(100).fill(1))).rejects.toMatchObject({
