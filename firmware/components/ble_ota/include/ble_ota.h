@@ -1,5 +1,5 @@
 /*
- * Portable core of the BLE OTA service (baseline "v1" protocol).
+ * Portable core of the BLE OTA service (baseline "v1" protocol and v2).
  *
  * The core is plain C99 with no platform includes. A port (NimBLE + esp_ota
  * on ESP-IDF, the host port on Linux) feeds it GATT events through the
@@ -14,6 +14,10 @@
  *   4. client writes DONE (0x04); device validates the image, sets the boot
  *      slot and notifies DONE_ACK (0x05), then restarts; or DONE_NAK (0x06).
  * Write Requests and Write Commands are accepted on both characteristics.
+ *
+ * Protocol v2 (docs/protocol-v2.md) runs beside it on v2 Control and v2 Data
+ * once the port's v2 table is attached (ble_ota_v2_attach): INFO, BEGIN,
+ * windowed offset-tagged DATA, WINDOW_ACK, END, ABORT, resume, deflate.
  */
 #ifndef BLE_OTA_H
 #define BLE_OTA_H
