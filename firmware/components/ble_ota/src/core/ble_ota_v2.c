@@ -165,11 +165,16 @@ static bool prv_has_inflate(void)
     return s_v2->inflate_start != NULL;
 }
 
+/* GATT caps an attribute value at 512 bytes (Core Vol 3 Part F 3.2.9): NimBLE drops a longer
+ * Write Command without a word, so MTU 517 still means 512-byte frames. */
+#define MAX_ATTR_VALUE 512u
+
 static uint16_t prv_max_frame(uint16_t mtu)
 {
     uint16_t m = mtu < 23u ? 23u : (mtu > MAX_ATT_MTU ? (uint16_t)MAX_ATT_MTU : mtu);
+    uint16_t frame = (uint16_t)(m - 3u);
 
-    return (uint16_t)(m - 3u);
+    return frame > MAX_ATTR_VALUE ? (uint16_t)MAX_ATTR_VALUE : frame;
 }
 
 static void prv_notify(uint16_t conn, const uint8_t *data, size_t len)
