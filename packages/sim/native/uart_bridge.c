@@ -5,25 +5,27 @@
  * copies everything that arrives on stdin to the terminal, so a reader that opens the slave
  * path with serialport sees the device's console exactly as it would see /dev/ttyUSB0.
  *
- * Like a real UART, bytes nobody reads are lost: the master is non-blocking and a full line
- * discipline buffer drops output instead of stalling the simulated device. The bridge keeps
- * its own (never read) handle on the slave so the terminal and its raw mode survive readers
- * that come and go; like any serial port, up to one buffer of older output can be waiting
- * when a reader opens it, so readers flush on open. It exits when stdin closes (the rig shut
- * the board down).
+ * Like a real UART, bytes nobody reads are lost: while no reader holds the port (the master
+ * reports a hangup once every slave handle is closed) output is dropped, so a reader that
+ * opens later starts from fresh output. While a reader holds it, a full buffer waits for the
+ * reader to catch up instead of dropping, as a USB serial driver keeps what it received.
+ * The slave is opened once at start to put it in raw mode (a UART has no line editing or
+ * echo); the mode stays with the terminal between readers. The bridge exits when stdin
+ * closes (the rig shut the board down).
  */
 #define _XOPEN_SOURCE 600
 #define _DEFAULT_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
 #include <unistd.h>
 
-static int prv_open_pty(char **slave_path, int *slave_fd)
+static int prv_open_pty(char **slave_path)
 {
     int master = posix_openpt(O_RDWR | O_NOCTTY);
     if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0) {
@@ -36,27 +38,33 @@ static int prv_open_pty(char **slave_path, int *slave_fd)
         return -1;
     }
     *slave_path = strdup(name);
-    *slave_fd = open(name, O_RDWR | O_NOCTTY);
-    if (*slave_fd < 0) {
+    /* Opening and closing the slave once also puts the master in the hung-up state that
+     * means "no reader" until one opens the port. */
+    int slave = open(name, O_RDWR | O_NOCTTY);
+    if (slave < 0) {
         perror("uart-bridge: cannot open the slave side");
         return -1;
     }
-    /* A UART has no line editing or echo: raw until a reader sets its own mode. */
     struct termios tio;
-    if (tcgetattr(*slave_fd, &tio) == 0) {
+    if (tcgetattr(slave, &tio) == 0) {
         cfmakeraw(&tio);
-        tcsetattr(*slave_fd, TCSANOW, &tio);
+        tcsetattr(slave, TCSANOW, &tio);
     }
-    int flags = fcntl(master, F_GETFL);
-    fcntl(master, F_SETFL, flags | O_NONBLOCK);
+    close(slave);
+    fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK);
     return master;
+}
+
+static bool prv_reader_present(int master)
+{
+    struct pollfd p = {.fd = master, .events = POLLOUT};
+    return poll(&p, 1, 0) >= 0 && (p.revents & POLLHUP) == 0;
 }
 
 int main(void)
 {
     char *slave_path = NULL;
-    int slave_fd = -1;
-    int master = prv_open_pty(&slave_path, &slave_fd);
+    int master = prv_open_pty(&slave_path);
     if (master < 0) {
         return 1;
     }
@@ -77,23 +85,19 @@ int main(void)
             return 1;
         }
         ssize_t off = 0;
-        while (off < n) {
+        while (off < n && prv_reader_present(master)) {
             ssize_t w = write(master, buf + off, (size_t)(n - off));
             if (w > 0) {
                 off += w;
                 continue;
             }
-            if (w < 0 && errno == EINTR) {
-                continue;
-            }
-            /* Buffer full. If no reader holds the port the bytes are gone, as on a real UART;
-             * if one does, give it a moment to catch up before dropping. */
-            struct pollfd p = {.fd = master, .events = POLLOUT};
-            if (poll(&p, 1, 20) <= 0) {
+            if (w < 0 && errno != EAGAIN && errno != EINTR) {
                 break;
             }
+            /* Full: the reader is behind. Wait for room, or for the reader to go away. */
+            struct pollfd p = {.fd = master, .events = POLLOUT};
+            poll(&p, 1, 100);
         }
     }
-    close(slave_fd);
     return 0;
 }
