@@ -103,6 +103,12 @@ function phaseMs(s: ScenarioResult, phase: PhaseName, basis: Basis): number | un
 
 const CHART_WIDTH = 960;
 const LABEL_WIDTH = 230;
+/** Characters of a scenario id that fit LABEL_WIDTH at 12 px; the whole id is in the tooltip. */
+const LABEL_CHARS = 34;
+
+function shortLabel(id: string): string {
+  return id.length <= LABEL_CHARS ? id : `${id.slice(0, LABEL_CHARS - 1)}…`;
+}
 const PLOT_RIGHT = 30;
 
 function phaseChart(report: HilReport, basis: Basis, title: string, id: string): string {
@@ -131,7 +137,7 @@ function phaseChart(report: HilReport, basis: Basis, title: string, id: string):
     const y = top + row * rowHeight;
     parts.push(
       `<g class="bar" data-scenario="${escapeHtml(s.id)}">`,
-      `<text x="${LABEL_WIDTH - 8}" y="${y + rowHeight / 2 + 4}" font-size="12" fill="#222" text-anchor="end">${escapeHtml(s.id)}</text>`,
+      `<text x="${LABEL_WIDTH - 8}" y="${y + rowHeight / 2 + 4}" font-size="12" fill="#222" text-anchor="end"><title>${escapeHtml(s.id)}</title>${escapeHtml(shortLabel(s.id))}</text>`,
     );
     let at = 0;
     for (const phase of PHASE_NAMES) {
