@@ -127,6 +127,9 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
   private untracked = 0;
   private frameDoneSeen: boolean | undefined;
   private watchdog: NodeJS.Timeout | undefined;
+  private backlog: DeviceEvent[] = [];
+  private draining = false;
+  private drained: Promise<void> = Promise.resolve();
   /** Set by the board: how to hold modeled time while the device works on a frame. */
   holdModeledTime: HoldModeledTime | undefined;
 
@@ -183,6 +186,7 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
     this.decoder = new FrameDecoder();
     this.ops = [];
     this.untracked = 0;
+    this.backlog = [];
     this.stderr = '';
     this._state = 'booting';
     const child = execa(this.program, args, programOptions);
@@ -207,7 +211,11 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
       this.once('hello', onHello);
       this.once('off', onOff);
     });
-    void child.then((result) => this.onExit(child, result.exitCode));
+    void child.then(async (result) => {
+      // Whatever the device said before it went is handed on first.
+      while (this.draining) await this.drained;
+      this.onExit(child, result.exitCode);
+    });
     return ready;
   }
 
@@ -346,7 +354,32 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
       this.child?.kill('SIGKILL');
       return;
     }
-    for (const ev of events) this.dispatch(ev);
+    this.backlog.push(...events);
+    if (!this.draining) {
+      this.draining = true;
+      this.drained = this.drain();
+    }
+  }
+
+  /**
+   * Hands the device's events on in the order it sent them. An answer to a Write Request or a
+   * Read reaches the ATT server through promise jobs; a flash operation stalls the link at once.
+   * On a device that reports FRAME_DONE (time is held until then) each answer gets a turn of the
+   * event loop before the next event, so that an answer sent before a flash operation leaves
+   * before its stall, one sent after it waits for it, however the pipe cut the stream into chunks.
+   */
+  private async drain(): Promise<void> {
+    try {
+      while (this.backlog.length > 0) {
+        const ev = this.backlog.shift() as DeviceEvent;
+        this.dispatch(ev);
+        if (this.frameDoneSeen && (ev.type === 'writeRsp' || ev.type === 'readRsp')) {
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
   }
 
   private dispatch(ev: DeviceEvent): void {
