@@ -1,0 +1,96 @@
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { buildAppImage, parseAppImage } from '@esp-ble-ota/protocol';
+import { defaultDeviceProgram } from '@esp-ble-ota/sim';
+
+/** 1 MiB, issue 7's image size. */
+export const MIB = 1024 * 1024;
+
+/** esp_app_desc_t: what segment 0 holds before the host payload. */
+const APP_DESC_BYTES = 256;
+
+/** The firmware host build's directory (device program, the app images per chip). */
+export const hostBuildDir = join(defaultDeviceProgram, '..');
+
+/**
+ * Deterministic bytes no compressor can shrink (xorshift32), so that padding adds size without
+ * flattering compression: what deflate saves comes from the host app alone.
+ */
+export function incompressible(length: number, seed = 0x2545f491): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+export interface BenchImage {
+  bytes: Uint8Array;
+  version: string;
+  /** Bytes of the host app executable part (compressible) and of the padding (not). */
+  appBytes: number;
+  paddingBytes: number;
+}
+
+/**
+ * A valid ESP app image of `size` bytes that boots on the simulated device: the host build's app
+ * image for `chip` (esp-app-image's output), stamped with `version` and padded with
+ * incompressible bytes after the host executable inside segment 0 (the bootloader emulation
+ * reads only the executable the payload header names). Each version gives another SHA-256, so
+ * the device never answers "already installed".
+ */
+export async function benchImage(chip: string, version: string, size = MIB): Promise<BenchImage> {
+  const path = join(hostBuildDir, `ble-ota-app-${chip}.bin`);
+  if (!existsSync(path)) {
+    throw new Error(
+      `no host app image for ${chip} at ${path}: build the firmware's host build first (pnpm --filter @esp-ble-ota/firmware-host build)`,
+    );
+  }
+  const base = new Uint8Array(await readFile(path));
+  const info = parseAppImage(base);
+  const seg = info.segments[0];
+  if (!seg) throw new Error(`${path} has no segment`);
+  const payload = base.subarray(seg.dataOffset + APP_DESC_BYTES, seg.dataOffset + seg.length);
+  const build = (padding: number) =>
+    buildAppImage({
+      chip: info.chipId,
+      project: info.project,
+      version,
+      idfVersion: info.idfVersion,
+      compileDate: info.compileDate,
+      compileTime: info.compileTime,
+      elfSha256: Buffer.from(info.elfSha256, 'hex'),
+      flashSize: info.flashSize.name as '4MB',
+      minChipRev: info.minChipRev,
+      maxChipRev: info.maxChipRev,
+      payload: concat(payload, incompressible(padding)),
+    });
+  const unpadded = build(0);
+  if (unpadded.length > size) {
+    throw new Error(
+      `the host app image for ${chip} is ${unpadded.length} bytes, more than the ${size} asked for`,
+    );
+  }
+  // The image grows byte for byte with the padding, up to the 16-byte alignment of the checksum.
+  let padding = size - unpadded.length;
+  let bytes = build(padding);
+  while (bytes.length > size && padding > 0) {
+    padding -= bytes.length - size;
+    bytes = build(Math.max(0, padding));
+  }
+  return { bytes, version, appBytes: payload.length, paddingBytes: Math.max(0, padding) };
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a, 0);
+  out.set(b, a.length);
+  return out;
+}

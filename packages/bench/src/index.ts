@@ -1,0 +1,4 @@
+export * from './fake-peripheral.ts';
+export * from './images.ts';
+export * from './results.ts';
+export * from './run.ts';

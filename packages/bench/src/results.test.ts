@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import { benchResult, type ProfileMeasurement, renderTable } from './results.ts';
+
+function profile(over: Partial<ProfileMeasurement> = {}): ProfileMeasurement {
+  return {
+    name: 'macos-esp32',
+    central: 'macos',
+    chip: 'esp32',
+    phy: '1M',
+    mtu: 185,
+    connIntervalMs: 15,
+    linkCeilingKBps: 84.9,
+    flashCeilingKBps: 72.9,
+    baseline: { seconds: 200, imageBytes: 1_000_000, streamBytes: 1_000_000 },
+    v2: { seconds: 16, imageBytes: 1_000_000, streamBytes: 1_000_000 },
+    v2Compressed: { seconds: 15, imageBytes: 1_000_000, streamBytes: 300_000 },
+    linkTuning: ['esp32 conn 1: asked data length 251; granted'],
+    ...over,
+  };
+}
+
+describe('bench figures', () => {
+  it("have issue 7's JSON shape, kB = 1000 bytes, share of the lesser ceiling and the speed-up", () => {
+    const r = benchResult(1_000_000, [profile()], {
+      bytes: 1_000_000,
+      wallSeconds: 0.1,
+      protocol: 'v2',
+    });
+    const json = JSON.parse(JSON.stringify(r));
+    expect(Object.keys(json)).toEqual(
+      expect.arrayContaining(['profiles', 'clientStackMBps', 'imageBytes', 'targets']),
+    );
+    const p = json.profiles[0];
+    for (const key of [
+      'name',
+      'central',
+      'chip',
+      'phy',
+      'mtu',
+      'connIntervalMs',
+      'ceilingKBps',
+      'baseline',
+      'v2',
+      'v2Compressed',
+      'speedup',
+    ]) {
+      expect(p).toHaveProperty(key);
+    }
+    expect(p.ceilingKBps).toBe(72.9);
+    expect(p.baseline).toEqual({ seconds: 200, kBps: 5, imageBytes: 1_000_000 });
+    expect(p.v2.kBps).toBe(62.5);
+    expect(p.v2.shareOfCeiling).toBeCloseTo(62.5 / 72.9, 10);
+    expect(p.v2Compressed).toMatchObject({ seconds: 15, streamBytes: 300_000 });
+    expect(p.v2Compressed.kBps).toBeCloseTo(66.667, 3);
+    expect(p.speedup).toBe(12.5);
+    expect(json.clientStackMBps).toBe(10);
+  });
+
+  it('judges the targets from the figures and says which are missed', () => {
+    const r = benchResult(
+      1_000_000,
+      [
+        profile(),
+        profile({
+          name: 'linux-noble-esp32',
+          v2: { seconds: 40, imageBytes: 1_000_000, streamBytes: 1_000_000 },
+          v2Compressed: { seconds: 41, imageBytes: 1_000_000, streamBytes: 300_000 },
+        }),
+      ],
+      { bytes: 1_000_000, wallSeconds: 0.5, protocol: 'v2' },
+    );
+    const byName = Object.fromEntries(r.targets.map((t) => [t.name, t]));
+    expect(byName['v2 reaches 85% of the ceiling on every profile']?.met).toBe(false);
+    expect(byName['v2 reaches 85% of the ceiling on every profile']?.detail).toMatch(
+      /linux-noble-esp32 34\.3%/,
+    );
+    expect(byName['v2 is 10x the baseline on macos-esp32']).toMatchObject({
+      met: true,
+      detail: '12.5x',
+    });
+    expect(byName['compression shortens the transfer']?.met).toBe(false);
+    expect(byName['client stack moves at least 5 MB/s']).toMatchObject({
+      met: false,
+      detail: '2.00 MB/s',
+    });
+    const table = renderTable(r);
+    expect(table).toMatch(/macos-esp32.*72\.9 \(flash\).*200\.0.*5\.0.*16\.0.*62\.5.*85\.7%/);
+    expect(table).toMatch(/\[MISSED\] client stack moves at least 5 MB\/s: 2\.00 MB\/s/);
+  });
+
+  it('reports a column that could not run as skipped with its reason, never as a number', () => {
+    const skipped = { skipped: 'the firmware offers no v2 characteristics' };
+    const r = benchResult(1_000_000, [profile({ v2: skipped, v2Compressed: skipped })], {
+      skipped: 'no noble',
+    });
+    expect(r.profiles[0]?.v2).toEqual(skipped);
+    expect(r.profiles[0]?.speedup).toBeNull();
+    expect(r.clientStackMBps).toBeNull();
+    expect(r.targets.every((t) => t.met === null)).toBe(true);
+    expect(renderTable(r)).toMatch(/macos-esp32: the firmware offers no v2 characteristics/);
+  });
+});

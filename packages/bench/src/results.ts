@@ -1,0 +1,263 @@
+/**
+ * What `pnpm bench` reports (issue 7): per link profile the modeled transfer of a 1 MiB image by
+ * the baseline protocol, by v2 and by v2 with deflate, against the profile's ceiling; and the
+ * client stack's own speed. kB = 1000 bytes. Pure functions: measurements in, figures out.
+ */
+import Table from 'cli-table3';
+
+/** One transfer as measured on the rig (modeled time). */
+export interface TransferMeasurement {
+  /** Modeled seconds from the first command (REQUEST / BEGIN) to the device's final answer. */
+  seconds: number;
+  /** Image bytes (what lands in flash). */
+  imageBytes: number;
+  /** Bytes that went over the air as image data (the deflated stream when compressing). */
+  streamBytes: number;
+}
+
+/** Why a column has no figure. */
+export interface Skipped {
+  skipped: string;
+}
+
+export interface ProfileMeasurement {
+  name: string;
+  central: string;
+  chip: string;
+  phy: string;
+  mtu: number;
+  connIntervalMs: number;
+  linkCeilingKBps: number;
+  flashCeilingKBps: number;
+  baseline: TransferMeasurement | Skipped;
+  v2: TransferMeasurement | Skipped;
+  v2Compressed: TransferMeasurement | Skipped;
+  /** Each LINK_REQUEST of the v2 run and its outcome, one line each. */
+  linkTuning: string[];
+}
+
+export interface StackMeasurement {
+  /** Image bytes per wall-clock second through protocol + noble transport + noble + controller. */
+  bytes: number;
+  wallSeconds: number;
+  protocol: 'v2' | 'baseline';
+}
+
+export interface BenchFigures {
+  seconds: number;
+  kBps: number;
+}
+
+export interface ProfileResult {
+  name: string;
+  central: string;
+  chip: string;
+  phy: string;
+  mtu: number;
+  connIntervalMs: number;
+  /** The lesser of the link's streaming ceiling and the flash's (src/link ceilings). */
+  ceilingKBps: number;
+  linkCeilingKBps: number;
+  flashCeilingKBps: number;
+  baseline: (BenchFigures & { imageBytes: number }) | Skipped;
+  v2: (BenchFigures & { imageBytes: number; shareOfCeiling: number }) | Skipped;
+  v2Compressed: (BenchFigures & { imageBytes: number; streamBytes: number }) | Skipped;
+  /** v2 kB/s over baseline kB/s, or null when either is missing. */
+  speedup: number | null;
+  linkTuning: string[];
+}
+
+export interface TargetCheck {
+  name: string;
+  met: boolean | null;
+  detail: string;
+}
+
+export interface BenchResult {
+  imageBytes: number;
+  profiles: ProfileResult[];
+  /** Million bytes per second through the client stack with a zero-latency link, or null. */
+  clientStackMBps: number | null;
+  clientStack: (StackMeasurement & { MBps: number }) | Skipped;
+  /** Issue 7's "Done when" figures, measured. */
+  targets: TargetCheck[];
+}
+
+const isSkipped = (x: object): x is Skipped => 'skipped' in x;
+
+function figures(m: TransferMeasurement): BenchFigures {
+  return { seconds: m.seconds, kBps: m.imageBytes / 1000 / m.seconds };
+}
+
+export function profileResult(m: ProfileMeasurement): ProfileResult {
+  const ceilingKBps = Math.min(m.linkCeilingKBps, m.flashCeilingKBps);
+  const baseline = isSkipped(m.baseline)
+    ? m.baseline
+    : { ...figures(m.baseline), imageBytes: m.baseline.imageBytes };
+  const v2 = isSkipped(m.v2)
+    ? m.v2
+    : (() => {
+        const f = figures(m.v2);
+        return { ...f, imageBytes: m.v2.imageBytes, shareOfCeiling: f.kBps / ceilingKBps };
+      })();
+  const v2Compressed = isSkipped(m.v2Compressed)
+    ? m.v2Compressed
+    : {
+        ...figures(m.v2Compressed),
+        imageBytes: m.v2Compressed.imageBytes,
+        streamBytes: m.v2Compressed.streamBytes,
+      };
+  const speedup = !isSkipped(baseline) && !isSkipped(v2) ? v2.kBps / baseline.kBps : null;
+  return {
+    name: m.name,
+    central: m.central,
+    chip: m.chip,
+    phy: m.phy,
+    mtu: m.mtu,
+    connIntervalMs: m.connIntervalMs,
+    ceilingKBps,
+    linkCeilingKBps: m.linkCeilingKBps,
+    flashCeilingKBps: m.flashCeilingKBps,
+    baseline,
+    v2,
+    v2Compressed,
+    speedup,
+    linkTuning: m.linkTuning,
+  };
+}
+
+/** Issue 7's targets, each with the figure that decides it. */
+export function checkTargets(
+  profiles: readonly ProfileResult[],
+  clientStackMBps: number | null,
+): TargetCheck[] {
+  const share = profiles.map((p) => ({
+    name: p.name,
+    share: isSkipped(p.v2) ? null : p.v2.shareOfCeiling,
+  }));
+  const missing = share.filter((s) => s.share === null).map((s) => s.name);
+  const low = share.filter((s) => s.share !== null && s.share < 0.85);
+  const mac = profiles.find((p) => p.name === 'macos-esp32');
+  const compression = profiles.map((p) => ({
+    name: p.name,
+    shorter:
+      isSkipped(p.v2) || isSkipped(p.v2Compressed) ? null : p.v2Compressed.seconds < p.v2.seconds,
+  }));
+  const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+  return [
+    {
+      name: 'v2 reaches 85% of the ceiling on every profile',
+      met: missing.length > 0 ? null : low.length === 0,
+      detail:
+        missing.length > 0
+          ? `no v2 figure for ${missing.join(', ')}`
+          : share.map((s) => `${s.name} ${pct(s.share ?? 0)}`).join(', '),
+    },
+    {
+      name: 'v2 is 10x the baseline on macos-esp32',
+      met: mac?.speedup == null ? null : mac.speedup >= 10,
+      detail: mac?.speedup == null ? 'no v2 or baseline figure' : `${mac.speedup.toFixed(1)}x`,
+    },
+    {
+      name: 'compression shortens the transfer',
+      met: compression.some((c) => c.shorter === null)
+        ? null
+        : compression.every((c) => c.shorter === true),
+      detail: compression
+        .map(
+          (c) => `${c.name} ${c.shorter === null ? 'n/a' : c.shorter ? 'shorter' : 'NOT shorter'}`,
+        )
+        .join(', '),
+    },
+    {
+      name: 'client stack moves at least 5 MB/s',
+      met: clientStackMBps === null ? null : clientStackMBps >= 5,
+      detail: clientStackMBps === null ? 'not measured' : `${clientStackMBps.toFixed(2)} MB/s`,
+    },
+  ];
+}
+
+export function benchResult(
+  imageBytes: number,
+  profiles: readonly ProfileMeasurement[],
+  stack: StackMeasurement | Skipped,
+): BenchResult {
+  const results = profiles.map(profileResult);
+  const clientStack = isSkipped(stack)
+    ? stack
+    : { ...stack, MBps: stack.bytes / 1e6 / stack.wallSeconds };
+  const clientStackMBps = isSkipped(clientStack) ? null : clientStack.MBps;
+  return {
+    imageBytes,
+    profiles: results,
+    clientStackMBps,
+    clientStack,
+    targets: checkTargets(results, clientStackMBps),
+  };
+}
+
+const f1 = (x: number) => x.toFixed(1);
+
+function cell(x: BenchFigures | Skipped, what: 'seconds' | 'kBps'): string {
+  return isSkipped(x) ? '-' : what === 'seconds' ? f1(x.seconds) : f1(x.kBps);
+}
+
+/** The table `pnpm bench` prints. */
+export function renderTable(result: BenchResult): string {
+  const table = new Table({
+    head: [
+      'profile',
+      'link',
+      'ceiling kB/s',
+      'baseline s',
+      'baseline kB/s',
+      'v2 s',
+      'v2 kB/s',
+      'v2 / ceiling',
+      'v2+deflate s',
+      'v2+deflate kB/s',
+      'speed-up',
+    ],
+    style: { head: [], border: [] },
+  });
+  for (const p of result.profiles) {
+    table.push([
+      p.name,
+      `${p.phy} MTU ${p.mtu} ${p.connIntervalMs} ms`,
+      `${f1(p.ceilingKBps)} (${p.linkCeilingKBps <= p.flashCeilingKBps ? 'link' : 'flash'})`,
+      cell(p.baseline, 'seconds'),
+      cell(p.baseline, 'kBps'),
+      cell(p.v2, 'seconds'),
+      cell(p.v2, 'kBps'),
+      isSkipped(p.v2) ? '-' : `${(p.v2.shareOfCeiling * 100).toFixed(1)}%`,
+      cell(p.v2Compressed, 'seconds'),
+      cell(p.v2Compressed, 'kBps'),
+      p.speedup === null ? '-' : `${f1(p.speedup)}x`,
+    ]);
+  }
+  const lines = [
+    `image: ${result.imageBytes} bytes; modeled time on the virtual rig (kB = 1000 B)`,
+    table.toString(),
+    `client stack (protocol + noble transport + noble + virtual controller, zero-latency link): ${
+      isSkipped(result.clientStack)
+        ? `not measured (${result.clientStack.skipped})`
+        : `${result.clientStack.MBps.toFixed(2)} MB/s wall-clock (${result.clientStack.protocol}, ${result.clientStack.bytes} B in ${result.clientStack.wallSeconds.toFixed(3)} s)`
+    }`,
+  ];
+  const skips = result.profiles.flatMap((p) =>
+    (['baseline', 'v2', 'v2Compressed'] as const)
+      .map((k) => p[k])
+      .filter(isSkipped)
+      .map((s) => `${p.name}: ${s.skipped}`),
+  );
+  if (skips.length) lines.push('', 'not measured:', ...[...new Set(skips)].map((s) => `  ${s}`));
+  lines.push('', 'targets (issue 7):');
+  for (const t of result.targets) {
+    lines.push(
+      `  [${t.met === null ? ' n/a ' : t.met ? ' met ' : 'MISSED'}] ${t.name}: ${t.detail}`,
+    );
+  }
+  return lines.join('\n');
+}
+
+export { isSkipped };

@@ -1,0 +1,241 @@
+/**
+ * Runs the transfers `pnpm bench` reports, on the virtual rig through the real noble: the
+ * firmware's host build behind the virtual controller, the protocol package's uploaders over the
+ * noble transport, modeled time read from the board's link.
+ */
+import { OTA_CHARACTERISTICS, openTransport } from '@esp-ble-ota/noble';
+import {
+  type Clock,
+  FakeV2Device,
+  hasV2,
+  type Transport,
+  uploadBaseline,
+  uploadV2,
+  V2_CONTROL_UUID,
+  V2_DATA_UUID,
+} from '@esp-ble-ota/protocol';
+import {
+  createNoble,
+  describeLinkTuning,
+  ImmediateAirScheduler,
+  installVirtualHci,
+  type LinkProfile,
+  profileCeilingKBps,
+  startVirtualRig,
+  type VirtualBoard,
+  VirtualRadio,
+} from '@esp-ble-ota/sim';
+import { FakePeripheralApp } from './fake-peripheral.ts';
+import { benchImage, MIB } from './images.ts';
+import type {
+  ProfileMeasurement,
+  Skipped,
+  StackMeasurement,
+  TransferMeasurement,
+} from './results.ts';
+
+export interface RunOptions {
+  imageBytes?: number;
+  /** Progress lines (stderr in the CLI). */
+  log?: (line: string) => void;
+}
+
+/** What the transport discovers: the baseline's characteristics and v2's. */
+const CHARACTERISTICS = [...OTA_CHARACTERISTICS, V2_CONTROL_UUID, V2_DATA_UUID];
+
+/** Modeled milliseconds of the board's current link; keeps the last value between links. */
+function modeledClock(board: VirtualBoard): Clock {
+  let last = 0;
+  return {
+    now: () => {
+      const link = board.currentLink;
+      if (link) last = link.nowUs / 1000;
+      return last;
+    },
+  };
+}
+
+interface PhaseSpan {
+  phase: string;
+  startedAt: number;
+  endedAt: number;
+}
+
+/** Modeled seconds from the start of `first` to the end of `last`. */
+function span(phases: readonly PhaseSpan[], first: string, last: string): number {
+  const a = phases.find((p) => p.phase === first);
+  const b = phases.find((p) => p.phase === last);
+  if (!a || !b) {
+    throw new Error(
+      `the upload reported no ${a ? last : first} phase (phases: ${phases.map((p) => p.phase).join(', ')})`,
+    );
+  }
+  return (b.endedAt - a.startedAt) / 1000;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * One profile: a fresh rig (board of the profile's chip), then baseline, v2 and v2 with deflate
+ * on one connection after another, each with its own image version (so none is "already
+ * installed"). A failed column is reported as skipped with its reason, never as a number.
+ */
+export async function runProfile(
+  profile: LinkProfile,
+  options: RunOptions = {},
+): Promise<ProfileMeasurement> {
+  const size = options.imageBytes ?? MIB;
+  const log = options.log ?? (() => {});
+  const images = {
+    baseline: await benchImage(profile.chip, 'bench-baseline', size),
+    v2: await benchImage(profile.chip, 'bench-v2', size),
+    v2z: await benchImage(profile.chip, 'bench-v2-deflate', size),
+  };
+  const ceiling = profileCeilingKBps(profile);
+  const rig = await startVirtualRig({
+    profile: profile.name,
+    boards: [{ chip: profile.chip, restartDelayMs: 0 }],
+  });
+  const board = rig.boards[0] as VirtualBoard;
+  let transport: Transport | undefined;
+  const result: ProfileMeasurement = {
+    name: profile.name,
+    central: profile.central,
+    chip: profile.chip,
+    phy: profile.params.phy,
+    mtu: profile.params.attMtu,
+    connIntervalMs: profile.params.connIntervalMs,
+    linkCeilingKBps: ceiling.linkKBps,
+    flashCeilingKBps: ceiling.flashKBps,
+    baseline: { skipped: 'not run' },
+    v2: { skipped: 'not run' },
+    v2Compressed: { skipped: 'not run' },
+    linkTuning: [],
+  };
+  const connect = async (): Promise<Transport> => {
+    await board.waitReady();
+    if (transport) {
+      await transport.connect();
+      return transport;
+    }
+    const opened = await openTransport({
+      noble: rig.noble as never,
+      address: board.address,
+      scanTimeoutMs: 20_000,
+      characteristics: CHARACTERISTICS,
+    });
+    transport = opened.transport;
+    return transport;
+  };
+  try {
+    const t = await connect();
+    const v2Offered = hasV2(t);
+    try {
+      const clock = modeledClock(board);
+      log(`${profile.name}: baseline, ${size} B`);
+      const r = await uploadBaseline(t, images.baseline.bytes, { clock });
+      result.baseline = measurement(span(r.phases, 'request', 'done'), size, size);
+    } catch (error) {
+      result.baseline = { skipped: `baseline upload failed: ${errorText(error)}` };
+    }
+    const v2Skip = v2Offered
+      ? undefined
+      : 'the firmware offers no v2 characteristics (protocol v2 not in this host build)';
+    result.v2 = v2Skip
+      ? { skipped: v2Skip }
+      : await runV2(await connect(), board, images.v2.bytes, 'never', log, profile.name);
+    result.linkTuning = board.linkLog.map(describeLinkTuning);
+    result.v2Compressed = v2Skip
+      ? { skipped: v2Skip }
+      : await runV2(await connect(), board, images.v2z.bytes, 'always', log, profile.name);
+    const link = board.currentLink?.params;
+    if (link && !v2Skip) {
+      result.phy = link.phy;
+      result.mtu = link.attMtu;
+      result.connIntervalMs = link.connIntervalMs;
+    }
+  } finally {
+    await transport?.close().catch(() => {});
+    await rig.close();
+  }
+  return result;
+}
+
+async function runV2(
+  t: Transport,
+  board: VirtualBoard,
+  image: Uint8Array,
+  compression: 'never' | 'always',
+  log: (line: string) => void,
+  name: string,
+): Promise<TransferMeasurement | Skipped> {
+  try {
+    log(`${name}: v2${compression === 'always' ? ' with deflate' : ''}, ${image.length} B`);
+    const r = await uploadV2(t, image, { compression, clock: modeledClock(board) });
+    if (r.outcome !== 'installed') return { skipped: `v2 upload ended with ${r.outcome}` };
+    if (compression === 'always' && !r.compression.used) {
+      return { skipped: `the device did not take deflate (${r.compression.reason})` };
+    }
+    return measurement(span(r.phases, 'begin', 'end'), image.length, r.streamSize);
+  } catch (error) {
+    return { skipped: `v2 upload failed: ${errorText(error)}` };
+  }
+}
+
+function measurement(seconds: number, imageBytes: number, streamBytes: number) {
+  if (!(seconds > 0)) throw new Error(`a transfer took ${seconds} s of modeled time`);
+  return { seconds, imageBytes, streamBytes };
+}
+
+/**
+ * The client stack's own speed: protocol v2 over the noble transport, noble's HCI stack and the
+ * virtual controller, on a zero-latency link, against FakeV2Device in this process (it answers
+ * at once and writes no flash). Wall-clock, so the figure is this machine's.
+ */
+export async function measureClientStack(
+  options: RunOptions = {},
+): Promise<StackMeasurement | Skipped> {
+  const size = options.imageBytes ?? MIB;
+  const image = await benchImage('esp32', 'bench-client-stack', size);
+  const device = new FakeV2Device({ window: 64 * 1024, restartDelayMs: 0 });
+  const app = new FakePeripheralApp(device);
+  const radio = new VirtualRadio({ createLink: () => new ImmediateAirScheduler() });
+  app.peripheral = radio.addPeripheral({
+    address: '24:0a:c4:00:00:99',
+    name: 'esp32',
+    gatt: app.layout,
+    app,
+    preferredMtu: 517,
+  });
+  installVirtualHci(radio);
+  const noble = createNoble();
+  let transport: Transport | undefined;
+  try {
+    const opened = await openTransport({
+      noble: noble as never,
+      address: '24:0a:c4:00:00:99',
+      characteristics: CHARACTERISTICS,
+    });
+    transport = opened.transport;
+    const started = performance.now();
+    let begun = started;
+    const r = await uploadV2(transport, image.bytes, {
+      compression: 'never',
+      waitForRestart: false,
+      onPhase: (e) => {
+        if (e.phase === 'begin' && e.state === 'start') begun = performance.now();
+      },
+    });
+    const wallSeconds = (performance.now() - begun) / 1000;
+    if (r.outcome !== 'installed') return { skipped: `the fake device answered ${r.outcome}` };
+    return { bytes: image.bytes.length, wallSeconds, protocol: 'v2' };
+  } catch (error) {
+    return { skipped: `client stack run failed: ${errorText(error)}` };
+  } finally {
+    await transport?.close().catch(() => {});
+    device.dispose();
+    (noble as unknown as { stop?: () => void }).stop?.();
+  }
+}
