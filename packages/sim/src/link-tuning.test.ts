@@ -135,6 +135,7 @@ describe('link tuning on the virtual rig, through noble', () => {
       expect(describeLinkTuning(r)).toMatch(/granted/);
     }
     expect(board.linkLog.map((r) => r.request.kind)).toEqual(['connParams', 'dataLength', 'phy']);
+    expect(rig?.linkLog()).toEqual(board.linkLog);
     // The connection started at the link layer's defaults; the requests moved it.
     expect(board.linkLog[1]?.outcome?.dataLength).toBe(251);
     // The last LINK_UPDATE carries everything the link uses now (interval in 1.25 ms units).

@@ -425,6 +425,8 @@ export interface VirtualRig {
   board(name: string): VirtualBoard;
   /** Every fault that fired, radio and device, by name. */
   faultNames(): string[];
+  /** Every LINK_REQUEST of every board and its outcome, in the order they came per board. */
+  linkLog(): LinkTuningRecord[];
   close(): Promise<void>;
 }
 
@@ -506,6 +508,9 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
           `no board named ${name} on this rig (${boards.map((x) => x.name).join(', ')})`,
         );
       return b;
+    },
+    linkLog() {
+      return boards.flatMap((b) => b.linkLog);
     },
     faultNames() {
       return [
