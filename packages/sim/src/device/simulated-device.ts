@@ -18,7 +18,7 @@ const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..',
 export const defaultDeviceProgram = join(repoRoot, 'firmware', 'host', 'build', 'ble-ota-device');
 
 /** Wall time a frame may wait for its FRAME_DONE before the device counts as not sending it. */
-const FRAME_DONE_TIMEOUT_MS = 5000;
+const FRAME_DONE_TIMEOUT_MS = 15_000;
 
 /** The exit code with which the device program reports a cut at its Nth flash operation. */
 export const POWER_CUT_EXIT_CODE = 137;
