@@ -191,7 +191,10 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
     this._state = 'booting';
     const child = execa(this.program, args, programOptions);
     this.child = child;
-    child.stdout.on('data', (chunk: Buffer) => this.onStdout(chunk));
+    // Output of a boot that has ended (a restart raced it) must not reach the next boot's decoder.
+    child.stdout.on('data', (chunk: Buffer) => {
+      if (this.child === child) this.onStdout(chunk);
+    });
     child.stderr.on('data', (chunk: Buffer) => {
       this.stderr = (this.stderr + chunk.toString()).slice(-8192);
     });
