@@ -149,6 +149,12 @@ async function prepareBench(config: LoadedConfig, imagesDir: string): Promise<Pr
     );
   });
   const buildMs = performance.now() - started;
+  if (result.exitCode === undefined) {
+    // Not started at all (no idf.py on PATH, no python): execa reports it without throwing.
+    throw new BuildError(
+      `cannot run idf.py (${result.shortMessage}): run \`. $IDF_PATH/export.sh\` first or set bench.idfPath in hil.config.ts`,
+    );
+  }
   if (result.exitCode !== 0) {
     throw new BuildError(`idf.py build failed in ${appDir}:\n${result.all?.slice(-4000)}`);
   }
