@@ -5,12 +5,7 @@
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import {
-  type Noble,
-  type NobleTransport,
-  normalizeAddress,
-  openTransport,
-} from '@esp-ble-ota/noble';
+import { type Noble, type NobleTransport, openTransport } from '@esp-ble-ota/noble';
 import {
   type AppImageInfo,
   type AutoPhaseEvent,
@@ -461,5 +456,3 @@ async function writeSkipped(
     phases: {},
   });
 }
-
-export { normalizeAddress };
