@@ -87,7 +87,7 @@ describe('virtual rig: several boards, faults, power cuts', () => {
     expect(rig.faultNames()).toEqual(['drop-at-100k']);
     await board.powerCycle();
     expect(log.text).toMatch(
-      /Loaded app from partition at offset 0x10000[\s\S]*App version:\s+1\.\d+\.\d+/,
+      /rst:0x1 \(POWERON_RESET\)[\s\S]*Loaded app from partition at offset 0x10000[\s\S]*App version:\s+1\.\d+\.\d+/,
     );
     expect(board.device.state).toBe('running');
   }, 60_000);

@@ -341,7 +341,8 @@ export class VirtualBoard implements PeripheralApp {
 
   /** Cuts the power and powers on again; `opts` apply to the new boot. */
   async powerCycle(opts: BootOptions = {}): Promise<void> {
-    this.nextBoot = { ...opts };
+    // Power comes back as a power-on reset, whatever the firmware was doing.
+    this.nextBoot = { resetReason: 'poweron', ...opts };
     if (this.device.state === 'halted' || this.device.state === 'off') {
       await this.startDevice({ resetReason: 'poweron' });
       return;
