@@ -10,8 +10,9 @@
  * opens later starts from fresh output. While a reader holds it, a full buffer waits for the
  * reader to catch up instead of dropping, as a USB serial driver keeps what it received.
  * The slave is opened once at start to put it in raw mode (a UART has no line editing or
- * echo); the mode stays with the terminal between readers. The bridge exits when stdin
- * closes (the rig shut the board down).
+ * echo); the mode stays with the terminal between readers. After each chunk it prints the
+ * number of bytes it dealt with, one per line, so the rig knows when the pipe is empty. The
+ * bridge exits when stdin closes (the rig shut the board down).
  */
 #define _XOPEN_SOURCE 600
 #define _DEFAULT_SOURCE
@@ -98,6 +99,10 @@ int main(void)
             struct pollfd p = {.fd = master, .events = POLLOUT};
             poll(&p, 1, 100);
         }
+        /* Tell the rig how many bytes are dealt with (delivered or dropped), so it can wait
+         * until output from before a power cycle is out of the pipe. */
+        printf("%zd\n", n);
+        fflush(stdout);
     }
     return 0;
 }

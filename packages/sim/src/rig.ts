@@ -490,6 +490,9 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
     boards.push(board);
   }
   await Promise.all(boards.map((b) => b.startDevice({ resetReason: 'poweron' })));
+  // The first boot printed to nobody: let it leave the UART bridges before anyone can open a
+  // port, so a reader never sees the tail of a boot that happened before it was there.
+  await Promise.all(boards.map((b) => b.uart.idle()));
 
   installVirtualHci(radio);
   const noble =

@@ -51,3 +51,26 @@ describe('UartBridge', () => {
     }
   });
 });
+
+describe('UartBridge.idle', () => {
+  it('output written while nobody reads is gone once the bridge is idle, as on a real UART', async () => {
+    const bridge = await UartBridge.open();
+    try {
+      bridge.write('I (31) boot: Loaded app from partition at offset 0x10000\r\n'.repeat(50));
+      await bridge.idle();
+      const port = new SerialPort({ path: bridge.path, baudRate: 115200 });
+      await new Promise<void>((resolve, reject) => port.on('open', resolve).on('error', reject));
+      let seen = '';
+      port.on('data', (chunk: Buffer) => {
+        seen += chunk.toString('latin1');
+      });
+      bridge.write('rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n');
+      await bridge.idle();
+      await new Promise((r) => setTimeout(r, 100));
+      expect(seen).toBe('rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n');
+      await new Promise<void>((resolve) => port.close(() => resolve()));
+    } finally {
+      await bridge.close();
+    }
+  });
+});

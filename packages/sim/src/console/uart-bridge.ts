@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { createInterface, type Interface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 
@@ -24,11 +24,25 @@ const bridgeOptions = {
  * bridge chip on a dev board does.
  */
 export class UartBridge {
+  private written = 0;
+  private handled = 0;
+  private idleWaiters: Array<() => void> = [];
+
   private constructor(
     private readonly child: ResultPromise<typeof bridgeOptions>,
+    lines: Interface,
     /** The tty to open, e.g. /dev/pts/7. */
     readonly path: string,
-  ) {}
+  ) {
+    // After the path, the bridge reports how many bytes it has delivered or dropped.
+    lines.on('line', (line) => {
+      this.handled += Number(line) || 0;
+      if (this.handled >= this.written) for (const w of this.idleWaiters.splice(0)) w();
+    });
+    void child.then(() => {
+      for (const w of this.idleWaiters.splice(0)) w();
+    });
+  }
 
   static async open(): Promise<UartBridge> {
     if (!existsSync(uartBridgePath)) {
@@ -44,14 +58,24 @@ export class UartBridge {
         throw new Error(`uart-bridge exited before opening a pseudo-terminal (${r.exitCode})`);
       }),
     ]);
-    lines.close();
-    return new UartBridge(child, first.trim());
+    return new UartBridge(child, lines, first.trim());
   }
 
   /** Bytes the device sends on its TX line. */
   write(bytes: Uint8Array | string): void {
     if (!this.child.stdin.writable) return;
+    this.written += typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length;
     this.child.stdin.write(bytes);
+  }
+
+  /**
+   * Resolves once everything written so far has left the bridge (delivered to a reader, or
+   * dropped for want of one): output from before a power cycle cannot then reach a reader
+   * that opens the port for the next boot.
+   */
+  idle(): Promise<void> {
+    if (this.handled >= this.written || this.child.exitCode !== null) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   async close(): Promise<void> {
