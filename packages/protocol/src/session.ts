@@ -25,7 +25,6 @@ import {
 import { TypedEmitter } from './emitter.ts';
 import {
   AbortError,
-  BadArgumentError,
   BadImageError,
   DeviceRefusedError,
   isOtaError,
@@ -48,6 +47,7 @@ import type {
   OperationOptions,
   Transport,
 } from './transport.ts';
+import { UploadGuard } from './upload-guard.ts';
 
 export type BaselinePhase =
   | 'connect'
@@ -164,7 +164,7 @@ const RETRY_HINT = 'the baseline protocol cannot resume: reconnect and upload ag
 export class BaselineUploader extends TypedEmitter<BaselineUploaderEvents> {
   readonly #transport: Transport;
   readonly #options: BaselineUploadOptions;
-  #busy = false;
+  readonly #guard = new UploadGuard();
 
   constructor(transport: Transport, options: BaselineUploadOptions = {}) {
     super();
@@ -173,25 +173,16 @@ export class BaselineUploader extends TypedEmitter<BaselineUploaderEvents> {
   }
 
   async upload(image: Uint8Array, options: OperationOptions = {}): Promise<BaselineUploadResult> {
-    if (this.#busy) {
-      throw new BadArgumentError('an upload is already running on this uploader; await it first');
-    }
-    this.#busy = true;
-    const signal = anySignal(this.#options.signal, options.signal);
-    try {
-      const run = new UploadRun(this.#transport, image, {
+    return this.#guard.run(this.#options.signal, options.signal, (signal) =>
+      new UploadRun(this.#transport, image, {
         ...this.#options,
-        ...(signal.signal === undefined ? {} : { signal: signal.signal }),
-      });
-      return await run.execute({
+        ...(signal === undefined ? {} : { signal }),
+      }).execute({
         progress: (s) => this.emit('progress', s),
         phase: (e) => this.emit('phase', e),
         unexpected: (v) => this.emit('unexpectedNotification', v),
-      });
-    } finally {
-      signal.dispose();
-      this.#busy = false;
-    }
+      }),
+    );
   }
 }
 
@@ -604,33 +595,6 @@ class UploadRun {
       this.#restartWaiter = undefined;
     }
   }
-}
-
-/**
- * Combine two optional signals without AbortSignal.any (Node 20.3+ only), and without leaving
- * listeners on a long-lived signal that the caller reuses for many uploads.
- */
-function anySignal(
-  a: AbortSignal | undefined,
-  b: AbortSignal | undefined,
-): { signal: AbortSignal | undefined; dispose(): void } {
-  if (a === undefined || b === undefined) return { signal: a ?? b, dispose: () => {} };
-  const controller = new AbortController();
-  const fromA = () => controller.abort(a.reason);
-  const fromB = () => controller.abort(b.reason);
-  if (a.aborted) fromA();
-  else if (b.aborted) fromB();
-  else {
-    a.addEventListener('abort', fromA, { once: true });
-    b.addEventListener('abort', fromB, { once: true });
-  }
-  return {
-    signal: controller.signal,
-    dispose() {
-      a.removeEventListener('abort', fromA);
-      b.removeEventListener('abort', fromB);
-    },
-  };
 }
 
 // ---------------------------------------------------------------------------------------------

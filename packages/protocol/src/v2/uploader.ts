@@ -10,7 +10,6 @@ import { MAX_ATTRIBUTE_VALUE_LENGTH, normalizeUuid } from '../baseline.ts';
 import { TypedEmitter } from '../emitter.ts';
 import {
   AbortError,
-  BadArgumentError,
   BadImageError,
   isOtaError,
   ProtocolError,
@@ -31,6 +30,7 @@ import type {
   OperationOptions,
   Transport,
 } from '../transport.ts';
+import { UploadGuard } from '../upload-guard.ts';
 import {
   BEGIN_LENGTH,
   crc32,
@@ -205,7 +205,7 @@ export function hasV2(transport: Transport): boolean {
 export class V2Uploader extends TypedEmitter<V2UploaderEvents> {
   readonly #transport: Transport;
   readonly #options: V2UploadOptions;
-  #busy = false;
+  readonly #guard = new UploadGuard();
 
   constructor(transport: Transport, options: V2UploadOptions = {}) {
     super();
@@ -214,25 +214,16 @@ export class V2Uploader extends TypedEmitter<V2UploaderEvents> {
   }
 
   async upload(image: Uint8Array, options: OperationOptions = {}): Promise<V2UploadResult> {
-    if (this.#busy) {
-      throw new BadArgumentError('an upload is already running on this uploader; await it first');
-    }
-    this.#busy = true;
-    const signal = anySignal(this.#options.signal, options.signal);
-    try {
-      const run = new Run(this.#transport, image, {
+    return this.#guard.run(this.#options.signal, options.signal, (signal) =>
+      new Run(this.#transport, image, {
         ...this.#options,
-        ...(signal.signal === undefined ? {} : { signal: signal.signal }),
-      });
-      return await run.execute({
+        ...(signal === undefined ? {} : { signal }),
+      }).execute({
         progress: (s) => this.emit('progress', s),
         phase: (e) => this.emit('phase', e),
         unexpected: (d, r) => this.emit('unexpectedNotification', d, r),
-      });
-    } finally {
-      signal.dispose();
-      this.#busy = false;
-    }
+      }),
+    );
   }
 }
 
@@ -1013,31 +1004,4 @@ function toHex(data: Uint8Array): string {
   let out = '';
   for (const byte of data) out += byte.toString(16).padStart(2, '0');
   return out;
-}
-
-/**
- * Combine two optional signals without AbortSignal.any (Node 20.3+ only), and without leaving
- * listeners on a long-lived signal that the caller reuses for many uploads.
- */
-function anySignal(
-  a: AbortSignal | undefined,
-  b: AbortSignal | undefined,
-): { signal: AbortSignal | undefined; dispose(): void } {
-  if (a === undefined || b === undefined) return { signal: a ?? b, dispose: () => {} };
-  const controller = new AbortController();
-  const fromA = () => controller.abort(a.reason);
-  const fromB = () => controller.abort(b.reason);
-  if (a.aborted) fromA();
-  else if (b.aborted) fromB();
-  else {
-    a.addEventListener('abort', fromA, { once: true });
-    b.addEventListener('abort', fromB, { once: true });
-  }
-  return {
-    signal: controller.signal,
-    dispose() {
-      a.removeEventListener('abort', fromA);
-      b.removeEventListener('abort', fromB);
-    },
-  };
 }

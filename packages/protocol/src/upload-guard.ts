@@ -1,0 +1,55 @@
+/**
+ * What every uploader of this package does around one upload: only one at a time on the same
+ * uploader, and the uploader's AbortSignal combined with the call's.
+ */
+import { BadArgumentError } from './errors.ts';
+
+/**
+ * Combine two optional signals without AbortSignal.any (Node 20.3+ only), and without leaving
+ * listeners on a long-lived signal that the caller reuses for many uploads.
+ */
+export function anySignal(
+  a: AbortSignal | undefined,
+  b: AbortSignal | undefined,
+): { signal: AbortSignal | undefined; dispose(): void } {
+  if (a === undefined || b === undefined) return { signal: a ?? b, dispose: () => {} };
+  const controller = new AbortController();
+  const fromA = () => controller.abort(a.reason);
+  const fromB = () => controller.abort(b.reason);
+  if (a.aborted) fromA();
+  else if (b.aborted) fromB();
+  else {
+    a.addEventListener('abort', fromA, { once: true });
+    b.addEventListener('abort', fromB, { once: true });
+  }
+  return {
+    signal: controller.signal,
+    dispose() {
+      a.removeEventListener('abort', fromA);
+      b.removeEventListener('abort', fromB);
+    },
+  };
+}
+
+/** Runs one upload at a time; a second call while one runs is refused. */
+export class UploadGuard {
+  #busy = false;
+
+  async run<T>(
+    uploaderSignal: AbortSignal | undefined,
+    callSignal: AbortSignal | undefined,
+    body: (signal: AbortSignal | undefined) => Promise<T>,
+  ): Promise<T> {
+    if (this.#busy) {
+      throw new BadArgumentError('an upload is already running on this uploader; await it first');
+    }
+    this.#busy = true;
+    const signal = anySignal(uploaderSignal, callSignal);
+    try {
+      return await body(signal.signal);
+    } finally {
+      signal.dispose();
+      this.#busy = false;
+    }
+  }
+}
