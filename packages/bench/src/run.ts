@@ -44,16 +44,12 @@ export interface RunOptions {
 /** What the transport discovers: the baseline's characteristics and v2's. */
 const CHARACTERISTICS = [...OTA_CHARACTERISTICS, V2_CONTROL_UUID, V2_DATA_UUID];
 
-/** Modeled milliseconds of the board's current link; keeps the last value between links. */
+/** The board's link-model clock; the bench always runs on a modeled link. */
 function modeledClock(board: VirtualBoard): Clock {
-  let last = 0;
-  return {
-    now: () => {
-      const link = board.currentLink;
-      if (link) last = link.nowUs / 1000;
-      return last;
-    },
-  };
+  const clock = board.modeledClock;
+  if (!clock)
+    throw new Error(`board ${board.name} has no modeled link: the bench needs a link profile`);
+  return clock;
 }
 
 interface PhaseSpan {

@@ -195,14 +195,9 @@ export class Scenario {
     return this.ctx.images;
   }
 
-  /** Modeled milliseconds on the current link (virtual rig), holding the last value between links. */
-  private lastModeledMs = 0;
+  /** Modeled milliseconds of the board's link (virtual rig with a link profile), else undefined. */
   private modeledNowMs(): number | undefined {
-    if (!this.board) return undefined;
-    const link = this.board.currentLink;
-    if (link && !this.rig?.profile) return undefined;
-    if (link) this.lastModeledMs = link.nowUs / 1000;
-    return this.rig?.profile ? this.lastModeledMs : undefined;
+    return this.board?.modeledClock?.now();
   }
 
   phase(name: PhaseName, timing: PhaseTiming): void {

@@ -161,6 +161,14 @@ export class VirtualBoard implements PeripheralApp {
   /** Boots so far, counting the first. */
   boots = 0;
   private link: AirScheduler | undefined;
+  private lastModeledMs = 0;
+  /**
+   * The link model's clock of this board in milliseconds: the current connection's modeled
+   * time, held at its last value between connections. Undefined on the zero-latency link,
+   * which has no time of its own. Upload sessions take it as their clock so rates, ETAs and
+   * phase timings are what a bench would see.
+   */
+  readonly modeledClock: { now(): number } | undefined;
   private closing = false;
   private nextBoot: BootOptions = {};
   private waiters: Array<() => void> = [];
@@ -190,6 +198,14 @@ export class VirtualBoard implements PeripheralApp {
       void this.onLinkRequest(request);
     });
     this.flashTiming = options.slowFlash ? FLASH_SLOW : (profile?.flash ?? FLASH_TYPICAL);
+    this.modeledClock = profile
+      ? {
+          now: () => {
+            if (this.link) this.lastModeledMs = this.link.nowUs / 1000;
+            return this.lastModeledMs;
+          },
+        }
+      : undefined;
     if (options.slowFlash) {
       this.faultLog.push({
         name: 'slow-flash',

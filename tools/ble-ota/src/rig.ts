@@ -73,10 +73,7 @@ export function adaptRig(rig: SimRig): VirtualRig {
       address: board.address,
       serialPath: board.serialPath,
       flashPath: board.flashPath,
-      modeledNowMs: () => {
-        const link = board.currentLink;
-        return rig.profile === undefined || link === undefined ? undefined : link.nowUs / 1000;
-      },
+      modeledNowMs: () => board.modeledClock?.now(),
       powerCycle: () => board.powerCycle(),
     })),
     close: () => rig.close(),

@@ -57,19 +57,12 @@ interface Timing {
 /**
  * The link model's clock of the board we talk to, for the upload session: on the virtual rig
  * the transfer runs much faster than real time, and the modeled figures are the ones that say
- * what a bench would see. Holds the last value while the board has no connection.
+ * what a bench would see. The rig holds the last value while the board has no connection.
  */
 function modeledClock(board: VirtualRigBoard | undefined): Clock | undefined {
   const read = board?.modeledNowMs;
   if (read === undefined || read() === undefined) return undefined;
-  let last = 0;
-  return {
-    now: () => {
-      const t = read();
-      if (t !== undefined) last = t;
-      return last;
-    },
-  };
+  return { now: () => read() ?? 0 };
 }
 
 export async function flashCommand(
