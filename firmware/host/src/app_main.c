@@ -199,6 +199,8 @@ static void prv_dispatch(uint8_t type, const uint8_t *p, size_t len, const char 
             host_log('I', TAG_PORT, "link: connection %u now uses interval %u.%02u ms, data length %u, %s PHY",
                      (unsigned)prv_u16(p), itvl * 125 / 100, itvl * 125 % 100, (unsigned)prv_u16(p + 4),
                      p[6] == 2 ? "2M" : "1M");
+            /* the rig's data length is both directions' (NimBLE: data_len_chg.max_rx_octets) */
+            ble_ota_on_data_length(prv_u16(p), prv_u16(p + 4));
             return;
         }
         break;

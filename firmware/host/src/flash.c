@@ -163,10 +163,16 @@ int host_flash_erase(host_flash_t *f, uint32_t addr, size_t len)
     if (addr % ESP_FLASH_SECTOR_SIZE != 0 || len % ESP_FLASH_SECTOR_SIZE != 0) {
         return prv_fail(f, "erase of 0x%zx bytes at 0x%08x is not aligned to the 4 KB sector size", len, addr);
     }
-    for (size_t off = 0; off < len; off += ESP_FLASH_SECTOR_SIZE) {
+    /* As esp_flash_erase_region walks a range: a block erase wherever a whole aligned
+     * block remains, else one sector; each command is one operation (one power-cut point). */
+    for (size_t off = 0; off < len;) {
+        uint32_t at = (uint32_t)(addr + off);
+        size_t step = at % HOST_FLASH_BLOCK_SIZE == 0 && len - off >= HOST_FLASH_BLOCK_SIZE ? HOST_FLASH_BLOCK_SIZE
+                                                                                            : ESP_FLASH_SECTOR_SIZE;
         prv_count_op(f);
-        memset(f->mem + addr + off, 0xFF, ESP_FLASH_SECTOR_SIZE);
-        prv_observe(f, HOST_FLASH_OP_ERASE, (uint32_t)(addr + off), ESP_FLASH_SECTOR_SIZE);
+        memset(f->mem + at, 0xFF, step);
+        prv_observe(f, HOST_FLASH_OP_ERASE, at, (uint32_t)step);
+        off += step;
     }
     return 0;
 }

@@ -1,9 +1,12 @@
 /*
  * File-backed SPI NOR flash. Enforces what real NOR flash enforces: a write can only
  * clear bits (1 -> 0), so writing over unerased bytes is refused; erase works on whole,
- * aligned 4 KB sectors. Every erase (per sector) and write counts as one operation;
- * reads are observed but not counted. The Nth counted operation can be made to fail
- * the way a power cut does: it is not performed and the process dies.
+ * aligned 4 KB sectors. An erase is split into the commands esp_flash_erase_region
+ * sends the chip: one 64 KB block erase for every 64 KB aligned 64 KB piece of the
+ * range, one sector erase for each 4 KB sector of the rest. Every such erase command
+ * and every write counts as one operation; reads are observed but not counted. The
+ * Nth counted operation can be made to fail the way a power cut does: it is not
+ * performed and the process dies.
  */
 #ifndef HOST_FLASH_H
 #define HOST_FLASH_H
@@ -12,6 +15,8 @@
 #include <stdint.h>
 
 #define HOST_FLASH_SIZE_4MB (4u * 1024u * 1024u)
+/* The chip's block erase (command 0xD8), as esp_flash's generic chip driver uses it. */
+#define HOST_FLASH_BLOCK_SIZE 0x10000u
 
 typedef enum {
     HOST_FLASH_OP_ERASE = 1,

@@ -2,7 +2,7 @@
 
 #include "ble_ota_gatt.h"
 
-int host_gatt_json_write(FILE *out)
+int host_gatt_json_write(FILE *out, unsigned acl_rx_buffers)
 {
     static const struct {
         unsigned bit;
@@ -40,6 +40,6 @@ int host_gatt_json_write(FILE *out)
         }
         fputs("]}", out);
     }
-    fputs("]}\n", out);
+    fprintf(out, "],\"controller\":{\"aclRxBuffers\":%u}}\n", acl_rx_buffers);
     return ferror(out) ? -1 : 0;
 }

@@ -3,7 +3,10 @@
 
 #include <stdio.h>
 
-/* Writes the GATT layout declared in ble_ota_gatt.h as one line of JSON (Contract B). */
-int host_gatt_json_write(FILE *out);
+/* Writes the GATT layout declared in ble_ota_gatt.h as one line of JSON (Contract B),
+ * followed by what the rig must know of the BLE controller: acl_rx_buffers is the NimBLE
+ * host's ACL-from-LL buffer count (CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT), the
+ * packets the controller can hand over while the host task is stalled by a flash erase. */
+int host_gatt_json_write(FILE *out, unsigned acl_rx_buffers);
 
 #endif

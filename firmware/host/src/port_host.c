@@ -399,7 +399,13 @@ static int prv_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *ta
         host_log('E', TAG_PORT, "esp_ota_begin on %s failed: %s", p->label, "ESP_ERR_OTA_ROLLBACK_INVALID_STATE");
         return BLE_OTA_ERR_STATE;
     }
-    if (host_flash_erase(hp->dev.flash, p->offset, ESP_FLASH_SECTOR_SIZE) != 0 ||
+    /* esp_ota_begin(target, min(image_size, 64 KB)) as the IDF port calls it: one
+     * block erase (or the sectors of a smaller image) and the "already erased" mode. */
+    uint32_t first = (image_size + ESP_FLASH_SECTOR_SIZE - 1) & ~(ESP_FLASH_SECTOR_SIZE - 1);
+    if (first > HOST_FLASH_BLOCK_SIZE) {
+        first = HOST_FLASH_BLOCK_SIZE;
+    }
+    if (host_flash_erase(hp->dev.flash, p->offset, first) != 0 ||
         host_ota_invalidate_inactive(&hp->dev, hp->running_slot) < 0) {
         host_log('E', TAG_PORT, "esp_ota_begin on %s failed: ESP_ERR_FLASH_OP_FAIL (%s)", p->label,
                  hp->dev.flash->error);
@@ -411,7 +417,7 @@ static int prv_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *ta
     hp->wrote = 0;
     hp->finished_slot = -1;
     prv_fill_info(hp, slot, target);
-    *erased = ESP_FLASH_SECTOR_SIZE;
+    *erased = first;
     return BLE_OTA_OK;
 }
 

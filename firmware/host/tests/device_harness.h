@@ -16,6 +16,13 @@
 #include <sys/wait.h>
 
 #define DH_MAX_NOTES 4096
+#define DH_MAX_ERASES 1024
+
+typedef struct {
+    unsigned op; /* 1-based counted operation (erases and writes), what --power-cut-at takes */
+    uint32_t addr;
+    uint32_t len;
+} dh_erase_t;
 
 typedef struct {
     uint8_t type;
@@ -30,6 +37,8 @@ typedef struct {
     char *console;
     size_t console_len;
     unsigned flash_ops[4];
+    dh_erase_t erases[DH_MAX_ERASES]; /* every FLASH_OP erase, in order */
+    unsigned n_erases;
     unsigned frames_in;   /* input frames sent */
     unsigned frames_done; /* FRAME_DONE frames received */
     unsigned done_mismatch;
@@ -113,6 +122,12 @@ static int dh_read_frame(dh_dev_t *d, uint8_t *last_done_type)
     case 0x88:
         if (len == 9 && buf[0] >= 1 && buf[0] <= 3) {
             d->flash_ops[buf[0]]++;
+            if (buf[0] == 1 && d->n_erases < DH_MAX_ERASES) {
+                dh_erase_t *e = &d->erases[d->n_erases++];
+                e->op = d->flash_ops[1] + d->flash_ops[2];
+                e->addr = (uint32_t)buf[1] | (uint32_t)buf[2] << 8 | (uint32_t)buf[3] << 16 | (uint32_t)buf[4] << 24;
+                e->len = (uint32_t)buf[5] | (uint32_t)buf[6] << 8 | (uint32_t)buf[7] << 16 | (uint32_t)buf[8] << 24;
+            }
         }
         break;
     case 0x8A:

@@ -1,7 +1,7 @@
 /*
  * The protocol v2 half of the fake port (fake_port.h holds the baseline half):
  * an in-memory update slot with NOR rules (writes only into erased bytes,
- * erase by aligned 4 KB sector), zlib's CRC-32 and inflate, a recorded list
+ * erase by aligned 4 KB sectors, one or many per call), zlib's CRC-32 and inflate, a recorded list
  * of every notification in full and of the link requests.
  */
 #ifndef FAKE_PORT_V2_H
@@ -27,11 +27,14 @@ typedef struct {
     uint8_t running_sha[32];
     bool no_2m;
     uint32_t fail_erase_at; /* 1-based slot_erase call that fails */
+    uint32_t open_erases;   /* bytes slot_open erases, as esp_ota_begin(first block) does */
 
     /* observed */
     uint8_t mem[FV2_SLOT_SIZE];
     bool erased[FV2_SLOT_SIZE / 4096u];
     uint32_t erase_calls;
+    uint32_t erase_off[128]; /* of the first slot_erase calls */
+    uint32_t erase_len[128];
     uint32_t write_calls;
     uint32_t bytes_written;
     bool nor_violation;
@@ -93,13 +96,19 @@ static int fv2_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *ta
     }
     memset(fv2.erased, 0, sizeof(fv2.erased));
     memset(fv2.mem, 0x00, sizeof(fv2.mem)); /* an old image: never 0xFF by chance */
-    *erased = 0;
+    memset(fv2.mem, 0xFF, fv2.open_erases);
+    memset(fv2.erased, true, fv2.open_erases / 4096u);
+    *erased = fv2.open_erases;
     return BLE_OTA_OK;
 }
 
 static int fv2_slot_erase(void *ctx, uint32_t offset, uint32_t len)
 {
     (void)ctx;
+    if (fv2.erase_calls < 128u) {
+        fv2.erase_off[fv2.erase_calls] = offset;
+        fv2.erase_len[fv2.erase_calls] = len;
+    }
     fv2.erase_calls++;
     if (fv2.fail_erase_at != 0u && fv2.erase_calls == fv2.fail_erase_at) {
         return BLE_OTA_ERR_FLASH;

@@ -69,6 +69,7 @@ static void connect_as(uint16_t conn)
 {
     ble_ota_on_connect(conn, 23);
     ble_ota_on_mtu(conn, MTU);
+    ble_ota_on_data_length(conn, 251); /* MTU 247 fills one 251-byte packet: frames of MTU - 3 */
     ble_ota_on_subscribe(conn, BLE_OTA_CHR_V2_CONTROL, true);
 }
 
@@ -255,6 +256,135 @@ TEST(without_the_v2_port_the_v2_characteristics_are_not_supported)
     CHECK(ble_ota_v2_attach(NULL) == BLE_OTA_ERR_INVALID_ARG);
 }
 
+static uint16_t info_max_frame(uint16_t conn)
+{
+    uint8_t info[128];
+    size_t len = 0;
+
+    REQUIRE_EQ_INT(ble_ota_on_read(conn, BLE_OTA_CHR_V2_CONTROL, info, sizeof(info), &len), 0);
+    return (uint16_t)(info[8] | info[9] << 8);
+}
+
+TEST(max_frame_fills_whole_link_layer_packets)
+{
+    /* value + 3 (ATT) + 4 (L2CAP) in whole packets of the data length, else MTU - 3 */
+    static const struct {
+        uint16_t mtu;
+        uint16_t data_length;
+        uint16_t max_frame;
+    } table[] = {
+        { 256u, 251u, 244u }, /* 260 bytes would be 251 + a 9-byte packet */
+        { 185u, 251u, 182u }, /* less than one packet: MTU - 3 */
+        { 517u, 251u, 495u }, /* two whole packets (502 bytes) */
+        { 247u, 251u, 244u }, /* MTU 247 fills one packet exactly */
+        { 256u, 27u, 236u },  /* nine 27-byte packets */
+        { 23u, 27u, 20u },    /* the minimum MTU fills one default packet */
+    };
+
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        const fv2_note_t *rsp;
+
+        REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+        make_image(20000u, 11);
+        ble_ota_on_connect(CONN, 23);
+        ble_ota_on_mtu(CONN, table[i].mtu);
+        ble_ota_on_subscribe(CONN, BLE_OTA_CHR_V2_CONTROL, true);
+        ble_ota_on_data_length(CONN, table[i].data_length);
+        CHECK_MSG(info_max_frame(CONN) == table[i].max_frame, "MTU %u, data length %u: INFO max_frame %u, want %u",
+                  table[i].mtu, table[i].data_length, info_max_frame(CONN), table[i].max_frame);
+        rsp = begin(CONN, 0);
+        REQUIRE(rsp != NULL);
+        CHECK_MSG((rsp->data[14] | rsp->data[15] << 8) == table[i].max_frame,
+                  "MTU %u, data length %u: BEGIN_RSP max_frame %u, want %u", table[i].mtu, table[i].data_length,
+                  rsp->data[14] | rsp->data[15] << 8, table[i].max_frame);
+    }
+}
+
+TEST(the_data_length_is_27_until_the_port_reports_it_and_again_after_a_disconnect)
+{
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    ble_ota_on_connect(CONN, 256);
+    CHECK_EQ_INT(info_max_frame(CONN), 236);
+    ble_ota_on_data_length(CONN, 251);
+    CHECK_EQ_INT(info_max_frame(CONN), 244);
+    ble_ota_on_disconnect(CONN);
+    ble_ota_on_connect(CONN_B, 256);
+    CHECK_EQ_INT(info_max_frame(CONN_B), 236);
+}
+
+TEST(a_frame_longer_than_max_frame_is_still_taken)
+{
+    client_t c;
+
+    /* the data length drops mid-session: max_frame is advice, the frames in flight stay good */
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(40000u, 12);
+    connect_as(CONN);
+    REQUIRE(begin(CONN, 0) != NULL);
+    ble_ota_on_data_length(CONN, 27);
+    REQUIRE(info_max_frame(CONN) < PAYLOAD + 4u);
+    memset(&c, 0, sizeof(c));
+    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    CHECK_EQ_INT(c.acked, s_img_len);
+    CHECK_EQ_INT(c.gaps, 0);
+    CHECK_EQ_INT(end_status(CONN), 0);
+    CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
+}
+
+/* Runs a whole update of s_img and checks the slot_erase calls it made. */
+static void update_and_check_erases(const uint32_t *off, const uint32_t *len, uint32_t n)
+{
+    client_t c;
+
+    connect_as(CONN);
+    REQUIRE(begin(CONN, 0) != NULL);
+    memset(&c, 0, sizeof(c));
+    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    CHECK_EQ_INT(c.acked, s_img_len);
+    CHECK_EQ_INT(end_status(CONN), 0);
+    CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
+    CHECK(!fv2.nor_violation);
+    CHECK_EQ_INT(fv2.erase_calls, n);
+    for (uint32_t i = 0; i < n && i < fv2.erase_calls; i++) {
+        CHECK_MSG(fv2.erase_off[i] == off[i] && fv2.erase_len[i] == len[i],
+                  "erase %u: %u bytes at %u, want %u at %u", i, fv2.erase_len[i], fv2.erase_off[i], len[i], off[i]);
+    }
+}
+
+TEST(the_slot_is_erased_in_64k_blocks_where_a_whole_block_fits)
+{
+    /* 150000 bytes = 37 sectors: two whole blocks, then the 5-sector tail as sectors */
+    static const uint32_t off_a[] = { 65536u, 131072u, 135168u, 139264u, 143360u, 147456u };
+    static const uint32_t len_a[] = { 65536u, 4096u, 4096u, 4096u, 4096u, 4096u };
+    static const uint32_t off_b[] = { 0u, 65536u, 131072u, 135168u, 139264u, 143360u, 147456u };
+    static const uint32_t len_b[] = { 65536u, 65536u, 4096u, 4096u, 4096u, 4096u, 4096u };
+    static const uint32_t off_c[] = { 0u, 4096u, 8192u, 12288u, 16384u, 20480u, 24576u, 28672u };
+    static const uint32_t len_c[] = { 4096u, 4096u, 4096u, 4096u, 4096u, 4096u, 4096u, 4096u };
+    ble_ota_v2_status_t st;
+
+    /* as on the chip: opening the slot erased the first block, the core does the rest */
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    fv2.open_erases = 65536u;
+    make_image(150000u, 13);
+    connect_as(CONN);
+    REQUIRE(begin(CONN, 0) != NULL);
+    ble_ota_v2_get_status(&st);
+    CHECK_EQ_INT(st.erased_to, 65536); /* covers the first window: no erase ahead yet */
+    CHECK_EQ_INT(fv2.erase_calls, 0);
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    fv2.open_erases = 65536u;
+    update_and_check_erases(off_a, len_a, 6u);
+
+    /* a port whose open erases nothing: the first block too */
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    update_and_check_erases(off_b, len_b, 7u);
+
+    /* an image smaller than a block never gets a block erase */
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(30000u, 14);
+    update_and_check_erases(off_c, len_c, 8u);
+}
+
 TEST(link_tuning_is_requested_on_connect)
 {
     REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
@@ -279,7 +409,7 @@ TEST(link_tuning_is_requested_on_connect)
 
 TEST(v2_exchange_byte_for_byte)
 {
-    static const uint8_t want_begin_rsp[16] = { 0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0xF4, 0 };
+    static const uint8_t want_begin_rsp[16] = { 0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0xF4, 0 };
     const fv2_note_t *rsp;
     client_t c;
     ble_ota_v2_status_t st;
@@ -453,7 +583,7 @@ static void resume_at(uint32_t cut, uint8_t flags)
 
 TEST(resume_after_a_disconnect_continues_from_the_committed_offset)
 {
-    static const uint32_t cuts[] = { PAYLOAD, 5000u, WINDOW, 2u * WINDOW + 77u * PAYLOAD, 60000u };
+    static const uint32_t cuts[] = { PAYLOAD, 5000u, WINDOW, WINDOW + 77u * PAYLOAD, 60000u };
 
     make_image(64000u, 4);
     for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
@@ -496,7 +626,7 @@ TEST(begin_with_the_restart_flag_or_another_image_starts_over)
 TEST(already_installed_touches_no_flash)
 {
     const fv2_note_t *rsp;
-    uint8_t want[16] = { 0x90, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0xF4, 0 };
+    uint8_t want[16] = { 0x90, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0xF4, 0 };
 
     REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
     make_image(30000u, 7);

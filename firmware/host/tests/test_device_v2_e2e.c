@@ -7,10 +7,14 @@
 
 #include <zlib.h>
 
+#include "ble_ota.h"
+
 #define CONN 1u
 #define V2_CTRL 5u
 #define V2_DATA 6u
-#define WINDOW 16384u
+#define WINDOW BLE_OTA_V2_BUFFER_SIZE
+#define SLOT_ADDR 0x200000u /* ota_1 in firmware/partitions.csv: the update slot while ota_0 runs */
+#define BLOCK 0x10000u
 
 static uint8_t *image_of_app(const char *version, size_t *len)
 {
@@ -55,6 +59,17 @@ static void connect_dev(dh_dev_t *d, uint16_t mtu)
     dh_u16(p + 2, V2_CTRL);
     p[4] = 1;
     REQUIRE(dh_call(d, 0x06, p, 5, NULL, 0) == 0);
+}
+
+/* What the rig sends once the link settled (LINK_UPDATE): 7.5 ms, this data length, 2M PHY. */
+static void link_update(dh_dev_t *d, uint16_t data_length)
+{
+    uint8_t p[7];
+    dh_u16(p, CONN);
+    dh_u16(p + 2, 6);
+    dh_u16(p + 4, data_length);
+    p[6] = 2;
+    REQUIRE(dh_call(d, 0x07, p, sizeof(p), NULL, 0) == 0);
 }
 
 static void disconnect_dev(dh_dev_t *d)
@@ -259,6 +274,7 @@ TEST(v2_update_end_to_end_with_frame_done_after_every_frame)
     CHECK_CONTAINS(d.console, "ble_ota: link: requested data length 251 (2120 us)");
     CHECK_CONTAINS(d.console, "ble_ota: link: 2M PHY not available on this chip");
 
+    link_update(&d, 251);
     read_info(&d, info);
     CHECK_EQ_INT(info[0], 2);
     CHECK_EQ_HEX(info[1], 3);
@@ -270,7 +286,14 @@ TEST(v2_update_end_to_end_with_frame_done_after_every_frame)
     CHECK(memcmp(info + 46, BLE_OTA_TEST_APP_VERSION, strlen(BLE_OTA_TEST_APP_VERSION)) == 0);
 
     unsigned erases_before = d.flash_ops[1];
+    unsigned ops_before = d.flash_ops[1] + d.flash_ops[2];
     REQUIRE_EQ_INT(begin(&d, 0, 0, (uint32_t)len, sha, (uint32_t)len, rsp), 0);
+    unsigned n_begin_erases = d.n_erases;
+    /* BEGIN (esp_ota_begin for the first 64 KB) erased the first block, as one operation */
+    REQUIRE(n_begin_erases >= 1);
+    CHECK(d.erases[n_begin_erases - 1].op > ops_before);
+    CHECK_EQ_HEX(d.erases[n_begin_erases - 1].addr, SLOT_ADDR);
+    CHECK_EQ_HEX(d.erases[n_begin_erases - 1].len, BLOCK);
     CHECK_EQ_INT(dh_get_u32(rsp + 2), 0);
     CHECK_EQ_INT(dh_get_u32(rsp + 10), WINDOW);
     CHECK_EQ_INT(rsp[14] | rsp[15] << 8, 244);
@@ -281,8 +304,36 @@ TEST(v2_update_end_to_end_with_frame_done_after_every_frame)
     CHECK_EQ_INT(c.bad_crc, 0);
     CHECK_EQ_INT(c.sent_bytes, len);
     CHECK_EQ_INT(end_cmd(&d), 0);
-    /* erase ahead never erases past the image; the otadata sector is erased once by set_boot */
-    CHECK_EQ_INT(d.flash_ops[1] - erases_before, (unsigned)((len + 4095) / 4096) + 1u);
+    /* The slot is erased once, in order, from BEGIN's first block on: a 64 KB block erase
+     * wherever a whole block lies within the image's sectors, sectors for the tail, never
+     * past the image; the otadata sector is erased once by set_boot. */
+    uint32_t image_end = SLOT_ADDR + (((uint32_t)len + 4095u) & ~4095u);
+    uint32_t next = SLOT_ADDR;
+    unsigned blocks = 0, sectors = 0, other = 0;
+    REQUIRE(len > 2u * BLOCK);
+    REQUIRE(d.n_erases < DH_MAX_ERASES);
+    for (unsigned i = 0; i < d.n_erases; i++) {
+        const dh_erase_t *e = &d.erases[i];
+        if (e->op <= ops_before || e->addr < SLOT_ADDR || e->addr >= SLOT_ADDR + 0x1F0000u) {
+            other += e->op > ops_before;
+            continue;
+        }
+        uint32_t want = next % BLOCK == 0 && image_end - next >= BLOCK ? BLOCK : 4096u;
+        CHECK_MSG(e->addr == next && e->len == want, "erase %u: 0x%x bytes at 0x%x, want 0x%x at 0x%x", i, e->len,
+                  e->addr, want, next);
+        if (e->len == BLOCK) {
+            CHECK_EQ_HEX(e->addr % BLOCK, 0);
+            blocks++;
+        } else {
+            sectors++;
+        }
+        next = e->addr + e->len;
+    }
+    CHECK_EQ_HEX(next, image_end);
+    CHECK_EQ_INT(blocks, (unsigned)(len / BLOCK));
+    CHECK_EQ_INT(sectors, (unsigned)((len % BLOCK + 4095u) / 4096u));
+    CHECK_EQ_INT(other, 1);
+    CHECK_EQ_INT(d.flash_ops[1] - erases_before, blocks + sectors + other);
     REQUIRE(dh_wait_for(&d, 0x87) == 0);
     CHECK_EQ_INT(d.reset_reason, 1);
     CHECK_CONTAINS(d.console, "v2 OTA done");
@@ -316,8 +367,9 @@ TEST(a_2m_chip_is_asked_for_the_2m_phy_and_link_updates_are_logged)
     uint8_t info[114];
     read_info(&d, info);
     CHECK_EQ_INT(info[2] | info[3] << 8, 9);
-    /* MTU 517 gives 514-byte values, but GATT caps an attribute value at 512 */
-    CHECK_EQ_INT(info[8] | info[9] << 8, 512);
+    /* two whole 251-byte packets carry a 495-byte value (MTU 517 alone would give 514,
+     * and GATT caps an attribute value at 512) */
+    CHECK_EQ_INT(info[8] | info[9] << 8, 495);
     /* an ESP32 image is refused up front */
     size_t len;
     uint8_t *img = image_of_app("v2-wrong-chip", &len);
@@ -329,6 +381,28 @@ TEST(a_2m_chip_is_asked_for_the_2m_phy_and_link_updates_are_logged)
     CHECK_EQ_INT(dh_close(&d), 0);
     dh_free(&d);
     free(img);
+}
+
+TEST(link_update_sizes_max_frame_to_the_data_length)
+{
+    const char *flash = fresh_flash("v2-e2e-dl.bin");
+    const char *create[] = {"--flash", flash, "--create", NULL};
+    dh_dev_t d;
+    uint8_t info[114];
+    dh_spawn(&d, create);
+    REQUIRE(dh_wait_for(&d, 0x80) == 0);
+    connect_dev(&d, 256);
+    /* until the link reports otherwise, 27-byte packets: nine of them carry 236 bytes */
+    read_info(&d, info);
+    CHECK_EQ_INT(info[8] | info[9] << 8, 236);
+    link_update(&d, 251);
+    CHECK_CONTAINS(d.console, "ble_ota: link: connection 1 now uses interval 7.50 ms, data length 251, 2M PHY");
+    /* one 251-byte packet: 244, not MTU - 3 = 253 (that would need a second, 9-byte packet) */
+    read_info(&d, info);
+    CHECK_EQ_INT(info[8] | info[9] << 8, 244);
+    CHECK_EQ_INT(d.frames_done, d.frames_in);
+    CHECK_EQ_INT(dh_close(&d), 0);
+    dh_free(&d);
 }
 
 TEST(already_installed_sends_nothing_and_writes_nothing)
@@ -418,8 +492,9 @@ static void copy_file(const char *from, const char *to)
 }
 
 /* Runs a v2 update on a copy of base; returns END's status, or -1 if the device died. */
+/* *block_op (if not NULL): the operation number of the run's last 64 KB block erase, or 0. */
 static int v2_run(const char *work, const char *cut, const uint8_t *img, size_t len, const uint8_t sha[32],
-                  unsigned *ops)
+                  unsigned *ops, unsigned *block_op)
 {
     dh_dev_t d;
     uint8_t rsp[16];
@@ -441,6 +516,14 @@ static int v2_run(const char *work, const char *cut, const uint8_t *img, size_t 
     dh_close(&d);
     if (ops != NULL) {
         *ops = d.flash_ops[1] + d.flash_ops[2];
+    }
+    if (block_op != NULL) {
+        *block_op = 0;
+        for (unsigned i = 0; i < d.n_erases; i++) {
+            if (d.erases[i].len == BLOCK) {
+                *block_op = d.erases[i].op;
+            }
+        }
     }
     int code = d.exit_code;
     dh_free(&d);
@@ -464,17 +547,19 @@ TEST(power_cut_at_sampled_operations_of_a_v2_update_never_bricks_the_device)
     host_sha256(img, len, sha);
     const char *work = fresh_flash("v2-cuts-work.bin");
     copy_file(base, work);
-    unsigned total = 0;
-    REQUIRE_EQ_INT(v2_run(work, NULL, img, len, sha, &total), 0);
+    unsigned total = 0, block_op = 0;
+    REQUIRE_EQ_INT(v2_run(work, NULL, img, len, sha, &total, &block_op), 0);
     CHECK(total > 100);
     CHECK(boots_version(work, "v2-cuts-new"));
+    /* a 64 KB block erase is one operation: the cut lands before it or after it, never inside */
+    REQUIRE(block_op > 2);
 
-    unsigned cuts[] = {1, 2, total / 3, total / 2, total * 7 / 8, total - 2, total - 1, total};
+    unsigned cuts[] = {1, 2, total / 3, block_op, block_op + 1, total / 2, total * 7 / 8, total - 2, total - 1, total};
     for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
         char cut[16];
         snprintf(cut, sizeof(cut), "%u", cuts[i]);
         copy_file(base, work);
-        int st = v2_run(work, cut, img, len, sha, NULL);
+        int st = v2_run(work, cut, img, len, sha, NULL, NULL);
         CHECK_MSG(st == -1, "cut at %u of %u: the update ended with %d instead of losing the device", cuts[i], total,
                   st);
         CHECK_MSG(boots_version(work, BLE_OTA_TEST_APP_VERSION), "power cut at operation %u of %u: the old app did "
@@ -482,6 +567,23 @@ TEST(power_cut_at_sampled_operations_of_a_v2_update_never_bricks_the_device)
                   cuts[i], total);
     }
     free(img);
+}
+
+/* The value of NAME=<int> in an sdkconfig file, or fallback when it is absent. */
+static int sdkconfig_int(const char *path, const char *name, int fallback)
+{
+    FILE *f = fopen(path, "r");
+    char line[256];
+    int value = fallback;
+    size_t nl = strlen(name);
+    REQUIRE(f != NULL);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, name, nl) == 0 && line[nl] == '=') {
+            value = atoi(line + nl + 1);
+        }
+    }
+    fclose(f);
+    return value;
 }
 
 TEST(gatt_json_exports_the_v2_characteristics)
@@ -504,5 +606,14 @@ TEST(gatt_json_exports_the_v2_characteristics)
                         "\"properties\":[\"read\",\"write\",\"notify\"]}");
     CHECK_CONTAINS(buf, "{\"id\":6,\"name\":\"v2_data\",\"uuid\":\"fe4a130e-1430-449c-bc25-1c299d409db4\","
                         "\"properties\":[\"write\",\"writeWithoutResponse\"]}");
+    /* then the controller's receive buffering, from firmware/sdkconfig.defaults, for the rig */
+    char want[96];
+    snprintf(want, sizeof(want), "]}],\"controller\":{\"aclRxBuffers\":%u}}\n",
+             (unsigned)BLE_OTA_TEST_ACL_FROM_LL_COUNT);
+    size_t n = strlen(buf), wn = strlen(want);
+    CHECK(n > wn && strcmp(buf + n - wn, want) == 0);
+    CHECK(strncmp(buf, "{\"services\":[", 13) == 0);
+    CHECK_EQ_INT(BLE_OTA_TEST_ACL_FROM_LL_COUNT, sdkconfig_int(BLE_OTA_TEST_SDKCONFIG_DEFAULTS,
+                                                               "CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT", 24));
     dh_free(&d);
 }

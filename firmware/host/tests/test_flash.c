@@ -64,7 +64,7 @@ TEST(erase_is_by_aligned_4k_sector)
     CHECK_EQ_HEX(b, 0x00);
     /* one write + one sector erase */
     CHECK_EQ_INT(f.ops, 2);
-    /* a multi-sector erase counts one operation per sector */
+    /* a multi-sector erase without a whole aligned 64 KB block counts one operation per sector */
     REQUIRE(host_flash_erase(&f, 0x2000, 0x3000) == 0);
     CHECK_EQ_INT(f.ops, 5);
     CHECK(host_flash_erase(&f, 0x7000, 0x2000) != 0); /* past the end */
@@ -126,6 +126,78 @@ TEST(power_cut_skips_the_operation_and_exits_137)
     REQUIRE(host_flash_read(&f, 0, got, 3) == 0);
     const uint8_t want[3] = {0x01, 0x02, 0xFF};
     CHECK_MEM_EQ(got, want, 3);
+    host_flash_close(&f);
+}
+
+static uint32_t s_erase_addr[32], s_erase_len[32];
+static unsigned s_n_erases;
+static void prv_erase_recorder(void *ctx, host_flash_op_t op, uint32_t addr, uint32_t len)
+{
+    (void)ctx;
+    if (op == HOST_FLASH_OP_ERASE && s_n_erases < 32) {
+        s_erase_addr[s_n_erases] = addr;
+        s_erase_len[s_n_erases++] = len;
+    }
+}
+
+TEST(an_aligned_64k_piece_of_an_erase_is_one_block_erase)
+{
+    host_flash_t f;
+    prv_open_blank(&f, "block.bin", 256 * 1024);
+    s_n_erases = 0;
+    f.observer = prv_erase_recorder;
+    /* as esp_flash_erase_region: sectors up to the block boundary, the block, the rest */
+    REQUIRE(host_flash_erase(&f, 0x8000, 0x19000) == 0);
+    REQUIRE_EQ_INT(s_n_erases, 10);
+    for (unsigned i = 0; i < 8; i++) {
+        CHECK_EQ_HEX(s_erase_addr[i], 0x8000 + i * 0x1000);
+        CHECK_EQ_HEX(s_erase_len[i], 0x1000);
+    }
+    CHECK_EQ_HEX(s_erase_addr[8], 0x10000);
+    CHECK_EQ_HEX(s_erase_len[8], 0x10000);
+    CHECK_EQ_HEX(s_erase_addr[9], 0x20000);
+    CHECK_EQ_HEX(s_erase_len[9], 0x1000);
+    CHECK_EQ_INT(f.ops, 10);
+    /* a block-sized erase that is not block aligned is 16 sector erases */
+    s_n_erases = 0;
+    REQUIRE(host_flash_erase(&f, 0x21000, 0x10000) == 0);
+    CHECK_EQ_INT(s_n_erases, 16);
+    CHECK_EQ_INT(f.ops, 26);
+    host_flash_close(&f);
+}
+
+TEST(a_power_cut_at_a_block_erase_skips_the_whole_block)
+{
+    char err[200];
+    const char *path = htu_path("cut-block.bin");
+    REQUIRE(host_flash_create_file(path, 256 * 1024, err, sizeof(err)) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        static uint8_t zeros[0x19000];
+        host_flash_t f;
+        if (host_flash_open(&f, path, err, sizeof(err)) != 0) {
+            _exit(1);
+        }
+        host_flash_write(&f, 0x8000, zeros, sizeof(zeros)); /* op 1 */
+        f.power_cut_at = 10;                                 /* ops 2-9: sectors; op 10: the block */
+        host_flash_erase(&f, 0x8000, 0x19000);
+        _exit(0);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 137);
+    host_flash_t f;
+    REQUIRE(host_flash_open(&f, path, err, sizeof(err)) == 0);
+    uint8_t b;
+    REQUIRE(host_flash_read(&f, 0xFFFF, &b, 1) == 0);
+    CHECK_EQ_HEX(b, 0xFF); /* the sectors before it were erased */
+    REQUIRE(host_flash_read(&f, 0x10000, &b, 1) == 0);
+    CHECK_EQ_HEX(b, 0x00); /* the block was not, not even its first sector */
+    REQUIRE(host_flash_read(&f, 0x1FFFF, &b, 1) == 0);
+    CHECK_EQ_HEX(b, 0x00);
     host_flash_close(&f);
 }
 

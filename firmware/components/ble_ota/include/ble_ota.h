@@ -123,6 +123,11 @@ void ble_ota_on_connect(uint16_t conn, uint16_t mtu);
 /* Aborts a transfer in progress (the slot is dropped by the writer). */
 void ble_ota_on_disconnect(uint16_t conn);
 void ble_ota_on_mtu(uint16_t conn, uint16_t mtu);
+/* The link layer's receive payload size changed (LE Data Length Change:
+ * maxRxOctets, 27..251). v2 sizes its DATA frames to whole link-layer packets
+ * with it; until a port reports it, each connection assumes 27, the link
+ * layer's default. */
+void ble_ota_on_data_length(uint16_t conn, uint16_t rx_octets);
 void ble_ota_on_subscribe(uint16_t conn, ble_ota_chr_id_t chr, bool notify_enabled);
 
 /*
@@ -219,9 +224,11 @@ typedef enum {
 #define BLE_OTA_V2_BEGIN_RESTART 0x02u
 
 /* Bytes of v2 Data payload buffered between the BLE context and the writer;
- * this is the window announced to clients (a power of two). */
+ * this is the window announced to clients (a power of two). 32 KB lets a
+ * client keep sending through a 64 KB block erase (~150 ms, ~24 KB at
+ * ~160 kB/s) instead of stalling on a full window. */
 #ifndef BLE_OTA_V2_BUFFER_SIZE
-#define BLE_OTA_V2_BUFFER_SIZE 16384
+#define BLE_OTA_V2_BUFFER_SIZE 32768
 #endif
 
 /*

@@ -431,6 +431,14 @@ void ble_ota_on_mtu(uint16_t conn, uint16_t mtu)
     ble_ota_v2_on_mtu(conn, mtu);
 }
 
+void ble_ota_on_data_length(uint16_t conn, uint16_t rx_octets)
+{
+    if (s_port == NULL) {
+        return;
+    }
+    ble_ota_v2_on_data_length(conn, rx_octets);
+}
+
 void ble_ota_on_subscribe(uint16_t conn, ble_ota_chr_id_t chr, bool notify_enabled)
 {
     (void)conn;

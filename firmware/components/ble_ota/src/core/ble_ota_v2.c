@@ -24,6 +24,12 @@
 #endif
 
 #define SECTOR 4096u
+/* NOR flash erases a 64 KB block in about the time of three or four 4 KB
+ * sectors (~150 ms vs 16 x ~45 ms). esp_flash_erase_region issues one block
+ * erase for each 64 KB aligned 64 KB piece of a range, so one slot_erase of
+ * BLOCK bytes at an aligned offset is one block erase (app slots are 64 KB
+ * aligned, so slot offsets and flash addresses agree on the alignment). */
+#define BLOCK 65536u
 /* Largest piece of the ring the writer handles per step: one flash sector. */
 #define CHUNK 4096u
 /* Flash writes are multiples of this (flash encryption needs 16-byte blocks). */
@@ -31,11 +37,19 @@
 /* Acknowledge every quarter window, so the client refills the window
  * before it runs dry instead of stalling a round trip per window. */
 #define ACK_STEP (BLE_OTA_V2_BUFFER_SIZE / 4u)
-/* How far past the write position the writer erases while idle. */
+/* How far past the write position the writer erases while idle (a block
+ * erase may reach further: it is never split). */
 #define ERASE_AHEAD ((uint32_t)BLE_OTA_V2_BUFFER_SIZE + SECTOR)
 /* DATA frame header: u32 offset. */
 #define FRAME_HDR 4u
 #define MAX_ATT_MTU 517u
+/* Link-layer payload: 27 octets until LE Data Length Extension raises it,
+ * at most 251. */
+#define LL_DEFAULT_OCTETS 27u
+#define LL_MAX_OCTETS 251u
+/* L2CAP basic header (length, channel) and ATT Write Command header (opcode, handle). */
+#define L2CAP_HDR 4u
+#define ATT_WRITE_HDR 3u
 
 /* Writer-owned session. */
 typedef struct {
@@ -83,6 +97,7 @@ typedef struct {
 
 static const ble_ota_port_v2_t *s_v2;
 static uint16_t s_mtu; /* set by the BLE context under the lock, read by both */
+static uint16_t s_rx_octets; /* link-layer payload the central may send; like s_mtu */
 /* BLE context: a BEGIN went to the writer since the last DROP. */
 static bool s_begin_sent;
 static shared_t s_sh;
@@ -133,6 +148,7 @@ void ble_ota_v2_reset(void)
 {
     s_v2 = NULL;
     s_mtu = 23u;
+    s_rx_octets = LL_DEFAULT_OCTETS;
     s_begin_sent = false;
     memset(&s_sh, 0, sizeof(s_sh));
     memset(&s_ses, 0, sizeof(s_ses));
@@ -169,12 +185,27 @@ static bool prv_has_inflate(void)
  * Write Command without a word, so MTU 517 still means 512-byte frames. */
 #define MAX_ATTR_VALUE 512u
 
-static uint16_t prv_max_frame(uint16_t mtu)
+/* The largest DATA frame worth sending: the link layer carries a Write
+ * Command (value + 3 ATT + 4 L2CAP bytes) in packets of rx_octets, so a
+ * value of MTU-3 that overshoots a packet boundary by a few bytes costs a
+ * whole extra packet (MTU 256 at data length 251: 260 bytes = 251 + 9).
+ * Sizing the frame to k whole packets sends more value bytes per packet:
+ * MTU 256 -> 244 at data length 251, 236 at 27. When MTU + 4 already fills
+ * whole packets (MTU 247 at 251), or no whole packet fits (MTU 185 at 251),
+ * MTU-3 it is. The device never refuses a longer frame: this is advice,
+ * and the data length may change under a running session. */
+static uint16_t prv_max_frame(uint16_t mtu, uint16_t rx_octets)
 {
-    uint16_t m = mtu < 23u ? 23u : (mtu > MAX_ATT_MTU ? (uint16_t)MAX_ATT_MTU : mtu);
-    uint16_t frame = (uint16_t)(m - 3u);
+    uint32_t m = mtu < 23u ? 23u : (mtu > MAX_ATT_MTU ? MAX_ATT_MTU : mtu);
+    uint32_t ll = rx_octets < LL_DEFAULT_OCTETS ? LL_DEFAULT_OCTETS
+                                                : (rx_octets > LL_MAX_OCTETS ? LL_MAX_OCTETS : rx_octets);
+    uint32_t k = (m + L2CAP_HDR) / ll;
+    uint32_t frame = m - ATT_WRITE_HDR;
 
-    return frame > MAX_ATTR_VALUE ? (uint16_t)MAX_ATTR_VALUE : frame;
+    if (k >= 1u && (m + L2CAP_HDR) % ll != 0u) {
+        frame = k * ll - L2CAP_HDR - ATT_WRITE_HDR;
+    }
+    return (uint16_t)(frame > MAX_ATTR_VALUE ? MAX_ATTR_VALUE : frame);
 }
 
 static void prv_notify(uint16_t conn, const uint8_t *data, size_t len)
@@ -270,6 +301,7 @@ void ble_ota_v2_on_connect(uint16_t conn, uint16_t mtu)
     }
     ble_ota_priv_lock();
     s_mtu = mtu;
+    s_rx_octets = LL_DEFAULT_OCTETS; /* a new link starts at the default */
     s_sh.link_conn = conn;
     ble_ota_priv_unlock();
     prv_tune_link(conn);
@@ -286,6 +318,17 @@ void ble_ota_v2_on_mtu(uint16_t conn, uint16_t mtu)
     ble_ota_priv_unlock();
 }
 
+void ble_ota_v2_on_data_length(uint16_t conn, uint16_t rx_octets)
+{
+    (void)conn;
+    if (s_v2 == NULL) {
+        return;
+    }
+    ble_ota_priv_lock();
+    s_rx_octets = rx_octets;
+    ble_ota_priv_unlock();
+}
+
 void ble_ota_v2_on_disconnect(uint16_t conn)
 {
     bool held;
@@ -296,6 +339,7 @@ void ble_ota_v2_on_disconnect(uint16_t conn)
     ble_ota_priv_lock();
     if (s_sh.link_conn == conn) {
         s_sh.link_conn = BLE_OTA_CONN_NONE;
+        s_rx_octets = LL_DEFAULT_OCTETS;
     }
     held = s_sh.owner == conn;
     if (held) {
@@ -505,7 +549,9 @@ int ble_ota_v2_on_read(uint16_t conn, ble_ota_chr_id_t chr, uint8_t *out, size_t
     out[1] = BLE_OTA_V2_INFO_RESUME | (prv_has_inflate() ? BLE_OTA_V2_INFO_DEFLATE : 0u);
     prv_put_u16(&out[2], s_v2->chip_id(port->ctx));
     prv_put_u32(&out[4], s_v2->slot_size(port->ctx));
-    prv_put_u16(&out[8], prv_max_frame(s_mtu));
+    ble_ota_priv_lock();
+    prv_put_u16(&out[8], prv_max_frame(s_mtu, s_rx_octets));
+    ble_ota_priv_unlock();
     prv_put_u32(&out[10], BLE_OTA_V2_BUFFER_SIZE);
     if (s_v2->running_sha256(port->ctx, &out[14]) != BLE_OTA_OK) {
         memset(&out[14], 0, BLE_OTA_SHA256_LEN); /* unknown: never matches a BEGIN */
@@ -612,16 +658,30 @@ static void prv_fail(uint8_t status, const char *why)
     prv_window_ack(owner, status, s_ses.committed, s_ses.crc);
 }
 
+static uint32_t prv_align_up(uint32_t v)
+{
+    return (v + SECTOR - 1u) & ~(SECTOR - 1u);
+}
+
+/* Erases the next 64 KB block when one starts at erased_to and lies wholly
+ * within the image's sectors, else the next sector. Never past the image:
+ * a tail of a few sectors costs less as sectors than as a whole block. */
 static bool prv_erase_next(void)
 {
     const ble_ota_port_t *port = prv_port();
-    int rc = s_v2->slot_erase(port->ctx, s_ses.erased_to, SECTOR);
+    uint32_t end = prv_align_up(s_ses.image_size);
+    uint32_t len = SECTOR;
+    int rc;
 
+    if (s_ses.erased_to % BLOCK == 0u && s_ses.erased_to < end && end - s_ses.erased_to >= BLOCK) {
+        len = BLOCK;
+    }
+    rc = s_v2->slot_erase(port->ctx, s_ses.erased_to, len);
     if (rc != BLE_OTA_OK) {
         prv_fail(BLE_OTA_V2_FLASH_ERROR, "erasing the update slot failed");
         return false;
     }
-    s_ses.erased_to += SECTOR;
+    s_ses.erased_to += len;
     return true;
 }
 
@@ -790,11 +850,6 @@ static void prv_discard_until(uint32_t limit)
     ble_ota_priv_unlock();
 }
 
-static uint32_t prv_align_up(uint32_t v)
-{
-    return (v + SECTOR - 1u) & ~(SECTOR - 1u);
-}
-
 bool ble_ota_v2_writer_idle(void)
 {
     uint32_t target;
@@ -824,10 +879,10 @@ bool ble_ota_v2_writer_idle(void)
 static void prv_begin_rsp(uint16_t conn, uint8_t status)
 {
     uint8_t rsp[BLE_OTA_V2_BEGIN_RSP_LEN];
-    uint16_t mtu;
+    uint16_t max_frame;
 
     ble_ota_priv_lock();
-    mtu = s_mtu;
+    max_frame = prv_max_frame(s_mtu, s_rx_octets);
     ble_ota_priv_unlock();
 
     memset(rsp, 0, sizeof(rsp));
@@ -838,7 +893,7 @@ static void prv_begin_rsp(uint16_t conn, uint8_t status)
         prv_put_u32(&rsp[6], s_ses.crc);
     }
     prv_put_u32(&rsp[10], BLE_OTA_V2_BUFFER_SIZE);
-    prv_put_u16(&rsp[14], prv_max_frame(mtu));
+    prv_put_u16(&rsp[14], max_frame);
     prv_notify(conn, rsp, sizeof(rsp));
 }
 

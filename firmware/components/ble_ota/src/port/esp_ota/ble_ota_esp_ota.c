@@ -27,6 +27,7 @@
 #include "freertos/semphr.h"
 #include "freertos/task.h"
 #include "mbedtls/sha256.h"
+#include "spi_flash_mmap.h" /* SPI_FLASH_SEC_SIZE */
 
 #include "ble_ota.h"
 #include "ble_ota_idf.h"
@@ -41,6 +42,10 @@ static const char *TAG = "ble_ota";
 #else
 #define WRITER_CORE tskNO_AFFINITY
 #endif
+
+/* What esp_ota_begin erases when a v2 session opens the slot: one 64 KB
+ * flash block (the core erases the rest, block by block, ahead of its writes). */
+#define BLE_OTA_FIRST_ERASE 65536u
 
 #ifdef CONFIG_BLE_OTA_SELF_TEST_FORCE_FAIL
 #define FORCE_SELF_TEST_FAIL true
@@ -493,14 +498,18 @@ static uint32_t prv_slot_size(void *ctx)
     return next != NULL ? (uint32_t)next->size : 0u;
 }
 
-/* esp_ota_begin with a one-byte size erases one erase unit and leaves the
- * handle in "already erased" mode, the one esp_ota_write_with_offset
- * requires; the core then erases the rest itself, ahead of its writes,
- * instead of esp_ota_begin erasing the whole image up front (seconds with
- * the cache off) or esp_ota_write erasing each sector as the data reaches it. */
+/* esp_ota_begin with a real size erases that many bytes from the slot start
+ * (rounded up to whole sectors) and leaves the handle in "already erased"
+ * mode, the one esp_ota_write_with_offset requires. Asking for the first
+ * 64 KB makes that one block erase (esp_flash_erase_region uses the chip's
+ * block erase for an aligned 64 KB piece); the core then erases the rest
+ * itself, block by block ahead of its writes, instead of esp_ota_begin
+ * erasing the whole image up front (seconds with the cache off) or
+ * esp_ota_write erasing each sector as the data reaches it. */
 static int prv_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *target, uint32_t *erased)
 {
     idf_port_t *p = ctx;
+    uint32_t first;
     esp_err_t err;
 
     p->finished = NULL;
@@ -514,7 +523,8 @@ static int prv_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *ta
                  p->target->label, (unsigned long)p->target->size);
         return BLE_OTA_ERR_TOO_LARGE;
     }
-    err = esp_ota_begin(p->target, 1, &p->handle);
+    first = image_size < BLE_OTA_FIRST_ERASE ? image_size : BLE_OTA_FIRST_ERASE;
+    err = esp_ota_begin(p->target, first, &p->handle);
     if (err != ESP_OK) {
         ESP_LOGE(TAG, "esp_ota_begin on %s failed: %s", p->target->label, esp_err_to_name(err));
         switch (err) {
@@ -531,7 +541,8 @@ static int prv_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *ta
     }
     p->slot_open = true;
     prv_fill_slot_info(p->target, target);
-    *erased = p->target->erase_size;
+    /* esp_ota_begin (v5.1 to v5.3) rounds the size up to SPI_FLASH_SEC_SIZE. */
+    *erased = (first + SPI_FLASH_SEC_SIZE - 1u) & ~(uint32_t)(SPI_FLASH_SEC_SIZE - 1u);
     return BLE_OTA_OK;
 }
 

@@ -243,6 +243,8 @@ static int prv_gap_event(struct ble_gap_event *event, void *arg)
     case BLE_GAP_EVENT_DATA_LEN_CHG:
         ESP_LOGI(TAG, "link: connection %u now uses data length %u", (unsigned)event->data_len_chg.conn_handle,
                  (unsigned)event->data_len_chg.max_tx_octets);
+        /* What the central may send us per packet sizes the v2 DATA frames. */
+        ble_ota_on_data_length(event->data_len_chg.conn_handle, event->data_len_chg.max_rx_octets);
         return 0;
 #endif
     case BLE_GAP_EVENT_DISCONNECT:
