@@ -11,6 +11,7 @@ function profile(over: Partial<ProfileMeasurement> = {}): ProfileMeasurement {
     connIntervalMs: 15,
     linkCeilingKBps: 84.9,
     flashCeilingKBps: 72.9,
+    device: { eraseUnit: 'block', rxBuffers: 128, frameBytes: 182 },
     baseline: { seconds: 200, imageBytes: 1_000_000, streamBytes: 1_000_000 },
     v2: { seconds: 16, imageBytes: 1_000_000, streamBytes: 1_000_000 },
     v2Compressed: { seconds: 15, imageBytes: 1_000_000, streamBytes: 300_000 },
@@ -86,6 +87,10 @@ describe('bench figures', () => {
     const table = renderTable(r);
     expect(table).toMatch(/macos-esp32.*72\.9 \(flash\).*200\.0.*5\.0.*16\.0.*62\.5.*85\.7%/);
     expect(table).toMatch(/\[MISSED\] client stack moves at least 5 MB\/s: 2\.00 MB\/s/);
+    // What the firmware did is printed once per combination, with the profiles it applies to.
+    expect(table).toMatch(
+      /device in the v2 run: 64 KB block erases, 128 receive buffers, 182-byte DATA frames \(macos-esp32, linux-noble-esp32\)/,
+    );
   });
 
   it('reports a column that could not run as skipped with its reason, never as a number', () => {

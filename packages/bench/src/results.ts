@@ -29,11 +29,22 @@ export interface ProfileMeasurement {
   connIntervalMs: number;
   linkCeilingKBps: number;
   flashCeilingKBps: number;
+  /** What the firmware did in the v2 run, which decides how close it gets to the ceiling. */
+  device: DeviceFacts;
   baseline: TransferMeasurement | Skipped;
   v2: TransferMeasurement | Skipped;
   v2Compressed: TransferMeasurement | Skipped;
   /** Each LINK_REQUEST of the v2 run and its outcome, one line each. */
   linkTuning: string[];
+}
+
+export interface DeviceFacts {
+  /** 'block' once the firmware erased a 64 KB block, else 'sector' (4 KB at a time). */
+  eraseUnit: 'sector' | 'block';
+  /** Link-layer PDUs the device holds while its host is stalled (the firmware's ACL pool). */
+  rxBuffers: number | null;
+  /** The v2 DATA frame (ATT value) size the device asked for. */
+  frameBytes: number | null;
 }
 
 export interface StackMeasurement {
@@ -63,6 +74,7 @@ export interface ProfileResult {
   ceilingKBps: number;
   linkCeilingKBps: number;
   flashCeilingKBps: number;
+  device: DeviceFacts;
   baseline: (BenchFigures & { imageBytes: number }) | Skipped;
   v2: (BenchFigures & { imageBytes: number; shareOfCeiling: number }) | Skipped;
   v2Compressed: (BenchFigures & { imageBytes: number; streamBytes: number }) | Skipped;
@@ -122,6 +134,7 @@ export function profileResult(m: ProfileMeasurement): ProfileResult {
     ceilingKBps,
     linkCeilingKBps: m.linkCeilingKBps,
     flashCeilingKBps: m.flashCeilingKBps,
+    device: m.device,
     baseline,
     v2,
     v2Compressed,
@@ -212,6 +225,21 @@ function cell(x: BenchFigures | Skipped, what: 'seconds' | 'kBps'): string {
   return isSkipped(x) ? '-' : what === 'seconds' ? f1(x.seconds) : f1(x.kBps);
 }
 
+/** One line per distinct thing the firmware did in the v2 runs, naming the profiles. */
+function describeDevices(profiles: readonly ProfileResult[]): string[] {
+  const groups = new Map<string, string[]>();
+  for (const p of profiles) {
+    const d = p.device;
+    const key = [
+      d.eraseUnit === 'block' ? '64 KB block erases' : '4 KB sector erases',
+      d.rxBuffers === null ? 'receive buffers unknown' : `${d.rxBuffers} receive buffers`,
+      d.frameBytes === null ? 'no v2 frames' : `${d.frameBytes}-byte DATA frames`,
+    ].join(', ');
+    groups.set(key, [...(groups.get(key) ?? []), p.name]);
+  }
+  return [...groups].map(([what, names]) => `device in the v2 run: ${what} (${names.join(', ')})`);
+}
+
 /** The table `pnpm bench` prints. */
 export function renderTable(result: BenchResult): string {
   const table = new Table({
@@ -248,6 +276,8 @@ export function renderTable(result: BenchResult): string {
   const lines = [
     `image: ${result.imageBytes} bytes; modeled time on the virtual rig (kB = 1000 B)`,
     table.toString(),
+    'ceiling: the lesser of the link (best ATT PDU size up to the MTU) and the flash (erase + program with the erase unit the firmware used)',
+    ...describeDevices(result.profiles),
     `client stack (protocol + noble transport + noble + virtual controller, zero-latency link): ${
       isSkipped(result.clientStack)
         ? `not measured (${result.clientStack.skipped})`

@@ -21,6 +21,7 @@ import {
   installVirtualHci,
   type LinkParams,
   type LinkProfile,
+  ModeledAirScheduler,
   profileCeilingKBps,
   startVirtualRig,
   type VirtualBoard,
@@ -91,7 +92,7 @@ export async function runProfile(
     v2z: await benchImage(profile.chip, 'bench-v2-deflate', size),
   };
   const ceiling = profileCeilingKBps(profile);
-  const used: { params?: LinkParams; blockErase?: boolean } = {};
+  const used: UsedLink = {};
   const rig = await startVirtualRig({
     profile: profile.name,
     boards: [{ chip: profile.chip, restartDelayMs: 0 }],
@@ -107,6 +108,7 @@ export async function runProfile(
     connIntervalMs: profile.params.connIntervalMs,
     linkCeilingKBps: ceiling.linkKBps,
     flashCeilingKBps: ceiling.flashKBps,
+    device: { eraseUnit: 'sector', rxBuffers: null, frameBytes: null },
     baseline: { skipped: 'not run' },
     v2: { skipped: 'not run' },
     v2Compressed: { skipped: 'not run' },
@@ -163,6 +165,11 @@ export async function runProfile(
       );
       result.linkCeilingKBps = c.linkKBps;
       result.flashCeilingKBps = c.flashKBps;
+      result.device = {
+        eraseUnit: used.blockErase ? 'block' : 'sector',
+        rxBuffers: used.rxBuffers ?? null,
+        frameBytes: used.frameBytes ?? null,
+      };
     }
   } finally {
     await transport?.close().catch(() => {});
@@ -171,8 +178,16 @@ export async function runProfile(
   return result;
 }
 
+/** What the v2 transfer ran on, read from the board while the link was up. */
+interface UsedLink {
+  params?: LinkParams;
+  blockErase?: boolean;
+  rxBuffers?: number;
+  frameBytes?: number;
+}
+
 async function runV2(
-  used: { params?: LinkParams; blockErase?: boolean },
+  used: UsedLink,
   t: Transport,
   board: VirtualBoard,
   image: Uint8Array,
@@ -192,10 +207,15 @@ async function runV2(
           used.blockErase = board.device.flashOps.some(
             (op) => op.op === 'erase' && op.len >= 65536,
           );
+          const link = board.currentLink;
+          if (link instanceof ModeledAirScheduler) {
+            used.rxBuffers = link.options.peripheralRxBuffers;
+          }
         }
       },
     });
     if (r.outcome !== 'installed') return { skipped: `v2 upload ended with ${r.outcome}` };
+    used.frameBytes = r.frameSize;
     if (compression === 'always' && !r.compression.used) {
       return { skipped: `the device did not take deflate (${r.compression.reason})` };
     }

@@ -1,6 +1,10 @@
 export type { PeripheralApp, ReadResult } from './att/app.ts';
 export { AttError } from './att/app.ts';
-export type { GattLayout } from './att/gatt-layout.ts';
+export {
+  type DeviceControllerConfig,
+  type GattLayout,
+  parseGattLayout,
+} from './att/gatt-layout.ts';
 export { VirtualPeripheral } from './att/peripheral.ts';
 export { UartBridge, uartBridgePath } from './console/uart-bridge.ts';
 export * from './device/frames.ts';

@@ -1,9 +1,14 @@
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
 import { buildAppImage } from '@esp-ble-ota/protocol';
 import { SerialPort } from 'serialport';
 import { afterEach, describe, expect, it } from 'vitest';
+import { ModeledAirScheduler } from './link/modeled-scheduler.ts';
 import { startVirtualRig, type VirtualRig } from './rig.ts';
+
+const firmwareDir = join(import.meta.dirname, '..', '..', '..', 'firmware');
+
 import { findByName, runBaselineExchange } from './testing/baseline-client.ts';
 import { appImage } from './testing/images.ts';
 
@@ -94,6 +99,15 @@ describe('virtual rig, through the real noble package and a real pty', () => {
     await p.connectAsync();
     const link = board.currentLink;
     if (!link) throw new Error('no link');
+    // The device's receive buffering is the firmware's own configuration, declared once in
+    // sdkconfig.defaults and announced by its host build, not the model's IDF default of 24.
+    const sdkconfig = await readFile(join(firmwareDir, 'sdkconfig.defaults'), 'utf8');
+    const configured = Number(
+      sdkconfig.match(/^CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT=(\d+)$/m)?.[1],
+    );
+    expect(configured).toBeGreaterThan(24);
+    expect(link).toBeInstanceOf(ModeledAirScheduler);
+    expect((link as ModeledAirScheduler).options.peripheralRxBuffers).toBe(configured);
     const result = await runBaselineExchange(p, image);
     const modeledSeconds = link.nowUs / 1e6;
 

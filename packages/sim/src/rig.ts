@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import type { PeripheralApp, ReadResult } from './att/app.ts';
-import type { GattLayout } from './att/gatt-layout.ts';
+import { type GattLayout, parseGattLayout } from './att/gatt-layout.ts';
 import type { VirtualPeripheral } from './att/peripheral.ts';
 import { UartBridge } from './console/uart-bridge.ts';
 import { type LinkTuningRequest, PHY_1M, PHY_2M } from './device/frames.ts';
@@ -145,7 +145,7 @@ export async function readGattLayout(program = defaultDeviceProgram): Promise<Ga
     );
   }
   const { stdout } = await execa(program, ['--gatt-json']);
-  const layout = JSON.parse(stdout) as GattLayout;
+  const layout = parseGattLayout(stdout, program);
   layouts.set(program, layout);
   return layout;
 }
@@ -460,10 +460,15 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
   const workDir = options.workDir ?? (await mkdtemp(join(tmpdir(), 'esp-ble-ota-rig-')));
 
   const boards: VirtualBoard[] = [];
+  // The firmware's own receive buffering, when its configuration declares one, replaces the
+  // profile's IDF default: it decides how much of a flash stall the link rides out.
+  const deviceModel = layout.controller
+    ? { peripheralRxBuffers: layout.controller.aclRxBuffers }
+    : {};
   const radio = new VirtualRadio({
     createLink: (req) => {
       const link: AirScheduler = profile
-        ? createProfileLink(profile, connectionStartParams(profile))
+        ? createProfileLink(profile, connectionStartParams(profile), deviceModel)
         : new ImmediateAirScheduler();
       boards.find((b) => b.address === req.peripheralAddress)?.attachLink(link);
       return link;

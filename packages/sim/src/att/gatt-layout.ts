@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { normalizeUuid, uuidToBytes } from './uuid.ts';
 
 /**
@@ -6,6 +7,17 @@ import { normalizeUuid, uuidToBytes } from './uuid.ts';
  */
 export interface GattLayout {
   services: GattServiceDef[];
+  /** What the firmware's configuration says about its side of the radio (absent: IDF defaults). */
+  controller?: DeviceControllerConfig;
+}
+
+export interface DeviceControllerConfig {
+  /**
+   * ACL packets from the controller that the NimBLE host can hold before it takes them
+   * (`CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT` in firmware/sdkconfig.defaults). While a flash
+   * operation stalls the host they are what keeps the link going.
+   */
+  aclRxBuffers: number;
 }
 
 export interface GattServiceDef {
@@ -27,6 +39,63 @@ export interface GattCharacteristicDef {
   id: number;
   uuid: string;
   properties: GattProperty[];
+}
+
+const PROPERTY_NAMES = [
+  'broadcast',
+  'read',
+  'writeWithoutResponse',
+  'write',
+  'notify',
+  'indicate',
+  'authenticatedSignedWrites',
+  'extendedProperties',
+] as const satisfies readonly GattProperty[];
+
+const gattLayoutSchema = z.object({
+  services: z.array(
+    z.object({
+      uuid: z.string().min(4),
+      characteristics: z.array(
+        z.object({
+          id: z.number().int().nonnegative(),
+          uuid: z.string().min(4),
+          properties: z.array(z.enum(PROPERTY_NAMES)),
+        }),
+      ),
+    }),
+  ),
+  controller: z
+    .object({
+      // A NimBLE ACL pool of 0 cannot receive anything; above 1000 is a typo in sdkconfig.
+      aclRxBuffers: z.number().int().min(1).max(1000),
+    })
+    .optional(),
+});
+
+/**
+ * Checks what a device program printed for `--gatt-json`; `source` names the program in the
+ * error, which says what was wrong and where.
+ */
+export function parseGattLayout(json: string, source: string): GattLayout {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(json);
+  } catch (error) {
+    throw new Error(
+      `${source} --gatt-json printed something that is not JSON (${(error as Error).message}); rebuild the device program`,
+    );
+  }
+  const parsed = gattLayoutSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue?.path.join('.') || 'the top level';
+    throw new Error(
+      `${source} --gatt-json does not describe a GATT layout: ${where}: ${issue?.message}; rebuild the device program`,
+    );
+  }
+  const { services, controller } = parsed.data;
+  return controller ? { services, controller } : { services };
 }
 
 /** Bit values of the characteristic declaration's properties octet (Core Vol 3 Part G 3.3.1.1). */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ceilingKBps, type TransferMode } from './ceilings.ts';
+import { bestStreamCeilingKBps, ceilingKBps, type TransferMode } from './ceilings.ts';
 import { simulateStream, simulateWriteRequests } from './scenarios.ts';
 import type { LinkParams, Phy } from './types.ts';
 
@@ -225,5 +225,48 @@ describe('analytic ceilings and the discrete-event model agree', () => {
       }
     }
     expect(off).toEqual([]);
+  });
+});
+
+describe('the best ATT size up to the MTU', () => {
+  const link = (
+    phy: Phy,
+    dataLength: number,
+    attMtu: number,
+    connIntervalMs: number,
+  ): LinkParams => ({
+    phy,
+    dataLength,
+    attMtu,
+    connIntervalMs,
+    encrypted: false,
+  });
+
+  it('MTU 256 on DLE 251 does best with 247-byte PDUs (one link-layer PDU each): the MTU 247 row', () => {
+    for (const [phy, published] of [
+      ['1M', 97.6],
+      ['2M', 162.7],
+    ] as const) {
+      const best = bestStreamCeilingKBps(link(phy, 251, 256, 7.5));
+      expect(best.attPduBytes, phy).toBe(247);
+      expect(Math.abs(best.kBps - published) / published, phy).toBeLessThan(0.01);
+      // The full 256-byte PDU needs a second, 9-byte PDU and loses 17-31%.
+      expect(ceilingKBps(link(phy, 251, 256, 7.5)) / best.kBps, phy).toBeLessThan(0.85);
+    }
+  });
+
+  it('keeps the full MTU when it already fills whole PDUs or cannot reach the next', () => {
+    expect(bestStreamCeilingKBps(link('1M', 251, 185, 15)).attPduBytes).toBe(185);
+    expect(bestStreamCeilingKBps(link('2M', 251, 247, 7.5)).attPduBytes).toBe(247);
+    expect(bestStreamCeilingKBps(link('1M', 27, 23, 7.5)).attPduBytes).toBe(23);
+  });
+
+  it('is never below the full-MTU ceiling', () => {
+    for (const mtu of [23, 100, 185, 247, 256, 300, 498, 517]) {
+      for (const dl of [27, 100, 251]) {
+        const params = link('1M', dl, mtu, 15);
+        expect(bestStreamCeilingKBps(params).kBps).toBeGreaterThanOrEqual(ceilingKBps(params));
+      }
+    }
   });
 });

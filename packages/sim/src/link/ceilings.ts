@@ -3,11 +3,21 @@
  * arithmetic over the air-time formulas and the controller's end-of-event rule, no scheduler.
  * kB = 1000 bytes, attribute value bytes only, one direction, as in the LINK-MODEL.md table.
  */
-import { attFragments, attValueBytes, DATA_LENGTH_MAX, pduAirUs, T_IFS_US } from './air.ts';
+import {
+  attFragments,
+  attValueBytes,
+  DATA_LENGTH_MAX,
+  L2CAP_HEADER_BYTES,
+  pduAirUs,
+  T_IFS_US,
+} from './air.ts';
 import { flashCeilingKBps } from './flash.ts';
 import { DEFAULT_MODEL_OPTIONS, type ModelOptions } from './modeled-scheduler.ts';
 import type { LinkProfile } from './profiles.ts';
 import type { LinkParams } from './types.ts';
+
+/** The smallest ATT MTU (Core Vol 3 Part F 3.2.8). */
+const ATT_MTU_MIN = 23;
 
 export type TransferMode = 'stream' | 'write-request';
 
@@ -92,6 +102,27 @@ export function streamCeilingKBps(
 }
 
 /**
+ * The best stream any sender can make of this link: Write Commands of whatever size up to the
+ * MTU carry the most value bytes per second. A full-MTU PDU is not always best: with MTU 256 and
+ * data length 251 its 260 bytes of L2CAP need a second, 9-byte link-layer PDU that costs almost a
+ * whole exchange, while 244 value bytes fill exactly one (LINK-MODEL.md "an ATT PDU of MTU M").
+ */
+export function bestStreamCeilingKBps(
+  params: LinkParams,
+  options: Partial<CeilingOptions> = {},
+): { kBps: number; attPduBytes: number } {
+  let best = { kBps: streamCeilingKBps(params, options), attPduBytes: params.attMtu };
+  // Only sizes that end a link-layer PDU exactly can beat the full MTU; the ATT minimum is 23.
+  for (let pdus = 1; pdus * params.dataLength - L2CAP_HEADER_BYTES < params.attMtu; pdus++) {
+    const attPduBytes = pdus * params.dataLength - L2CAP_HEADER_BYTES;
+    if (attPduBytes < ATT_MTU_MIN) continue;
+    const kBps = streamCeilingKBps({ ...params, attMtu: attPduBytes }, options);
+    if (kBps > best.kBps) best = { kBps, attPduBytes };
+  }
+  return best;
+}
+
+/**
  * One Write Request of the full MTU at a time: its fragments take ceil(f / per-event) events,
  * the Write Response comes in the next event (it cannot be produced while the request is on
  * air, LINK-MODEL.md "Write Request"), and the next request goes in the event after that.
@@ -124,8 +155,10 @@ export function ceilingKBps(
 }
 
 export interface ProfileCeiling {
-  /** Streaming ceiling of the link alone. */
+  /** Streaming ceiling of the link alone, with the best ATT PDU size up to the MTU. */
   linkKBps: number;
+  /** The ATT PDU size (MTU or less) that reaches `linkKBps`. */
+  linkAttPduBytes: number;
   /** What the flash alone can take (erase + program), the radio idle. */
   flashKBps: number;
   /** The lesser of the two: no protocol can beat it on this profile. */
@@ -142,12 +175,17 @@ export function profileCeilingKBps(
   eraseUnit: 'sector' | 'block' = 'sector',
 ): ProfileCeiling {
   const { ceMarginUs, maxCeLenUs, rxReserve, maxDataPdusPerEvent } = profile.model;
-  const linkKBps = streamCeilingKBps(profile.params, {
+  const link = bestStreamCeilingKBps(profile.params, {
     ceMarginUs,
     maxCeLenUs,
     rxReserve,
     maxDataPdusPerEvent: maxDataPdusPerEvent?.c2p,
   });
   const flashKBps = flashCeilingKBps(eraseUnit, profile.flash);
-  return { linkKBps, flashKBps, ceilingKBps: Math.min(linkKBps, flashKBps) };
+  return {
+    linkKBps: link.kBps,
+    linkAttPduBytes: link.attPduBytes,
+    flashKBps,
+    ceilingKBps: Math.min(link.kBps, flashKBps),
+  };
 }

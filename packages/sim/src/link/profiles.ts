@@ -159,7 +159,8 @@ function makeProfile(central: CentralName, chip: ChipName): LinkProfile {
       attMtu:
         'min(central request, NimBLE maximum 527: LINK-MODEL.md ESP32 facts "ATT MTU at most 527")',
       encrypted: 'assumption: the baseline does not pair, so the link is not encrypted',
-      peripheralRxBuffers: 'LINK-MODEL.md ESP32 facts: "ACL buffers 24 x 255"',
+      peripheralRxBuffers:
+        'LINK-MODEL.md ESP32 facts: "ACL buffers 24 x 255"; on the rig a firmware that declares its own count (--gatt-json controller.aclRxBuffers) replaces it',
       ceRule:
         'LINK-MODEL.md Air time: "the next PDU is sent only if PDU(next) + 2 T_IFS + max RX time fits before min(anchor + interval - margin, anchor + max_ce_len)"',
       flash: 'LINK-MODEL.md ESP32 facts: W25Q32JV-class typical values',
