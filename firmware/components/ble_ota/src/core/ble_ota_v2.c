@@ -320,12 +320,14 @@ void ble_ota_v2_on_mtu(uint16_t conn, uint16_t mtu)
 
 void ble_ota_v2_on_data_length(uint16_t conn, uint16_t rx_octets)
 {
-    (void)conn;
     if (s_v2 == NULL) {
         return;
     }
     ble_ota_priv_lock();
-    s_rx_octets = rx_octets;
+    /* Frames are sized for the link that streams; another link's change says nothing about it. */
+    if (s_sh.link_conn == conn) {
+        s_rx_octets = rx_octets;
+    }
     ble_ota_priv_unlock();
 }
 

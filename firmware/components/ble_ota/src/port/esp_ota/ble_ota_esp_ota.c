@@ -523,6 +523,11 @@ static int prv_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *ta
                  p->target->label, (unsigned long)p->target->size);
         return BLE_OTA_ERR_TOO_LARGE;
     }
+    if (image_size == 0u) {
+        /* esp_ota_begin reads a size of 0 as "unknown" and erases the whole slot (seconds, cache off). */
+        ESP_LOGE(TAG, "refusing to open %s for an empty image", p->target->label);
+        return BLE_OTA_ERR_INVALID_ARG;
+    }
     first = image_size < BLE_OTA_FIRST_ERASE ? image_size : BLE_OTA_FIRST_ERASE;
     err = esp_ota_begin(p->target, first, &p->handle);
     if (err != ESP_OK) {
