@@ -307,6 +307,9 @@ TEST(the_data_length_is_27_until_the_port_reports_it_and_again_after_a_disconnec
     CHECK_EQ_INT(info_max_frame(CONN), 236);
     ble_ota_on_data_length(CONN, 251);
     CHECK_EQ_INT(info_max_frame(CONN), 244);
+    /* another connection's link says nothing about this one */
+    ble_ota_on_data_length(CONN_B, 27);
+    CHECK_EQ_INT(info_max_frame(CONN), 244);
     ble_ota_on_disconnect(CONN);
     ble_ota_on_connect(CONN_B, 256);
     CHECK_EQ_INT(info_max_frame(CONN_B), 236);
