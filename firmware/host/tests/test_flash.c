@@ -96,11 +96,11 @@ TEST(every_operation_is_observed)
     host_flash_close(&f);
 }
 
-TEST(power_cut_skips_the_operation_and_exits_137)
+/* Runs ops on the flash file at path in a child process, as a boot that loses power at the
+ * power_cut_at-th erase/write; returns the child's exit code (137 when the power went). */
+static int prv_run_until_power_cut(const char *path, uint64_t power_cut_at, void (*ops)(host_flash_t *f))
 {
     char err[200];
-    const char *path = htu_path("cut.bin");
-    REQUIRE(host_flash_create_file(path, 16 * 1024, err, sizeof(err)) == 0);
     fflush(NULL);
     pid_t pid = fork();
     REQUIRE(pid >= 0);
@@ -109,17 +109,30 @@ TEST(power_cut_skips_the_operation_and_exits_137)
         if (host_flash_open(&f, path, err, sizeof(err)) != 0) {
             _exit(1);
         }
-        f.power_cut_at = 3;
-        const uint8_t one = 0x01, two = 0x02, three = 0x03;
-        host_flash_write(&f, 0, &one, 1);   /* op 1 */
-        host_flash_write(&f, 1, &two, 1);   /* op 2 */
-        host_flash_write(&f, 2, &three, 1); /* op 3: the power goes */
+        f.power_cut_at = power_cut_at;
+        ops(&f);
         _exit(0);
     }
     int status = 0;
     REQUIRE(waitpid(pid, &status, 0) == pid);
     REQUIRE(WIFEXITED(status));
-    CHECK_EQ_INT(WEXITSTATUS(status), 137);
+    return WEXITSTATUS(status);
+}
+
+static void prv_three_writes(host_flash_t *f)
+{
+    const uint8_t one = 0x01, two = 0x02, three = 0x03;
+    host_flash_write(f, 0, &one, 1);   /* op 1 */
+    host_flash_write(f, 1, &two, 1);   /* op 2 */
+    host_flash_write(f, 2, &three, 1); /* op 3: the power goes */
+}
+
+TEST(power_cut_skips_the_operation_and_exits_137)
+{
+    char err[200];
+    const char *path = htu_path("cut.bin");
+    REQUIRE(host_flash_create_file(path, 16 * 1024, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(prv_run_until_power_cut(path, 3, prv_three_writes), 137);
     host_flash_t f;
     REQUIRE(host_flash_open(&f, path, err, sizeof(err)) == 0);
     uint8_t got[3];
@@ -166,29 +179,19 @@ TEST(an_aligned_64k_piece_of_an_erase_is_one_block_erase)
     host_flash_close(&f);
 }
 
+static void prv_fill_then_erase_across_a_block(host_flash_t *f)
+{
+    static uint8_t zeros[0x19000];
+    host_flash_write(f, 0x8000, zeros, sizeof(zeros)); /* op 1 */
+    host_flash_erase(f, 0x8000, 0x19000);              /* ops 2-9: sectors; op 10: the block */
+}
+
 TEST(a_power_cut_at_a_block_erase_skips_the_whole_block)
 {
     char err[200];
     const char *path = htu_path("cut-block.bin");
     REQUIRE(host_flash_create_file(path, 256 * 1024, err, sizeof(err)) == 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        static uint8_t zeros[0x19000];
-        host_flash_t f;
-        if (host_flash_open(&f, path, err, sizeof(err)) != 0) {
-            _exit(1);
-        }
-        host_flash_write(&f, 0x8000, zeros, sizeof(zeros)); /* op 1 */
-        f.power_cut_at = 10;                                 /* ops 2-9: sectors; op 10: the block */
-        host_flash_erase(&f, 0x8000, 0x19000);
-        _exit(0);
-    }
-    int status = 0;
-    REQUIRE(waitpid(pid, &status, 0) == pid);
-    REQUIRE(WIFEXITED(status));
-    CHECK_EQ_INT(WEXITSTATUS(status), 137);
+    CHECK_EQ_INT(prv_run_until_power_cut(path, 10, prv_fill_then_erase_across_a_block), 137);
     host_flash_t f;
     REQUIRE(host_flash_open(&f, path, err, sizeof(err)) == 0);
     uint8_t b;
