@@ -12,7 +12,7 @@ export const ExitCode = {
   IMAGE_INVALID: 3,
   /** No device matching --name/--address (or offering the OTA service) answered the scan. */
   DEVICE_NOT_FOUND: 4,
-  /** The device answered with a NAK (REQUEST_NAK, DONE_NAK) or an ATT error. */
+  /** The device answered with a NAK (REQUEST_NAK, DONE_NAK), a v2 refusal or an ATT error. */
   DEVICE_REFUSED: 5,
   /** The BLE link dropped before the update finished. */
   LINK_LOST: 6,
@@ -37,7 +37,7 @@ export const EXIT_CODE_HELP: readonly [code: number, meaning: string][] = [
   [ExitCode.USAGE, 'usage error (bad option or argument, image file not found)'],
   [ExitCode.IMAGE_INVALID, 'image invalid (not an ESP app image, bad checksum or SHA-256)'],
   [ExitCode.DEVICE_NOT_FOUND, 'device not found'],
-  [ExitCode.DEVICE_REFUSED, 'device refused (REQUEST_NAK, DONE_NAK or ATT error)'],
+  [ExitCode.DEVICE_REFUSED, 'device refused (REQUEST_NAK, DONE_NAK, a v2 status, ATT error)'],
   [ExitCode.LINK_LOST, 'link lost'],
   [ExitCode.TIMEOUT, 'timeout'],
   [ExitCode.NO_ADAPTER, 'no usable Bluetooth adapter'],

@@ -15,7 +15,7 @@ import { describe, expect, it } from 'vitest';
 import { ExitCode } from './exit-codes.ts';
 import type { VirtualRig } from './io.ts';
 import { adaptRig, startVirtualRig } from './rig.ts';
-import { run, tmp } from './test/harness.ts';
+import { run, tmp, writeImage } from './test/harness.ts';
 
 const hostBuild = fileURLToPath(new URL('../../../firmware/host/build/', import.meta.url));
 const appElf = join(hostBuild, 'ble-ota-app.elf');
@@ -58,16 +58,21 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
     ]);
   });
 
-  it('flash --sim uploads a new version and the board boots it', async () => {
-    const image = hostImage('9.9.9');
-    const rig = await startSimRig();
+  /** A rig of the firmware's host build, lent to the CLI (which would close the rig it gets). */
+  async function lentRig(boards?: Parameters<typeof startSimRig>[0]) {
+    const rig = await startSimRig(boards);
     const board = rig.boards[0];
     if (board === undefined) throw new Error('the rig has no board');
+    const lent: VirtualRig = { ...adaptRig(rig), close: async () => {} };
+    return { rig, board, startRig: async () => lent };
+  }
+
+  it('flash --sim uploads a new version with protocol v2 and the board boots it', async () => {
+    const image = hostImage('9.9.9');
+    const { rig, board, startRig } = await lentRig();
     const console = await SerialConsole.open(board.serialPath);
     try {
-      // The CLI closes the rig it gets; keep this one open for the console check.
-      const lent: VirtualRig = { ...adaptRig(rig), close: async () => {} };
-      const result = await run(['flash', image, '--sim', '--json'], { startRig: async () => lent });
+      const result = await run(['flash', image, '--sim', '--json'], { startRig });
       const events = result.out.jsonLines();
       expect(result.stderr).toBe('');
       expect(result.code).toBe(ExitCode.OK);
@@ -75,22 +80,133 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
         model: 'ESP32',
         firmwareRevision: '1.0.0',
       });
+      expect(events.find((e) => e.event === 'protocol')).toEqual({
+        event: 'protocol',
+        protocol: 'v2',
+        choice: 'v2-offered',
+      });
       expect(events.filter((e) => e.event === 'progress').at(-1)).toMatchObject({ percent: 100 });
-      // Timings in the link model's time: one Write Request per packet on a Linux central
-      // (7.5 ms interval) is bounded by LINK-MODEL.md's ~16 kB/s, far below real time here.
       const uploaded = events.find((e) => e.event === 'uploaded');
       expect(uploaded).toMatchObject({
+        protocol: 'v2',
+        outcome: 'installed',
+        compressed: true,
+        resumes: 0,
         restarted: true,
         clock: 'modeled',
         linkModel: 'linux-noble-esp32',
       });
-      expect(uploaded?.bytesPerSecond).toBeGreaterThan(5_000);
-      expect(uploaded?.bytesPerSecond).toBeLessThan(17_000);
-      expect(uploaded?.wallMs).toBeLessThan(Number(uploaded?.transferMs));
+      // The host app deflates well, so it arrives faster than the link's ~98 kB/s ceiling and
+      // far faster than the baseline's one Write Request per packet (~16 kB/s here).
+      expect(uploaded?.bytesPerSecond).toBeGreaterThan(60_000);
+      expect(Number(uploaded?.streamBytes)).toBeLessThan(Number(uploaded?.bytes));
       expect(events.find((e) => e.event === 'verified')).toMatchObject({ version: '9.9.9' });
       await console.expect(/App version:\s+9\.9\.9/, { timeout: 10_000 });
     } finally {
       await console.close();
+      await rig.close();
+    }
+  });
+
+  it('flash --sim --protocol baseline still updates the firmware with the baseline exchange', async () => {
+    const image = hostImage('9.9.6');
+    const { rig, startRig } = await lentRig();
+    try {
+      const result = await run(['flash', image, '--sim', '--json', '--protocol', 'baseline'], {
+        startRig,
+      });
+      const events = result.out.jsonLines();
+      expect(result.code).toBe(ExitCode.OK);
+      expect(events.find((e) => e.event === 'protocol')).toMatchObject({ choice: 'forced' });
+      // Timings in the link model's time: one Write Request per packet on a Linux central
+      // (7.5 ms interval) is bounded by LINK-MODEL.md's ~16 kB/s, far below real time here.
+      const uploaded = events.find((e) => e.event === 'uploaded');
+      expect(uploaded).toMatchObject({ restarted: true, clock: 'modeled', packetSize: 253 });
+      expect(uploaded?.bytesPerSecond).toBeGreaterThan(5_000);
+      expect(uploaded?.bytesPerSecond).toBeLessThan(17_000);
+      expect(uploaded?.wallMs).toBeLessThan(Number(uploaded?.transferMs));
+      expect(events.find((e) => e.event === 'verified')).toMatchObject({ version: '9.9.6' });
+    } finally {
+      await rig.close();
+    }
+  });
+
+  it('resumes after the link drops mid-transfer: reconnects, sends the rest, verifies', async () => {
+    const image = hostImage('9.9.5');
+    const { rig, startRig } = await lentRig({
+      boards: [
+        {
+          faults: [
+            { kind: 'drop-link-after-bytes', name: 'drop', bytes: 150_000, direction: 'c2p' },
+          ],
+        },
+      ],
+    });
+    try {
+      const result = await run(['flash', image, '--sim', '--compression', 'never'], { startRig });
+      expect(result.code).toBe(ExitCode.OK);
+      expect(result.stderr).toMatch(
+        /^link lost with \d+ of \d+ bytes confirmed by the device; reconnecting to resume from there \(attempt 1 of 3\)$/m,
+      );
+      const [, from] = result.stdout.match(/resumed 1x, last from byte (\d+)/) ?? [];
+      expect(result.stdout).toMatch(/for the last part; [\d.]+ s modeled in all, reconnects included/);
+      expect(Number(from)).toBeGreaterThan(100_000);
+      expect(result.stdout).toMatch(/^verified: the device runs 9\.9\.5$/m);
+      expect(result.stdout).toMatch(/^ {2}reconnect\s+[\d.]+ (ms|s)$/m);
+      expect(rig.faultNames()).toEqual(['drop']);
+    } finally {
+      await rig.close();
+    }
+  });
+
+  it('--resume-attempts 0 gives up on a lost link with exit code 6', async () => {
+    const { rig, startRig } = await lentRig({
+      boards: [
+        {
+          faults: [
+            { kind: 'drop-link-after-bytes', name: 'drop', bytes: 150_000, direction: 'c2p' },
+          ],
+        },
+      ],
+    });
+    try {
+      const result = await run(
+        ['flash', hostImage('9.9.4'), '--sim', '--compression', 'never', '--resume-attempts', '0'],
+        { startRig },
+      );
+      expect(result.code).toBe(ExitCode.LINK_LOST);
+      expect(result.stderr).toMatch(/error: .*link/i);
+      expect(result.stderr).not.toMatch(/reconnecting/);
+    } finally {
+      await rig.close();
+    }
+  });
+
+  it('sends nothing when the board already runs the image, and says so', async () => {
+    const image = hostImage('9.9.3');
+    const { rig, startRig } = await lentRig();
+    try {
+      expect((await run(['flash', image, '--sim'], { startRig })).code).toBe(ExitCode.OK);
+      const again = await run(['flash', image, '--sim'], { startRig });
+      expect(again.code).toBe(ExitCode.OK);
+      expect(again.stdout).toMatch(
+        /^already installed: the device runs this image \(same SHA-256\); nothing sent$/m,
+      );
+      expect(again.stdout).not.toMatch(/^progress +[1-9]/m);
+    } finally {
+      await rig.close();
+    }
+  });
+
+  it('takes an image larger than the baseline 1 MB slot (v2 knows the real slot) and maps TOO_LARGE to exit 9', async () => {
+    const { rig, startRig } = await lentRig({ profile: 'immediate' });
+    try {
+      const big = writeImage('big.bin', { version: '9.9.2', payload: new Uint8Array(2_100_000) });
+      const result = await run(['flash', big, '--sim', '--no-verify'], { startRig });
+      expect(result.code).toBe(ExitCode.IMAGE_MISMATCH);
+      expect(result.stderr).toMatch(/image is larger than the update slot \(TOO_LARGE\) at BEGIN/);
+      expect(result.stdout).not.toMatch(/^progress/m);
+    } finally {
       await rig.close();
     }
   });

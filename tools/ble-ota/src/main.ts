@@ -6,7 +6,7 @@ import { type ScanCommandOptions, scanCommand } from './commands/scan.ts';
 import { exitCodeFor } from './errors.ts';
 import { ExitCode, type ExitCodeValue, exitCodeHelp } from './exit-codes.ts';
 import { type CliIo, json, line } from './io.ts';
-import { parseAddress, parseBaud, parseDuration, parseSize } from './parse.ts';
+import { parseAddress, parseBaud, parseCount, parseDuration, parseSize } from './parse.ts';
 
 const EXAMPLES = `
 Examples:
@@ -30,7 +30,9 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     };
 
   const program = new Command('ble-ota')
-    .description('Update ESP32 firmware over BLE (baseline OTA protocol) and inspect app images.')
+    .description(
+      'Update ESP32 firmware over BLE (protocol v2, or the baseline OTA protocol) and inspect app images.',
+    )
     .exitOverride()
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),
@@ -103,9 +105,34 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         .argParser(parseDuration),
     )
     .addOption(
-      new Option('--slot-size <bytes>', "size of the device's OTA app slot (1M, 0x100000)")
-        .default(DEFAULT_SLOT_SIZE, '1M, the baseline partition table')
-        .argParser(parseSize),
+      new Option(
+        '--protocol <protocol>',
+        'upload protocol: v2 (windowed, resumable, verified) when the device offers it, else the baseline',
+      )
+        .choices(['auto', 'v2', 'baseline'])
+        .default('auto'),
+    )
+    .addOption(
+      new Option(
+        '--compression <when>',
+        'protocol v2: deflate the image (auto: when the device inflates and it gets smaller)',
+      )
+        .choices(['auto', 'always', 'never'])
+        .default('auto'),
+    )
+    .addOption(
+      new Option(
+        '--resume-attempts <n>',
+        'protocol v2: reconnect and resume this many times after a lost link',
+      )
+        .default(3)
+        .argParser(parseCount),
+    )
+    .addOption(
+      new Option(
+        '--slot-size <bytes>',
+        `size of the device's OTA app slot (1M, 0x100000); default with the baseline protocol ${DEFAULT_SLOT_SIZE / 1024 / 1024}M (its partition table), with v2 the device checks its own`,
+      ).argParser(parseSize),
     )
     .option('--skip-chip-check', "do not compare the image's chip with the device's model")
     .option('--no-verify', 'do not reconnect after the restart to check the running version')
@@ -117,12 +144,14 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     .addOption(
       new Option(
         '--step-timeout <duration>',
-        'time limit of each protocol step: a write, REQUEST_ACK, DONE_ACK, the restart',
+        'time limit of each protocol step: a write, an answer (REQUEST_ACK, DONE_ACK; v2 INFO, BEGIN_RSP, WINDOW_ACK, END_RSP), the restart',
       ).argParser(parseDuration),
     )
-    .option(
-      '--baseline-writes',
-      "send REQUEST and DONE as Write Commands, as the baseline's Python client does",
+    .addOption(
+      new Option(
+        '--baseline-writes',
+        "send REQUEST and DONE as Write Commands, as the baseline's Python client does (implies --protocol baseline)",
+      ).implies({ protocol: 'baseline' }),
     )
     .addOption(jsonOption('print machine-readable events, one JSON object per line'))
     .action(
@@ -133,7 +162,10 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
             name?: string;
             address?: string;
             timeout: number;
-            slotSize: number;
+            slotSize?: number;
+            protocol: 'auto' | 'v2' | 'baseline';
+            compression: 'auto' | 'always' | 'never';
+            resumeAttempts: number;
             skipChipCheck?: boolean;
             verify: boolean;
             verifyTimeout: number;

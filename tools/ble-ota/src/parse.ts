@@ -60,3 +60,12 @@ export function formatMs(ms: number): string {
   const s = Math.round((ms % 60_000) / 1000);
   return `${m} min ${s} s`;
 }
+
+/** A count of 0 or more ("3"), for retries and the like. */
+export function parseCount(value: string): number {
+  const n = Number(value.trim());
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) {
+    throw new InvalidArgumentError(`"${value}" is not a count; use a whole number such as 0 or 3`);
+  }
+  return n;
+}

@@ -6,13 +6,22 @@ import {
   type ScannedDevice,
 } from '@esp-ble-ota/noble';
 import {
-  BaselineUploader,
+  type AutoPhaseEvent,
   type BaselineUploadResult,
   type Clock,
   checkImageForDevice,
+  chooseProtocol,
   type DeviceInformation,
+  hasV2,
   ImageMismatchError,
   readDeviceInformation,
+  type UploadAutoResult,
+  type UploadProtocol,
+  uploadAuto,
+  type V2Compression,
+  V2LinkLostError,
+  V2RefusedError,
+  type V2UploadResult,
 } from '@esp-ble-ota/protocol';
 import { CliError } from '../errors.ts';
 import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
@@ -35,8 +44,18 @@ export interface FlashOptions {
   simProfile?: string;
   simChip?: string;
   json?: boolean;
-  slotSize: number;
+  /**
+   * The OTA slot size to check the image against before sending. Unset: the baseline's 1 MB
+   * with the baseline protocol; with v2 the device checks against its real slot at BEGIN.
+   */
+  slotSize?: number;
   chipCheck: boolean;
+  /** 'auto' (default): v2 when the device offers it, else the baseline. */
+  protocol?: 'auto' | UploadProtocol;
+  /** v2 only: deflate the image ('auto': when the device inflates and it gets smaller). */
+  compression?: V2Compression;
+  /** v2 only: how many times to reconnect and resume after the link drops. */
+  resumeAttempts?: number;
   verify: boolean;
   /** How long to wait for the device to come back with the new image, ms. */
   verifyTimeout: number;
@@ -82,6 +101,12 @@ export async function flashCommand(
     }
   };
 
+  if (options.baselineWrites && options.protocol === 'v2') {
+    throw new CliError(
+      ExitCode.USAGE,
+      '--baseline-writes changes how the baseline protocol writes; it cannot go with --protocol v2',
+    );
+  }
   // 1. The image, before any radio traffic.
   const image = await loadImage(path);
   assertImageIntact(image);
@@ -113,8 +138,17 @@ export async function flashCommand(
     );
     out.connected(connected.mtu, deviceInfo);
 
-    // 3. Pre-flight: the image must suit this device before a single image byte is sent.
-    checkDevice(image, deviceInfo, options, out);
+    // 3. The protocol, then the pre-flight: the image must suit this device before a single
+    // image byte is sent.
+    const { protocol, choice } = chooseProtocol(connected, options.protocol ?? 'auto');
+    if (protocol === 'v2' && choice === 'forced' && !hasV2(connected)) {
+      throw new CliError(
+        ExitCode.DEVICE_REFUSED,
+        'the device does not offer protocol v2 (no v2 characteristics); use --protocol auto or baseline',
+      );
+    }
+    out.protocol(protocol, choice);
+    checkDevice(image, deviceInfo, options, protocol, out);
 
     // 4. Upload.
     const step = options.stepTimeout;
@@ -124,29 +158,13 @@ export async function flashCommand(
     const clock = modeledClock(board);
     const model = clock === undefined ? undefined : radio.rig?.profile;
     if (model !== undefined) out.note(`upload timings in modeled time on the ${model} link model`);
-    const uploader = new BaselineUploader(connected, {
-      ...(clock === undefined ? {} : { clock }),
-      requestWriteType: options.baselineWrites ? 'command' : 'request',
-      ...signalOption(io.signal),
-      ...(step === undefined
-        ? {}
-        : {
-            timeouts: {
-              subscribeMs: step,
-              writeMs: step,
-              requestAckMs: step,
-              doneAckMs: step,
-              restartMs: step,
-            },
-          }),
-    });
     const progress = new ProgressView(
       io,
       options.json ? 'json' : io.stdout.isTTY ? 'tty' : 'plain',
       model !== undefined,
     );
     const phaseStarted = new Map<string, number>();
-    uploader.on('phase', (event) => {
+    const onPhase = (event: AutoPhaseEvent) => {
       if (event.state === 'start') {
         phaseStarted.set(event.phase, now());
         return;
@@ -163,24 +181,90 @@ export async function flashCommand(
       };
       if (modeledMs !== undefined) timing.modeledMs = modeledMs;
       timings.push(timing);
-    });
-    uploader.on('progress', (snapshot) => progress.update(snapshot));
-    let result: BaselineUploadResult;
+    };
+    const resumeAttempts = options.resumeAttempts ?? 3;
+    let upload: UploadAutoResult;
+    let resumes = 0;
+    let active: NobleTransport = connected;
     progress.start(image.bytes.length);
     const uploadStarted = now();
+    // On the session's clock (the link model's with --sim), across reconnects.
+    const sessionStarted = clock?.now() ?? uploadStarted;
     try {
-      result = await uploader.upload(image.bytes);
+      for (;;) {
+        try {
+          upload = await uploadAuto(active, image.bytes, {
+            protocol,
+            ...(clock === undefined ? {} : { clock }),
+            ...signalOption(io.signal),
+            onPhase,
+            onProgress: (snapshot) => progress.update(snapshot),
+            baseline: {
+              requestWriteType: options.baselineWrites ? 'command' : 'request',
+              ...(step === undefined
+                ? {}
+                : {
+                    timeouts: {
+                      subscribeMs: step,
+                      writeMs: step,
+                      requestAckMs: step,
+                      doneAckMs: step,
+                      restartMs: step,
+                    },
+                  }),
+            },
+            v2: {
+              compression: options.compression ?? 'auto',
+              ...(step === undefined
+                ? {}
+                : {
+                    timeouts: {
+                      infoMs: step,
+                      subscribeMs: step,
+                      beginMs: step,
+                      writeMs: step,
+                      ackMs: step,
+                      endMs: step,
+                      restartMs: step,
+                    },
+                  }),
+            },
+          });
+          break;
+        } catch (error) {
+          if (!(error instanceof V2LinkLostError) || !error.resumable || resumes >= resumeAttempts)
+            throw error;
+          resumes += 1;
+          out.resuming(error, resumes, resumeAttempts);
+          await active.close().catch(() => {});
+          active = await timed('reconnect', () =>
+            reconnect(radio.noble, device, options, io.signal),
+          );
+          transport = active;
+        }
+      }
+    } catch (error) {
+      throw explainUploadError(error, options);
     } finally {
       progress.stop();
     }
-    out.uploaded(result, now() - uploadStarted, model);
+    if (upload.protocol === 'v2') {
+      const totalMs = (clock?.now() ?? now()) - sessionStarted;
+      out.uploadedV2(upload.result, { resumes, totalMs }, now() - uploadStarted, model);
+    } else out.uploaded(upload.result, now() - uploadStarted, model);
+    if (upload.protocol === 'v2' && upload.result.outcome === 'already-installed') {
+      out.timings(timings);
+      return ExitCode.OK;
+    }
 
     // 5. The device runs the new image.
     if (options.verify) {
-      if (!result.restart.observed) {
-        out.note('the device did not drop the link after DONE_ACK; not verifying the new version');
+      if (!upload.result.restart.observed) {
+        out.note(
+          `the device did not drop the link after ${upload.protocol === 'v2' ? 'END_RSP' : 'DONE_ACK'}; not verifying the new version`,
+        );
       } else {
-        await transport.close();
+        await active.close();
         transport = undefined;
         const version = await timed('verify', () =>
           verifyVersion(radio.noble, device, image, options, io, out),
@@ -213,11 +297,16 @@ function checkDevice(
   image: LoadedImage,
   device: DeviceInformation,
   options: FlashOptions,
+  protocol: UploadProtocol,
   out: Reporter,
 ): void {
+  // The baseline cannot tell its slot size: assume its partition table unless told. A v2
+  // device refuses a too large image at BEGIN with its real slot size, before any data.
+  const slotSize =
+    options.slotSize ?? (protocol === 'baseline' ? DEFAULT_SLOT_SIZE : Number.POSITIVE_INFINITY);
   try {
     const notes = checkImageForDevice({ chip: image.info.chip, size: image.bytes.length }, device, {
-      slotSize: options.slotSize,
+      slotSize,
       checkChip: options.chipCheck,
     });
     for (const n of notes) out.note(n.note);
@@ -226,9 +315,42 @@ function checkDevice(
     const hint =
       error.reason === 'chip'
         ? ' (--skip-chip-check to override)'
-        : ` (--slot-size if the device has larger slots; it holds ${formatBytes(options.slotSize)})`;
+        : ` (--slot-size if the device has larger slots; it holds ${formatBytes(slotSize)})`;
     throw new CliError(ExitCode.IMAGE_MISMATCH, `${error.message}${hint}`, { cause: error });
   }
+}
+
+/** A v2 refusal of an image that does not fit the device is the same failure as the pre-flight's. */
+function explainUploadError(error: unknown, options: FlashOptions): unknown {
+  if (!(error instanceof V2RefusedError)) return error;
+  if (error.statusName === 'WRONG_CHIP' && options.chipCheck === false) {
+    return new CliError(
+      ExitCode.IMAGE_MISMATCH,
+      `${error.message} (the device checks the chip itself; --skip-chip-check cannot override it)`,
+      { cause: error },
+    );
+  }
+  if (error.statusName === 'WRONG_CHIP' || error.statusName === 'TOO_LARGE') {
+    return new CliError(ExitCode.IMAGE_MISMATCH, error.message, { cause: error });
+  }
+  return error;
+}
+
+/** After a lost link: find the device again and connect, for v2 to resume where it stopped. */
+async function reconnect(
+  noble: Parameters<typeof findDevice>[0],
+  device: ScannedDevice,
+  options: FlashOptions,
+  signal: AbortSignal | undefined,
+): Promise<NobleTransport> {
+  const again = await findDevice(noble, {
+    address: device.address,
+    timeoutMs: options.timeout,
+    ...signalOption(signal),
+  });
+  const transport = new NobleTransport(again.peripheral, { noble });
+  await transport.connect(signalOption(signal));
+  return transport;
 }
 
 async function verifyVersion(
@@ -336,6 +458,102 @@ class Reporter {
     });
   }
 
+  protocol(protocol: UploadProtocol, choice: string): void {
+    const why: Record<string, string> = {
+      forced: 'as asked',
+      'v2-offered': 'the device offers it',
+      'no-v2-characteristics': 'the device offers no protocol v2',
+      'mtu-too-small': 'the MTU is too small for protocol v2',
+    };
+    if (this.#json) this.#event('protocol', { protocol, choice });
+    else line(this.#io.stdout, `protocol: ${protocol} (${why[choice] ?? choice})`);
+  }
+
+  resuming(error: V2LinkLostError, attempt: number, attempts: number): void {
+    const fields = {
+      committed: error.committed,
+      streamSize: error.streamSize,
+      attempt,
+      attempts,
+      message: error.message,
+    };
+    if (this.#json) this.#event('resuming', fields);
+    else
+      line(
+        this.#io.stderr,
+        `link lost with ${error.committed} of ${error.streamSize} bytes confirmed by the device; reconnecting to resume from there (attempt ${attempt} of ${attempts})`,
+      );
+  }
+
+  /** A v2 upload: what was sent (deflated, resumed) and what it took; see `uploaded`. */
+  uploadedV2(
+    result: V2UploadResult,
+    session: { resumes: number; totalMs: number },
+    wallMs: number,
+    model: string | undefined,
+  ): void {
+    const { resumes, totalMs } = session;
+    if (this.#json) {
+      this.#event('uploaded', {
+        protocol: 'v2',
+        outcome: result.outcome,
+        bytes: result.imageSize,
+        streamBytes: result.streamSize,
+        compressed: result.compression.used,
+        resumedFrom: result.resumedFrom,
+        resumes,
+        sentBytes: result.sentBytes,
+        resentBytes: result.resentBytes,
+        frameSize: result.frameSize,
+        window: result.window,
+        mtu: result.mtu,
+        clock: model === undefined ? 'wall' : 'modeled',
+        ...(model === undefined ? {} : { linkModel: model }),
+        durationMs: result.durationMs,
+        transferMs: result.transferMs,
+        bytesPerSecond: result.imageBytesPerSecond,
+        totalMs,
+        wallMs,
+        restarted: result.restart.observed,
+      });
+      return;
+    }
+    if (result.outcome === 'already-installed') {
+      line(
+        this.#io.stdout,
+        `already installed: the device runs this image (same SHA-256); nothing sent`,
+      );
+      return;
+    }
+    const rate = `${(result.imageBytesPerSecond / 1000).toFixed(1)} kB/s`;
+    const took =
+      model === undefined
+        ? `${formatMs(result.transferMs)} (${rate})`
+        : `${formatMs(result.transferMs)} modeled on ${model} (${rate}), ${formatMs(wallMs)} real time`;
+    const uncompressed = {
+      disabled: 'uncompressed as asked',
+      'device-unsupported': 'uncompressed: the device does not inflate',
+      'not-smaller': 'uncompressed: deflate would not make it smaller',
+    };
+    const how = [
+      result.compression.used
+        ? `deflated to ${result.streamSize} bytes`
+        : uncompressed[result.compression.reason],
+      `frames of ${result.frameSize} bytes`,
+      ...(resumes > 0 ? [`resumed ${resumes}x, last from byte ${result.resumedFrom}`] : []),
+      ...(result.resentBytes > 0 ? [`${result.resentBytes} bytes sent again`] : []),
+    ].join(', ');
+    const last = resumes > 0 ? ' for the last part' : '';
+    const overall =
+      resumes > 0
+        ? `; ${formatMs(totalMs)}${model === undefined ? '' : ' modeled'} in all, reconnects included`
+        : '';
+    line(
+      this.#io.stdout,
+      `uploaded ${result.imageSize} bytes with protocol v2 (${how}): ${took}${last}${overall}; device checked the SHA-256${result.restart.observed ? ' and restarted' : ''}`,
+    );
+  }
+
   /**
    * `result`'s durations are on the session's clock: the link model's with --sim on a modeled
    * link (`model` names it), the wall clock otherwise; `wallMs` is always real time.
@@ -343,6 +561,7 @@ class Reporter {
   uploaded(result: BaselineUploadResult, wallMs: number, model: string | undefined): void {
     if (this.#json) {
       this.#event('uploaded', {
+        protocol: 'baseline',
         bytes: result.bytes,
         packets: result.packets,
         packetSize: result.packetSize,
