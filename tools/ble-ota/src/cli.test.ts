@@ -163,6 +163,22 @@ describe('usage errors', () => {
       message: /"big" is not a size/,
     },
     {
+      what: 'an unknown protocol',
+      argv: () => ['flash', image(), '--protocol', 'v3'],
+      message: /argument 'v3' is invalid\. Allowed choices are auto, v2, baseline/,
+    },
+    {
+      what: 'a negative resume count',
+      argv: () => ['flash', image(), '--resume-attempts', '-1'],
+      message: /"-1" is not a count; use a whole number such as 0 or 3/,
+    },
+    {
+      what: '--baseline-writes with --protocol v2',
+      argv: () => ['flash', image(), '--protocol', 'v2', '--baseline-writes'],
+      message:
+        /--baseline-writes changes how the baseline protocol writes; it cannot go with --protocol v2/,
+    },
+    {
       what: 'a bad baud rate',
       argv: () => ['monitor', '/dev/ttyUSB0', '--baud', 'fast'],
       message: /not a baud rate/,
