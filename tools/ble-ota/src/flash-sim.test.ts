@@ -149,7 +149,9 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
         /^link lost with \d+ of \d+ bytes confirmed by the device; reconnecting to resume from there \(attempt 1 of 3\)$/m,
       );
       const [, from] = result.stdout.match(/resumed 1x, last from byte (\d+)/) ?? [];
-      expect(result.stdout).toMatch(/for the last part; [\d.]+ s modeled in all, reconnects included/);
+      expect(result.stdout).toMatch(
+        /for the last part; [\d.]+ s modeled in all, reconnects included/,
+      );
       expect(Number(from)).toBeGreaterThan(100_000);
       expect(result.stdout).toMatch(/^verified: the device runs 9\.9\.5$/m);
       expect(result.stdout).toMatch(/^ {2}reconnect\s+[\d.]+ (ms|s)$/m);
