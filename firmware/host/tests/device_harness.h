@@ -45,12 +45,13 @@ typedef struct {
     /* device frames other than CONSOLE and FLASH_OP since the last dh_clear */
     dh_frame_t got[DH_MAX_NOTES];
     unsigned n_got;
+    unsigned n_taken; /* got[] before this index were taken by dh_expect */
     bool reset_seen;
     uint8_t reset_reason;
     int exit_code;
 } dh_dev_t;
 
-static void dh_spawn(dh_dev_t *d, const char *const *extra)
+static inline void dh_spawn(dh_dev_t *d, const char *const *extra)
 {
     memset(d, 0, sizeof(*d));
     signal(SIGPIPE, SIG_IGN);
@@ -83,7 +84,7 @@ static void dh_spawn(dh_dev_t *d, const char *const *extra)
     d->console = calloc(1, 1);
 }
 
-static int dh_read_exact(int fd, uint8_t *buf, size_t n)
+static inline int dh_read_exact(int fd, uint8_t *buf, size_t n)
 {
     size_t got = 0;
     while (got < n) {
@@ -101,7 +102,7 @@ static int dh_read_exact(int fd, uint8_t *buf, size_t n)
 }
 
 /* Reads one device frame and files it. Returns its type, or -1 when the device is gone. */
-static int dh_read_frame(dh_dev_t *d, uint8_t *last_done_type)
+static inline int dh_read_frame(dh_dev_t *d, uint8_t *last_done_type)
 {
     static uint8_t buf[0x10000];
     uint8_t hdr[3];
@@ -153,7 +154,7 @@ static int dh_read_frame(dh_dev_t *d, uint8_t *last_done_type)
 }
 
 /* Reads until a frame of `type` (filed like the others). Returns 0, or -1. */
-static int dh_wait_for(dh_dev_t *d, uint8_t type)
+static inline int dh_wait_for(dh_dev_t *d, uint8_t type)
 {
     for (;;) {
         int t = dh_read_frame(d, NULL);
@@ -168,7 +169,7 @@ static int dh_wait_for(dh_dev_t *d, uint8_t type)
 
 /* Sends one frame and reads up to its FRAME_DONE. Returns 0, or -1 if the device is gone
  * (power cut, restart) before it. */
-static int dh_call(dh_dev_t *d, uint8_t type, const void *a, size_t alen, const void *b, size_t blen)
+static inline int dh_call(dh_dev_t *d, uint8_t type, const void *a, size_t alen, const void *b, size_t blen)
 {
     uint8_t hdr[3] = {type, (uint8_t)((alen + blen) & 0xFF), (uint8_t)((alen + blen) >> 8)};
     if (write(d->in, hdr, 3) != 3 || (alen && write(d->in, a, alen) != (ssize_t)alen) ||
@@ -191,14 +192,41 @@ static int dh_call(dh_dev_t *d, uint8_t type, const void *a, size_t alen, const 
     }
 }
 
-static void dh_clear(dh_dev_t *d)
+static inline void dh_clear(dh_dev_t *d)
 {
     d->n_got = 0;
+    d->n_taken = 0;
+}
+
+/* Reads the device's output as a stream: the next frame of `type` after the ones already taken
+ * (frames of other types on the way are taken too), from those filed or, once they are used up,
+ * from the device. Copies up to cap bytes of its payload; returns the payload's length, or -1
+ * when the device is gone first. */
+static inline int dh_expect(dh_dev_t *d, uint8_t type, uint8_t *payload, size_t cap)
+{
+    for (;;) {
+        while (d->n_taken < d->n_got) {
+            const dh_frame_t *f = &d->got[d->n_taken++];
+            if (f->type == type) {
+                size_t n = f->len < cap ? f->len : cap;
+                n = n < sizeof(f->data) ? n : sizeof(f->data);
+                if (n != 0) {
+                    memcpy(payload, f->data, n);
+                }
+                return f->len;
+            }
+        }
+        /* everything filed was taken: start over, so a long exchange never fills got[] */
+        dh_clear(d);
+        if (dh_read_frame(d, NULL) < 0) {
+            return -1;
+        }
+    }
 }
 
 /* Index of the n-th filed frame of a type whose payload (after the skip bytes) starts with
  * first, or -1. first < 0 matches any. */
-static int dh_find(const dh_dev_t *d, uint8_t type, size_t skip, int first, unsigned nth)
+static inline int dh_find(const dh_dev_t *d, uint8_t type, size_t skip, int first, unsigned nth)
 {
     for (unsigned i = 0; i < d->n_got; i++) {
         const dh_frame_t *f = &d->got[i];
@@ -212,7 +240,7 @@ static int dh_find(const dh_dev_t *d, uint8_t type, size_t skip, int first, unsi
     return -1;
 }
 
-static int dh_close(dh_dev_t *d)
+static inline int dh_close(dh_dev_t *d)
 {
     close(d->in);
     while (dh_read_frame(d, NULL) >= 0) {
@@ -224,19 +252,93 @@ static int dh_close(dh_dev_t *d)
     return d->exit_code;
 }
 
-static void dh_free(dh_dev_t *d)
+static inline void dh_free(dh_dev_t *d)
 {
     free(d->console);
     d->console = NULL;
 }
 
-static void dh_u16(uint8_t *p, uint16_t v)
+/* Starts the device with these arguments and waits until it advertises (REQUIREd). */
+static inline void dh_start(dh_dev_t *d, const char *const *args)
+{
+    dh_spawn(d, args);
+    REQUIRE(dh_expect(d, 0x80, NULL, 0) >= 1);
+}
+
+/* dh_close then dh_free; returns the exit code. */
+static inline int dh_end(dh_dev_t *d)
+{
+    int code = dh_close(d);
+    dh_free(d);
+    return code;
+}
+
+/* Boots the flash once without input: whether it advertised with `version` on the console
+ * (the console goes to stderr when not). */
+static inline int dh_boots_version(const char *flash, const char *version)
+{
+    dh_dev_t d;
+    const char *boot[] = {"--flash", flash, NULL};
+    dh_spawn(&d, boot);
+    int ok = dh_expect(&d, 0x80, NULL, 0) >= 1;
+    char want[128];
+    snprintf(want, sizeof(want), "App version:      %s\033", version);
+    ok = ok && htu_contains(d.console, want);
+    if (!ok) {
+        fprintf(stderr, "boot of %s did not run %s:\n%s\n", flash, version, d.console);
+    }
+    dh_end(&d);
+    return ok;
+}
+
+/* Runs ble-ota-device --gatt-json: its stdout into buf (NUL-terminated), returns its exit code. */
+static inline int dh_gatt_json(char *buf, size_t cap)
+{
+    dh_dev_t d;
+    const char *args[] = {"--gatt-json", NULL};
+    dh_spawn(&d, args);
+    close(d.in);
+    size_t got = 0;
+    ssize_t k;
+    while (got + 1 < cap && (k = read(d.out, buf + got, cap - 1 - got)) > 0) {
+        got += (size_t)k;
+    }
+    buf[got] = 0;
+    int status = 0;
+    pid_t waited = waitpid(d.pid, &status, 0);
+    close(d.out);
+    dh_free(&d);
+    if (waited != d.pid) {
+        return -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* An ESP32 app image carrying the host app (what the bootloader execs), with this version. */
+static inline uint8_t *dh_image_of_app(const char *version, size_t *len)
+{
+    char err[200];
+    size_t exe_len;
+    uint8_t *exe = host_read_file(BLE_OTA_TEST_APP_EXE, &exe_len, err, sizeof(err));
+    if (exe == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return NULL;
+    }
+    uint8_t *img = htu_app_image("esp32", version, exe, exe_len, len, err, sizeof(err));
+    if (img == NULL) {
+        fprintf(stderr, "%s\n", err);
+    }
+    free(exe);
+    return img;
+}
+
+static inline void dh_u16(uint8_t *p, uint16_t v)
 {
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
 }
 
-static void dh_u32(uint8_t *p, uint32_t v)
+static inline void dh_u32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
@@ -244,7 +346,7 @@ static void dh_u32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)(v >> 24);
 }
 
-static uint32_t dh_get_u32(const uint8_t *p)
+static inline uint32_t dh_get_u32(const uint8_t *p)
 {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }

@@ -11,15 +11,22 @@
 
 static host_flash_t s_flash;
 
-static const char *prv_make_device(const char *name, const char *version)
+/* A flash file for flash_chip with an app image for image_chip in ota_0. */
+static const char *prv_make_device_for(const char *name, const char *flash_chip, const char *image_chip,
+                                       const char *version, size_t payload_len)
 {
     char err[200];
     const char *path = htu_path(name);
     size_t len;
-    uint8_t *img = htu_small_image("esp32", version, 20000, &len);
-    REQUIRE(host_factory_create(path, host_chip_by_name("esp32"), img, len, err, sizeof(err)) == 0);
+    uint8_t *img = htu_small_image(image_chip, version, payload_len, &len);
+    REQUIRE(host_factory_create(path, host_chip_by_name(flash_chip), img, len, err, sizeof(err)) == 0);
     free(img);
     return path;
+}
+
+static const char *prv_make_device(const char *name, const char *version)
+{
+    return prv_make_device_for(name, "esp32", "esp32", version, 20000);
 }
 
 static void prv_open(const char *path)
@@ -219,12 +226,7 @@ TEST(no_app_at_all_stops_in_the_bootloader)
 
 TEST(image_for_another_chip_is_not_booted)
 {
-    char err[200];
-    const char *path = htu_path("wrongchip.bin");
-    size_t len;
-    uint8_t *img = htu_small_image("esp32s3", "1.0.0", 1000, &len);
-    REQUIRE(host_factory_create(path, host_chip_by_name("esp32"), img, len, err, sizeof(err)) == 0);
-    free(img);
+    const char *path = prv_make_device_for("wrongchip.bin", "esp32", "esp32s3", "1.0.0", 1000);
     host_boot_t boot;
     const char *con;
     CHECK_EQ_INT(prv_boot(path, &boot, &con), -2);
@@ -233,12 +235,7 @@ TEST(image_for_another_chip_is_not_booted)
 
 TEST(esp32s3_flash_uses_its_rom_banner_and_bootloader_offset)
 {
-    char err[200];
-    const char *path = htu_path("s3.bin");
-    size_t len;
-    uint8_t *img = htu_small_image("esp32s3", "1.0.0", 1000, &len);
-    REQUIRE(host_factory_create(path, host_chip_by_name("esp32s3"), img, len, err, sizeof(err)) == 0);
-    free(img);
+    const char *path = prv_make_device_for("s3.bin", "esp32s3", "esp32s3", "1.0.0", 1000);
     host_boot_t boot;
     const char *con;
     REQUIRE_EQ_INT(prv_boot(path, &boot, &con), 0);
@@ -248,23 +245,11 @@ TEST(esp32s3_flash_uses_its_rom_banner_and_bootloader_offset)
     CHECK_CONTAINS(con, "vaddr=3c000020");
     prv_open(path);
     host_bl_info_t bl;
+    char err[200];
     REQUIRE(host_bootloader_detect(&s_flash, &bl, err, sizeof(err)) == 0);
     CHECK_EQ_INT(bl.bootloader_offset, 0);
     CHECK_EQ_STR(bl.chip->model, "ESP32-S3");
     host_flash_close(&s_flash);
-}
-
-static void prv_copy(const char *from, const char *to)
-{
-    size_t len;
-    char err[200];
-    uint8_t *data = host_read_file(from, &len, err, sizeof(err));
-    REQUIRE(data != NULL);
-    FILE *f = fopen(to, "wb");
-    REQUIRE(f != NULL);
-    REQUIRE(fwrite(data, 1, len, f) == len);
-    fclose(f);
-    free(data);
 }
 
 TEST(power_cut_at_every_flash_operation_of_an_update_leaves_a_bootable_device)
@@ -278,7 +263,7 @@ TEST(power_cut_at_every_flash_operation_of_an_update_leaves_a_bootable_device)
 
     /* count the operations of a clean update */
     const char *work = htu_path("cut-work.bin");
-    prv_copy(base, work);
+    htu_copy_file(base, work);
     host_io_init(HOST_IO_CAPTURE, -1);
     prv_open(work);
     REQUIRE_EQ_INT(prv_update(&s_flash, 0, img, len, 509), 0);
@@ -288,7 +273,7 @@ TEST(power_cut_at_every_flash_operation_of_an_update_leaves_a_bootable_device)
 
     int booted_old = 0, booted_new = 0;
     for (uint64_t cut = 1; cut <= total; cut++) {
-        prv_copy(base, work);
+        htu_copy_file(base, work);
         fflush(NULL);
         pid_t pid = fork();
         REQUIRE(pid >= 0);

@@ -16,40 +16,6 @@
 #define SLOT_ADDR 0x200000u /* ota_1 in firmware/partitions.csv: the update slot while ota_0 runs */
 #define BLOCK 0x10000u
 
-static uint8_t *image_of_app(const char *version, size_t *len)
-{
-    char err[200];
-    size_t exe_len;
-    uint8_t *exe = host_read_file(BLE_OTA_TEST_APP_EXE, &exe_len, err, sizeof(err));
-    if (exe == NULL) {
-        return NULL;
-    }
-    host_app_image_params_t p;
-    memset(&p, 0, sizeof(p));
-    p.chip = host_chip_by_name("esp32");
-    p.version = version;
-    p.project_name = "esp_ble_ota";
-    p.idf_ver = "v5.3.1";
-    p.date = "Nov 24 2026";
-    p.time = "23:00:00";
-    p.exec = exe;
-    p.exec_len = exe_len;
-    host_sha256(exe, exe_len, p.elf_sha256);
-    uint8_t *img = NULL;
-    if (host_app_image_build(&p, &img, len, err, sizeof(err)) != 0) {
-        img = NULL;
-    }
-    free(exe);
-    return img;
-}
-
-static const char *fresh_flash(const char *name)
-{
-    const char *path = htu_path(name);
-    unlink(path);
-    return path;
-}
-
 static void connect_dev(dh_dev_t *d, uint16_t mtu)
 {
     uint8_t p[5];
@@ -213,23 +179,6 @@ static int end_cmd(dh_dev_t *d)
     return a == NULL ? -1 : a[1];
 }
 
-static int boots_version(const char *flash, const char *version)
-{
-    dh_dev_t d;
-    const char *boot[] = {"--flash", flash, NULL};
-    dh_spawn(&d, boot);
-    int ok = dh_wait_for(&d, 0x80) == 0;
-    char want[128];
-    snprintf(want, sizeof(want), "App version:      %s\033", version);
-    ok = ok && htu_contains(d.console, want);
-    if (!ok) {
-        fprintf(stderr, "%s\n", d.console);
-    }
-    dh_close(&d);
-    dh_free(&d);
-    return ok;
-}
-
 static void running_image_sha(uint8_t sha[32])
 {
     size_t len;
@@ -244,20 +193,19 @@ TEST(v2_update_end_to_end_with_frame_done_after_every_frame)
 {
     static const uint8_t want_conn_params[11] = {1, 1, 0, 6, 0, 12, 0, 0, 0, 0x90, 0x01};
     static const uint8_t want_data_len[7] = {2, 1, 0, 251, 0, 0x48, 0x08};
-    const char *flash = fresh_flash("v2-e2e.bin");
+    const char *flash = htu_fresh_path("v2-e2e.bin");
     const char *create[] = {"--flash", flash, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, "--restart-delay-ms", "0",
                             NULL};
     dh_dev_t d;
     uint8_t info[114], rsp[16], running[32];
     size_t len;
-    uint8_t *img = image_of_app("v2-e2e-2.0.0", &len);
+    uint8_t *img = dh_image_of_app("v2-e2e-2.0.0", &len);
     REQUIRE(img != NULL);
     uint8_t sha[32];
     host_sha256(img, len, sha);
     running_image_sha(running);
 
-    dh_spawn(&d, create);
-    REQUIRE(dh_wait_for(&d, 0x80) == 0);
+    dh_start(&d, create);
     dh_clear(&d);
     connect_dev(&d, 247);
     /* link requests right after CONNECT; no 2M PHY on the ESP32 */
@@ -340,20 +288,18 @@ TEST(v2_update_end_to_end_with_frame_done_after_every_frame)
     CHECK_CONTAINS(d.console, "ble_ota: restarting into the new image");
     CHECK_EQ_INT(d.frames_done, d.frames_in);
     CHECK_EQ_INT(d.done_mismatch, 0);
-    CHECK_EQ_INT(dh_close(&d), 0);
-    dh_free(&d);
-    CHECK(boots_version(flash, "v2-e2e-2.0.0"));
+    CHECK_EQ_INT(dh_end(&d), 0);
+    CHECK(dh_boots_version(flash, "v2-e2e-2.0.0"));
     free(img);
 }
 
 TEST(a_2m_chip_is_asked_for_the_2m_phy_and_link_updates_are_logged)
 {
     static const uint8_t want_phy[5] = {3, 1, 0, 3, 3};
-    const char *flash = fresh_flash("v2-e2e-s3.bin");
+    const char *flash = htu_fresh_path("v2-e2e-s3.bin");
     const char *create[] = {"--flash", flash, "--create", "--chip", "esp32s3", NULL};
     dh_dev_t d;
-    dh_spawn(&d, create);
-    REQUIRE(dh_wait_for(&d, 0x80) == 0);
+    dh_start(&d, create);
     dh_clear(&d);
     connect_dev(&d, 517);
     int lr = dh_find(&d, 0x89, 0, 3, 0);
@@ -372,25 +318,23 @@ TEST(a_2m_chip_is_asked_for_the_2m_phy_and_link_updates_are_logged)
     CHECK_EQ_INT(info[8] | info[9] << 8, 495);
     /* an ESP32 image is refused up front */
     size_t len;
-    uint8_t *img = image_of_app("v2-wrong-chip", &len);
+    uint8_t *img = dh_image_of_app("v2-wrong-chip", &len);
     REQUIRE(img != NULL);
     uint8_t sha[32], rsp[16];
     host_sha256(img, len, sha);
     CHECK_EQ_INT(begin(&d, 0, 0, (uint32_t)len, sha, (uint32_t)len, rsp), 3);
     CHECK_EQ_INT(d.frames_done, d.frames_in);
-    CHECK_EQ_INT(dh_close(&d), 0);
-    dh_free(&d);
+    CHECK_EQ_INT(dh_end(&d), 0);
     free(img);
 }
 
 TEST(link_update_sizes_max_frame_to_the_data_length)
 {
-    const char *flash = fresh_flash("v2-e2e-dl.bin");
+    const char *flash = htu_fresh_path("v2-e2e-dl.bin");
     const char *create[] = {"--flash", flash, "--create", NULL};
     dh_dev_t d;
     uint8_t info[114];
-    dh_spawn(&d, create);
-    REQUIRE(dh_wait_for(&d, 0x80) == 0);
+    dh_start(&d, create);
     connect_dev(&d, 256);
     /* until the link reports otherwise, 27-byte packets: nine of them carry 236 bytes */
     read_info(&d, info);
@@ -401,13 +345,12 @@ TEST(link_update_sizes_max_frame_to_the_data_length)
     read_info(&d, info);
     CHECK_EQ_INT(info[8] | info[9] << 8, 244);
     CHECK_EQ_INT(d.frames_done, d.frames_in);
-    CHECK_EQ_INT(dh_close(&d), 0);
-    dh_free(&d);
+    CHECK_EQ_INT(dh_end(&d), 0);
 }
 
 TEST(already_installed_sends_nothing_and_writes_nothing)
 {
-    const char *flash = fresh_flash("v2-e2e-same.bin");
+    const char *flash = htu_fresh_path("v2-e2e-same.bin");
     const char *create[] = {"--flash", flash, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, NULL};
     dh_dev_t d;
     uint8_t running[32], rsp[16];
@@ -416,26 +359,24 @@ TEST(already_installed_sends_nothing_and_writes_nothing)
     char err[200];
     uint8_t *img = host_read_file(BLE_OTA_TEST_APP_IMAGE, &len, err, sizeof(err));
     REQUIRE(img != NULL);
-    dh_spawn(&d, create);
-    REQUIRE(dh_wait_for(&d, 0x80) == 0);
+    dh_start(&d, create);
     connect_dev(&d, 247);
     unsigned ops = d.flash_ops[1] + d.flash_ops[2];
     CHECK_EQ_INT(begin(&d, 0, 0, (uint32_t)len, running, (uint32_t)len, rsp), 1);
     CHECK_EQ_INT(d.flash_ops[1] + d.flash_ops[2], ops);
     CHECK_CONTAINS(d.console, "this image is already running");
-    CHECK_EQ_INT(dh_close(&d), 0);
-    dh_free(&d);
+    CHECK_EQ_INT(dh_end(&d), 0);
     free(img);
 }
 
 TEST(compressed_update_resumed_after_a_disconnect)
 {
-    const char *flash = fresh_flash("v2-e2e-z.bin");
+    const char *flash = htu_fresh_path("v2-e2e-z.bin");
     const char *create[] = {"--flash", flash, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, "--restart-delay-ms", "0",
                             NULL};
     dh_dev_t d;
     size_t len;
-    uint8_t *img = image_of_app("v2-e2e-z", &len);
+    uint8_t *img = dh_image_of_app("v2-e2e-z", &len);
     REQUIRE(img != NULL);
     uint8_t sha[32], rsp[16], info[114];
     host_sha256(img, len, sha);
@@ -444,8 +385,7 @@ TEST(compressed_update_resumed_after_a_disconnect)
     REQUIRE(z != NULL && compress2(z, &zlen, img, len, 9) == Z_OK);
     CHECK(zlen < len); /* the host image compresses */
 
-    dh_spawn(&d, create);
-    REQUIRE(dh_wait_for(&d, 0x80) == 0);
+    dh_start(&d, create);
     connect_dev(&d, 185);
     REQUIRE_EQ_INT(begin(&d, 1, 0, (uint32_t)len, sha, (uint32_t)zlen, rsp), 0);
     client_t c;
@@ -471,24 +411,10 @@ TEST(compressed_update_resumed_after_a_disconnect)
     CHECK_EQ_INT(end_cmd(&d), 0);
     REQUIRE(dh_wait_for(&d, 0x87) == 0);
     CHECK_EQ_INT(d.frames_done, d.frames_in);
-    CHECK_EQ_INT(dh_close(&d), 0);
-    dh_free(&d);
-    CHECK(boots_version(flash, "v2-e2e-z"));
+    CHECK_EQ_INT(dh_end(&d), 0);
+    CHECK(dh_boots_version(flash, "v2-e2e-z"));
     free(z);
     free(img);
-}
-
-static void copy_file(const char *from, const char *to)
-{
-    size_t len;
-    char err[200];
-    uint8_t *data = host_read_file(from, &len, err, sizeof(err));
-    REQUIRE(data != NULL);
-    FILE *f = fopen(to, "wb");
-    REQUIRE(f != NULL);
-    REQUIRE(fwrite(data, 1, len, f) == len);
-    fclose(f);
-    free(data);
 }
 
 /* Runs a v2 update on a copy of base; returns END's status, or -1 if the device died. */
@@ -500,8 +426,7 @@ static int v2_run(const char *work, const char *cut, const uint8_t *img, size_t 
     uint8_t rsp[16];
     const char *args_cut[] = {"--flash", work, "--power-cut-at", cut, "--restart-delay-ms", "0", NULL};
     const char *args[] = {"--flash", work, "--restart-delay-ms", "0", NULL};
-    dh_spawn(&d, cut != NULL ? args_cut : args);
-    REQUIRE_EQ_INT(dh_wait_for(&d, 0x80), 0);
+    dh_start(&d, cut != NULL ? args_cut : args);
     connect_dev(&d, 247);
     int st = begin(&d, 0, 0, (uint32_t)len, sha, (uint32_t)len, rsp);
     if (st == 0) {
@@ -532,25 +457,23 @@ static int v2_run(const char *work, const char *cut, const uint8_t *img, size_t 
 
 TEST(power_cut_at_sampled_operations_of_a_v2_update_never_bricks_the_device)
 {
-    const char *base = fresh_flash("v2-cuts-base.bin");
+    const char *base = htu_fresh_path("v2-cuts-base.bin");
     const char *create[] = {"--flash", base, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, NULL};
     dh_dev_t d;
-    dh_spawn(&d, create);
-    REQUIRE(dh_wait_for(&d, 0x80) == 0);
-    CHECK_EQ_INT(dh_close(&d), 0);
-    dh_free(&d);
+    dh_start(&d, create);
+    CHECK_EQ_INT(dh_end(&d), 0);
 
     size_t len;
-    uint8_t *img = image_of_app("v2-cuts-new", &len);
+    uint8_t *img = dh_image_of_app("v2-cuts-new", &len);
     REQUIRE(img != NULL);
     uint8_t sha[32];
     host_sha256(img, len, sha);
-    const char *work = fresh_flash("v2-cuts-work.bin");
-    copy_file(base, work);
+    const char *work = htu_fresh_path("v2-cuts-work.bin");
+    htu_copy_file(base, work);
     unsigned total = 0, block_op = 0;
     REQUIRE_EQ_INT(v2_run(work, NULL, img, len, sha, &total, &block_op), 0);
     CHECK(total > 100);
-    CHECK(boots_version(work, "v2-cuts-new"));
+    CHECK(dh_boots_version(work, "v2-cuts-new"));
     /* a 64 KB block erase is one operation: the cut lands before it or after it, never inside */
     REQUIRE(block_op > 2);
 
@@ -558,11 +481,11 @@ TEST(power_cut_at_sampled_operations_of_a_v2_update_never_bricks_the_device)
     for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
         char cut[16];
         snprintf(cut, sizeof(cut), "%u", cuts[i]);
-        copy_file(base, work);
+        htu_copy_file(base, work);
         int st = v2_run(work, cut, img, len, sha, NULL, NULL);
         CHECK_MSG(st == -1, "cut at %u of %u: the update ended with %d instead of losing the device", cuts[i], total,
                   st);
-        CHECK_MSG(boots_version(work, BLE_OTA_TEST_APP_VERSION), "power cut at operation %u of %u: the old app did "
+        CHECK_MSG(dh_boots_version(work, BLE_OTA_TEST_APP_VERSION), "power cut at operation %u of %u: the old app did "
                                                                   "not boot",
                   cuts[i], total);
     }
@@ -588,20 +511,8 @@ static int sdkconfig_int(const char *path, const char *name, int fallback)
 
 TEST(gatt_json_exports_the_v2_characteristics)
 {
-    dh_dev_t d;
-    const char *args[] = {"--gatt-json", NULL};
-    dh_spawn(&d, args);
-    close(d.in);
-    char buf[4096] = {0};
-    size_t got = 0;
-    ssize_t k;
-    while ((k = read(d.out, buf + got, sizeof(buf) - 1 - got)) > 0) {
-        got += (size_t)k;
-    }
-    int status;
-    waitpid(d.pid, &status, 0);
-    close(d.out);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    char buf[4096];
+    CHECK_EQ_INT(dh_gatt_json(buf, sizeof(buf)), 0);
     CHECK_CONTAINS(buf, "{\"id\":5,\"name\":\"v2_control\",\"uuid\":\"44d90618-0f1a-4804-b9c7-a5ae29118ffa\","
                         "\"properties\":[\"read\",\"write\",\"notify\"]}");
     CHECK_CONTAINS(buf, "{\"id\":6,\"name\":\"v2_data\",\"uuid\":\"fe4a130e-1430-449c-bc25-1c299d409db4\","
@@ -615,5 +526,4 @@ TEST(gatt_json_exports_the_v2_characteristics)
     CHECK(strncmp(buf, "{\"services\":[", 13) == 0);
     CHECK_EQ_INT(BLE_OTA_TEST_ACL_FROM_LL_COUNT, sdkconfig_int(BLE_OTA_TEST_SDKCONFIG_DEFAULTS,
                                                                "CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT", 24));
-    dh_free(&d);
 }
