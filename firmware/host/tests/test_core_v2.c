@@ -218,6 +218,23 @@ static uint8_t end_status(uint16_t conn)
     return n->data[1];
 }
 
+/* A fresh core and port with a v2 session on CONN for a new s_img of len bytes. */
+static void open_session_for_new_image(size_t len, uint32_t seed)
+{
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(len, seed);
+    connect_as(CONN);
+    REQUIRE(begin(CONN, 0) != NULL);
+}
+
+/* A new client on CONN streams from offset 0, stopping after stop_after bytes (0 = never). */
+static void stream_new_client(client_t *c, const uint8_t *stream, uint32_t len, uint32_t stop_after)
+{
+    memset(c, 0, sizeof(*c));
+    c->stop_after = stop_after;
+    stream_from(CONN, stream, len, 0, c);
+}
+
 TEST(info_describes_the_device)
 {
     uint8_t info[128];
@@ -320,14 +337,10 @@ TEST(a_frame_longer_than_max_frame_is_still_taken)
     client_t c;
 
     /* the data length drops mid-session: max_frame is advice, the frames in flight stay good */
-    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
-    make_image(40000u, 12);
-    connect_as(CONN);
-    REQUIRE(begin(CONN, 0) != NULL);
+    open_session_for_new_image(40000u, 12);
     ble_ota_on_data_length(CONN, 27);
     REQUIRE(info_max_frame(CONN) < PAYLOAD + 4u);
-    memset(&c, 0, sizeof(c));
-    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
     CHECK_EQ_INT(c.acked, s_img_len);
     CHECK_EQ_INT(c.gaps, 0);
     CHECK_EQ_INT(end_status(CONN), 0);
@@ -341,8 +354,7 @@ static void update_and_check_erases(const uint32_t *off, const uint32_t *len, ui
 
     connect_as(CONN);
     REQUIRE(begin(CONN, 0) != NULL);
-    memset(&c, 0, sizeof(c));
-    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
     CHECK_EQ_INT(c.acked, s_img_len);
     CHECK_EQ_INT(end_status(CONN), 0);
     CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
@@ -493,10 +505,7 @@ TEST(a_client_that_fills_the_window_before_the_writer_runs_loses_nothing)
     client_t c;
     ble_ota_v2_status_t st;
 
-    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
-    make_image(3u * WINDOW + 1000u, 2);
-    connect_as(CONN);
-    REQUIRE(begin(CONN, 0) != NULL);
+    open_session_for_new_image(3u * WINDOW + 1000u, 2);
     memset(&c, 0, sizeof(c));
     c.drain_per_window = true;
     stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
@@ -514,10 +523,7 @@ TEST(a_lost_frame_is_answered_once_and_the_client_resends_from_there)
     ble_ota_v2_status_t st;
     uint32_t gap_acks = 0;
 
-    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
-    make_image(40000u, 3);
-    connect_as(CONN);
-    REQUIRE(begin(CONN, 0) != NULL);
+    open_session_for_new_image(40000u, 3);
     memset(&c, 0, sizeof(c));
     c.drop_at = 10u * PAYLOAD;
     c.drain_per_window = true; /* several frames after the lost one are in flight */
@@ -554,9 +560,7 @@ static void resume_at(uint32_t cut, uint8_t flags)
     REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
     connect_as(CONN);
     REQUIRE(begin(CONN, flags) != NULL);
-    memset(&c, 0, sizeof(c));
-    c.stop_after = cut;
-    stream_from(CONN, stream, len, 0, &c);
+    stream_new_client(&c, stream, len, cut);
     total_sent = c.sent_bytes;
     ble_ota_on_disconnect(CONN);
     fake_drain();
@@ -608,20 +612,14 @@ TEST(begin_with_the_restart_flag_or_another_image_starts_over)
     client_t c;
     const fv2_note_t *rsp;
 
-    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
-    make_image(30000u, 6);
-    connect_as(CONN);
-    REQUIRE(begin(CONN, 0) != NULL);
-    memset(&c, 0, sizeof(c));
-    c.stop_after = 9000u;
-    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    open_session_for_new_image(30000u, 6);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 9000u);
     rsp = begin(CONN, 2);
     REQUIRE(rsp != NULL);
     CHECK_EQ_INT(rsp->data[1], 0);
     CHECK_EQ_INT(get_u32(&rsp->data[2]), 0);
     CHECK_EQ_INT(fv2.opens, 2);
-    memset(&c, 0, sizeof(c));
-    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
     CHECK_EQ_INT(end_status(CONN), 0);
     CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
 }
@@ -705,10 +703,7 @@ TEST(a_second_connection_is_busy_while_the_first_holds_the_session)
 {
     uint8_t op = 0x12;
 
-    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
-    make_image(30000u, 9);
-    connect_as(CONN);
-    REQUIRE(begin(CONN, 0) != NULL);
+    open_session_for_new_image(30000u, 9);
     ble_ota_on_connect(CONN_B, MTU); /* a second central, the first still connected */
     CHECK_EQ_INT(begin_status(CONN_B, 0, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 8);
     CHECK_EQ_INT(end_status(CONN_B), 8);
@@ -731,13 +726,8 @@ TEST(end_refusals_carry_their_reason_and_keep_the_old_image)
     uint8_t wrong_sha[32];
 
     /* SIZE_MISMATCH: END before the whole stream */
-    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
-    make_image(30000u, 10);
-    connect_as(CONN);
-    REQUIRE(begin(CONN, 0) != NULL);
-    memset(&c, 0, sizeof(c));
-    c.stop_after = 10000u;
-    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    open_session_for_new_image(30000u, 10);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 10000u);
     CHECK_EQ_INT(end_status(CONN), 11);
     CHECK(!fake.boot_set);
     CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_ABORT), 1);
@@ -749,8 +739,7 @@ TEST(end_refusals_carry_their_reason_and_keep_the_old_image)
     memcpy(wrong_sha, s_img_sha, 32);
     wrong_sha[31] ^= 1u;
     CHECK_EQ_INT(begin_status(CONN, 0, FV2_CHIP_ID, (uint32_t)s_img_len, wrong_sha, (uint32_t)s_img_len), 0);
-    memset(&c, 0, sizeof(c));
-    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
     CHECK_EQ_INT(end_status(CONN), 6);
     CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_END), 0);
     CHECK(!fake.boot_set);
@@ -760,8 +749,7 @@ TEST(end_refusals_carry_their_reason_and_keep_the_old_image)
     fake.end_rc = BLE_OTA_ERR_INVALID_IMAGE;
     connect_as(CONN);
     REQUIRE(begin(CONN, 0) != NULL);
-    memset(&c, 0, sizeof(c));
-    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
     CHECK_EQ_INT(end_status(CONN), 7);
     CHECK(!fake.boot_set);
     CHECK_EQ_INT(fake_count_events(FAKE_EV_RESTART), 0);
@@ -771,8 +759,7 @@ TEST(end_refusals_carry_their_reason_and_keep_the_old_image)
     fv2.fail_erase_at = 7;
     connect_as(CONN);
     REQUIRE(begin(CONN, 0) != NULL);
-    memset(&c, 0, sizeof(c));
-    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
     CHECK(c.acked < s_img_len);
     CHECK(has_ack_status(5));
     CHECK_EQ_INT(end_status(CONN), 5);
@@ -789,8 +776,7 @@ TEST(not_an_esp_image_is_refused_at_its_first_byte)
     host_sha256(s_img, s_img_len, s_img_sha);
     connect_as(CONN);
     REQUIRE(begin(CONN, 0) != NULL);
-    memset(&c, 0, sizeof(c));
-    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
     CHECK_EQ_INT(c.acked, 0);
     CHECK(has_ack_status(7));
     CHECK_EQ_INT(fv2.write_calls, 0);
@@ -811,8 +797,7 @@ TEST(compressed_transfer_inflates_on_the_device)
     rsp = begin(CONN, 1);
     REQUIRE(rsp != NULL);
     CHECK_EQ_INT(rsp->data[1], 0);
-    memset(&c, 0, sizeof(c));
-    stream_from(CONN, s_z, (uint32_t)s_z_len, 0, &c);
+    stream_new_client(&c, s_z, (uint32_t)s_z_len, 0);
     CHECK_EQ_INT(c.acked, s_z_len); /* acks count stream (compressed) bytes */
     CHECK_EQ_INT(c.bad_crc, 0);
     CHECK_EQ_INT(c.sent_bytes, s_z_len);
@@ -835,8 +820,7 @@ TEST(a_corrupt_deflate_stream_is_an_inflate_error)
     }
     connect_as(CONN);
     REQUIRE(begin(CONN, 1) != NULL);
-    memset(&c, 0, sizeof(c));
-    stream_from(CONN, s_z, (uint32_t)s_z_len, 0, &c);
+    stream_new_client(&c, s_z, (uint32_t)s_z_len, 0);
     CHECK(c.acked < s_z_len);
     CHECK(has_ack_status(10));
     CHECK_EQ_INT(end_status(CONN), 10);
@@ -848,8 +832,7 @@ TEST(a_corrupt_deflate_stream_is_an_inflate_error)
     compress_image();
     connect_as(CONN);
     CHECK_EQ_INT(begin_status(CONN, 1, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_z_len - 10u), 0);
-    memset(&c, 0, sizeof(c));
-    stream_from(CONN, s_z, (uint32_t)s_z_len - 10u, 0, &c);
+    stream_new_client(&c, s_z, (uint32_t)s_z_len - 10u, 0);
     CHECK_EQ_INT(end_status(CONN), 10);
 }
 
@@ -860,13 +843,8 @@ TEST(a_baseline_request_drops_a_v2_session_and_a_v2_begin_drops_a_baseline_trans
     uint8_t request = 0x01;
     uint8_t data[100];
 
-    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
-    make_image(30000u, 14);
-    connect_as(CONN);
-    REQUIRE(begin(CONN, 0) != NULL);
-    memset(&c, 0, sizeof(c));
-    c.stop_after = 5000u;
-    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    open_session_for_new_image(30000u, 14);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 5000u);
     REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_DATA, size_le, 2, true), 0);
     REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_CONTROL, &request, 1, false), 0);
     fake_drain();
@@ -884,8 +862,7 @@ TEST(a_baseline_request_drops_a_v2_session_and_a_v2_begin_drops_a_baseline_trans
     CHECK_EQ_INT(last_note()->data[1], 0);
     CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_ABORT), 2);
     CHECK(fake_logged(BLE_OTA_LOG_WARN, "v2 BEGIN during a baseline transfer"));
-    memset(&c, 0, sizeof(c));
-    stream_from(CONN, s_img, (uint32_t)s_img_len, 0, &c);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
     CHECK_EQ_INT(end_status(CONN), 0);
     CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
 }
