@@ -24,22 +24,19 @@ import {
 } from './baseline.ts';
 import { TypedEmitter } from './emitter.ts';
 import {
-  AbortError,
-  BadImageError,
   DeviceRefusedError,
   isOtaError,
   LinkLostError,
   OtaError,
-  TimeoutError,
   UnknownCharacteristicError,
 } from './errors.ts';
+import { type Clock, type ProgressSnapshot, systemClock } from './progress.ts';
 import {
-  type Clock,
-  clockSetTimeout,
-  type ProgressSnapshot,
-  ProgressTracker,
-  systemClock,
-} from './progress.ts';
+  PhaseRecorder,
+  requireImageBytes,
+  SessionLink,
+  sessionProgressTracker,
+} from './session-link.ts';
 import type {
   DeviceInformation,
   DisconnectInfo,
@@ -220,41 +217,23 @@ class UploadRun {
   readonly #image: Uint8Array;
   readonly #clock: Clock;
   readonly #timeouts: BaselineTimeouts;
-  readonly #signal: AbortSignal | undefined;
   readonly #opts: BaselineUploadOptions;
-  readonly #phases: PhaseTiming[] = [];
+  readonly #link: SessionLink<Step>;
+  readonly #phases: PhaseRecorder<BaselinePhase>;
   #sinks: Sinks | undefined;
   #acked = 0;
   #waiter: Waiter | undefined;
-  /** Set once the link dropped; every current and later step fails with it. */
-  #lost: DisconnectInfo | undefined;
-  #lostListeners = new Set<(info: DisconnectInfo) => void>();
-  /** Clock time of DONE_ACK; from then on a disconnect is the expected restart. */
-  #doneAckAt: number | undefined;
-  #restart: { info: DisconnectInfo; at: number } | undefined;
-  #restartWaiter: (() => void) | undefined;
 
   readonly #onNotification: NotificationListener = (data) => {
     const value = decodeControlValue(data);
     const waiter = this.#waiter;
     if (value.kind === 'opcode' && waiter?.accept.has(value.name)) {
       this.#waiter = undefined;
-      // Recorded synchronously: the restart's disconnect may follow right behind.
-      if (value.name === 'DONE_ACK') this.#doneAckAt = this.#clock.now();
+      if (value.name === 'DONE_ACK') this.#link.restartDue();
       waiter.resolve(value.name);
     } else {
       this.#sinks?.unexpected(value);
     }
-  };
-
-  readonly #onDisconnect = (info: DisconnectInfo) => {
-    if (this.#doneAckAt !== undefined) {
-      this.#restart ??= { info, at: this.#clock.now() };
-      this.#restartWaiter?.();
-      return;
-    }
-    this.#lost ??= info;
-    for (const listener of [...this.#lostListeners]) listener(info);
   };
 
   constructor(transport: Transport, image: Uint8Array, options: BaselineUploadOptions) {
@@ -263,30 +242,30 @@ class UploadRun {
     this.#opts = options;
     this.#clock = options.clock ?? systemClock;
     this.#timeouts = { ...DEFAULT_BASELINE_TIMEOUTS, ...options.timeouts };
-    this.#signal = options.signal;
+    this.#link = new SessionLink<Step>({
+      transport,
+      clock: this.#clock,
+      signal: options.signal,
+      linkLost: (step, info) => this.#linkLostError(step, info),
+      explain: (step, error) => this.#explain(step, error),
+    });
+    this.#phases = new PhaseRecorder(this.#clock, (event) => this.#sinks?.phase(event));
   }
 
   async execute(sinks: Sinks): Promise<BaselineUploadResult> {
     this.#sinks = sinks;
     const image = this.#image;
-    if (!(image instanceof Uint8Array)) {
-      throw new BadImageError('the image must be a Uint8Array (the bytes of the .bin file)');
-    }
+    requireImageBytes(image);
     const total = image.length;
-    if (total === 0) {
-      throw new BadImageError('the image is empty; build the firmware first and pass its .bin');
-    }
-    if (this.#signal?.aborted) {
-      throw new AbortError('upload aborted before it started', { cause: this.#signal.reason });
-    }
+    this.#link.throwIfAborted();
     const writeType = this.#opts.requestWriteType ?? 'request';
     const startedAt = this.#clock.now();
-    this.#t.on('disconnect', this.#onDisconnect);
+    this.#link.attach();
     let subscribed = false;
     try {
       if (!this.#t.connected) {
-        await this.#phase('connect', () =>
-          this.#step(
+        await this.#phases.run('connect', () =>
+          this.#link.step(
             {
               phase: 'connect',
               timeoutMs: this.#timeouts.connectMs,
@@ -302,11 +281,11 @@ class UploadRun {
       const packetSize = packetSizeForMtu(mtu, this.#opts.maxPacketSize);
       const packets = packetCount(total, packetSize);
 
-      await this.#phase('subscribe', async () => {
+      await this.#phases.run('subscribe', async () => {
         // Set first: a subscription that times out may still have registered the listener,
         // and removing one that was never registered is harmless.
         subscribed = true;
-        await this.#step(
+        await this.#link.step(
           {
             phase: 'subscribe',
             timeoutMs: this.#timeouts.subscribeMs,
@@ -317,8 +296,8 @@ class UploadRun {
         );
       });
 
-      await this.#phase('packet-size', () =>
-        this.#step(
+      await this.#phases.run('packet-size', () =>
+        this.#link.step(
           {
             phase: 'packet-size',
             timeoutMs: this.#timeouts.writeMs,
@@ -333,14 +312,24 @@ class UploadRun {
         ),
       );
 
-      await this.#phase('request', () => this.#control('REQUEST', writeType));
+      await this.#phases.run('request', () => this.#control('REQUEST', writeType));
 
       const transferStart = this.#clock.now();
-      await this.#phase('data', () => this.#sendData(packetSize, packets));
+      await this.#phases.run('data', () => this.#sendData(packetSize, packets));
       const transferMs = this.#clock.now() - transferStart;
 
-      await this.#phase('done', () => this.#control('DONE', writeType));
-      const restart = await this.#phase('restart', () => this.#awaitRestart());
+      await this.#phases.run('done', () => this.#control('DONE', writeType));
+      const restart = await this.#phases.run('restart', () =>
+        this.#link.awaitRestart(
+          {
+            phase: 'restart',
+            timeoutMs: this.#timeouts.restartMs,
+            waitingFor: () => 'waiting for the device to restart',
+            during: () => 'while waiting for the device to restart',
+          },
+          this.#opts.waitForRestart !== false,
+        ),
+      );
       if (restart.observed) subscribed = false;
 
       const endedAt = this.#clock.now();
@@ -355,25 +344,18 @@ class UploadRun {
         durationMs: endedAt - startedAt,
         transferMs,
         bytesPerSecond: transferMs > 0 ? (total * 1000) / transferMs : Number.POSITIVE_INFINITY,
-        phases: this.#phases,
+        phases: this.#phases.timings,
         restart,
       };
     } finally {
-      this.#t.off('disconnect', this.#onDisconnect);
+      this.#link.detach();
       this.#waiter = undefined;
-      if (subscribed && this.#t.connected) {
-        // Cleanup must neither mask the real outcome nor hang on a device that stopped
-        // answering; the transport drops the listener at once in any case.
-        const giveUp = new AbortController();
-        const cancel = clockSetTimeout(
-          this.#clock,
-          () => giveUp.abort(),
+      if (subscribed) {
+        await this.#link.unsubscribeQuietly(
+          OTA_CONTROL_UUID,
+          this.#onNotification,
           this.#timeouts.subscribeMs,
         );
-        await this.#t
-          .unsubscribe(OTA_CONTROL_UUID, this.#onNotification, { signal: giveUp.signal })
-          .catch(() => {});
-        cancel();
       }
     }
   }
@@ -387,74 +369,6 @@ class UploadRun {
     }
   }
 
-  async #phase<T>(phase: BaselinePhase, body: () => Promise<T>): Promise<T> {
-    const startedAt = this.#clock.now();
-    this.#sinks?.phase({ phase, state: 'start', at: startedAt });
-    try {
-      const value = await body();
-      const endedAt = this.#clock.now();
-      this.#phases.push({ phase, startedAt, endedAt, durationMs: endedAt - startedAt });
-      this.#sinks?.phase({ phase, state: 'end', at: endedAt, durationMs: endedAt - startedAt });
-      return value;
-    } catch (error) {
-      const at = this.#clock.now();
-      this.#sinks?.phase({
-        phase,
-        state: 'fail',
-        at,
-        durationMs: at - startedAt,
-        error: error as Error,
-      });
-      throw error;
-    }
-  }
-
-  /**
-   * Run one step under its timeout, the caller's AbortSignal and link-loss watch. `body` gets a
-   * signal that fires when the step is given up, so the transport stops waiting too.
-   */
-  #step<T>(step: Step, body: (signal: AbortSignal) => Promise<T>): Promise<T> {
-    const controller = new AbortController();
-    return new Promise<T>((resolve, reject) => {
-      let settled = false;
-      const finish = (settle: () => void) => {
-        if (settled) return;
-        settled = true;
-        cancelTimer();
-        this.#signal?.removeEventListener('abort', onAbort);
-        this.#lostListeners.delete(onLost);
-        settle();
-      };
-      const fail = (error: Error) =>
-        finish(() => {
-          controller.abort(error);
-          reject(error);
-        });
-      const onAbort = () =>
-        fail(new AbortError(`upload aborted ${step.during()}`, { cause: this.#signal?.reason }));
-      const onLost = (info: DisconnectInfo) => fail(this.#linkLostError(step, info));
-      const cancelTimer = clockSetTimeout(
-        this.#clock,
-        () =>
-          fail(
-            new TimeoutError(
-              `timed out after ${step.timeoutMs} ms ${step.waitingFor()}`,
-              step.timeoutMs,
-            ),
-          ),
-        step.timeoutMs,
-      );
-      this.#signal?.addEventListener('abort', onAbort, { once: true });
-      this.#lostListeners.add(onLost);
-      if (this.#signal?.aborted) return onAbort();
-      if (this.#lost !== undefined) return onLost(this.#lost);
-      body(controller.signal).then(
-        (value) => finish(() => resolve(value)),
-        (error: unknown) => fail(this.#explain(step, error)),
-      );
-    });
-  }
-
   #linkLostError(step: Step, info: DisconnectInfo | undefined, cause?: unknown): LinkLostError {
     const why = info === undefined ? '' : `: ${info.message}`;
     return new LinkLostError(`link lost ${step.during()}${why}; ${RETRY_HINT}`, {
@@ -465,7 +379,7 @@ class UploadRun {
 
   /** Name the step in errors the transport raised. */
   #explain(step: Step, error: unknown): Error {
-    if (error instanceof LinkLostError) return this.#linkLostError(step, this.#lost, error);
+    if (error instanceof LinkLostError) return this.#linkLostError(step, this.#link.lost, error);
     if (isOtaError(error)) {
       return new OtaError(error.code, `${step.during()}: ${error.message}`, { cause: error });
     }
@@ -483,7 +397,7 @@ class UploadRun {
     const ack = `${opcode}_ACK` as const;
     const nak = `${opcode}_NAK` as const;
     let writeSettled = writeType === 'command';
-    const answer = await this.#step(
+    const answer = await this.#link.step(
       {
         phase: opcode === 'REQUEST' ? 'request' : 'done',
         timeoutMs: opcode === 'REQUEST' ? this.#timeouts.requestAckMs : this.#timeouts.doneAckMs,
@@ -538,18 +452,12 @@ class UploadRun {
 
   async #sendData(packetSize: number, packets: number): Promise<void> {
     const total = this.#image.length;
-    const tracker = new ProgressTracker({
-      total,
-      clock: this.#clock,
-      ...(this.#opts.rateSmoothingMs === undefined
-        ? {}
-        : { smoothingMs: this.#opts.rateSmoothingMs }),
-    });
+    const tracker = sessionProgressTracker(total, this.#clock, this.#opts.rateSmoothingMs);
     this.#sinks?.progress(tracker.snapshot());
     for (let index = 0; index < packets; index++) {
       const offset = index * packetSize;
       const packet = this.#image.subarray(offset, Math.min(offset + packetSize, total));
-      await this.#step(
+      await this.#link.step(
         {
           phase: 'data',
           timeoutMs: this.#timeouts.writeMs,
@@ -561,38 +469,6 @@ class UploadRun {
       );
       this.#acked = offset + packet.length;
       this.#sinks?.progress(tracker.update(this.#acked));
-    }
-  }
-
-  async #awaitRestart(): Promise<RestartObservation> {
-    if (this.#opts.waitForRestart === false) return { observed: false, reason: 'not-waited' };
-    const ackAt = this.#doneAckAt ?? this.#clock.now();
-    const observed = (): RestartObservation => {
-      const restart = this.#restart as { info: DisconnectInfo; at: number };
-      return { observed: true, afterMs: restart.at - ackAt, disconnect: restart.info };
-    };
-    if (this.#restart !== undefined) return observed();
-    try {
-      await this.#step(
-        {
-          phase: 'restart',
-          timeoutMs: this.#timeouts.restartMs,
-          waitingFor: () => 'waiting for the device to restart',
-          during: () => 'while waiting for the device to restart',
-        },
-        () =>
-          new Promise<void>((resolve) => {
-            this.#restartWaiter = resolve;
-          }),
-      );
-      return observed();
-    } catch (error) {
-      // The image is accepted and the boot slot set; a device that stays up is the runner's
-      // business (it watches the console), not an upload failure.
-      if (error instanceof TimeoutError) return { observed: false, reason: 'timeout' };
-      throw error;
-    } finally {
-      this.#restartWaiter = undefined;
     }
   }
 }

@@ -9,7 +9,6 @@ import { deflateSync } from 'node:zlib';
 import { MAX_ATTRIBUTE_VALUE_LENGTH, normalizeUuid } from '../baseline.ts';
 import { TypedEmitter } from '../emitter.ts';
 import {
-  AbortError,
   BadImageError,
   isOtaError,
   ProtocolError,
@@ -18,12 +17,17 @@ import {
 } from '../errors.ts';
 import {
   type Clock,
-  clockSetTimeout,
   type ProgressSnapshot,
-  ProgressTracker,
+  type ProgressTracker,
   systemClock,
 } from '../progress.ts';
 import type { RestartObservation } from '../session.ts';
+import {
+  PhaseRecorder,
+  requireImageBytes,
+  SessionLink,
+  sessionProgressTracker,
+} from '../session-link.ts';
 import type {
   DisconnectInfo,
   NotificationListener,
@@ -275,16 +279,11 @@ class Run {
   readonly #opts: V2UploadOptions;
   readonly #clock: Clock;
   readonly #timeouts: V2Timeouts;
-  readonly #signal: AbortSignal | undefined;
-  readonly #phases: V2PhaseTiming[] = [];
+  readonly #link: SessionLink<Step>;
+  readonly #phases: PhaseRecorder<V2Phase>;
   #sinks: Sinks | undefined;
 
   #answerWaiter: { op: AnswerOp; resolve(answer: V2Answer): void } | undefined;
-  #lost: DisconnectInfo | undefined;
-  readonly #lostListeners = new Set<(info: DisconnectInfo) => void>();
-  #endAnsweredAt: number | undefined;
-  #restart: { info: DisconnectInfo; at: number } | undefined;
-  #restartWaiter: (() => void) | undefined;
 
   // Streaming state, shared with the notification listener.
   #stream: Uint8Array = new Uint8Array(0);
@@ -323,24 +322,11 @@ class Run {
     const waiter = this.#answerWaiter;
     if (waiter?.op === answer.op) {
       this.#answerWaiter = undefined;
-      // Recorded synchronously: the restart's disconnect may follow right behind.
-      if (answer.op === 'END_RSP' && answer.status === V2Status.OK) {
-        this.#endAnsweredAt = this.#clock.now();
-      }
+      if (answer.op === 'END_RSP' && answer.status === V2Status.OK) this.#link.restartDue();
       waiter.resolve(answer);
     } else {
       this.#sinks?.unexpected(data, `${answer.op} was not expected now`);
     }
-  };
-
-  readonly #onDisconnect = (info: DisconnectInfo) => {
-    if (this.#endAnsweredAt !== undefined) {
-      this.#restart ??= { info, at: this.#clock.now() };
-      this.#restartWaiter?.();
-      return;
-    }
-    this.#lost ??= info;
-    for (const listener of [...this.#lostListeners]) listener(info);
   };
 
   constructor(transport: Transport, image: Uint8Array, options: V2UploadOptions) {
@@ -349,34 +335,41 @@ class Run {
     this.#opts = options;
     this.#clock = options.clock ?? systemClock;
     this.#timeouts = { ...DEFAULT_V2_TIMEOUTS, ...options.timeouts };
-    this.#signal = options.signal;
+    this.#link = new SessionLink<Step>({
+      transport,
+      clock: this.#clock,
+      signal: options.signal,
+      linkLost: (step, info) => this.#linkLostError(step, info),
+      // The transport's own LinkLostError says less than ours (no committed offset).
+      explain: (step, error) => {
+        const lost = this.#link.lost;
+        if (isOtaError(error) && error.code === 'LINK_LOST' && lost !== undefined) {
+          return this.#linkLostError(step, lost);
+        }
+        return error as Error;
+      },
+    });
+    this.#phases = new PhaseRecorder(this.#clock, (event) => this.#sinks?.phase(event));
   }
 
   async execute(sinks: Sinks): Promise<V2UploadResult> {
     this.#sinks = sinks;
     const image = this.#image;
-    if (!(image instanceof Uint8Array)) {
-      throw new BadImageError('the image must be a Uint8Array (the bytes of the .bin file)');
-    }
-    if (image.length === 0) {
-      throw new BadImageError('the image is empty; build the firmware first and pass its .bin');
-    }
+    requireImageBytes(image);
     const chipId = this.#opts.chipId ?? imageChipId(image);
     if (chipId === undefined) {
       throw new BadImageError(
         'the image is not an ESP app image (no 0xE9 header), so its chip is unknown; pass the .bin that idf.py builds, or chipId',
       );
     }
-    if (this.#signal?.aborted) {
-      throw new AbortError('upload aborted before it started', { cause: this.#signal.reason });
-    }
+    this.#link.throwIfAborted();
     const startedAt = this.#clock.now();
-    this.#t.on('disconnect', this.#onDisconnect);
+    this.#link.attach();
     let subscribed = false;
     try {
       if (!this.#t.connected) {
-        await this.#phase('connect', () =>
-          this.#step(
+        await this.#phases.run('connect', () =>
+          this.#link.step(
             {
               timeoutMs: this.#timeouts.connectMs,
               waitingFor: 'waiting for the connection',
@@ -386,7 +379,7 @@ class Run {
           ),
         );
       }
-      const info = await this.#phase('info', () => this.#readInfo());
+      const info = await this.#phases.run('info', () => this.#readInfo());
       const mtu = this.#t.mtu;
       if (mtu < V2_MIN_MTU) {
         throw new ProtocolError(
@@ -397,9 +390,9 @@ class Run {
       const { stream, compression } = this.#prepareStream(info);
       this.#stream = stream;
 
-      const begun = await this.#phase('begin', async () => {
+      const begun = await this.#phases.run('begin', async () => {
         subscribed = true;
-        await this.#step(
+        await this.#link.step(
           {
             timeoutMs: this.#timeouts.subscribeMs,
             waitingFor: 'waiting for the device to enable v2 Control notifications',
@@ -439,7 +432,7 @@ class Run {
           transferMs: 0,
           bytesPerSecond: 0,
           imageBytesPerSecond: 0,
-          phases: this.#phases,
+          phases: this.#phases.timings,
           restart: { observed: false, reason: 'not-waited' },
         };
       }
@@ -463,13 +456,22 @@ class Run {
       }
 
       const transferStart = this.#clock.now();
-      const stats = await this.#phase('data', () =>
+      const stats = await this.#phases.run('data', () =>
         this.#sendStream(rsp.offset, frameSize, window),
       );
       const transferMs = this.#clock.now() - transferStart;
 
-      await this.#phase('end', () => this.#end());
-      const restart = await this.#phase('restart', () => this.#awaitRestart());
+      await this.#phases.run('end', () => this.#end());
+      const restart = await this.#phases.run('restart', () =>
+        this.#link.awaitRestart(
+          {
+            timeoutMs: this.#timeouts.restartMs,
+            waitingFor: 'waiting for the device to restart',
+            during: 'while waiting for the device to restart',
+          },
+          this.#opts.waitForRestart !== false,
+        ),
+      );
       if (restart.observed) subscribed = false;
       const endedAt = this.#clock.now();
       const moved = stream.length - rsp.offset;
@@ -487,27 +489,20 @@ class Run {
         transferMs,
         bytesPerSecond: rate(moved),
         imageBytesPerSecond: rate((moved * image.length) / stream.length),
-        phases: this.#phases,
+        phases: this.#phases.timings,
         restart,
       };
     } finally {
       this.#streaming = false;
       this.#answerWaiter = undefined;
       this.#ackWaiter = undefined;
-      this.#t.off('disconnect', this.#onDisconnect);
-      if (subscribed && this.#t.connected) {
-        // Cleanup must neither mask the real outcome nor hang on a device that stopped
-        // answering; the transport drops the listener at once in any case.
-        const giveUp = new AbortController();
-        const cancel = clockSetTimeout(
-          this.#clock,
-          () => giveUp.abort(),
+      this.#link.detach();
+      if (subscribed) {
+        await this.#link.unsubscribeQuietly(
+          V2_CONTROL_UUID,
+          this.#onNotification,
           this.#timeouts.subscribeMs,
         );
-        await this.#t
-          .unsubscribe(V2_CONTROL_UUID, this.#onNotification, { signal: giveUp.signal })
-          .catch(() => {});
-        cancel();
       }
     }
   }
@@ -524,7 +519,7 @@ class Run {
       );
       throw new UnknownCharacteristicError(missing ?? V2_CONTROL_UUID);
     }
-    const raw = await this.#step(
+    const raw = await this.#link.step(
       {
         timeoutMs: this.#timeouts.infoMs,
         waitingFor: 'waiting for the device to answer the read of v2 INFO',
@@ -608,7 +603,7 @@ class Run {
 
   /** Write a command and wait for its answer; the answer may arrive before the Write Response. */
   async #command(op: AnswerOp, data: Uint8Array, step: Step): Promise<V2Answer> {
-    return this.#step(
+    return this.#link.step(
       step,
       (signal) =>
         new Promise<V2Answer>((resolve, reject) => {
@@ -729,13 +724,7 @@ class Run {
     this.#resumedFrom = from;
     this.#crcPos = 0;
     this.#crcVal = 0;
-    this.#tracker = new ProgressTracker({
-      total: total - from,
-      clock: this.#clock,
-      ...(this.#opts.rateSmoothingMs === undefined
-        ? {}
-        : { smoothingMs: this.#opts.rateSmoothingMs }),
-    });
+    this.#tracker = sessionProgressTracker(total - from, this.#clock, this.#opts.rateSmoothingMs);
     this.#reportProgress();
     this.#streaming = true;
     let next = from;
@@ -752,7 +741,7 @@ class Run {
       waitingFor: 'waiting for the controller to take a DATA frame (no free buffers)',
       during: 'during data transfer',
     };
-    const lossWatch = this.#watch(dataStep);
+    const lossWatch = this.#link.watch(dataStep);
     try {
       while (this.#committed < total) {
         while (next < total && next - this.#base < window) {
@@ -819,7 +808,7 @@ class Run {
   /** Resolves true when a WINDOW_ACK arrived, false after ackMs without one. */
   async #waitForAck(): Promise<boolean> {
     try {
-      await this.#step(
+      await this.#link.step(
         {
           timeoutMs: this.#timeouts.ackMs,
           waitingFor: 'waiting for a WINDOW_ACK',
@@ -849,60 +838,7 @@ class Run {
     }
   }
 
-  async #awaitRestart(): Promise<RestartObservation> {
-    if (this.#opts.waitForRestart === false) return { observed: false, reason: 'not-waited' };
-    const ackAt = this.#endAnsweredAt ?? this.#clock.now();
-    const observed = (): RestartObservation => {
-      const restart = this.#restart as { info: DisconnectInfo; at: number };
-      return { observed: true, afterMs: restart.at - ackAt, disconnect: restart.info };
-    };
-    if (this.#restart !== undefined) return observed();
-    try {
-      await this.#step(
-        {
-          timeoutMs: this.#timeouts.restartMs,
-          waitingFor: 'waiting for the device to restart',
-          during: 'while waiting for the device to restart',
-        },
-        () =>
-          new Promise<void>((resolve) => {
-            this.#restartWaiter = resolve;
-          }),
-      );
-      return observed();
-    } catch (error) {
-      // The image is accepted and the boot slot set; a device that stays up is the runner's
-      // business (it watches the console), not an upload failure.
-      if (error instanceof TimeoutError) return { observed: false, reason: 'timeout' };
-      throw error;
-    } finally {
-      this.#restartWaiter = undefined;
-    }
-  }
-
   // --- steps -----------------------------------------------------------------------------------
-
-  async #phase<T>(phase: V2Phase, body: () => Promise<T>): Promise<T> {
-    const startedAt = this.#clock.now();
-    this.#sinks?.phase({ phase, state: 'start', at: startedAt });
-    try {
-      const value = await body();
-      const endedAt = this.#clock.now();
-      this.#phases.push({ phase, startedAt, endedAt, durationMs: endedAt - startedAt });
-      this.#sinks?.phase({ phase, state: 'end', at: endedAt, durationMs: endedAt - startedAt });
-      return value;
-    } catch (error) {
-      const at = this.#clock.now();
-      this.#sinks?.phase({
-        phase,
-        state: 'fail',
-        at,
-        durationMs: at - startedAt,
-        error: error as Error,
-      });
-      throw error;
-    }
-  }
 
   #linkLostError(step: Step, info: DisconnectInfo): V2LinkLostError {
     const total = this.#stream.length;
@@ -918,85 +854,6 @@ class Run {
       sentBytes: this.#sent,
       ...(info.reason === undefined ? {} : { reason: info.reason }),
     });
-  }
-
-  /**
-   * Run one step under its timeout, the caller's AbortSignal and link-loss watch. `body` gets a
-   * signal that fires when the step is given up, so the transport stops waiting too.
-   */
-  #step<T>(step: Step, body: (signal: AbortSignal) => Promise<T>): Promise<T> {
-    const watch = this.#watch(step);
-    return watch.run(body).finally(() => watch.dispose());
-  }
-
-  /**
-   * A reusable guard for many short operations of one kind (the DATA writes): abort and
-   * link-loss listeners are registered once; each `run` gets its own timer.
-   */
-  #watch(step: Step): {
-    run<T>(body: (signal: AbortSignal) => Promise<T>): Promise<T>;
-    dispose(): void;
-  } {
-    let current: ((error: Error) => void) | undefined;
-    let fatal: Error | undefined;
-    const onAbort = () => {
-      fatal ??= new AbortError(`upload aborted ${step.during}`, { cause: this.#signal?.reason });
-      current?.(fatal);
-    };
-    const onLost = (info: DisconnectInfo) => {
-      fatal ??= this.#linkLostError(step, info);
-      current?.(fatal);
-    };
-    this.#signal?.addEventListener('abort', onAbort, { once: true });
-    this.#lostListeners.add(onLost);
-    if (this.#signal?.aborted) onAbort();
-    else if (this.#lost !== undefined) onLost(this.#lost);
-    return {
-      run: <T>(body: (signal: AbortSignal) => Promise<T>) => {
-        if (fatal !== undefined) return Promise.reject(fatal);
-        const controller = new AbortController();
-        return new Promise<T>((resolve, reject) => {
-          let settled = false;
-          const finish = (settle: () => void) => {
-            if (settled) return;
-            settled = true;
-            cancelTimer();
-            current = undefined;
-            settle();
-          };
-          const fail = (error: Error) =>
-            finish(() => {
-              controller.abort(error);
-              reject(error);
-            });
-          current = fail;
-          const cancelTimer = clockSetTimeout(
-            this.#clock,
-            () =>
-              fail(
-                new TimeoutError(
-                  `timed out after ${step.timeoutMs} ms ${step.waitingFor}`,
-                  step.timeoutMs,
-                ),
-              ),
-            step.timeoutMs,
-          );
-          body(controller.signal).then(
-            (value) => finish(() => resolve(value)),
-            (error: unknown) => {
-              // The transport's own LinkLostError says less than ours (no committed offset).
-              if (isOtaError(error) && error.code === 'LINK_LOST' && this.#lost !== undefined) {
-                fail(this.#linkLostError(step, this.#lost));
-              } else fail(error as Error);
-            },
-          );
-        });
-      },
-      dispose: () => {
-        this.#signal?.removeEventListener('abort', onAbort);
-        this.#lostListeners.delete(onLost);
-      },
-    };
   }
 }
 
