@@ -95,6 +95,15 @@ static void prv_update_path(const char *path, int running_slot, const char *vers
     free(img);
 }
 
+/* A device that booted 1.0.0 from ota_0 once, then took an update to 2.0.0 (not booted yet). */
+static const char *prv_make_updated_device(const char *name, host_boot_t *boot, const char **con)
+{
+    const char *path = prv_make_device(name, "1.0.0");
+    REQUIRE_EQ_INT(prv_boot(path, boot, con), 0);
+    prv_update_path(path, 0, "2.0.0");
+    return path;
+}
+
 TEST(fresh_device_boots_ota_0_and_prints_the_idf_boot_log)
 {
     const char *path = prv_make_device("fresh.bin", "1.0.0");
@@ -118,11 +127,9 @@ TEST(fresh_device_boots_ota_0_and_prints_the_idf_boot_log)
 
 TEST(update_boots_ota_1_in_pending_verify_then_rolls_back_if_never_confirmed)
 {
-    const char *path = prv_make_device("rollback.bin", "1.0.0");
     host_boot_t boot;
     const char *con;
-    REQUIRE_EQ_INT(prv_boot(path, &boot, &con), 0);
-    prv_update_path(path, 0, "2.0.0");
+    const char *path = prv_make_updated_device("rollback.bin", &boot, &con);
     CHECK_EQ_HEX(prv_state(path, 1), ESP_OTA_IMG_NEW);
 
     REQUIRE_EQ_INT(prv_boot(path, &boot, &con), 1);
@@ -142,11 +149,9 @@ TEST(update_boots_ota_1_in_pending_verify_then_rolls_back_if_never_confirmed)
 
 TEST(confirmed_update_keeps_booting)
 {
-    const char *path = prv_make_device("confirm.bin", "1.0.0");
     host_boot_t boot;
     const char *con;
-    REQUIRE_EQ_INT(prv_boot(path, &boot, &con), 0);
-    prv_update_path(path, 0, "2.0.0");
+    const char *path = prv_make_updated_device("confirm.bin", &boot, &con);
     REQUIRE_EQ_INT(prv_boot(path, &boot, &con), 1);
     static host_port_t hp;
     static ble_ota_port_t port;
@@ -174,11 +179,9 @@ TEST(confirmed_update_keeps_booting)
 
 TEST(corrupt_image_in_the_chosen_slot_falls_back)
 {
-    const char *path = prv_make_device("corrupt.bin", "1.0.0");
     host_boot_t boot;
     const char *con;
-    REQUIRE_EQ_INT(prv_boot(path, &boot, &con), 0);
-    prv_update_path(path, 0, "2.0.0");
+    const char *path = prv_make_updated_device("corrupt.bin", &boot, &con);
     /* flash rot after the update: one byte in ota_1's segment data */
     prv_open(path);
     s_flash.mem[0x200000 + 0x400] ^= 0x10;

@@ -235,6 +235,22 @@ static void stream_new_client(client_t *c, const uint8_t *stream, uint32_t len, 
     stream_from(CONN, stream, len, 0, c);
 }
 
+/* A session on CONN (flags as BEGIN's) streamed until the device gives up with `status`: said at
+ * once in a WINDOW_ACK, again by END, and nothing set to boot. Returns how far it was acked. */
+static uint32_t stream_until_refused(uint8_t flags, const uint8_t *stream, uint32_t len, uint8_t status)
+{
+    client_t c;
+
+    connect_as(CONN);
+    REQUIRE(begin(CONN, flags) != NULL);
+    stream_new_client(&c, stream, len, 0);
+    CHECK(c.acked < len);
+    CHECK(has_ack_status(status));
+    CHECK_EQ_INT(end_status(CONN), status);
+    CHECK(!fake.boot_set);
+    return c.acked;
+}
+
 TEST(info_describes_the_device)
 {
     uint8_t info[128];
@@ -757,30 +773,17 @@ TEST(end_refusals_carry_their_reason_and_keep_the_old_image)
     /* FLASH_ERROR: an erase fails while streaming; reported at once, and at END */
     REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
     fv2.fail_erase_at = 7;
-    connect_as(CONN);
-    REQUIRE(begin(CONN, 0) != NULL);
-    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
-    CHECK(c.acked < s_img_len);
-    CHECK(has_ack_status(5));
-    CHECK_EQ_INT(end_status(CONN), 5);
-    CHECK(!fake.boot_set);
+    (void)stream_until_refused(0, s_img, (uint32_t)s_img_len, 5);
 }
 
 TEST(not_an_esp_image_is_refused_at_its_first_byte)
 {
-    client_t c;
-
     REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
     make_image(20000u, 11);
     s_img[0] = 0x7F;
     host_sha256(s_img, s_img_len, s_img_sha);
-    connect_as(CONN);
-    REQUIRE(begin(CONN, 0) != NULL);
-    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
-    CHECK_EQ_INT(c.acked, 0);
-    CHECK(has_ack_status(7));
+    CHECK_EQ_INT(stream_until_refused(0, s_img, (uint32_t)s_img_len, 7), 0);
     CHECK_EQ_INT(fv2.write_calls, 0);
-    CHECK_EQ_INT(end_status(CONN), 7);
 }
 
 TEST(compressed_transfer_inflates_on_the_device)
@@ -818,13 +821,7 @@ TEST(a_corrupt_deflate_stream_is_an_inflate_error)
     for (size_t i = 200; i < 260; i++) {
         s_z[i] ^= 0xA5u;
     }
-    connect_as(CONN);
-    REQUIRE(begin(CONN, 1) != NULL);
-    stream_new_client(&c, s_z, (uint32_t)s_z_len, 0);
-    CHECK(c.acked < s_z_len);
-    CHECK(has_ack_status(10));
-    CHECK_EQ_INT(end_status(CONN), 10);
-    CHECK(!fake.boot_set);
+    (void)stream_until_refused(1, s_z, (uint32_t)s_z_len, 10);
     CHECK(!fv2.zs_running);
 
     /* a stream cut short: every byte arrived, but the deflate end never came */

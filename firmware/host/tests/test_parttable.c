@@ -14,26 +14,25 @@ TEST(firmware_partitions_csv_parses_to_the_two_slot_layout)
     host_ptable_t t;
     char err[200];
     REQUIRE(host_ptable_parse_csv(host_partitions_csv, &t, err, sizeof(err)) == 0);
-    REQUIRE_EQ_INT(t.count, 5);
-    CHECK_EQ_STR(t.p[0].label, "nvs");
-    CHECK_EQ_HEX(t.p[0].type, 0x01);
-    CHECK_EQ_HEX(t.p[0].subtype, 0x02);
-    CHECK_EQ_HEX(t.p[0].offset, 0x9000);
-    CHECK_EQ_HEX(t.p[0].size, 0x4000);
-    CHECK_EQ_STR(t.p[1].label, "otadata");
-    CHECK_EQ_HEX(t.p[1].subtype, 0x00);
-    CHECK_EQ_HEX(t.p[1].offset, 0xd000);
-    CHECK_EQ_HEX(t.p[1].size, 0x2000);
-    CHECK_EQ_STR(t.p[2].label, "phy_init");
-    CHECK_EQ_HEX(t.p[2].subtype, 0x01);
-    CHECK_EQ_STR(t.p[3].label, "ota_0");
-    CHECK_EQ_HEX(t.p[3].type, 0x00);
-    CHECK_EQ_HEX(t.p[3].subtype, 0x10);
-    CHECK_EQ_HEX(t.p[3].offset, 0x10000);
-    CHECK_EQ_HEX(t.p[3].size, 0x1F0000);
-    CHECK_EQ_STR(t.p[4].label, "ota_1");
-    CHECK_EQ_HEX(t.p[4].subtype, 0x11);
-    CHECK_EQ_HEX(t.p[4].offset, 0x200000);
+    static const struct {
+        const char *label;
+        uint8_t type, subtype;
+        uint32_t offset, size;
+    } want[] = {
+        {"nvs", 0x01, 0x02, 0x9000, 0x4000},
+        {"otadata", 0x01, 0x00, 0xd000, 0x2000},
+        {"phy_init", 0x01, 0x01, 0xf000, 0x1000},
+        {"ota_0", 0x00, 0x10, 0x10000, 0x1F0000},
+        {"ota_1", 0x00, 0x11, 0x200000, 0x1F0000},
+    };
+    REQUIRE_EQ_INT(t.count, sizeof(want) / sizeof(want[0]));
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        CHECK_EQ_STR(t.p[i].label, want[i].label);
+        CHECK_EQ_HEX(t.p[i].type, want[i].type);
+        CHECK_EQ_HEX(t.p[i].subtype, want[i].subtype);
+        CHECK_EQ_HEX(t.p[i].offset, want[i].offset);
+        CHECK_EQ_HEX(t.p[i].size, want[i].size);
+    }
     CHECK_EQ_INT(host_ptable_ota_count(&t), 2);
     /* both slots must fit a 4 MB flash */
     CHECK(t.p[4].offset + t.p[4].size <= 4u * 1024u * 1024u);
