@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -259,6 +260,36 @@ static inline uint8_t tfake_wait_notify(unsigned n)
     op = tfake.last_notify;
     pthread_mutex_unlock(&tfake.wake_lock);
     return op;
+}
+
+static atomic_bool tfake_writer_stopping;
+
+/* The writer task, as the IDF port runs it, on its own thread. */
+static void *tfake_writer_main(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&tfake_writer_stopping)) {
+        (void)ble_ota_writer_run_once(5);
+    }
+    /* Whatever is still queued belongs to the test's last steps. */
+    while (ble_ota_writer_run_once(0)) {
+    }
+    return NULL;
+}
+
+/* pthread_create's result. */
+static inline int tfake_writer_start(pthread_t *writer)
+{
+    atomic_store(&tfake_writer_stopping, false);
+    return pthread_create(writer, NULL, tfake_writer_main, NULL);
+}
+
+/* Stops the writer once the queue is empty; pthread_join's result. */
+static inline int tfake_writer_join(pthread_t writer)
+{
+    atomic_store(&tfake_writer_stopping, true);
+    tfake_wake(NULL);
+    return pthread_join(writer, NULL);
 }
 
 #endif /* FAKE_THREADED_PORT_H */

@@ -11,27 +11,13 @@
 #include "check.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 
 #include "ble_ota.h"
 #include "fake_threaded_port.h"
 
 #define CONN 7u
 
-static atomic_bool s_stop;
 static uint8_t s_image[600u * 1024u];
-
-static void *writer_main(void *arg)
-{
-    (void)arg;
-    while (!atomic_load(&s_stop)) {
-        (void)ble_ota_writer_run_once(5);
-    }
-    /* Whatever is still queued belongs to the test's last steps. */
-    while (ble_ota_writer_run_once(0)) {
-    }
-    return NULL;
-}
 
 static uint32_t lcg(uint32_t *state)
 {
@@ -56,8 +42,7 @@ TEST(two_threads_deliver_every_byte_in_order)
         s_image[i] = (uint8_t)lcg(&seed);
     }
     REQUIRE_EQ_INT(ble_ota_init(&tfake_port, NULL), BLE_OTA_OK);
-    atomic_store(&s_stop, false);
-    REQUIRE_EQ_INT(pthread_create(&writer, NULL, writer_main, NULL), 0);
+    REQUIRE_EQ_INT(tfake_writer_start(&writer), 0);
 
     ble_ota_on_connect(CONN, 517);
     REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_DATA, size_le, 2, true), 0);
@@ -87,9 +72,7 @@ TEST(two_threads_deliver_every_byte_in_order)
     REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_CONTROL, &op, 1, false), 0);
     CHECK_EQ_HEX(tfake_wait_notify(2), BLE_OTA_OP_DONE_ACK);
 
-    atomic_store(&s_stop, true);
-    tfake_wake(NULL);
-    REQUIRE_EQ_INT(pthread_join(writer, NULL), 0);
+    REQUIRE_EQ_INT(tfake_writer_join(writer), 0);
 
     CHECK_EQ_INT(tfake.slot_len, sizeof(s_image));
     CHECK_MEM_EQ(tfake.slot, s_image, sizeof(s_image));

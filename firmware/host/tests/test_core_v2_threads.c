@@ -11,7 +11,6 @@
 #include "check.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <openssl/evp.h>
 #include <zlib.h>
 
@@ -22,7 +21,6 @@
 #define PAYLOAD 510u
 #define IMAGE_LEN (700u * 1024u)
 
-static atomic_bool s_stop;
 static uint8_t s_image[IMAGE_LEN];
 static uint8_t s_mem[TFAKE_SLOT_SIZE]; /* writer thread only */
 static uint32_t s_erases;
@@ -154,17 +152,6 @@ static int v2_sha_finish(void *ctx, uint8_t out[BLE_OTA_SHA256_LEN])
     return EVP_DigestFinal_ex(s_sha, out, &n) == 1 ? BLE_OTA_OK : BLE_OTA_ERR_STATE;
 }
 
-static void *writer_main(void *arg)
-{
-    (void)arg;
-    while (!atomic_load(&s_stop)) {
-        (void)ble_ota_writer_run_once(5);
-    }
-    while (ble_ota_writer_run_once(0)) {
-    }
-    return NULL;
-}
-
 static void put_u32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)v;
@@ -211,8 +198,7 @@ TEST(a_windowed_client_never_overruns_a_slow_writer)
     s_port.sha256_finish = v2_sha_finish;
     REQUIRE_EQ_INT(ble_ota_init(&s_port, NULL), BLE_OTA_OK);
     REQUIRE_EQ_INT(ble_ota_v2_attach(&s_v2), BLE_OTA_OK);
-    atomic_store(&s_stop, false);
-    REQUIRE_EQ_INT(pthread_create(&writer, NULL, writer_main, NULL), 0);
+    REQUIRE_EQ_INT(tfake_writer_start(&writer), 0);
 
     ble_ota_on_connect(CONN, 517);
     begin[0] = 0x10;
@@ -263,9 +249,7 @@ TEST(a_windowed_client_never_overruns_a_slow_writer)
     CHECK_EQ_HEX(s_last_op, 0x93);
     CHECK_EQ_INT(s_last_status, 0);
 
-    atomic_store(&s_stop, true);
-    tfake_wake(NULL);
-    REQUIRE_EQ_INT(pthread_join(writer, NULL), 0);
+    REQUIRE_EQ_INT(tfake_writer_join(writer), 0);
 
     CHECK_MEM_EQ(s_mem, s_image, IMAGE_LEN);
     CHECK(tfake.restart);
