@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   encodeOpcode,
   encodePacketSize,
@@ -23,31 +23,14 @@ import {
 import {
   FakeBaselineDevice,
   type FakeBaselineDeviceOptions,
-  FakeDeviceRegistry,
   FakeTransport,
-  type FakeTransportOptions,
   HciReason,
 } from './fake-transport.ts';
+import { useBaselineRig } from './test-support.ts';
 import type { DisconnectInfo } from './transport.ts';
 
-let registry: FakeDeviceRegistry;
-
-beforeEach(() => {
-  registry = new FakeDeviceRegistry();
-});
-
-afterEach(() => {
-  vi.useRealTimers();
-});
-
-function setup(
-  deviceOptions: FakeBaselineDeviceOptions = {},
-  transportOptions: FakeTransportOptions = {},
-) {
-  const device = registry.add(new FakeBaselineDevice({ restartDelayMs: 1, ...deviceOptions }));
-  const transport = new FakeTransport(device.address, { registry, ...transportOptions });
-  return { device, transport };
-}
+const rig = useBaselineRig();
+const { setup } = rig;
 
 /** Did the promise settle within the current synchronous turn? */
 function settledSynchronously(promise: Promise<unknown>): boolean {
@@ -67,28 +50,28 @@ const bytes = (...values: number[]) => Uint8Array.from(values);
 
 describe('FakeDeviceRegistry', () => {
   it('lists devices like a scan and refuses duplicate addresses', () => {
-    registry.add(new FakeBaselineDevice({ address: 'AA:BB:CC:DD:EE:01' }));
-    registry.add(new FakeBaselineDevice({ address: 'aa:bb:cc:dd:ee:02', name: 'other' }));
-    expect(registry.list()).toEqual([
+    rig.registry.add(new FakeBaselineDevice({ address: 'AA:BB:CC:DD:EE:01' }));
+    rig.registry.add(new FakeBaselineDevice({ address: 'aa:bb:cc:dd:ee:02', name: 'other' }));
+    expect(rig.registry.list()).toEqual([
       { address: 'AA:BB:CC:DD:EE:01', name: 'esp32' },
       { address: 'aa:bb:cc:dd:ee:02', name: 'other' },
     ]);
-    expect(() => registry.add(new FakeBaselineDevice({ address: 'aa:bb:cc:dd:ee:01' }))).toThrow(
-      /already exists/,
-    );
-    registry.reset();
-    expect(registry.list()).toEqual([]);
+    expect(() =>
+      rig.registry.add(new FakeBaselineDevice({ address: 'aa:bb:cc:dd:ee:01' })),
+    ).toThrow(/already exists/);
+    rig.registry.reset();
+    expect(rig.registry.list()).toEqual([]);
   });
 
   it('makes connect fail for an address nobody registered', async () => {
-    const transport = new FakeTransport('00:00:00:00:00:00', { registry });
+    const transport = new FakeTransport('00:00:00:00:00:00', { registry: rig.registry });
     await expect(transport.connect()).rejects.toThrow(NotConnectedError);
     await expect(transport.connect()).rejects.toThrow(/no fake device at 00:00:00:00:00:00/);
   });
 
   it('lets one central at a time connect to a device', async () => {
     const { device, transport } = setup();
-    const second = new FakeTransport(device.address, { registry });
+    const second = new FakeTransport(device.address, { registry: rig.registry });
     await transport.connect();
     await expect(second.connect()).rejects.toThrow(/already connected to another central/);
     await transport.disconnect();

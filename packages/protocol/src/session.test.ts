@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   BASELINE_SERVICE_UUID,
   encodePacketSize,
@@ -14,14 +14,7 @@ import {
   TimeoutError,
   UnknownCharacteristicError,
 } from './errors.ts';
-import {
-  FakeBaselineDevice,
-  type FakeBaselineDeviceOptions,
-  FakeDeviceRegistry,
-  type FakePeripheral,
-  FakeTransport,
-  type FakeTransportOptions,
-} from './fake-transport.ts';
+import { type FakePeripheral, FakeTransport } from './fake-transport.ts';
 import type { ProgressSnapshot } from './progress.ts';
 import {
   BaselineUploader,
@@ -29,25 +22,10 @@ import {
   readDeviceInformation,
   uploadBaseline,
 } from './session.ts';
+import { hex, trafficLines, useBaselineRig } from './test-support.ts';
 
-let registry: FakeDeviceRegistry;
-
-beforeEach(() => {
-  registry = new FakeDeviceRegistry();
-});
-
-afterEach(() => {
-  vi.useRealTimers();
-});
-
-function setup(
-  deviceOptions: FakeBaselineDeviceOptions = {},
-  transportOptions: FakeTransportOptions = {},
-) {
-  const device = registry.add(new FakeBaselineDevice({ restartDelayMs: 1, ...deviceOptions }));
-  const transport = new FakeTransport(device.address, { registry, ...transportOptions });
-  return { device, transport };
-}
+const rig = useBaselineRig();
+const { setup } = rig;
 
 /** An image the fake's default esp_ota_end check accepts: 0xE9 magic, then a pattern. */
 function makeImage(length: number): Uint8Array {
@@ -57,8 +35,6 @@ function makeImage(length: number): Uint8Array {
   return image;
 }
 
-const hex = (data: Uint8Array) => Buffer.from(data).toString('hex');
-
 describe('uploadBaseline, the exchange', () => {
   it('sends exactly the baseline exchange, byte for byte', async () => {
     const { device, transport } = setup({ preferredMtu: 23 });
@@ -66,20 +42,7 @@ describe('uploadBaseline, the exchange', () => {
     const image = makeImage(50); // 20 + 20 + 10 at MTU 23
     const result = await uploadBaseline(transport, image);
 
-    const traffic = transport.recording
-      .filter((r) => r.kind !== 'connect')
-      .map((r) => {
-        switch (r.kind) {
-          case 'write':
-            return `write${r.withResponse ? '' : '-cmd'} ${r.characteristic} ${hex(r.data)}`;
-          case 'notification':
-            return `notify ${r.characteristic} ${hex(r.data)}`;
-          case 'disconnect':
-            return `disconnect ${r.initiator} ${r.reason}`;
-          default:
-            return `${r.kind} ${r.characteristic}`;
-        }
-      });
+    const traffic = trafficLines(transport);
     expect(traffic).toEqual([
       `subscribe ${OTA_CONTROL_UUID}`,
       `write ${OTA_DATA_UUID} 1400`,
@@ -324,8 +287,8 @@ describe('uploadBaseline, refusals', () => {
       onWrite: () => 0,
       onRead: () => 0x02,
     };
-    registry.add(plain);
-    const transport = new FakeTransport(plain.address, { registry });
+    rig.registry.add(plain);
+    const transport = new FakeTransport(plain.address, { registry: rig.registry });
     await transport.connect();
     const error = await uploadBaseline(transport, makeImage(10)).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(UnknownCharacteristicError);

@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { OTA_DATA_UUID } from '../baseline.ts';
 import { FakeBaselineDevice, FakeDeviceRegistry, FakeTransport } from '../fake-transport.ts';
 import * as pkg from '../index.ts';
+import { randomAppImage, sha256Hex } from '../test-support.ts';
 import { type AutoPhaseEvent, uploadAuto } from './auto.ts';
 import { V2_DATA_UUID } from './codec.ts';
 import { FakeV2Device } from './fake-device.ts';
@@ -18,20 +18,7 @@ afterEach(() => {
   for (const d of disposables.splice(0)) d.dispose();
 });
 
-function makeImage(length: number): Uint8Array {
-  const image = new Uint8Array(length);
-  let x = 99;
-  for (let i = 0; i < length; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    image[i] = x >>> 24;
-  }
-  image[0] = 0xe9;
-  image[12] = 0;
-  image[13] = 0;
-  return image;
-}
-
-const sha = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
+const makeImage = (length: number) => randomAppImage(length, 99);
 
 function v2Device(options: ConstructorParameters<typeof FakeV2Device>[0] = {}) {
   const device = registry.add(new FakeV2Device({ restartDelayMs: 1, ...options }));
@@ -58,7 +45,7 @@ describe('uploadAuto', () => {
     expect(outcome.choice).toBe('v2-offered');
     expect(phases[0]).toMatchObject({ protocol: 'discovery', phase: 'connect', state: 'start' });
     expect(phases.some((e) => e.protocol === 'v2' && e.phase === 'data')).toBe(true);
-    expect(sha(device.runningImage)).toBe(sha(image));
+    expect(sha256Hex(device.runningImage)).toBe(sha256Hex(image));
   });
 
   it('falls back to the baseline protocol on a baseline-only device', async () => {

@@ -1,33 +1,15 @@
-/**
- * Client-stack speed: uploadV2 through FakeTransport and FakeV2Device with no latency, so the
- * figure is what the TypeScript protocol code (and the fakes) cost per byte. Printed, not
- * asserted: a loaded CI machine must not fail a test over wall-clock time.
- */
-import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { FakeDeviceRegistry, FakeTransport } from '../fake-transport.ts';
+import { randomAppImage, sha256Hex } from '../test-support.ts';
 import { FakeV2Device } from './fake-device.ts';
 import { uploadV2 } from './uploader.ts';
-
-function randomImage(length: number): Uint8Array {
-  const image = new Uint8Array(length);
-  let x = 7;
-  for (let i = 0; i < length; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    image[i] = x >>> 24;
-  }
-  image[0] = 0xe9;
-  image[12] = 0;
-  image[13] = 0;
-  return image;
-}
 
 describe('client stack speed (no link latency)', () => {
   it.each([
     { mtu: 247, window: 16 * 1024 },
     { mtu: 517, window: 32 * 1024 },
   ])('moves a 4 MiB image at MTU $mtu and prints bytes/s', async ({ mtu, window }) => {
-    const image = randomImage(4 * 1024 * 1024);
+    const image = randomAppImage(4 * 1024 * 1024, 7);
     const registry = new FakeDeviceRegistry();
     const device = registry.add(
       new FakeV2Device({ restartDelayMs: 0, window, slotSize: 8 * 1024 * 1024 }),
@@ -42,7 +24,7 @@ describe('client stack speed (no link latency)', () => {
       `client stack: ${(image.length / 1e6).toFixed(1)} MB at MTU ${mtu} (frame ${result.frameSize} B, window ${window} B) in ${seconds.toFixed(3)} s = ${mbps.toFixed(1)} MB/s (data phase ${(result.bytesPerSecond / 1e6).toFixed(1)} MB/s)`,
     );
     expect(result.sentBytes).toBe(image.length);
-    expect(createHash('sha256').update(device.runningImage).digest('hex')).toBe(result.imageSha256);
+    expect(sha256Hex(device.runningImage)).toBe(result.imageSha256);
     device.dispose();
   });
 });

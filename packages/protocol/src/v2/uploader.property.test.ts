@@ -1,28 +1,9 @@
-/**
- * Random loss patterns, windows, ack steps and MTUs: the upload always ends with the device
- * holding exactly the image, and the client never has more than a window unacknowledged.
- */
-import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { FakeDeviceRegistry, FakeTransport } from '../fake-transport.ts';
+import { randomAppImage, sha256Hex } from '../test-support.ts';
 import { FakeV2Device } from './fake-device.ts';
 import { uploadV2 } from './uploader.ts';
-
-function image(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0;
-  for (let i = 0; i < length; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    out[i] = x >>> 24;
-  }
-  out[0] = 0xe9;
-  out[12] = 0;
-  out[13] = 0;
-  return out;
-}
-
-const sha = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
 
 describe('uploadV2 under random frame loss (property)', () => {
   it('delivers the exact image within the window', async () => {
@@ -58,7 +39,7 @@ describe('uploadV2 under random frame loss (property)', () => {
             }),
           );
           const transport = new FakeTransport(device.address, { registry, mtu: c.mtu });
-          const img = image(c.length, c.seed);
+          const img = randomAppImage(c.length, c.seed);
           try {
             const result = await uploadV2(transport, img, {
               compression: c.compression,
@@ -68,7 +49,7 @@ describe('uploadV2 under random frame loss (property)', () => {
               // stretch a window's acknowledgement past 50 x 5 ms.
               timeouts: { ackMs: 5, ackRetries: 2000 },
             });
-            expect(sha(device.runningImage)).toBe(sha(img));
+            expect(sha256Hex(device.runningImage)).toBe(sha256Hex(img));
             expect(device.windowViolations).toBe(0);
             expect(result.sentBytes).toBeGreaterThanOrEqual(result.streamSize);
           } finally {

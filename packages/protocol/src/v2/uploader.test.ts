@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { normalizeUuid } from '../baseline.ts';
 import { AbortError, TimeoutError } from '../errors.ts';
 import { FakeDeviceRegistry, FakeTransport, type FakeTransportOptions } from '../fake-transport.ts';
+import { hex, randomAppImage, sha256Hex, trafficLines } from '../test-support.ts';
 import {
   crc32,
   encodeBegin,
@@ -46,22 +47,14 @@ function makeImage(
   length: number,
   options: { chipId?: number; random?: boolean; seed?: number; mask?: number } = {},
 ) {
+  if (options.random) return randomAppImage(length, options.seed ?? 12345, options);
   const image = new Uint8Array(length);
-  let x = options.seed ?? 12345;
-  for (let i = 0; i < length; i++) {
-    if (options.random) {
-      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-      image[i] = (x >>> 24) & (options.mask ?? 0xff);
-    } else image[i] = (i * 31 + 7 + (i >> 10)) & 0xff;
-  }
+  for (let i = 0; i < length; i++) image[i] = (i * 31 + 7 + (i >> 10)) & 0xff;
   image[0] = 0xe9;
   image[12] = (options.chipId ?? 0) & 0xff;
   image[13] = (options.chipId ?? 0) >> 8;
   return image;
 }
-
-const hex = (data: Uint8Array) => Buffer.from(data).toString('hex');
-const sha = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
 
 function dataWrites(transport: FakeTransport) {
   return transport.writes().filter((w) => w.characteristic === V2_DATA_UUID);
@@ -74,20 +67,7 @@ describe('uploadV2, the exchange', () => {
     const image = makeImage(40);
     const result = await uploadV2(transport, image, { compression: 'never' });
 
-    const traffic = transport.recording
-      .filter((r) => r.kind !== 'connect')
-      .map((r) => {
-        switch (r.kind) {
-          case 'write':
-            return `write${r.withResponse ? '' : '-cmd'} ${r.characteristic} ${hex(r.data)}`;
-          case 'notification':
-            return `notify ${r.characteristic} ${hex(r.data)}`;
-          case 'disconnect':
-            return `disconnect ${r.initiator} ${r.reason}`;
-          default:
-            return `${r.kind} ${r.characteristic}`;
-        }
-      });
+    const traffic = trafficLines(transport);
     const begin = encodeBegin({
       deflate: false,
       restart: false,
@@ -197,7 +177,7 @@ describe('uploadV2, the exchange', () => {
     if (ackEvery === undefined) expect(device.maxUnacked).toBe(window);
     expect(result.frameSize).toBe(Math.min(512, mtu - 3));
     expect(dataWrites(transport).every((w) => w.data.length <= 512)).toBe(true);
-    expect(sha(device.runningImage)).toBe(sha(image));
+    expect(sha256Hex(device.runningImage)).toBe(sha256Hex(image));
   });
 
   it('keeps the window over a link with latency, where acks arrive a round trip late', async () => {
@@ -207,7 +187,7 @@ describe('uploadV2, the exchange', () => {
     const result = await uploadV2(transport, image);
     expect(device.windowViolations).toBe(0);
     expect(result.ackTimeouts).toBe(0);
-    expect(sha(device.runningImage)).toBe(sha(image));
+    expect(sha256Hex(device.runningImage)).toBe(sha256Hex(image));
   });
 
   it('keeps the window with a slow writer, where acks lag behind the frames', async () => {
@@ -216,7 +196,7 @@ describe('uploadV2, the exchange', () => {
     const image = makeImage(20_000, { random: true });
     await uploadV2(transport, image);
     expect(device.windowViolations).toBe(0);
-    expect(sha(device.runningImage)).toBe(sha(image));
+    expect(sha256Hex(device.runningImage)).toBe(sha256Hex(image));
   });
 });
 
@@ -237,7 +217,7 @@ describe('gaps and lost frames', () => {
       device.acks.filter((a) => a.status === V2Status.BAD_REQUEST).map((a) => a.committed),
     ).toEqual(expect.arrayContaining([240 * 3, 240 * 40]));
     expect(device.windowViolations).toBe(0);
-    expect(sha(device.runningImage)).toBe(sha(image));
+    expect(sha256Hex(device.runningImage)).toBe(sha256Hex(image));
   });
 
   it('recovers a frame lost at the end of the stream, which no later frame reveals', async () => {
@@ -254,7 +234,7 @@ describe('gaps and lost frames', () => {
       timeouts: { ackMs: 30 },
     });
     expect(result.ackTimeouts).toBe(1);
-    expect(sha(device.runningImage)).toBe(sha(image));
+    expect(sha256Hex(device.runningImage)).toBe(sha256Hex(image));
   });
 
   it('recovers a frame lost at the end of a window', async () => {
@@ -270,7 +250,7 @@ describe('gaps and lost frames', () => {
       timeouts: { ackMs: 30 },
     });
     expect(result.ackTimeouts).toBe(1);
-    expect(sha(device.runningImage)).toBe(sha(image));
+    expect(sha256Hex(device.runningImage)).toBe(sha256Hex(image));
   });
 });
 
@@ -315,8 +295,8 @@ describe('resume', () => {
       expect(second.sentBytes).toBe(second.streamSize - held);
       expect(second.sentBytes).toBeLessThan(second.streamSize);
       expect(second.sessionRestarted).toBe(false);
-      expect(sha(device.runningImage)).toBe(sha(image));
-      expect(second.imageSha256).toBe(sha(image));
+      expect(sha256Hex(device.runningImage)).toBe(sha256Hex(image));
+      expect(second.imageSha256).toBe(sha256Hex(image));
     },
   );
 
@@ -338,7 +318,7 @@ describe('resume', () => {
       .writes()
       .filter((w) => w.characteristic === V2_CONTROL_UUID && w.data[0] === 0x10);
     expect(begins.map((b) => b.data[1])).toEqual([0, 0, 2]);
-    expect(sha(device.runningImage)).toBe(sha(image));
+    expect(sha256Hex(device.runningImage)).toBe(sha256Hex(image));
   });
 
   it('V2Uploader resumes by itself across a reconnect driven by the caller', async () => {
@@ -355,7 +335,7 @@ describe('resume', () => {
     expect(result?.resumedFrom).toBeGreaterThanOrEqual(8192);
     expect(result?.sentBytes).toBe(image.length - (result?.resumedFrom ?? 0));
     expect(device.dataBytesReceived).toBeLessThan(2 * image.length);
-    expect(sha(device.runningImage)).toBe(sha(image));
+    expect(sha256Hex(device.runningImage)).toBe(sha256Hex(image));
   });
 });
 
@@ -379,7 +359,7 @@ describe('edge cases', () => {
     await transport.connect();
     const result = await uploadV2(transport, image);
     expect(result).toMatchObject({ outcome: 'installed', resumedFrom: image.length, sentBytes: 0 });
-    expect(sha(device.runningImage)).toBe(sha(image));
+    expect(sha256Hex(device.runningImage)).toBe(sha256Hex(image));
   });
 
   it('reports noise on v2 Control and carries on', async () => {
@@ -401,7 +381,7 @@ describe('edge cases', () => {
     expect(noise).toHaveLength(2);
     expect(noise[0]).toMatch(/not a v2 answer/);
     expect(noise[1]).toMatch(/END_RSP is 2 bytes/);
-    expect(sha(device.runningImage)).toBe(sha(image));
+    expect(sha256Hex(device.runningImage)).toBe(sha256Hex(image));
   });
 });
 
@@ -536,7 +516,7 @@ describe('compression', () => {
     const begin = transport.writes().find((w) => w.data[0] === 0x10)?.data as Uint8Array;
     expect(begin[1]).toBe(1);
     expect(result.imageBytesPerSecond).toBeGreaterThan(result.bytesPerSecond);
-    expect(sha(device.runningImage)).toBe(sha(image));
+    expect(sha256Hex(device.runningImage)).toBe(sha256Hex(image));
   });
 
   it("'auto' leaves an incompressible image as it is; 'always' deflates it anyway", async () => {
@@ -549,7 +529,7 @@ describe('compression', () => {
     const b = setup({ address: 'fa:ke:00:00:02:0b' });
     const forced = await uploadV2(b.transport, image, { compression: 'always' });
     expect(forced.compression.used).toBe(true);
-    expect(sha(b.device.runningImage)).toBe(sha(image));
+    expect(sha256Hex(b.device.runningImage)).toBe(sha256Hex(image));
   });
 
   it('is not used when the device cannot inflate', async () => {
@@ -577,7 +557,7 @@ describe('abort and timeouts', () => {
     expect(device.hasSession).toBe(true);
     const resumed = await uploadV2(transport, image);
     expect(resumed.resumedFrom).toBeGreaterThanOrEqual(20_000);
-    expect(sha(device.runningImage)).toBe(sha(image));
+    expect(sha256Hex(device.runningImage)).toBe(sha256Hex(image));
   });
 
   it('rejects at once when the signal is already aborted', async () => {
