@@ -44,7 +44,7 @@ import type {
   OperationOptions,
   Transport,
 } from './transport.ts';
-import { UploadGuard } from './upload-guard.ts';
+import { UploadGuard, uploadOnce } from './upload-guard.ts';
 
 export type BaselinePhase =
   | 'connect'
@@ -170,11 +170,8 @@ export class BaselineUploader extends TypedEmitter<BaselineUploaderEvents> {
   }
 
   async upload(image: Uint8Array, options: OperationOptions = {}): Promise<BaselineUploadResult> {
-    return this.#guard.run(this.#options.signal, options.signal, (signal) =>
-      new UploadRun(this.#transport, image, {
-        ...this.#options,
-        ...(signal === undefined ? {} : { signal }),
-      }).execute({
+    return this.#guard.run(this.#options, options.signal, (runOptions) =>
+      new UploadRun(this.#transport, image, runOptions).execute({
         progress: (s) => this.emit('progress', s),
         phase: (e) => this.emit('phase', e),
         unexpected: (v) => this.emit('unexpectedNotification', v),
@@ -195,10 +192,7 @@ export function uploadBaseline(
   options: UploadBaselineOptions = {},
 ): Promise<BaselineUploadResult> {
   const { onProgress, onPhase, ...rest } = options;
-  const uploader = new BaselineUploader(transport, rest);
-  if (onProgress) uploader.on('progress', onProgress);
-  if (onPhase) uploader.on('phase', onPhase);
-  return uploader.upload(image);
+  return uploadOnce(new BaselineUploader(transport, rest), image, { onProgress, onPhase });
 }
 
 interface Sinks {

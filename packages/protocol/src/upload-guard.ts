@@ -35,21 +35,46 @@ export function anySignal(
 export class UploadGuard {
   #busy = false;
 
-  async run<T>(
-    uploaderSignal: AbortSignal | undefined,
+  /**
+   * Run `body` with the uploader's options, their signal replaced by the uploader's and the
+   * call's combined.
+   */
+  async run<O extends { signal?: AbortSignal }, T>(
+    options: O,
     callSignal: AbortSignal | undefined,
-    body: (signal: AbortSignal | undefined) => Promise<T>,
+    body: (options: O) => Promise<T>,
   ): Promise<T> {
     if (this.#busy) {
       throw new BadArgumentError('an upload is already running on this uploader; await it first');
     }
     this.#busy = true;
-    const signal = anySignal(uploaderSignal, callSignal);
+    const signal = anySignal(options.signal, callSignal);
     try {
-      return await body(signal.signal);
+      return await body({
+        ...options,
+        ...(signal.signal === undefined ? {} : { signal: signal.signal }),
+      });
     } finally {
       signal.dispose();
       this.#busy = false;
     }
   }
+}
+
+/** What the one-call forms use of an uploader. */
+interface ListenableUploader<P, E, R> {
+  on(event: 'progress', listener: (snapshot: P) => void): void;
+  on(event: 'phase', listener: (event: E) => void): void;
+  upload(image: Uint8Array): Promise<R>;
+}
+
+/** The one-call form of an uploader: the listeners the options name, then one upload. */
+export function uploadOnce<P, E, R>(
+  uploader: ListenableUploader<P, E, R>,
+  image: Uint8Array,
+  listeners: { onProgress?: (snapshot: P) => void; onPhase?: (event: E) => void },
+): Promise<R> {
+  if (listeners.onProgress) uploader.on('progress', listeners.onProgress);
+  if (listeners.onPhase) uploader.on('phase', listeners.onPhase);
+  return uploader.upload(image);
 }

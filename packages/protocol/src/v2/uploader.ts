@@ -34,7 +34,7 @@ import type {
   OperationOptions,
   Transport,
 } from '../transport.ts';
-import { UploadGuard } from '../upload-guard.ts';
+import { UploadGuard, uploadOnce } from '../upload-guard.ts';
 import {
   BEGIN_LENGTH,
   crc32,
@@ -218,11 +218,8 @@ export class V2Uploader extends TypedEmitter<V2UploaderEvents> {
   }
 
   async upload(image: Uint8Array, options: OperationOptions = {}): Promise<V2UploadResult> {
-    return this.#guard.run(this.#options.signal, options.signal, (signal) =>
-      new Run(this.#transport, image, {
-        ...this.#options,
-        ...(signal === undefined ? {} : { signal }),
-      }).execute({
+    return this.#guard.run(this.#options, options.signal, (runOptions) =>
+      new Run(this.#transport, image, runOptions).execute({
         progress: (s) => this.emit('progress', s),
         phase: (e) => this.emit('phase', e),
         unexpected: (d, r) => this.emit('unexpectedNotification', d, r),
@@ -243,10 +240,7 @@ export function uploadV2(
   options: UploadV2Options = {},
 ): Promise<V2UploadResult> {
   const { onProgress, onPhase, ...rest } = options;
-  const uploader = new V2Uploader(transport, rest);
-  if (onProgress) uploader.on('progress', onProgress);
-  if (onPhase) uploader.on('phase', onPhase);
-  return uploader.upload(image);
+  return uploadOnce(new V2Uploader(transport, rest), image, { onProgress, onPhase });
 }
 
 /** The chip id BEGIN carries: esp_image_header_t.chip_id, bytes 12-13 of an app image. */
