@@ -393,6 +393,26 @@ async function verifyVersion(
   }
 }
 
+/** Which clock an upload's durations are on: the link model's with --sim on a modeled link. */
+function clockFields(model: string | undefined) {
+  return model === undefined
+    ? { clock: 'wall' as const }
+    : { clock: 'modeled' as const, linkModel: model };
+}
+
+/** "3.85 s (182.5 kB/s)", or with a link model also the real time it took here. */
+function tookText(
+  transferMs: number,
+  bytesPerSecond: number,
+  wallMs: number,
+  model: string | undefined,
+): string {
+  const rate = `${(bytesPerSecond / 1000).toFixed(1)} kB/s`;
+  return model === undefined
+    ? `${formatMs(transferMs)} (${rate})`
+    : `${formatMs(transferMs)} modeled on ${model} (${rate}), ${formatMs(wallMs)} real time`;
+}
+
 /** Human lines or JSON events, one per line. */
 class Reporter {
   readonly #io: CliIo;
@@ -507,8 +527,7 @@ class Reporter {
         frameSize: result.frameSize,
         window: result.window,
         mtu: result.mtu,
-        clock: model === undefined ? 'wall' : 'modeled',
-        ...(model === undefined ? {} : { linkModel: model }),
+        ...clockFields(model),
         durationMs: result.durationMs,
         transferMs: result.transferMs,
         bytesPerSecond: result.imageBytesPerSecond,
@@ -525,11 +544,7 @@ class Reporter {
       );
       return;
     }
-    const rate = `${(result.imageBytesPerSecond / 1000).toFixed(1)} kB/s`;
-    const took =
-      model === undefined
-        ? `${formatMs(result.transferMs)} (${rate})`
-        : `${formatMs(result.transferMs)} modeled on ${model} (${rate}), ${formatMs(wallMs)} real time`;
+    const took = tookText(result.transferMs, result.imageBytesPerSecond, wallMs, model);
     const uncompressed = {
       disabled: 'uncompressed as asked',
       'device-unsupported': 'uncompressed: the device does not inflate',
@@ -566,8 +581,7 @@ class Reporter {
         packets: result.packets,
         packetSize: result.packetSize,
         mtu: result.mtu,
-        clock: model === undefined ? 'wall' : 'modeled',
-        ...(model === undefined ? {} : { linkModel: model }),
+        ...clockFields(model),
         durationMs: result.durationMs,
         transferMs: result.transferMs,
         bytesPerSecond: result.bytesPerSecond,
@@ -576,11 +590,7 @@ class Reporter {
       });
       return;
     }
-    const rate = `${(result.bytesPerSecond / 1000).toFixed(1)} kB/s`;
-    const took =
-      model === undefined
-        ? `${formatMs(result.transferMs)} (${rate})`
-        : `${formatMs(result.transferMs)} modeled on ${model} (${rate}), ${formatMs(wallMs)} real time`;
+    const took = tookText(result.transferMs, result.bytesPerSecond, wallMs, model);
     line(
       this.#io.stdout,
       `uploaded ${result.bytes} bytes in ${result.packets} packets of ${result.packetSize} bytes: ${took}${result.restart.observed ? '; device restarted' : ''}`,
