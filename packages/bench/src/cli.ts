@@ -59,9 +59,6 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
-  // Every noble instance (one per rig and per client-stack run) adds its exit and SIGINT
-  // handlers to the process; a dozen of them is expected here, not a leak.
-  process.setMaxListeners(64);
   const started = performance.now();
   // The client stack first, on a quiet machine: it is the one wall-clock figure.
   log('client stack, zero-latency link');

@@ -23,6 +23,7 @@ import {
   type LinkProfile,
   ModeledAirScheduler,
   profileCeilingKBps,
+  releaseNoble,
   startVirtualRig,
   type VirtualBoard,
   VirtualRadio,
@@ -295,5 +296,6 @@ async function clientStackOnce(size: number, version: string): Promise<number | 
   } finally {
     await transport?.close().catch(() => {});
     device.dispose();
+    releaseNoble(noble);
   }
 }

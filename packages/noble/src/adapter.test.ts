@@ -1,9 +1,11 @@
 import type { VirtualHciSocket } from '@esp-ble-ota/sim';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { waitForPoweredOn } from './adapter.ts';
 import { BluetoothUnavailableError } from './errors.ts';
 import type { Noble } from './noble-types.ts';
-import { setupVirtual } from './test/virtual-radio.ts';
+import { releaseVirtualNobles, setupVirtual } from './test/virtual-radio.ts';
+
+afterEach(() => releaseVirtualNobles());
 
 /** The virtual adapter under a noble instance, to switch it off as `hciconfig hci0 down` does. */
 function adapter(noble: Noble): VirtualHciSocket {

@@ -5,10 +5,12 @@ import {
   type ModeledAirScheduler,
   streamCeilingKBps,
 } from '@esp-ble-ota/sim';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { openTransport } from './open.ts';
-import { Chr, setupVirtual } from './test/virtual-radio.ts';
+import { Chr, releaseVirtualNobles, setupVirtual } from './test/virtual-radio.ts';
 import type { NobleTransport } from './transport.ts';
+
+afterEach(() => releaseVirtualNobles());
 
 // The modeled link (LINK-MODEL.md's Linux/noble central and a classic ESP32): the central's
 // controller returns ACL credits only as PDUs go on air, so pacing meets real back-pressure.

@@ -15,12 +15,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { DeviceNotFoundError } from './errors.ts';
 import { openTransport } from './open.ts';
 import { advertisesOta, findDevice, scan } from './scan.ts';
-import { Chr, setupVirtual } from './test/virtual-radio.ts';
+import { Chr, releaseVirtualNobles, setupVirtual } from './test/virtual-radio.ts';
 import { NobleTransport } from './transport.ts';
 
 const open: NobleTransport[] = [];
 afterEach(async () => {
   for (const t of open.splice(0)) await t.close();
+  releaseVirtualNobles();
 });
 
 async function until(condition: () => boolean, timeoutMs = 2000): Promise<void> {

@@ -14,7 +14,13 @@ import {
   SimulatedDevice,
 } from './device/simulated-device.ts';
 import type { Fault } from './hci/faults.ts';
-import { createNoble, installVirtualHci, loadNoble, type Noble } from './hci/install.ts';
+import {
+  createNoble,
+  installVirtualHci,
+  loadNoble,
+  type Noble,
+  releaseNoble,
+} from './hci/install.ts';
 import { VirtualRadio } from './hci/radio.ts';
 import { FLASH_SLOW, FLASH_TYPICAL, type FlashTiming, flashOpStallUs } from './link/flash.ts';
 import { ImmediateAirScheduler } from './link/immediate-scheduler.ts';
@@ -545,6 +551,7 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
     },
     async close() {
       await Promise.all(boards.map((b) => b.close()));
+      releaseNoble(noble);
       if (ownDir) await rm(workDir, { recursive: true, force: true });
     },
   };

@@ -19,6 +19,7 @@ import {
   installVirtualHci,
   type PeripheralApp,
   type ReadResult,
+  releaseNoble,
   type VirtualPeripheral,
   VirtualRadio,
 } from '@esp-ble-ota/sim';
@@ -146,5 +147,13 @@ export function setupVirtual(options: {
   });
   app.peripheral = peripheral;
   const noble = createNoble() as unknown as Noble;
+  made.push(noble);
   return { radio, noble, app, peripheral };
+}
+
+const made: Noble[] = [];
+
+/** Takes the process handlers of every noble made by {@link setupVirtual} off again (afterEach). */
+export function releaseVirtualNobles(): void {
+  for (const noble of made.splice(0)) releaseNoble(noble as never);
 }

@@ -7,6 +7,12 @@ export {
   VirtualController,
 } from './controller.ts';
 export type { AttPduMatch, Fault, FaultKind, FaultRecord } from './faults.ts';
-export { createNoble, installVirtualHci, loadNoble, type Noble } from './install.ts';
+export {
+  createNoble,
+  installVirtualHci,
+  loadNoble,
+  type Noble,
+  releaseNoble,
+} from './install.ts';
 export { type RadioFaultRecord, VirtualRadio, type VirtualRadioOptions } from './radio.ts';
 export { VirtualHciSocket } from './socket.ts';

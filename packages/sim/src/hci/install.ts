@@ -85,8 +85,48 @@ export function createNoble(options: { extended?: boolean } = {}): Noble {
   const withBindings = require('@abandonware/noble/with-bindings') as (bindings: unknown) => Noble;
   const HciBindings = require('@abandonware/noble/lib/hci-socket/bindings') as new (
     options: object,
-  ) => unknown;
-  return withBindings(new HciBindings(options));
+  ) => { init(...args: unknown[]): unknown };
+  const bindings = new HciBindings(options);
+  // noble's bindings add a 'SIGINT' and an 'exit' handler to the process when they start and
+  // never take them off; a process that makes one noble per rig (tests, the bench) would pile
+  // them up. Note which handlers this instance added, for releaseNoble().
+  const added: Array<[event: string, listener: (...args: unknown[]) => void]> = [];
+  const emitter = process as NodeJS.EventEmitter;
+  const init = bindings.init;
+  bindings.init = function (this: unknown, ...args: unknown[]) {
+    const before = new Map(
+      NOBLE_PROCESS_EVENTS.map((event) => [event, new Set(emitter.listeners(event))]),
+    );
+    try {
+      return init.apply(this, args);
+    } finally {
+      for (const event of NOBLE_PROCESS_EVENTS) {
+        for (const listener of emitter.listeners(event)) {
+          if (!before.get(event)?.has(listener)) {
+            added.push([event, listener as (...args: unknown[]) => void]);
+          }
+        }
+      }
+    }
+  };
+  const noble = withBindings(bindings);
+  releases.set(noble, () => {
+    for (const [event, listener] of added.splice(0)) emitter.removeListener(event, listener);
+  });
+  return noble;
+}
+
+const releases = new WeakMap<object, () => void>();
+/** The process events noble's hci-socket bindings listen to (bindings.js init()). */
+const NOBLE_PROCESS_EVENTS = ['SIGINT', 'exit'];
+
+/**
+ * Takes the process handlers that a {@link createNoble} instance added (noble's own 'SIGINT'
+ * and 'exit' cleanup) off the process again, once whoever made it is done with it. A no-op for
+ * the singleton and for an instance released before.
+ */
+export function releaseNoble(noble: Noble): void {
+  releases.get(noble)?.();
 }
 
 function assertInstalled(): void {

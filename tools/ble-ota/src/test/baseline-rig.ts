@@ -19,6 +19,7 @@ import {
   installVirtualHci,
   type PeripheralApp,
   type ReadResult,
+  releaseNoble,
   type VirtualPeripheral,
   VirtualRadio,
 } from '@esp-ble-ota/sim';
@@ -197,6 +198,7 @@ export function startBaselineRig(behaviour: BaselineBehaviour = {}): BaselineRig
     boards: [{ name: 'esp32', address, serialPath: '' }],
     close: async () => {
       r.removePeripheral(peripheral);
+      releaseNoble(noble as never);
     },
   };
 }
