@@ -114,9 +114,11 @@ static void prv_fill_slot_info(const esp_partition_t *part, ble_ota_slot_info_t 
 
 /* --- Flash slot (writer task) ------------------------------------------ */
 
-static int prv_slot_begin(void *ctx, uint32_t image_size, ble_ota_slot_info_t *target)
+/* Picks the update slot, checks that image_size fits (BLE_OTA_IMAGE_SIZE_UNKNOWN
+ * always does) and opens it with esp_ota_begin(slot, begin_size): what that
+ * erases up front depends on begin_size (see the callers). */
+static int prv_open_slot(idf_port_t *p, uint32_t image_size, size_t begin_size, ble_ota_slot_info_t *target)
 {
-    idf_port_t *p = ctx;
     esp_err_t err;
 
     p->finished = NULL;
@@ -130,9 +132,7 @@ static int prv_slot_begin(void *ctx, uint32_t image_size, ble_ota_slot_info_t *t
                  p->target->label, (unsigned long)p->target->size);
         return BLE_OTA_ERR_TOO_LARGE;
     }
-    /* Sequential writes erase sector by sector as data arrives, instead of
-     * erasing the whole slot up front (seconds of blocking). */
-    err = esp_ota_begin(p->target, OTA_WITH_SEQUENTIAL_WRITES, &p->handle);
+    err = esp_ota_begin(p->target, begin_size, &p->handle);
     if (err != ESP_OK) {
         ESP_LOGE(TAG, "esp_ota_begin on %s failed: %s", p->target->label, esp_err_to_name(err));
         switch (err) {
@@ -150,6 +150,13 @@ static int prv_slot_begin(void *ctx, uint32_t image_size, ble_ota_slot_info_t *t
     p->slot_open = true;
     prv_fill_slot_info(p->target, target);
     return BLE_OTA_OK;
+}
+
+static int prv_slot_begin(void *ctx, uint32_t image_size, ble_ota_slot_info_t *target)
+{
+    /* Sequential writes erase sector by sector as data arrives, instead of
+     * erasing the whole slot up front (seconds of blocking). */
+    return prv_open_slot(ctx, image_size, OTA_WITH_SEQUENTIAL_WRITES, target);
 }
 
 static int prv_slot_write(void *ctx, const uint8_t *data, size_t len)
@@ -508,44 +515,23 @@ static uint32_t prv_slot_size(void *ctx)
  * esp_ota_write erasing each sector as the data reaches it. */
 static int prv_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *target, uint32_t *erased)
 {
-    idf_port_t *p = ctx;
-    uint32_t first;
-    esp_err_t err;
+    uint32_t first = image_size < BLE_OTA_FIRST_ERASE ? image_size : BLE_OTA_FIRST_ERASE;
+    int rc;
 
-    p->finished = NULL;
-    p->target = esp_ota_get_next_update_partition(NULL);
-    if (p->target == NULL) {
-        ESP_LOGE(TAG, "no OTA update partition: the partition table needs ota_0 and ota_1");
-        return BLE_OTA_ERR_NO_SLOT;
-    }
-    if (image_size > p->target->size) {
-        ESP_LOGE(TAG, "image of %lu bytes does not fit %s (%lu bytes)", (unsigned long)image_size,
-                 p->target->label, (unsigned long)p->target->size);
-        return BLE_OTA_ERR_TOO_LARGE;
-    }
     if (image_size == 0u) {
         /* esp_ota_begin reads a size of 0 as "unknown" and erases the whole slot (seconds, cache off). */
-        ESP_LOGE(TAG, "refusing to open %s for an empty image", p->target->label);
+        ESP_LOGE(TAG, "refusing to open the update slot for an empty image");
         return BLE_OTA_ERR_INVALID_ARG;
     }
-    first = image_size < BLE_OTA_FIRST_ERASE ? image_size : BLE_OTA_FIRST_ERASE;
-    err = esp_ota_begin(p->target, first, &p->handle);
-    if (err != ESP_OK) {
-        ESP_LOGE(TAG, "esp_ota_begin on %s failed: %s", p->target->label, esp_err_to_name(err));
-        switch (err) {
-        case ESP_ERR_OTA_ROLLBACK_INVALID_STATE:
-            return BLE_OTA_ERR_STATE;
-        case ESP_ERR_NO_MEM:
-            return BLE_OTA_ERR_NO_MEM;
-        case ESP_ERR_OTA_PARTITION_CONFLICT:
-        case ESP_ERR_NOT_FOUND:
-            return BLE_OTA_ERR_NO_SLOT;
-        default:
-            return BLE_OTA_ERR_FLASH;
-        }
+    if (image_size == BLE_OTA_IMAGE_SIZE_UNKNOWN) {
+        /* prv_open_slot lets "unknown" through for the baseline; v2 always knows the size. */
+        ESP_LOGE(TAG, "image of %lu bytes does not fit any update slot", (unsigned long)image_size);
+        return BLE_OTA_ERR_TOO_LARGE;
     }
-    p->slot_open = true;
-    prv_fill_slot_info(p->target, target);
+    rc = prv_open_slot(ctx, image_size, first, target);
+    if (rc != BLE_OTA_OK) {
+        return rc;
+    }
     /* esp_ota_begin (v5.1 to v5.3) rounds the size up to SPI_FLASH_SEC_SIZE. */
     *erased = (first + SPI_FLASH_SEC_SIZE - 1u) & ~(uint32_t)(SPI_FLASH_SEC_SIZE - 1u);
     return BLE_OTA_OK;
