@@ -41,16 +41,20 @@ export interface GattCharacteristicDef {
   properties: GattProperty[];
 }
 
-const PROPERTY_NAMES = [
-  'broadcast',
-  'read',
-  'writeWithoutResponse',
-  'write',
-  'notify',
-  'indicate',
-  'authenticatedSignedWrites',
-  'extendedProperties',
-] as const satisfies readonly GattProperty[];
+/** Bit values of the characteristic declaration's properties octet (Core Vol 3 Part G 3.3.1.1). */
+export const PROPERTY_BITS: Record<GattProperty, number> = {
+  broadcast: 0x01,
+  read: 0x02,
+  writeWithoutResponse: 0x04,
+  write: 0x08,
+  notify: 0x10,
+  indicate: 0x20,
+  authenticatedSignedWrites: 0x40,
+  extendedProperties: 0x80,
+};
+
+/** The property names `--gatt-json` may use: those with a bit in the declaration. */
+const PROPERTY_NAMES = Object.keys(PROPERTY_BITS) as [GattProperty, ...GattProperty[]];
 
 const gattLayoutSchema = z.object({
   services: z.array(
@@ -97,18 +101,6 @@ export function parseGattLayout(json: string, source: string): GattLayout {
   const { services, controller } = parsed.data;
   return controller ? { services, controller } : { services };
 }
-
-/** Bit values of the characteristic declaration's properties octet (Core Vol 3 Part G 3.3.1.1). */
-export const PROPERTY_BITS: Record<GattProperty, number> = {
-  broadcast: 0x01,
-  read: 0x02,
-  writeWithoutResponse: 0x04,
-  write: 0x08,
-  notify: 0x10,
-  indicate: 0x20,
-  authenticatedSignedWrites: 0x40,
-  extendedProperties: 0x80,
-};
 
 export const UUID_PRIMARY_SERVICE = 0x2800;
 export const UUID_SECONDARY_SERVICE = 0x2801;

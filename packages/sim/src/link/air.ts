@@ -107,3 +107,12 @@ export function assertConnInterval(ms: number): void {
     );
   }
 }
+
+/** Rejects a link-layer PDU that the link's data length cannot carry (the AirScheduler.send rule). */
+export function assertPduFits(payloadBytes: number, dataLength: number): void {
+  if (!Number.isInteger(payloadBytes) || payloadBytes < 0 || payloadBytes > dataLength) {
+    throw new RangeError(
+      `PDU of ${payloadBytes} bytes does not fit the link's data length ${dataLength}; fragment it first`,
+    );
+  }
+}

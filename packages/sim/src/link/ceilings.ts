@@ -3,6 +3,7 @@
  * arithmetic over the air-time formulas and the controller's end-of-event rule, no scheduler.
  * kB = 1000 bytes, attribute value bytes only, one direction, as in the LINK-MODEL.md table.
  */
+import { ATT_MTU_MIN } from '@esp-ble-ota/protocol';
 import {
   attFragments,
   attValueBytes,
@@ -15,9 +16,6 @@ import { flashCeilingKBps } from './flash.ts';
 import { DEFAULT_MODEL_OPTIONS, type ModelOptions } from './modeled-scheduler.ts';
 import type { LinkProfile } from './profiles.ts';
 import type { LinkParams } from './types.ts';
-
-/** The smallest ATT MTU (Core Vol 3 Part F 3.2.8). */
-const ATT_MTU_MIN = 23;
 
 export type TransferMode = 'stream' | 'write-request';
 

@@ -1,4 +1,4 @@
-import { DATA_LENGTH_MAX } from './air.ts';
+import { assertPduFits, DATA_LENGTH_MAX } from './air.ts';
 import type { AirScheduler, Direction, LinkParams } from './types.ts';
 
 export const DEFAULT_LINK_PARAMS: LinkParams = {
@@ -43,15 +43,7 @@ export class ImmediateAirScheduler implements AirScheduler {
     onDelivered: () => void,
     onAcked?: () => void,
   ): void {
-    if (
-      !Number.isInteger(payloadBytes) ||
-      payloadBytes < 0 ||
-      payloadBytes > this.current.dataLength
-    ) {
-      throw new RangeError(
-        `PDU of ${payloadBytes} bytes does not fit the link's data length ${this.current.dataLength}; fragment it first`,
-      );
-    }
+    assertPduFits(payloadBytes, this.current.dataLength);
     this.sent[direction] += 1;
     this.queue.push({ onDelivered, onAcked });
     this.kick();

@@ -1,4 +1,4 @@
-import { assertConnInterval, DATA_LENGTH_MAX, pduAirUs, T_IFS_US } from './air.ts';
+import { assertConnInterval, assertPduFits, DATA_LENGTH_MAX, pduAirUs, T_IFS_US } from './air.ts';
 import type { AirScheduler, Direction, LinkParams } from './types.ts';
 
 /** Controller behaviour that the link parameters do not capture. */
@@ -239,15 +239,7 @@ export class ModeledAirScheduler implements AirScheduler {
     onDelivered: () => void,
     onAcked?: () => void,
   ): void {
-    if (
-      !Number.isInteger(payloadBytes) ||
-      payloadBytes < 0 ||
-      payloadBytes > this.current.dataLength
-    ) {
-      throw new RangeError(
-        `PDU of ${payloadBytes} bytes does not fit the link's data length ${this.current.dataLength}; fragment it first`,
-      );
-    }
+    assertPduFits(payloadBytes, this.current.dataLength);
     // A busy peripheral host produces nothing until its stall is over.
     const readyUs = direction === 'p2c' ? Math.max(this.now, this.stalledUntilUs) : this.now;
     this.tx[direction].push({ bytes: payloadBytes, readyUs, onDelivered, onAcked });
