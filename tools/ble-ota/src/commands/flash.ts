@@ -238,7 +238,7 @@ export async function flashCommand(
           out.resuming(error, resumes, resumeAttempts);
           await active.close().catch(() => {});
           active = await timed('reconnect', () =>
-            reconnect(radio.noble, device, options, io.signal),
+            connectAgain(radio.noble, device, options.timeout, io.signal),
           );
           transport = active;
         }
@@ -336,20 +336,32 @@ function explainUploadError(error: unknown, options: FlashOptions): unknown {
   return error;
 }
 
-/** After a lost link: find the device again and connect, for v2 to resume where it stopped. */
-async function reconnect(
+/**
+ * Find the device again by its address and connect: after a lost link (v2 resumes where it
+ * stopped) and after the restart (to verify). `notFound` turns a failed scan into the caller's
+ * error; a failed connect closes the transport before it rethrows.
+ */
+async function connectAgain(
   noble: Parameters<typeof findDevice>[0],
   device: ScannedDevice,
-  options: FlashOptions,
+  timeoutMs: number,
   signal: AbortSignal | undefined,
+  notFound: (error: unknown) => unknown = (error) => error,
 ): Promise<NobleTransport> {
   const again = await findDevice(noble, {
     address: device.address,
-    timeoutMs: options.timeout,
+    timeoutMs,
     ...signalOption(signal),
+  }).catch((error: unknown) => {
+    throw notFound(error);
   });
   const transport = new NobleTransport(again.peripheral, { noble });
-  await transport.connect(signalOption(signal));
+  try {
+    await transport.connect(signalOption(signal));
+  } catch (error) {
+    await transport.close().catch(() => {});
+    throw error;
+  }
   return transport;
 }
 
@@ -362,20 +374,19 @@ async function verifyVersion(
   out: Reporter,
 ): Promise<string | undefined> {
   out.note(`waiting for ${device.name ?? device.address} to restart with the new image...`);
-  const again = await findDevice(noble, {
-    address: device.address,
-    timeoutMs: options.verifyTimeout,
-    signal: io.signal,
-  }).catch((error: unknown) => {
-    throw new CliError(
-      ExitCode.VERIFY_FAILED,
-      `the device did not advertise again within ${formatMs(options.verifyTimeout)} after the update; check its serial console (ble-ota monitor) for a boot loop or rollback`,
-      { cause: error },
-    );
-  });
-  const transport = new NobleTransport(again.peripheral, { noble });
+  const transport = await connectAgain(
+    noble,
+    device,
+    options.verifyTimeout,
+    io.signal,
+    (error) =>
+      new CliError(
+        ExitCode.VERIFY_FAILED,
+        `the device did not advertise again within ${formatMs(options.verifyTimeout)} after the update; check its serial console (ble-ota monitor) for a boot loop or rollback`,
+        { cause: error },
+      ),
+  );
   try {
-    await transport.connect(signalOption(io.signal));
     const info = await readDeviceInformation(transport, signalOption(io.signal));
     if (info.firmwareRevision === undefined) {
       out.note('the device does not report its version (no DIS Firmware Revision); not verified');
