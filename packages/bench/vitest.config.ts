@@ -1,7 +1,3 @@
-import { defineConfig } from 'vitest/config';
+import shared from '../../vitest.shared.ts';
 
-export default defineConfig({
-  test: {
-    include: ['src/**/*.test.ts'],
-  },
-});
+export default shared;

@@ -1,9 +1,4 @@
-import { defineConfig } from 'vitest/config';
+import shared from '../../vitest.shared.ts';
 
-export default defineConfig({
-  test: {
-    include: ['src/**/*.test.ts'],
-    // Scans wait out their timeouts on purpose; leave room on a loaded CI machine.
-    testTimeout: 15_000,
-  },
-});
+// Scans wait out their own timeouts on purpose; the shared limit leaves room for them.
+export default shared;

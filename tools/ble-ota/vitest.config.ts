@@ -1,10 +1,5 @@
-import { defineConfig } from 'vitest/config';
+import shared from '../../vitest.shared.ts';
 
-export default defineConfig({
-  test: {
-    include: ['src/**/*.test.ts'],
-    // End-to-end tests start simulated boards (device processes, ptys); a loaded CI machine
-    // with two cores can take several seconds for what takes one here.
-    testTimeout: 30_000,
-  },
-});
+// End-to-end tests start simulated boards (device processes, ptys); the shared limit leaves a
+// loaded 2-core CI machine room for what takes one second here.
+export default shared;

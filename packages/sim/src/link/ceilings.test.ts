@@ -209,7 +209,7 @@ describe('analytic ceilings and the discrete-event model agree', () => {
               connIntervalMs,
               encrypted: phy === '2M',
             };
-            const stream = await simulateStream({ params: p, bytes: 400 * (attMtu - 3) });
+            const stream = await simulateStream({ params: p, bytes: 120 * (attMtu - 3) });
             const wr = await simulateWriteRequests({ params: p, bytes: 30 * (attMtu - 3) });
             for (const [mode, sim] of [
               ['stream', stream.kBps],
