@@ -736,6 +736,43 @@ TEST(a_second_connection_is_busy_while_the_first_holds_the_session)
     CHECK_EQ_INT(end_status(CONN), 9);
 }
 
+TEST(a_begin_whose_link_drops_before_the_writer_runs_it_leaves_the_session_free)
+{
+    client_t c;
+    uint8_t op = 0x12;
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(30000u, 21);
+    connect_as(CONN);
+    /* queued, then the link drops before the writer gets to it */
+    REQUIRE_EQ_INT(begin_raw(CONN, 0, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+    ble_ota_on_disconnect(CONN);
+    fake_drain();
+    CHECK(fake_logged(BLE_OTA_LOG_INFO, "after its link dropped"));
+    /* a new central is not answered BUSY: its BEGIN resumes the held session */
+    connect_as(CONN_B);
+    CHECK_EQ_INT(begin_status(CONN_B, 0, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+    CHECK_EQ_INT(fv2.opens, 1); /* it resumed the held session, nothing erased twice */
+    memset(&c, 0, sizeof(c));
+    stream_from(CONN_B, s_img, (uint32_t)s_img_len, 0, &c);
+    CHECK_EQ_INT(end_status(CONN_B), 0);
+    CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
+
+    /* END and ABORT from a new link after such a BEGIN are not BUSY either */
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    connect_as(CONN);
+    REQUIRE_EQ_INT(begin_raw(CONN, 0, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+    ble_ota_on_disconnect(CONN);
+    fake_drain();
+    connect_as(CONN_B);
+    CHECK_EQ_INT(end_status(CONN_B), 9); /* NO_SESSION: BEGIN first */
+    CHECK_EQ_INT(ble_ota_on_write(CONN_B, BLE_OTA_CHR_V2_CONTROL, &op, 1, true), 0);
+    fake_drain();
+    CHECK_EQ_HEX(last_note()->data[0], 0x94);
+    CHECK_EQ_INT(last_note()->data[1], 0);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_ABORT), 1);
+}
+
 TEST(end_refusals_carry_their_reason_and_keep_the_old_image)
 {
     client_t c;

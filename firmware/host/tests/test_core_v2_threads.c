@@ -81,9 +81,22 @@ static uint32_t v2_slot_size(void *ctx)
     return TFAKE_SLOT_SIZE;
 }
 
+/* While s_hold_open, the writer waits in slot_open (inside BEGIN) until the test lets it go. */
+static pthread_mutex_t s_gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t s_gate = PTHREAD_COND_INITIALIZER;
+static bool s_hold_open;
+static bool s_in_open;
+
 static int v2_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *target, uint32_t *erased)
 {
     (void)image_size;
+    pthread_mutex_lock(&s_gate_lock);
+    s_in_open = true;
+    pthread_cond_broadcast(&s_gate);
+    while (s_hold_open) {
+        pthread_cond_wait(&s_gate, &s_gate_lock);
+    }
+    pthread_mutex_unlock(&s_gate_lock);
     *erased = 0;
     return tfake_slot_begin(ctx, image_size, target);
 }
@@ -160,6 +173,38 @@ static void put_u32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)(v >> 24);
 }
 
+static void make_begin(uint8_t begin[44])
+{
+    unsigned int n = 32;
+
+    begin[0] = 0x10;
+    begin[1] = 0;
+    begin[2] = 0;
+    begin[3] = 0;
+    put_u32(&begin[4], IMAGE_LEN);
+    EVP_Digest(s_image, IMAGE_LEN, &begin[8], &n, EVP_sha256(), NULL);
+    put_u32(&begin[40], IMAGE_LEN);
+}
+
+static void start_core(uint32_t seed)
+{
+    tfake_reset();
+    for (size_t i = 0; i < sizeof(s_image); i++) {
+        seed = seed * 1664525u + 1013904223u;
+        s_image[i] = (uint8_t)(seed >> 24);
+    }
+    s_image[0] = 0xE9;
+    s_acked = 0;
+    s_answers = 0;
+    s_port = tfake_port;
+    s_port.notify = v2_notify;
+    s_port.sha256_start = v2_sha_start;
+    s_port.sha256_update = v2_sha_update;
+    s_port.sha256_finish = v2_sha_finish;
+    REQUIRE_EQ_INT(ble_ota_init(&s_port, NULL), BLE_OTA_OK);
+    REQUIRE_EQ_INT(ble_ota_v2_attach(&s_v2), BLE_OTA_OK);
+}
+
 /* Waits for the answer count to pass n; returns the acked offset. */
 static uint32_t wait_answers(unsigned n)
 {
@@ -180,37 +225,15 @@ TEST(a_windowed_client_never_overruns_a_slow_writer)
     uint8_t begin[44];
     uint8_t frame[4 + PAYLOAD];
     uint8_t op;
-    uint32_t seed = 99u;
     uint32_t sent = 0;
     unsigned answers;
     ble_ota_v2_status_t st;
 
-    tfake_reset();
-    for (size_t i = 0; i < sizeof(s_image); i++) {
-        seed = seed * 1664525u + 1013904223u;
-        s_image[i] = (uint8_t)(seed >> 24);
-    }
-    s_image[0] = 0xE9;
-    s_port = tfake_port;
-    s_port.notify = v2_notify;
-    s_port.sha256_start = v2_sha_start;
-    s_port.sha256_update = v2_sha_update;
-    s_port.sha256_finish = v2_sha_finish;
-    REQUIRE_EQ_INT(ble_ota_init(&s_port, NULL), BLE_OTA_OK);
-    REQUIRE_EQ_INT(ble_ota_v2_attach(&s_v2), BLE_OTA_OK);
+    start_core(99u);
     REQUIRE_EQ_INT(tfake_writer_start(&writer), 0);
 
     ble_ota_on_connect(CONN, 517);
-    begin[0] = 0x10;
-    begin[1] = 0;
-    begin[2] = 0;
-    begin[3] = 0;
-    put_u32(&begin[4], IMAGE_LEN);
-    {
-        unsigned int n = 32;
-        EVP_Digest(s_image, IMAGE_LEN, &begin[8], &n, EVP_sha256(), NULL);
-    }
-    put_u32(&begin[40], IMAGE_LEN);
+    make_begin(begin);
     REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_V2_CONTROL, begin, sizeof(begin), true), 0);
     (void)wait_answers(1);
     REQUIRE_EQ_HEX(s_last_op, 0x90);
@@ -264,6 +287,57 @@ TEST(a_windowed_client_never_overruns_a_slow_writer)
     CHECK_EQ_INT(s_erased_bytes, (IMAGE_LEN + 4095u) & ~4095u);
     CHECK_EQ_INT(s_block_erases, IMAGE_LEN / 65536u);
     CHECK_EQ_INT(s_erases, IMAGE_LEN / 65536u + (IMAGE_LEN % 65536u + 4095u) / 4096u);
+    EVP_MD_CTX_free(s_sha);
+    s_sha = NULL;
+}
+
+TEST(a_begin_whose_link_drops_while_the_writer_opens_the_slot_leaves_the_session_free)
+{
+    pthread_t writer;
+    uint8_t begin[44];
+    uint8_t op = 0x12;
+    ble_ota_v2_status_t st;
+
+    start_core(7u);
+    REQUIRE_EQ_INT(tfake_writer_start(&writer), 0);
+    pthread_mutex_lock(&s_gate_lock);
+    s_hold_open = true;
+    s_in_open = false;
+    pthread_mutex_unlock(&s_gate_lock);
+
+    ble_ota_on_connect(CONN, 517);
+    make_begin(begin);
+    REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_V2_CONTROL, begin, sizeof(begin), true), 0);
+    /* the writer thread is inside BEGIN when the link drops */
+    pthread_mutex_lock(&s_gate_lock);
+    while (!s_in_open) {
+        pthread_cond_wait(&s_gate, &s_gate_lock);
+    }
+    pthread_mutex_unlock(&s_gate_lock);
+    ble_ota_on_disconnect(CONN);
+    pthread_mutex_lock(&s_gate_lock);
+    s_hold_open = false;
+    pthread_cond_broadcast(&s_gate);
+    pthread_mutex_unlock(&s_gate_lock);
+    (void)wait_answers(1); /* its BEGIN_RSP, to a link that is gone */
+    ble_ota_v2_get_status(&st);
+    CHECK_EQ_INT(st.owner, BLE_OTA_CONN_NONE);
+    CHECK(!st.accepting);
+
+    /* a new central resumes the held session, and may abort it */
+    ble_ota_on_connect(CONN + 1u, 517);
+    REQUIRE_EQ_INT(ble_ota_on_write(CONN + 1u, BLE_OTA_CHR_V2_CONTROL, begin, sizeof(begin), true), 0);
+    (void)wait_answers(2);
+    CHECK_EQ_HEX(s_last_op, 0x90);
+    CHECK_EQ_INT(s_last_status, 0);
+    ble_ota_v2_get_status(&st);
+    CHECK_EQ_INT(st.owner, CONN + 1u);
+    CHECK(st.accepting);
+    REQUIRE_EQ_INT(ble_ota_on_write(CONN + 1u, BLE_OTA_CHR_V2_CONTROL, &op, 1, true), 0);
+    (void)wait_answers(3);
+    CHECK_EQ_HEX(s_last_op, 0x94);
+    CHECK_EQ_INT(s_last_status, 0);
+    REQUIRE_EQ_INT(tfake_writer_join(writer), 0);
     EVP_MD_CTX_free(s_sha);
     s_sha = NULL;
 }

@@ -50,6 +50,8 @@
 /* L2CAP basic header (length, channel) and ATT Write Command header (opcode, handle). */
 #define L2CAP_HDR 4u
 #define ATT_WRITE_HDR 3u
+/* Links the core tracks as connected: NimBLE's CONFIG_BT_NIMBLE_MAX_CONNECTIONS is at most 9. */
+#define MAX_LINKS 9u
 
 /* Writer-owned session. */
 typedef struct {
@@ -78,6 +80,9 @@ typedef struct {
 /* Shared between the contexts, under the port's lock. */
 typedef struct {
     uint16_t link_conn;
+    /* Connected links, BLE_OTA_CONN_NONE where free: the writer runs a command after the BLE
+     * context queued it, and only a link that is still up may own the session. */
+    uint16_t live[MAX_LINKS];
     uint16_t owner;
     bool accepting;
     bool gap_reported;
@@ -154,6 +159,20 @@ void ble_ota_v2_reset(void)
     memset(&s_ses, 0, sizeof(s_ses));
     s_sh.link_conn = BLE_OTA_CONN_NONE;
     s_sh.owner = BLE_OTA_CONN_NONE;
+    for (uint32_t i = 0; i < MAX_LINKS; i++) {
+        s_sh.live[i] = BLE_OTA_CONN_NONE;
+    }
+}
+
+/* Under the lock. The slot of conn, or of BLE_OTA_CONN_NONE for a free one; MAX_LINKS if none. */
+static uint32_t prv_live_slot(uint16_t conn)
+{
+    uint32_t i = 0;
+
+    while (i < MAX_LINKS && s_sh.live[i] != conn) {
+        i++;
+    }
+    return i;
 }
 
 int ble_ota_v2_attach(const ble_ota_port_v2_t *v2)
@@ -299,11 +318,24 @@ void ble_ota_v2_on_connect(uint16_t conn, uint16_t mtu)
     if (s_v2 == NULL) {
         return;
     }
+    uint32_t slot;
+
     ble_ota_priv_lock();
     s_mtu = mtu;
     s_rx_octets = LL_DEFAULT_OCTETS; /* a new link starts at the default */
     s_sh.link_conn = conn;
+    slot = prv_live_slot(conn);
+    if (slot == MAX_LINKS) {
+        slot = prv_live_slot(BLE_OTA_CONN_NONE);
+    }
+    if (slot < MAX_LINKS) {
+        s_sh.live[slot] = conn;
+    }
     ble_ota_priv_unlock();
+    if (slot == MAX_LINKS) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "more than %u links: conn %u cannot own a v2 session",
+                         (unsigned)MAX_LINKS, (unsigned)conn);
+    }
     prv_tune_link(conn);
 }
 
@@ -334,11 +366,16 @@ void ble_ota_v2_on_data_length(uint16_t conn, uint16_t rx_octets)
 void ble_ota_v2_on_disconnect(uint16_t conn)
 {
     bool held;
+    uint32_t slot;
 
     if (s_v2 == NULL) {
         return;
     }
     ble_ota_priv_lock();
+    slot = prv_live_slot(conn);
+    if (slot < MAX_LINKS && conn != BLE_OTA_CONN_NONE) {
+        s_sh.live[slot] = BLE_OTA_CONN_NONE;
+    }
     if (s_sh.link_conn == conn) {
         s_sh.link_conn = BLE_OTA_CONN_NONE;
         s_rx_octets = LL_DEFAULT_OCTETS;
@@ -899,18 +936,28 @@ static void prv_begin_rsp(uint16_t conn, uint8_t status)
     prv_notify(conn, rsp, sizeof(rsp));
 }
 
-/* Lets the BLE side take DATA for the session from its committed offset. */
+/* Lets the BLE side take DATA for the session from its committed offset. A link that dropped
+ * after its BEGIN was queued owns nothing: the session is held for a BEGIN from a new link, as
+ * after any disconnect (else every later BEGIN, END and ABORT would be BUSY until a reboot). */
 static void prv_accept(uint16_t conn)
 {
+    bool live;
+
     ble_ota_priv_lock();
-    s_sh.owner = conn;
-    s_sh.accepting = s_sh.link_conn == conn;
+    live = conn != BLE_OTA_CONN_NONE && prv_live_slot(conn) < MAX_LINKS;
+    s_sh.owner = live ? conn : BLE_OTA_CONN_NONE;
+    s_sh.accepting = live && s_sh.link_conn == conn;
     s_sh.expected = s_ses.committed;
     s_sh.stream_size = s_ses.stream_size;
     s_sh.gap_reported = false;
     s_sh.no_session_reported = false;
     s_sh.full_reported = false;
     ble_ota_priv_unlock();
+    if (!live) {
+        ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 BEGIN from conn %u done after its link dropped: the session is "
+                                           "held; BEGIN with the same image resumes it",
+                         (unsigned)conn);
+    }
 }
 
 static bool prv_owned_by_other(uint16_t conn)
