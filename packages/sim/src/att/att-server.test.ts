@@ -133,14 +133,35 @@ describe('ATT server (exact PDUs)', () => {
     ]);
   });
 
+  it("drops a PDU longer than the ATT MTU unanswered and unseen, as NimBLE's L2CAP does", async () => {
+    const { att, app, req, sent } = server(256);
+    // Before the exchange the MTU is 23: a 21-byte value (24-byte PDU) does not fit.
+    expect(await req(`52 0f00 ${'ab'.repeat(21)}`)).toBe('');
+    expect(await req(`12 0f00 ${'ab'.repeat(21)}`)).toBe('');
+    expect(app.writes).toEqual([]);
+    expect(att.oversizeDropped).toBe(2);
+    expect(await req(`52 0f00 ${'ab'.repeat(20)}`)).toBe('');
+    expect(app.writes.map((w) => w.data.length)).toEqual([20]);
+    // After MTU 256: MTU-3 = 253 bytes fit, 254 do not.
+    await req('02 0001');
+    app.writes.length = 0;
+    await req(`52 0f00 ${'cd'.repeat(254)}`);
+    await req(`52 0f00 ${'cd'.repeat(253)}`);
+    expect(app.writes.map((w) => w.data.length)).toEqual([253]);
+    expect(att.oversizeDropped).toBe(3);
+    expect(sent).toEqual([]);
+  });
+
   it('refuses writes the table or the app does not permit, with the right codes', async () => {
-    const { app, req } = server();
+    const { app, req } = server(517);
     expect(await req('12 1200 00')).toBe('0112120003');
     expect(await req('12 0b00 00')).toBe('01120b0003');
     expect(await req('12 0300 41')).toBe('0112030003');
     expect(await req('12 4000 00')).toBe('0112400001');
     expect(await req('12 0f')).toBe('0112000004');
     expect(await req('52 1200 00')).toBe('');
+    // Longer than an attribute may be, in a PDU the MTU allows.
+    await req('02 0502');
     expect(await req(`12 0f00 ${'00'.repeat(513)}`)).toBe('01120f000d');
     app.nextWriteStatus = 0x80;
     expect(await req('12 0f00 01')).toBe('01120f0080');

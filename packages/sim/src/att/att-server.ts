@@ -59,6 +59,8 @@ export interface AttServerContext {
   /** Hands one ATT PDU to L2CAP (CID 4). */
   send(pdu: Buffer): void;
   mtuChanged(mtu: number): void;
+  /** Told of each PDU dropped for being longer than the ATT MTU (see AttServer.handlePdu). */
+  oversizeDropped?(pduLength: number, mtu: number): void;
 }
 
 class AttRequestError extends Error {
@@ -78,6 +80,8 @@ class AttRequestError extends Error {
  */
 export class AttServer {
   mtu = ATT_DEFAULT_MTU;
+  /** PDUs dropped for being longer than the ATT MTU. */
+  oversizeDropped = 0;
   private readonly cccd = new Map<number, number>();
   private prepareQueue: Array<{ handle: number; offset: number; value: Buffer }> = [];
   private indicationChain: Promise<void> = Promise.resolve();
@@ -93,6 +97,13 @@ export class AttServer {
 
   async handlePdu(pdu: Buffer): Promise<void> {
     if (this.closed || pdu.length === 0) return;
+    if (pdu.length > this.mtu) {
+      // NimBLE's ble_l2cap_rx drops an SDU longer than the channel's MTU (BLE_HS_EBADDATA)
+      // before ATT sees it: no answer, not even an error, and a Write Command's data is lost.
+      this.oversizeDropped++;
+      this.ctx.oversizeDropped?.(pdu.length, this.mtu);
+      return;
+    }
     const op = pdu[0] ?? 0;
     try {
       await this.dispatch(op, pdu);

@@ -58,6 +58,8 @@ type PeripheralEvents = {
   fault: [FaultRecord];
   /** The app threw or rejected while handling a PDU; the client got ATT error 0x0e. */
   appError: [Error];
+  /** An ATT PDU longer than the connection's ATT MTU was dropped, as NimBLE's L2CAP drops it. */
+  attOversize: [conn: number, pduLength: number, mtu: number];
   /** The central applied new connection parameters on this connection. */
   connectionUpdated: [number];
 };
@@ -303,6 +305,7 @@ export class VirtualPeripheral extends EventEmitter<PeripheralEvents> implements
         link.scheduler.setParams({ attMtu: mtu });
         this.options.app.onMtu(conn, mtu);
       },
+      oversizeDropped: (length, mtu) => this.emit('attOversize', conn, length, mtu),
     });
     this.conns.set(conn, { link, att, chain: Promise.resolve() });
     // A legacy connectable advertiser stops when a connection is made.

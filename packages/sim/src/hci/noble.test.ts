@@ -174,6 +174,24 @@ describe('noble against the virtual HCI controller', () => {
     await peripheral.disconnectAsync();
   });
 
+  it('loses a Write Command longer than MTU-3 on the way, as a board does, and keeps the link', async () => {
+    const { peripheral, byUuid } = await connectBaseline();
+    await vi.waitFor(() => expect(peripheral.mtu).toBe(256));
+    const dropped: number[] = [];
+    const onOversize = (_conn: number, length: number) => dropped.push(length);
+    esp.on('attOversize', onOversize);
+    app.writes.length = 0;
+    const data = byUuid(OTA_DATA);
+    // noble sends a Write Command as given, however long; NimBLE drops the SDU.
+    await data.writeAsync(Buffer.alloc(254, 1), true);
+    await data.writeAsync(Buffer.alloc(253, 2), true);
+    await vi.waitFor(() => expect(app.writes).toHaveLength(1));
+    expect(app.writes[0]?.data.length).toBe(253);
+    expect(dropped).toEqual([257]);
+    esp.off('attOversize', onOversize);
+    await peripheral.disconnectAsync();
+  });
+
   it('returns every ACL buffer credit with Number Of Completed Packets', async () => {
     await vi.waitFor(() => {
       const aclOut = controller.trace.filter(
