@@ -13,7 +13,10 @@ static const host_chip_t s_chips[] = {
      "configsip: 0, SPIWP:0xee\r\nclk_drv:0x00,q_drv:0x00,d_drv:0x00,cs0_drv:0x00,hd_drv:0x00,wp_drv:0x00\r\n"
      "mode:DIO, clock div:2\r\n",
      0x3fff0030u},
-    {"esp32s2", "ESP32-S2", 0x0002, 0x3F000000u, 0xF80000u, 0x1000u, 100, 99, 1, 160000000u, "80MHz",
+    /* ESP32-S2 silicon v1.0 exists (IDF v5's ESP32S2_REV_MIN choice offers it), and IDF v5 builds S2
+     * images for up to v1.99 (ESP32S2_REV_MAX_FULL 199). The S2 has no Bluetooth: it is simulated for
+     * the bootloader and the image tools only; the rig refuses it as a BLE OTA target. */
+    {"esp32s2", "ESP32-S2", 0x0002, 0x3F000000u, 0xF80000u, 0x1000u, 100, 199, 1, 160000000u, "80MHz",
      "ESP-ROM:esp32s2-rc4-20191025\r\nBuild:Oct 25 2019\r\n", "rst:0x1 (POWERON),boot:0x8 (SPI_FAST_FLASH_BOOT)",
      "rst:0xc (RTC_SW_CPU_RST),boot:0x8 (SPI_FAST_FLASH_BOOT)", "SPIWP:0xee\r\nmode:DIO, clock div:1\r\n",
      0x3ffe6260u},

@@ -217,7 +217,9 @@ describe('configuration errors', () => {
 
   it('refuses a chip without BLE and lists the targets that have it', async () => {
     const err = await loadError(loadConfig({ cwd: dir, env: { HIL_TARGET: 'esp32s2' } }));
-    expect(err.message).toContain('target (from HIL_TARGET): esp32s2 has no Bluetooth LE radio');
+    expect(err.message).toContain(
+      'target (from HIL_TARGET): esp32s2: the ESP32-S2 has no Bluetooth LE radio',
+    );
     expect(err.message).toContain(BLE_TARGETS.join(', '));
     expect(BLE_TARGETS).toContain('esp32c3');
     expect(BLE_TARGETS).not.toContain('esp32p4');

@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { CHIPS, type ChipTarget } from '@esp-ble-ota/protocol';
+import { CHIPS, type ChipTarget, hasBleRadio, noBleRadioReason } from '@esp-ble-ota/protocol';
 import { z } from 'zod';
 import { RIG_NAMES, thresholdsSchema } from './model.ts';
 
@@ -29,15 +29,13 @@ export const COMMON_USB_SERIAL_BRIDGES: readonly { vidPid: string; name: string 
 ];
 
 /** Chips without a Bluetooth LE radio cannot run this firmware. */
-const NO_BLE = new Set<string>(['esp32s2', 'esp32p4']);
-export const BLE_TARGETS: readonly ChipTarget[] = CHIPS.map((c) => c.target).filter(
-  (t) => !NO_BLE.has(t),
-);
+export const BLE_TARGETS: readonly ChipTarget[] = CHIPS.map((c) => c.target).filter(hasBleRadio);
+const ALL_TARGETS = new Set<string>(CHIPS.map((c) => c.target));
 
 const targetSchema = z.enum(BLE_TARGETS as [ChipTarget, ...ChipTarget[]], {
   error: (issue) =>
-    NO_BLE.has(String(issue.input))
-      ? `${String(issue.input)} has no Bluetooth LE radio; choose one of ${BLE_TARGETS.join(', ')}`
+    ALL_TARGETS.has(String(issue.input))
+      ? `${String(issue.input)}: ${noBleRadioReason(String(issue.input))}; choose one of ${BLE_TARGETS.join(', ')}`
       : `unknown target '${String(issue.input)}'; choose one of ${BLE_TARGETS.join(', ')}`,
 });
 

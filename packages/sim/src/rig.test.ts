@@ -50,6 +50,12 @@ describe('virtual rig, through the real noble package and a real pty', () => {
     rig = undefined;
   });
 
+  it('refuses a board without a BLE radio (ESP32-S2) before it starts anything', async () => {
+    await expect(startVirtualRig({ boards: [{ chip: 'esp32s2' }] })).rejects.toThrow(
+      /board 1: the ESP32-S2 has no Bluetooth LE radio, .*; simulate a chip with one \(esp32, esp32c3, esp32s3/,
+    );
+  });
+
   it('updates the firmware with the baseline exchange; the console then shows the new version', async () => {
     rig = await startVirtualRig({ profile: 'immediate', boards: [{ restartDelayMs: 0 }] });
     const board = rig.boards[0];

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { hasBleRadio, noBleRadioReason } from '@esp-ble-ota/protocol';
 import { execa } from 'execa';
 import type { PeripheralApp, ReadResult } from './att/app.ts';
 import { type GattLayout, parseGattLayout } from './att/gatt-layout.ts';
@@ -33,6 +34,19 @@ import {
   NIMBLE_DEFAULT_PREFERRED_MTU,
 } from './link/profiles.ts';
 import type { AirScheduler, Phy } from './link/types.ts';
+
+/** Chips the firmware's host build simulates and makes images for (firmware/host/src/chip.c). */
+export const SIM_CHIPS: readonly string[] = [
+  'esp32',
+  'esp32s2',
+  'esp32c3',
+  'esp32s3',
+  'esp32c2',
+  'esp32c6',
+  'esp32h2',
+];
+/** The simulated chips a board on the virtual radio can be: those with a BLE radio. */
+export const SIM_BLE_CHIPS: readonly string[] = SIM_CHIPS.filter(hasBleRadio);
 
 export interface BoardOptions {
   /** Advertised name; the firmware's default is `esp32`. */
@@ -461,6 +475,15 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
   const program = options.program ?? defaultDeviceProgram;
   const profileName = options.profile ?? 'linux-noble-esp32';
   const profile = profileName === 'immediate' ? undefined : getProfile(profileName);
+  const specs = options.boards?.length ? options.boards : [{}];
+  for (const [i, spec] of specs.entries()) {
+    const chip = spec.chip ?? profile?.chip ?? 'esp32';
+    if (!hasBleRadio(chip)) {
+      throw new Error(
+        `board ${i + 1}: ${noBleRadioReason(chip)}; simulate a chip with one (${SIM_BLE_CHIPS.join(', ')})`,
+      );
+    }
+  }
   const layout = await readGattLayout(program);
   const ownDir = options.workDir === undefined;
   const workDir = options.workDir ?? (await mkdtemp(join(tmpdir(), 'esp-ble-ota-rig-')));
@@ -489,7 +512,6 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
   });
   const sendsFrameDone = declaresV2(layout) ? true : undefined;
 
-  const specs = options.boards?.length ? options.boards : [{}];
   for (const [i, spec] of specs.entries()) {
     const opts = {
       ...spec,

@@ -236,6 +236,14 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
     });
     expect(chip.code).toBe(ExitCode.USAGE);
     expect(chip.stderr).toMatch(/unknown --sim-chip "esp8266"/);
+    // The ESP32-S2 is simulated for its bootloader, but it has no Bluetooth LE: said, not pretended.
+    const s2 = await run(['scan', '--sim', '--sim-chip', 'esp32s2'], {
+      startRig: startVirtualRig,
+    });
+    expect(s2.code).toBe(ExitCode.USAGE);
+    expect(s2.stderr).toMatch(
+      /--sim-chip esp32s2: the ESP32-S2 has no Bluetooth LE radio, so it cannot run this firmware or be updated over BLE; the simulated board can be esp32, esp32c3/,
+    );
   });
 
   it("Ctrl-C during an upload stops it cleanly with exit code 130 (before noble's own SIGINT exit)", async () => {

@@ -58,7 +58,10 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         ),
       )
       .addOption(
-        new Option('--sim-chip <chip>', 'chip of the simulated board (esp32, esp32s3, ...)'),
+        new Option(
+          '--sim-chip <chip>',
+          'chip of the simulated board (esp32, esp32s3, esp32c3, ...; one with a BLE radio)',
+        ),
       );
   const jsonOption = (what: string) => new Option('--json', what);
 

@@ -1,19 +1,9 @@
 import { loadNoble, type Noble } from '@esp-ble-ota/noble';
+import { noBleRadioReason } from '@esp-ble-ota/protocol';
 import type { VirtualRig as SimRig, VirtualRigOptions } from '@esp-ble-ota/sim';
 import { CliError } from './errors.ts';
 import { ExitCode } from './exit-codes.ts';
 import type { CliIo, SimOptions, VirtualRig } from './io.ts';
-
-/** Chips the firmware's host build makes images for (firmware/host/CMakeLists.txt). */
-const SIM_CHIPS: readonly string[] = [
-  'esp32',
-  'esp32s2',
-  'esp32c3',
-  'esp32s3',
-  'esp32c2',
-  'esp32c6',
-  'esp32h2',
-];
 
 /**
  * Start the virtual rig: simulated ESP32s (the firmware's host build) behind a virtual HCI
@@ -42,10 +32,13 @@ export async function startVirtualRig(options: SimOptions = {}): Promise<Virtual
       `unknown --sim-profile "${options.profile}"; use one of ${[...sim.PROFILES.map((p) => p.name), 'immediate'].join(', ')}`,
     );
   }
-  if (options.chip !== undefined && !SIM_CHIPS.includes(options.chip)) {
+  if (options.chip !== undefined && !sim.SIM_BLE_CHIPS.includes(options.chip)) {
+    const why = sim.SIM_CHIPS.includes(options.chip)
+      ? `--sim-chip ${options.chip}: ${noBleRadioReason(options.chip)}`
+      : `unknown --sim-chip "${options.chip}"`;
     throw new CliError(
       ExitCode.USAGE,
-      `unknown --sim-chip "${options.chip}"; the simulated board can be ${SIM_CHIPS.join(', ')}`,
+      `${why}; the simulated board can be ${sim.SIM_BLE_CHIPS.join(', ')}`,
     );
   }
   const rigOptions: VirtualRigOptions = {};

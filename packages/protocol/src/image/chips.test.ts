@@ -1,9 +1,28 @@
 import { describe, expect, it } from 'vitest';
 import { buildAppImage } from './build.ts';
-import { CHIPS, chipById, formatRevision, isFlashMapped, resolveChip } from './chips.ts';
+import {
+  CHIPS,
+  chipById,
+  formatRevision,
+  hasBleRadio,
+  isFlashMapped,
+  noBleRadioReason,
+  resolveChip,
+} from './chips.ts';
 import { parseAppImage } from './parse.ts';
 
 describe('chip table', () => {
+  it('knows which chips have no Bluetooth LE radio and says so', () => {
+    expect(CHIPS.filter((c) => !hasBleRadio(c.target)).map((c) => c.target)).toEqual([
+      'esp32s2',
+      'esp32p4',
+    ]);
+    expect(hasBleRadio('esp32c3')).toBe(true);
+    expect(noBleRadioReason('esp32s2')).toBe(
+      'the ESP32-S2 has no Bluetooth LE radio, so it cannot run this firmware or be updated over BLE',
+    );
+  });
+
   it('uses the chip ids of esp_chip_id_t', () => {
     const ids = Object.fromEntries(CHIPS.map((c) => [c.name, c.id]));
     expect(ids).toMatchObject({

@@ -230,6 +230,23 @@ export const CHIPS: readonly ChipInfo[] = [
   }),
 ];
 
+/**
+ * Targets without a Bluetooth LE radio (ESP32-S2: Wi-Fi only; ESP32-P4: no radio at all). NimBLE
+ * does not build for them, so they can never be BLE OTA targets, whatever their images say.
+ */
+const NO_BLE_RADIO: ReadonlySet<ChipTarget> = new Set<ChipTarget>(['esp32s2', 'esp32p4']);
+
+/** True when the chip has a Bluetooth LE radio, so this firmware can run on it. */
+export function hasBleRadio(target: ChipTarget | string): boolean {
+  return !NO_BLE_RADIO.has(target as ChipTarget);
+}
+
+/** Why a chip without a BLE radio cannot be updated over BLE, for an error message. */
+export function noBleRadioReason(target: ChipTarget | string): string {
+  const name = CHIPS.find((c) => c.target === target)?.name ?? target;
+  return `the ${name} has no Bluetooth LE radio, so it cannot run this firmware or be updated over BLE`;
+}
+
 /** The chip an image header's `chip_id` names, or undefined for an id no known chip uses. */
 export function chipById(id: number): ChipInfo | undefined {
   return CHIPS.find((c) => c.id === id);

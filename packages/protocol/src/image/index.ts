@@ -7,7 +7,9 @@ export {
   chipById,
   flashFrequencyName,
   formatRevision,
+  hasBleRadio,
   isFlashMapped,
+  noBleRadioReason,
   resolveChip,
 } from './chips.ts';
 export { ImageFormatError, type ImageFormatErrorCode } from './errors.ts';

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "sdkconfig.h"
+#include "soc/soc_caps.h"
 
 #include "esp_log.h"
 #include "host/ble_hs.h"
@@ -22,6 +23,10 @@
 #include "ble_ota.h"
 #include "ble_ota_gatt.h"
 #include "ble_ota_idf_priv.h"
+
+#if !SOC_BT_SUPPORTED
+#error "ble_ota needs a chip with a Bluetooth LE radio; this target (ESP32-S2, ESP32-P4) has none"
+#endif
 
 #if CONFIG_BT_NIMBLE_EXT_ADV
 #error "ble_ota uses legacy advertising, which NimBLE compiles out with extended advertising: disable CONFIG_BT_NIMBLE_EXT_ADV"
