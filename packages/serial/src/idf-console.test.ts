@@ -428,3 +428,133 @@ describe('BootLogParser fed incrementally', () => {
     expect(boots[1]?.bootloaderIdfVersion).toBe('v4.4.8');
   });
 });
+
+// The same captures as a person sees them through a serial monitor: each line behind the
+// monitor's timestamp, the monitor's own `--- ` lines in between.
+const withPrefix = (text: string, prefix: (i: number) => string) =>
+  text
+    .split('\r\n')
+    .map((l, i) => (l === '' ? l : `${prefix(i)}${l}`))
+    .join('\r\n');
+const clock = (i: number) => {
+  const ms = 37_000 + i * 7;
+  const s = Math.floor(ms / 1000);
+  return `19:${String(37 + Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}.${String(ms % 1000).padStart(3, '0')}`;
+};
+const summary = (boots: ReturnType<typeof parseBootLog>['boots']) =>
+  boots.map((b) => ({
+    chip: b.chip,
+    reset: b.reset?.reason,
+    app: b.app?.partition?.label,
+    version: b.appInfo?.version,
+    rollback: b.rollback?.possible,
+    panics: b.panics.map((p) => p.reason),
+  }));
+
+describe('BootLogParser behind a serial monitor', () => {
+  it('reads a rollback behind PlatformIO\'s "time" filter (19:37:58.731 > I (...)) as without it', () => {
+    const plain = parseBootLog(fixture('v51-esp32c3-rollback'));
+    const pio = parseBootLog(withPrefix(fixture('v51-esp32c3-rollback'), (i) => `${clock(i)} > `));
+    expect(summary(pio.boots)).toEqual(summary(plain.boots));
+    expect(pio.boots.some((b) => b.rollback?.possible)).toBe(true);
+    expect(pio.events.map((e) => e.kind)).toEqual(plain.events.map((e) => e.kind));
+    expect(pio.events.map((e) => e.line)).toEqual(plain.events.map((e) => e.line));
+  });
+
+  it('reads a boot loop behind bracketed times ([14:30:36]E (...)): every boot, panic and reboot', () => {
+    const plain = parseBootLog(fixture('v53-esp32s3-panic'));
+    const loop = fixture('v53-esp32s3-panic').repeat(3);
+    const bracketed = parseBootLog(
+      withPrefix(
+        loop,
+        (i) =>
+          `[14:${String(30 + Math.floor(i / 60)).padStart(2, '0')}:${String(i % 60).padStart(2, '0')}]`,
+      ),
+    );
+    expect(bracketed.boots).toHaveLength(plain.boots.length * 3);
+    expect(summary(bracketed.boots)).toEqual([
+      ...summary(plain.boots),
+      ...summary(plain.boots),
+      ...summary(plain.boots),
+    ]);
+    expect(bracketed.boots.flatMap((b) => b.panics)).toHaveLength(
+      plain.boots.flatMap((b) => b.panics).length * 3,
+    );
+  });
+
+  it("keeps the application-information block whole across idf_monitor's own lines", () => {
+    const text = [
+      '--- idf_monitor on /dev/ttyUSB0 115200 ---',
+      '--- Quit: Ctrl+] | Menu: Ctrl+T | Help: Ctrl+T followed by Ctrl+H ---',
+      '\x1b[0;32mI (267) cpu_start: Application information:\x1b[0m',
+      '\x1b[0;32mI (270) cpu_start: Project name:     ble_ota_demo\x1b[0m',
+      '\x1b[0;33m--- Warning: Writing to serial is timing out. Please make sure that your application supports an interactive console and that you have picked the correct console for serial communication.\x1b[0m',
+      '\x1b[0;32mI (275) cpu_start: App version:      1.2.0\x1b[0m',
+      '\x1b[0;32mI (281) cpu_start: Compile time:     Nov 24 2026 22:20:07\x1b[0m',
+      '--- 0x400d1c5a: app_main at /work/firmware/main/main.c:42',
+      '\x1b[0;32mI (287) cpu_start: ELF file SHA256:  3ab9e0c7d1f25468...\x1b[0m',
+      '\x1b[0;32mI (293) cpu_start: ESP-IDF:          v5.1.4\x1b[0m',
+      '\x1b[0;32mI (298) cpu_start: Min chip rev:     v0.3\x1b[0m',
+    ].join('\r\n');
+    const { events, boots } = parseBootLog(text);
+    expect(ofKind(events, 'appInfo')).toEqual([
+      expect.objectContaining({
+        project: 'ble_ota_demo',
+        version: '1.2.0',
+        compileTime: 'Nov 24 2026 22:20:07',
+        elfSha256: '3ab9e0c7d1f25468',
+        idfVersion: 'v5.1.4',
+      }),
+    ]);
+    expect(events.some((e) => e.line.startsWith('---'))).toBe(false);
+    expect(boots[0]?.appInfo?.version).toBe('1.2.0');
+  });
+
+  it('names the chip of every boot, the classic ESP32 (whose ROM names none) from boot.esp32', () => {
+    const chips = (name: string) => parseBootLog(fixture(name)).boots.map((b) => b.chip);
+    expect(new Set(chips('v44-esp32-ota'))).toEqual(new Set(['esp32']));
+    expect(new Set(chips('v51-esp32c3-rollback'))).toEqual(new Set(['esp32c3']));
+    expect(new Set(chips('v53-esp32s3-panic'))).toEqual(new Set(['esp32s3']));
+    // The ESP32-C2's ROM calls it by its die name; its bootloader by its target.
+    const c2 = parseBootLog(
+      'ESP-ROM:esp8684-api1-20211015\r\nrst:0x1 (POWERON),boot:0xc (SPI_FAST_FLASH_BOOT)\r\n',
+    );
+    expect(c2.boots[0]?.chip).toBe('esp32c2');
+  });
+
+  it('turns the OTA success lines of ESP-IDF examples and of this firmware into events', () => {
+    const { events, boots } = parseBootLog(
+      [
+        '\x1b[0;32mI (8921) simple_ota_example: OTA Succeed, Rebooting...\x1b[0m',
+        '12:00:01.002 > \x1b[0;32mI (9120) advanced_https_ota_example: ESP_HTTPS_OTA upgrade successful. Rebooting ...\x1b[0m',
+        'I (84012) ble_ota: OTA done: 499936 bytes in 1976 packets, 84012 ms, boot slot ota_1',
+        'I (3811) ble_ota: v2 OTA done: 1048576 bytes (412003 sent), 3811 ms, boot slot ota_0',
+        'E (100) ble_ota: OTA done: nothing (not info level, not a success)',
+      ].join('\r\n'),
+    );
+    expect(ofKind(events, 'otaSuccess').map((e) => [e.tag, e.message.slice(0, 22)])).toEqual([
+      ['simple_ota_example', 'OTA Succeed, Rebooting'],
+      ['advanced_https_ota_example', 'ESP_HTTPS_OTA upgrade '],
+      ['ble_ota', 'OTA done: 499936 bytes'],
+      ['ble_ota', 'v2 OTA done: 1048576 b'],
+    ]);
+    expect(boots.at(-1)?.otaSuccess?.message).toMatch(/^v2 OTA done/);
+  });
+
+  it('reads an ESP_LOG line behind each monitor prefix form', () => {
+    for (const prefix of [
+      '19:37:58.731 > ',
+      '[14:30:36]',
+      '[14:30:36.123] ',
+      '2026-12-03 11:42:02 ',
+      '[2026-12-03T11:42:02.123] ',
+    ]) {
+      expect(parseLogLine(`${prefix}\x1b[0;31mE (2392) ble_ota: self-test failed\x1b[0m`)).toEqual({
+        level: 'E',
+        timestampMs: 2392,
+        tag: 'ble_ota',
+        message: 'self-test failed',
+      });
+    }
+  });
+});

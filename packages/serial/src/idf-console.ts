@@ -58,7 +58,7 @@ export interface BacktraceFrame {
 
 export type CoreDumpPhase = 'saving' | 'saved' | 'dataStart' | 'dataEnd' | 'found' | 'error';
 
-/** Every event carries the console line (colour codes removed) that completed it. */
+/** Every event carries the console line that completed it, colour codes and a monitor's timestamp removed. */
 export type ConsoleEvent = { line: string } & (
   | ({ kind: 'log' } & LogLine)
   | {
@@ -99,6 +99,16 @@ export type ConsoleEvent = { line: string } & (
     }
   | { kind: 'otaError'; message: string }
   | {
+      /**
+       * An update reported as written and about to boot: ESP-IDF's simple_ota_example
+       * ("OTA Succeed, Rebooting..."), advanced_https_ota_example ("ESP_HTTPS_OTA upgrade
+       * successful"), this firmware's ble_ota ("OTA done: ...", "v2 OTA done: ...").
+       */
+      kind: 'otaSuccess';
+      tag: string;
+      message: string;
+    }
+  | {
       kind: 'panic';
       /** Exception name (`LoadProhibited`, `Interrupt wdt timeout on CPU0`), or `abort`, `assert`. */
       reason: string;
@@ -130,9 +140,37 @@ export type EventOf<K extends ConsoleEventKind> = Extract<ConsoleEvent, { kind: 
 
 const LOG_LINE = /^([EWIDV]) \((\d+|\d{1,2}:\d{2}:\d{2}\.\d{3})\) ([^:]*?): ?(.*)$/;
 
-/** Parses one ESP_LOG line (`I (1234) tag: message`), with or without colour codes. */
+// What serial monitors put in front of each line they show: PlatformIO's `time` filter
+// (`19:37:58.731 > `), bracketed times of other terminals (`[14:30:36]`, `[14:30:36.123] `), and
+// idf_monitor's --timestamps or ISO dates (`2026-12-03 11:42:02 `, `[2026-12-03T11:42:02.123] `).
+const MONITOR_PREFIX =
+  /^(?:\d{1,2}:\d{2}:\d{2}(?:[.,]\d{1,6})? > |\[\d{1,2}:\d{2}:\d{2}(?:[.,]\d{1,6})?\] ?|\[?\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:[.,]\d{1,6})?\]? )/;
+
+/** The line as the device printed it: without a serial monitor's timestamp prefix, if any. */
+export function stripMonitorPrefix(line: string): string {
+  return line.replace(MONITOR_PREFIX, '');
+}
+
+/**
+ * A serial monitor's own line, not the device's: idf_monitor and PlatformIO print theirs behind
+ * `--- ` (`--- idf_monitor on /dev/ttyUSB0 115200 ---`, `--- 0x400d1c5a: app_main at main.c:12`).
+ */
+export function isMonitorLine(line: string): boolean {
+  return line.startsWith('--- ');
+}
+
+const OTA_SUCCESS = [
+  /^OTA Succeed, Rebooting/,
+  /^ESP_HTTPS_OTA upgrade successful/,
+  /^(?:v2 )?OTA done: /,
+] as const;
+
+/**
+ * Parses one ESP_LOG line (`I (1234) tag: message`), with or without colour codes or a serial
+ * monitor's timestamp in front.
+ */
 export function parseLogLine(line: string): LogLine | undefined {
-  const m = LOG_LINE.exec(stripAnsi(line).replace(/[\r\n]+$/, ''));
+  const m = LOG_LINE.exec(stripMonitorPrefix(stripAnsi(line).replace(/[\r\n]+$/, '')));
   if (!m) return undefined;
   const [, level, stamp, tag, message] = m as unknown as [string, LogLevel, string, string, string];
   return { level, timestampMs: parseTimestamp(stamp), tag, message };
@@ -264,6 +302,13 @@ export interface BootRecord {
   notBootable: Array<number | 'factory' | 'test'>;
   imageErrors: string[];
   rollback?: EventOf<'rollback'>;
+  /**
+   * The chip, as the bootloader's `boot.<chip>` tag names it (`esp32`, `esp32c3`), else the
+   * ESP-ROM banner (`ESP-ROM:esp32s3-...`; the classic ESP32's `ets` banner names none).
+   */
+  chip?: string;
+  /** The app said it wrote an update and is about to restart into it. */
+  otaSuccess?: EventOf<'otaSuccess'>;
   panics: EventOf<'panic'>[];
   backtraces: EventOf<'backtrace'>[];
   coreDump: EventOf<'coreDump'>[];
@@ -313,11 +358,15 @@ export class BootLogParser {
 
   /** Feeds one complete line (line ending optional; colour codes allowed). */
   pushLine(rawLine: string): ConsoleEvent[] {
-    const line = stripAnsi(rawLine)
-      .replace(/[\r\n]+$/, '')
-      .replace(/\r/g, '');
+    const line = stripMonitorPrefix(
+      stripAnsi(rawLine)
+        .replace(/[\r\n]+$/, '')
+        .replace(/\r/g, ''),
+    );
     const out: ConsoleEvent[] = [];
     const emit = (e: ConsoleEvent) => out.push(e);
+    // The monitor's own lines say nothing about the device and end no block.
+    if (isMonitorLine(line)) return out;
 
     // Anything but the next field ends an application-information block, even if the app
     // was built to print fewer fields than usual.
@@ -445,6 +494,10 @@ export class BootLogParser {
     }
     if (tag.startsWith('esp_core_dump')) {
       this.onCoreDumpLog(log, line, emit);
+      return;
+    }
+    if (level === 'I' && OTA_SUCCESS.some((re) => re.test(message))) {
+      emit({ kind: 'otaSuccess', line, tag, message });
       return;
     }
     if (message.startsWith('Task watchdog got triggered')) {
@@ -613,6 +666,15 @@ export class BootLogParser {
     switch (e.kind) {
       case 'rom':
         boot.rom = e;
+        if (e.chip !== undefined) boot.chip ??= ROM_CHIP_NAMES[e.chip] ?? e.chip;
+        break;
+      case 'log': {
+        const chip = /^boot\.(esp32\w*)$/.exec(e.tag)?.[1];
+        if (chip !== undefined) boot.chip = chip;
+        break;
+      }
+      case 'otaSuccess':
+        boot.otaSuccess = e;
         break;
       case 'reset':
         boot.reset = e;
@@ -658,6 +720,9 @@ export class BootLogParser {
     }
   }
 }
+
+/** ROM banners that name a chip by its die rather than its target (ESP32-C2: `ESP-ROM:esp8684-...`). */
+const ROM_CHIP_NAMES: Record<string, string> = { esp8684: 'esp32c2' };
 
 /** Events that only happen after the ROM line of a boot: a reset line after them is a new boot. */
 function isPastRom(e: ConsoleEvent): boolean {

@@ -8,6 +8,7 @@ export {
   type ConsoleEventKind,
   type CoreDumpPhase,
   type EventOf,
+  isMonitorLine,
   type LogLevel,
   type LogLine,
   type PartitionEntry,
@@ -19,6 +20,7 @@ export {
   parseResetLine,
   type ResetCategory,
   resetCategory,
+  stripMonitorPrefix,
 } from './idf-console.ts';
 export {
   classicResetSequence,
