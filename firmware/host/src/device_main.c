@@ -190,9 +190,23 @@ int main(int argc, char **argv)
     const uint8_t *exec;
     size_t exec_len;
     if (host_image_find_exec(&flash, &boot.image, &exec, &exec_len, err, sizeof(err)) != 0) {
+        /* The bootloader checked the image and jumps into it; on silicon, what is not code for
+         * this program faults at once, the panic handler restarts the chip, and the bootloader
+         * then rolls an image that never confirmed itself back. So does this program, with the
+         * panic handler's lines; a rig that sees boot after boot like this halts the board. */
+        const host_chip_t *chip = host_chip_by_id(boot.image.header.chip_id);
+        bool riscv = chip != NULL && (strcmp(chip->name, "esp32c3") == 0 || strcmp(chip->name, "esp32c2") == 0 ||
+                                      strcmp(chip->name, "esp32c6") == 0 || strcmp(chip->name, "esp32h2") == 0);
+        uint8_t reason = HOST_RESET_PANIC;
+
         host_log('E', "boot", "%s", err);
-        fprintf(stderr, "ble-ota-device: %s\n", err);
-        return 1;
+        fprintf(stderr, "ble-ota-device: %s; restarting as the panic handler would\n", err);
+        host_io_printf("Guru Meditation Error: Core  0 panic'ed (%s). Exception was unhandled.\r\n\r\n",
+                       riscv ? "Illegal instruction" : "IllegalInstruction");
+        host_io_printf("Rebooting...\r\n");
+        (void)host_io_frame(HOST_FRAME_RESET, &reason, 1, NULL, 0);
+        host_flash_close(&flash);
+        return 0;
     }
     /* The app runs from a copy, like code mapped from flash: later writes to the slot must
      * not change the running program. A memfd leaves nothing behind; where memfds may not be

@@ -36,6 +36,7 @@ enum {
     HOST_RESET_SW_RESTART = 1, /* esp_restart() after an update (schedule_restart) */
     HOST_RESET_ROLLBACK = 2,   /* esp_ota_mark_app_invalid_rollback_and_reboot() */
     HOST_RESET_NO_APP = 3,     /* unused by the device: it exits non-zero instead */
+    HOST_RESET_PANIC = 4,      /* the app faulted and the panic handler restarted the chip */
 };
 
 typedef enum {

@@ -315,6 +315,33 @@ TEST(flash_write_failure_drops_the_slot_and_done_gets_nak)
     CHECK(fake_logged(BLE_OTA_LOG_ERROR, "flash write of"));
 }
 
+TEST(image_larger_than_the_slot_is_said_in_the_att_error_of_the_next_packet)
+{
+    REQUIRE_EQ_INT(fake_reset(), BLE_OTA_OK);
+    fill_image(PACKET * 3u);
+    fake.fail_write_at = 2;
+    fake.fail_write_rc = BLE_OTA_ERR_TOO_LARGE; /* esp_ota_write: ESP_ERR_INVALID_SIZE */
+    connect_and_size(PACKET);
+    REQUIRE_EQ_INT(write_ctrl(BLE_OTA_OP_REQUEST, true), 0);
+    fake_drain();
+    send_image(PACKET * 2u, PACKET, true);
+    /* not a bare "unlikely error": the client can say what went wrong */
+    CHECK_EQ_HEX(write_data(&s_image[PACKET * 2u], PACKET, true), BLE_OTA_ATT_ERR_IMAGE_TOO_LARGE);
+    CHECK(fake_logged(BLE_OTA_LOG_ERROR, "image larger than the update slot"));
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_ABORT), 1);
+    REQUIRE_EQ_INT(write_ctrl(BLE_OTA_OP_DONE, true), 0);
+    fake_drain();
+    check_notified(fake_find_event(FAKE_EV_NOTIFY, 1), 0x06);
+    /* the next session that fails for another reason answers the generic error again */
+    fake.fail_write_at = fake.write_calls + 1u;
+    fake.fail_write_rc = BLE_OTA_ERR_FLASH;
+    connect_and_size(PACKET);
+    REQUIRE_EQ_INT(write_ctrl(BLE_OTA_OP_REQUEST, true), 0);
+    fake_drain();
+    send_image(PACKET, PACKET, true);
+    CHECK_EQ_HEX(write_data(&s_image[PACKET], PACKET, true), BLE_OTA_ATT_ERR_UNLIKELY);
+}
+
 TEST(image_refused_by_the_slot_is_reported_and_dropped)
 {
     REQUIRE_EQ_INT(fake_reset(), BLE_OTA_OK);

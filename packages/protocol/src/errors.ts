@@ -85,7 +85,7 @@ export class AbortError extends OtaError {
 }
 
 /** Which exchange step the device refused. */
-export type RefusedStep = 'REQUEST' | 'DONE';
+export type RefusedStep = 'REQUEST' | 'DATA' | 'DONE';
 
 export class DeviceRefusedError extends OtaError {
   readonly step: RefusedStep;
@@ -130,6 +130,11 @@ export const AttStatus = {
   INVALID_ATTRIBUTE_VALUE_LENGTH: 0x0d,
   UNLIKELY_ERROR: 0x0e,
   INSUFFICIENT_RESOURCES: 0x11,
+  /**
+   * This firmware's application error (0x80-0x9F are the application's): baseline image data
+   * past the end of the update slot. A baseline device answers UNLIKELY_ERROR instead.
+   */
+  IMAGE_TOO_LARGE: 0x80,
 } as const;
 
 const ATT_STATUS_NAMES: Record<number, string> = Object.fromEntries(

@@ -24,6 +24,8 @@ import {
 } from './baseline.ts';
 import { TypedEmitter } from './emitter.ts';
 import {
+  AttError,
+  AttStatus,
   DeviceRefusedError,
   isOtaError,
   LinkLostError,
@@ -374,6 +376,8 @@ class UploadRun {
   /** Name the step in errors the transport raised. */
   #explain(step: Step, error: unknown): Error {
     if (error instanceof LinkLostError) return this.#linkLostError(step, this.#link.lost, error);
+    // The device's own refusal already says where and why.
+    if (error instanceof DeviceRefusedError) return error;
     if (isOtaError(error)) {
       return new OtaError(error.code, `${step.during()}: ${error.message}`, { cause: error });
     }
@@ -444,6 +448,16 @@ class UploadRun {
     }
   }
 
+  /** An ATT error on image data that says why the device gave up becomes a refusal that does. */
+  #explainDataError(error: unknown, offset: number): unknown {
+    if (!(error instanceof AttError) || error.status !== AttStatus.IMAGE_TOO_LARGE) return error;
+    return new DeviceRefusedError(
+      'DATA',
+      `device refused image data at byte ${offset} of ${this.#image.length}: image larger than the update slot; build a smaller image or give the device larger OTA partitions`,
+      { cause: error },
+    );
+  }
+
   async #sendData(packetSize: number, packets: number): Promise<void> {
     const total = this.#image.length;
     const tracker = sessionProgressTracker(total, this.#clock, this.#opts.rateSmoothingMs);
@@ -459,7 +473,12 @@ class UploadRun {
             `waiting for the Write Response to data packet ${index + 1} of ${packets} (bytes ${offset} to ${offset + packet.length - 1})`,
           during: () => `during data transfer at byte ${this.#acked} of ${total}`,
         },
-        (signal) => this.#t.write(OTA_DATA_UUID, packet, { withResponse: true, signal }),
+        (signal) =>
+          this.#t
+            .write(OTA_DATA_UUID, packet, { withResponse: true, signal })
+            .catch((error: unknown) => {
+              throw this.#explainDataError(error, offset);
+            }),
       );
       this.#acked = offset + packet.length;
       this.#sinks?.progress(tracker.update(this.#acked));

@@ -1,4 +1,5 @@
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
 import { buildAppImage } from '@esp-ble-ota/protocol';
@@ -54,6 +55,33 @@ describe('virtual rig, through the real noble package and a real pty', () => {
     await expect(startVirtualRig({ boards: [{ chip: 'esp32s2' }] })).rejects.toThrow(
       /board 1: the ESP32-S2 has no Bluetooth LE radio, .*; simulate a chip with one \(esp32, esp32c3, esp32s3/,
     );
+  });
+
+  it('halts a board that only boot-loops (no app it can run in any slot) and says why', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'rig-bootloop-'));
+    try {
+      const image = join(dir, 'no-program.bin');
+      await writeFile(
+        image,
+        buildAppImage({
+          chip: 'esp32',
+          project: 'x',
+          version: '0.0.1',
+          payload: new Uint8Array(4096),
+        }),
+      );
+      rig = await startVirtualRig({ profile: 'immediate', boards: [{ image }] });
+      const board = rig.boards[0];
+      if (!board) throw new Error('no board');
+      await board.waitReady();
+      expect(board.device.state).toBe('halted');
+      expect(board.boots).toBe(3);
+      expect(board.faultLog.map((f) => [f.name, f.detail])).toEqual([
+        ['boot-loop', 'halted after 3 panic restarts in a row without an app running'],
+      ]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('updates the firmware with the baseline exchange; the console then shows the new version', async () => {

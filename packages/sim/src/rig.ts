@@ -12,6 +12,7 @@ import { type LinkTuningRequest, PHY_1M, PHY_2M } from './device/frames.ts';
 import {
   type BootOptions,
   defaultDeviceProgram,
+  RESET_REASONS,
   SimulatedDevice,
 } from './device/simulated-device.ts';
 import type { Fault } from './hci/faults.ts';
@@ -34,6 +35,13 @@ import {
   NIMBLE_DEFAULT_PREFERRED_MTU,
 } from './link/profiles.ts';
 import type { AirScheduler, Phy } from './link/types.ts';
+
+/**
+ * Panic restarts in a row, with no app running in between, after which the rig halts a board.
+ * One is the unconfirmed image the bootloader then rolls back; a board that panics on and on has
+ * nothing it can run.
+ */
+const BOOT_LOOP_LIMIT = 3;
 
 /** Chips the firmware's host build simulates and makes images for (firmware/host/src/chip.c). */
 export const SIM_CHIPS: readonly string[] = [
@@ -180,6 +188,8 @@ export class VirtualBoard implements PeripheralApp {
   readonly device: SimulatedDevice;
   /** Boots so far, counting the first. */
   boots = 0;
+  /** Restarts by the panic handler since the app last ran. */
+  private panicsSinceRun = 0;
   private link: AirScheduler | undefined;
   private lastModeledMs = 0;
   /**
@@ -235,7 +245,11 @@ export class VirtualBoard implements PeripheralApp {
     }
     if (options.powerCutAt !== undefined) this.nextBoot = { powerCutAt: options.powerCutAt };
     this.device.on('console', (data) => this.uart.write(data));
+    this.device.on('reset', (reason) => {
+      if (reason === RESET_REASONS.panic) this.panicsSinceRun += 1;
+    });
     this.device.on('hello', (info) => {
+      this.panicsSinceRun = 0;
       // HELLO 0 comes on CONNECT (NimBLE stops advertising while connected); the radio side
       // already stopped, so only the advertising that starts again needs passing on.
       if (info.advertising) this.peripheral.startAdvertising(info.name);
@@ -257,6 +271,15 @@ export class VirtualBoard implements PeripheralApp {
           board: this.options.name,
           detail: `power cut at flash operation ${info.flashOps.filter((o) => o.op !== 'read').length + 1} of boot ${this.boots}`,
         });
+      }
+      if (!this.closing && this.panicsSinceRun >= BOOT_LOOP_LIMIT) {
+        // A real board goes on boot-looping; the rig stops it so that a test or a run ends.
+        this.faultLog.push({
+          name: 'boot-loop',
+          board: this.options.name,
+          detail: `halted after ${this.panicsSinceRun} panic restarts in a row without an app running`,
+        });
+        this.device.halt();
       }
       if (this.closing || this.device.state === 'halted') {
         for (const w of this.waiters.splice(0)) w();

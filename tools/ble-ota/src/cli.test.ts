@@ -148,6 +148,17 @@ describe('usage errors', () => {
       message: /"soon" is not a duration; use e\.g\. 10, 10s, 500ms or 2m/,
     },
     {
+      what: 'a duration past the longest timer (it would fire at once)',
+      argv: () => ['scan', '--timeout', '2147484s'],
+      message:
+        /"2147484s" is longer than the longest wait this tool can time \(2147483647 ms, about 24\.8 days\)/,
+    },
+    {
+      what: 'a step timeout past the longest timer',
+      argv: () => ['flash', image(), '--step-timeout', '40000m'],
+      message: /"40000m" is longer than the longest wait/,
+    },
+    {
       what: 'a bad address',
       argv: () => ['flash', image(), '--address', 'esp32'],
       message: /"esp32" is not a Bluetooth address/,

@@ -213,6 +213,69 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
     }
   });
 
+  it("checks a baseline upload against the device's real slot (v2 INFO), not the baseline's 1 MB", async () => {
+    const { rig, board, startRig } = await lentRig({ profile: 'immediate' });
+    try {
+      const big = writeImage('big2.bin', { version: '9.9.4', payload: new Uint8Array(2_100_000) });
+      const refused = await run(['flash', big, '--sim', '--protocol', 'baseline', '--no-verify'], {
+        startRig,
+      });
+      expect(refused.code).toBe(ExitCode.IMAGE_MISMATCH);
+      expect(refused.stderr).toMatch(
+        /it holds 1\.94 MiB, from the device's v2 INFO; --slot-size if the device has larger slots/,
+      );
+      expect(refused.stdout).not.toMatch(/^progress/m);
+
+      // 1.5 MB fits the firmware's 1.94 MB slots: the baseline's 1 MB guess refused it. The
+      // image is a valid ESP app image with no program in it: on a board the app faults, the
+      // panic handler restarts it and the bootloader rolls the unconfirmed image back.
+      const console = await SerialConsole.open(board.serialPath);
+      try {
+        const fits = writeImage('fits.bin', {
+          version: '9.9.3',
+          payload: new Uint8Array(1_500_000),
+        });
+        const ok = await run(['flash', fits, '--sim', '--protocol', 'baseline', '--no-verify'], {
+          startRig,
+        });
+        expect(ok.stderr).not.toMatch(/error/);
+        expect(ok.code).toBe(ExitCode.OK);
+        await console.expect(/Guru Meditation Error: Core {2}0 panic'ed \(IllegalInstruction\)/, {
+          timeout: 20_000,
+        });
+        await console.expect('Rebooting...', { timeout: 20_000 });
+        await console.expect('rst:0xc (SW_CPU_RESET)', { timeout: 20_000 });
+        // ota_1 never confirmed itself: the bootloader goes back to ota_0 and its version.
+        await console.expect('Loaded app from partition at offset 0x10000', { timeout: 20_000 });
+        await console.expect(/App version:\s+1\.0\.0/, { timeout: 20_000 });
+        await console.expect('Running partition: ota_0', { timeout: 20_000 });
+        expect(rig.boards[0]?.device.state).toBe('running');
+      } finally {
+        await console.close();
+      }
+    } finally {
+      await rig.close();
+    }
+  }, 120_000);
+
+  it('says "image larger than the update slot" when a baseline upload fills the slot', async () => {
+    const { rig, startRig } = await lentRig({ profile: 'immediate' });
+    try {
+      const big = writeImage('big3.bin', { version: '9.9.5', payload: new Uint8Array(2_040_000) });
+      const result = await run(
+        ['flash', big, '--sim', '--protocol', 'baseline', '--slot-size', '4M', '--no-verify'],
+        { startRig },
+      );
+      expect(result.code).toBe(ExitCode.IMAGE_MISMATCH);
+      expect(result.stderr).toMatch(
+        /device refused image data at byte \d+ of \d+: image larger than the update slot/,
+      );
+      expect(result.stderr).not.toMatch(/0x0e|UNLIKELY/);
+    } finally {
+      await rig.close();
+    }
+  }, 120_000);
+
   it('flash --sim --baseline-writes: REQUEST and DONE as Write Commands, as the Python client sends them', async () => {
     const result = await run(
       ['flash', hostImage('9.9.8'), '--sim', '--sim-profile', 'immediate', '--baseline-writes'],

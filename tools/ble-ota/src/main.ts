@@ -134,7 +134,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     .addOption(
       new Option(
         '--slot-size <bytes>',
-        `size of the device's OTA app slot (1M, 0x100000); default with the baseline protocol ${DEFAULT_SLOT_SIZE / 1024 / 1024}M (its partition table), with v2 the device checks its own`,
+        `size of the device's OTA app slot (1M, 0x100000); default: with v2 the device checks its own; with the baseline protocol the size the device tells in v2 INFO, else ${DEFAULT_SLOT_SIZE / 1024 / 1024}M (the baseline partition table)`,
       ).argParser(parseSize),
     )
     .option('--skip-chip-check', "do not compare the image's chip with the device's model")

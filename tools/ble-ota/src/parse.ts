@@ -1,5 +1,8 @@
 import { InvalidArgumentError } from 'commander';
 
+/** The longest delay a Node.js timer takes (2^31-1 ms, 24.8 days); a longer one fires at once. */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+
 /** "10", "10s", "1.5s", "500ms", "2m" -> milliseconds. A bare number is seconds. */
 export function parseDuration(value: string): number {
   const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
@@ -10,7 +13,12 @@ export function parseDuration(value: string): number {
   const unit = match[2] ?? 's';
   const ms = unit === 'ms' ? n : unit === 'm' ? n * 60_000 : n * 1000;
   if (!(ms > 0)) throw new InvalidArgumentError(`"${value}" must be longer than zero`);
-  return Math.round(ms);
+  if (Math.round(ms) > MAX_DURATION_MS) {
+    throw new InvalidArgumentError(
+      `"${value}" is longer than the longest wait this tool can time (${MAX_DURATION_MS} ms, about 24.8 days); use a shorter duration`,
+    );
+  }
+  return Math.max(1, Math.round(ms));
 }
 
 /** "1048576", "0x100000", "1M", "1536K" -> bytes. */

@@ -66,6 +66,8 @@ typedef enum {
 #define BLE_OTA_ATT_ERR_UNLIKELY 0x0E
 #define BLE_OTA_ATT_ERR_INSUFFICIENT_RES 0x11
 #define BLE_OTA_ATT_ERR_VALUE_NOT_ALLOWED 0x13
+/* Application error (0x80-0x9F): a baseline write of image data past the end of the update slot. */
+#define BLE_OTA_ATT_ERR_IMAGE_TOO_LARGE 0x80
 
 /* Connection handle meaning "none". */
 #define BLE_OTA_CONN_NONE 0xFFFFu

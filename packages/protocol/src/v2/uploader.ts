@@ -244,6 +244,40 @@ export function uploadV2(
 }
 
 /** The chip id BEGIN carries: esp_image_header_t.chip_id, bytes 12-13 of an app image. */
+/**
+ * Reads and decodes v2 INFO (chip, slot size, window, running image, ...), refusing a device
+ * without the v2 characteristics or with another protocol version. Read-only: a client that
+ * goes on with the baseline may still learn the device's real slot size this way.
+ */
+export async function readV2Info(
+  transport: Transport,
+  options: { signal?: AbortSignal } = {},
+): Promise<V2Info> {
+  if (!hasV2(transport)) {
+    const missing = [V2_CONTROL_UUID, V2_DATA_UUID].find(
+      (uuid) =>
+        !transport
+          .services()
+          .some((s) =>
+            s.characteristics.some((c) => normalizeUuid(c.uuid) === normalizeUuid(uuid)),
+          ),
+    );
+    throw new UnknownCharacteristicError(missing ?? V2_CONTROL_UUID);
+  }
+  const info = decodeInfo(
+    await transport.read(
+      V2_CONTROL_UUID,
+      options.signal === undefined ? {} : { signal: options.signal },
+    ),
+  );
+  if (info.protoVersion !== V2_PROTO_VERSION) {
+    throw new ProtocolError(
+      `the device speaks OTA protocol version ${info.protoVersion}, this client version ${V2_PROTO_VERSION}; upgrade the one that is older`,
+    );
+  }
+  return info;
+}
+
 export function imageChipId(image: Uint8Array): number | undefined {
   if (image.length < 24 || image[0] !== 0xe9) return undefined;
   return (image[12] as number) | ((image[13] as number) << 8);
@@ -501,33 +535,15 @@ class Run {
     }
   }
 
-  async #readInfo(): Promise<V2Info> {
-    if (!hasV2(this.#t)) {
-      const missing = [V2_CONTROL_UUID, V2_DATA_UUID].find(
-        (uuid) =>
-          !this.#t
-            .services()
-            .some((s) =>
-              s.characteristics.some((c) => normalizeUuid(c.uuid) === normalizeUuid(uuid)),
-            ),
-      );
-      throw new UnknownCharacteristicError(missing ?? V2_CONTROL_UUID);
-    }
-    const raw = await this.#link.step(
+  #readInfo(): Promise<V2Info> {
+    return this.#link.step(
       {
         timeoutMs: this.#timeouts.infoMs,
         waitingFor: 'waiting for the device to answer the read of v2 INFO',
         during: 'while reading v2 INFO',
       },
-      (signal) => this.#t.read(V2_CONTROL_UUID, { signal }),
+      (signal) => readV2Info(this.#t, { signal }),
     );
-    const info = decodeInfo(raw);
-    if (info.protoVersion !== V2_PROTO_VERSION) {
-      throw new ProtocolError(
-        `the device speaks OTA protocol version ${info.protoVersion}, this client version ${V2_PROTO_VERSION}; upgrade the one that is older`,
-      );
-    }
-    return info;
   }
 
   #prepareStream(info: V2Info): { stream: Uint8Array; compression: V2CompressionOutcome } {

@@ -23,6 +23,14 @@ const FRAME_DONE_TIMEOUT_MS = 15_000;
 /** The exit code with which the device program reports a cut at its Nth flash operation. */
 export const POWER_CUT_EXIT_CODE = 137;
 
+/** Why the firmware restarted, as its RESET frame says (firmware/host/src/io.h). */
+export const RESET_REASONS = {
+  swRestart: 1,
+  rollback: 2,
+  /** The app faulted and the panic handler restarted the chip (an image with no code for it). */
+  panic: 4,
+} as const;
+
 const programOptions = {
   stdin: 'pipe',
   stdout: 'pipe',
@@ -93,7 +101,7 @@ interface DeviceEvents {
   linkRequest: [request: LinkTuningRequest];
   /** The device finished an input frame of this type (FRAME_DONE). */
   frameDone: [frameType: number];
-  /** The firmware asked for a restart (after OTA, or a rollback). */
+  /** The firmware asked for a restart (after OTA, a rollback, a panic: RESET_REASONS). */
   reset: [reason: number];
   /** The process ended; `powerCut` when it was a cut at a flash operation. */
   off: [
@@ -146,6 +154,14 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
   /** Flash operations of the current (or last) boot, in order. */
   get flashOps(): readonly DeviceFlashOp[] {
     return this.ops;
+  }
+
+  /**
+   * Keeps a device that is off from booting again on its own: what a rig does to a board that
+   * only boot-loops, so that a run ends. The next boot() starts it as usual.
+   */
+  halt(): void {
+    if (this._state === 'off') this._state = 'halted';
   }
 
   get state(): DeviceState {

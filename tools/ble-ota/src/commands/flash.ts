@@ -12,9 +12,11 @@ import {
   checkImageForDevice,
   chooseProtocol,
   type DeviceInformation,
+  DeviceRefusedError,
   hasV2,
   ImageMismatchError,
   readDeviceInformation,
+  readV2Info,
   type UploadAutoResult,
   type UploadProtocol,
   uploadAuto,
@@ -45,8 +47,9 @@ export interface FlashOptions {
   simChip?: string;
   json?: boolean;
   /**
-   * The OTA slot size to check the image against before sending. Unset: the baseline's 1 MB
-   * with the baseline protocol; with v2 the device checks against its real slot at BEGIN.
+   * The OTA slot size to check the image against before sending. Unset: with v2 the device
+   * checks against its real slot at BEGIN; with the baseline protocol the slot size the device
+   * tells in v2 INFO when it has v2 (this firmware), else the baseline's 1 MB.
    */
   slotSize?: number;
   chipCheck: boolean;
@@ -148,7 +151,8 @@ export async function flashCommand(
       );
     }
     out.protocol(protocol, choice);
-    checkDevice(image, deviceInfo, options, protocol, out);
+    const slot = await slotSizeFor(connected, options, protocol, io.signal);
+    checkDevice(image, deviceInfo, options, slot, out);
 
     // 4. Upload.
     const step = options.stepTimeout;
@@ -293,20 +297,42 @@ function describeTarget(options: FlashOptions): string {
   return 'a device offering the OTA service';
 }
 
+/** The slot the pre-flight checks the image against, and where that figure came from. */
+interface SlotSize {
+  bytes: number;
+  source: string;
+}
+
+async function slotSizeFor(
+  transport: NobleTransport,
+  options: FlashOptions,
+  protocol: UploadProtocol,
+  signal: AbortSignal | undefined,
+): Promise<SlotSize> {
+  if (options.slotSize !== undefined) return { bytes: options.slotSize, source: '--slot-size' };
+  // A v2 device refuses a too large image at BEGIN with its real slot size, before any data.
+  if (protocol === 'v2') return { bytes: Number.POSITIVE_INFINITY, source: 'v2 BEGIN' };
+  // The baseline protocol cannot tell the slot size; this firmware tells it in v2 INFO.
+  if (hasV2(transport)) {
+    const info = await readV2Info(transport, signalOption(signal));
+    return { bytes: info.slotSize, source: "the device's v2 INFO" };
+  }
+  return {
+    bytes: DEFAULT_SLOT_SIZE,
+    source: 'the baseline partition table (the device cannot tell its own)',
+  };
+}
+
 function checkDevice(
   image: LoadedImage,
   device: DeviceInformation,
   options: FlashOptions,
-  protocol: UploadProtocol,
+  slot: SlotSize,
   out: Reporter,
 ): void {
-  // The baseline cannot tell its slot size: assume its partition table unless told. A v2
-  // device refuses a too large image at BEGIN with its real slot size, before any data.
-  const slotSize =
-    options.slotSize ?? (protocol === 'baseline' ? DEFAULT_SLOT_SIZE : Number.POSITIVE_INFINITY);
   try {
     const notes = checkImageForDevice({ chip: image.info.chip, size: image.bytes.length }, device, {
-      slotSize,
+      slotSize: slot.bytes,
       checkChip: options.chipCheck,
     });
     for (const n of notes) out.note(n.note);
@@ -315,13 +341,19 @@ function checkDevice(
     const hint =
       error.reason === 'chip'
         ? ' (--skip-chip-check to override)'
-        : ` (--slot-size if the device has larger slots; it holds ${formatBytes(slotSize)})`;
+        : slot.source === '--slot-size'
+          ? ` (--slot-size ${formatBytes(slot.bytes)})`
+          : ` (it holds ${formatBytes(slot.bytes)}, from ${slot.source}; --slot-size if the device has larger slots)`;
     throw new CliError(ExitCode.IMAGE_MISMATCH, `${error.message}${hint}`, { cause: error });
   }
 }
 
 /** A v2 refusal of an image that does not fit the device is the same failure as the pre-flight's. */
 function explainUploadError(error: unknown, options: FlashOptions): unknown {
+  // The baseline device ran out of slot while the image streamed in (this firmware says so).
+  if (error instanceof DeviceRefusedError && error.step === 'DATA') {
+    return new CliError(ExitCode.IMAGE_MISMATCH, error.message, { cause: error });
+  }
   if (!(error instanceof V2RefusedError)) return error;
   if (error.statusName === 'WRONG_CHIP' && options.chipCheck === false) {
     return new CliError(

@@ -64,6 +64,8 @@ typedef struct {
     /* Last session the writer gave up on (REQUEST or a flash write failed):
      * further image data for it is refused at once instead of queued. */
     uint32_t failed_session;
+    /* The failure was image data past the end of the update slot. */
+    bool failed_too_large;
     uint8_t control_value;
     bool slot_open;
     uint32_t bytes_written;
@@ -280,6 +282,17 @@ static bool prv_session_failed(void)
     return failed;
 }
 
+/* The ATT error for image data of a failed session: why, where the client can tell. */
+static int prv_failed_data_error(void)
+{
+    bool too_large;
+
+    prv_lock();
+    too_large = s_shared.failed_too_large;
+    prv_unlock();
+    return too_large ? BLE_OTA_ATT_ERR_IMAGE_TOO_LARGE : BLE_OTA_ATT_ERR_UNLIKELY;
+}
+
 static void prv_handle_request(uint16_t conn)
 {
     ble_ota_v2_on_baseline_request(conn);
@@ -366,7 +379,7 @@ static int prv_write_data(uint16_t conn, const uint8_t *data, size_t len, bool w
     case BLE_OTA_STATE_RECEIVING:
         if (prv_session_failed()) {
             /* REQUEST_NAK or a flash error was reported; nothing more is written. */
-            return BLE_OTA_ATT_ERR_UNLIKELY;
+            return prv_failed_data_error();
         }
         if (prv_enqueue(ITEM_DATA, conn, data, len)) {
             return BLE_OTA_ATT_OK;
@@ -551,10 +564,11 @@ static void prv_sha_finish(bool keep)
     prv_unlock();
 }
 
-static void prv_mark_failed(uint32_t session)
+static void prv_mark_failed(uint32_t session, bool too_large)
 {
     prv_lock();
     s_shared.failed_session = session;
+    s_shared.failed_too_large = too_large;
     prv_unlock();
 }
 
@@ -592,7 +606,7 @@ static void prv_writer_begin(const item_t *item)
     if (rc != BLE_OTA_OK) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR, "OTA request refused: could not open an update slot (error %d): %s",
                          rc, prv_begin_hint(rc));
-        prv_mark_failed(item->session);
+        prv_mark_failed(item->session, false);
         prv_notify_control(item->conn, BLE_OTA_OP_REQUEST_NAK);
         return;
     }
@@ -631,7 +645,17 @@ static void prv_writer_data(const item_t *item)
                          "image refused at offset %lu: not an ESP app image (it must start "
                          "with 0xE9); DONE will be answered with DONE_NAK",
                          (unsigned long)offset);
-        prv_mark_failed(item->session);
+        prv_mark_failed(item->session, false);
+        prv_writer_abort();
+        return;
+    }
+    if (rc == BLE_OTA_ERR_TOO_LARGE) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR,
+                         "image larger than the update slot %s (%lu bytes): %u bytes at image offset %lu do "
+                         "not fit; transfer dropped, DONE will be answered with DONE_NAK",
+                         s_writer.target.label, (unsigned long)s_writer.target.size, (unsigned)item->len,
+                         (unsigned long)offset);
+        prv_mark_failed(item->session, true);
         prv_writer_abort();
         return;
     }
@@ -640,7 +664,7 @@ static void prv_writer_data(const item_t *item)
                          "flash write of %u bytes at image offset %lu failed (error %d): transfer "
                          "dropped; DONE will be answered with DONE_NAK",
                          (unsigned)item->len, (unsigned long)offset, rc);
-        prv_mark_failed(item->session);
+        prv_mark_failed(item->session, false);
         prv_writer_abort();
         return;
     }
