@@ -204,6 +204,13 @@ static void prv_dispatch(uint8_t type, const uint8_t *p, size_t len, const char 
             return;
         }
         break;
+    case HOST_FRAME_CLOCK:
+        if (len >= 4) {
+            host_clock_follow_model_ms((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                                       (uint32_t)p[3] << 24);
+            return;
+        }
+        break;
     default:
         host_log('W', TAG_APP, "ignoring unknown frame type 0x%02x from the rig", type);
         return;

@@ -181,9 +181,23 @@ uint64_t host_clock_t0_ns(void)
     return s_t0_ns;
 }
 
+/* How far the link model's clock has run ahead of real time in this boot. */
+static uint64_t s_model_ahead_ms;
+
 uint32_t host_uptime_ms(void)
 {
-    return (uint32_t)((host_clock_now_ns() - host_clock_t0_ns()) / 1000000ull) + HOST_ROM_BOOT_MS;
+    uint64_t real_ms = (host_clock_now_ns() - host_clock_t0_ns()) / 1000000ull;
+    return (uint32_t)(real_ms + s_model_ahead_ms) + HOST_ROM_BOOT_MS;
+}
+
+void host_clock_follow_model_ms(uint32_t modeled_ms_since_boot)
+{
+    uint64_t real_ms = (host_clock_now_ns() - host_clock_t0_ns()) / 1000000ull;
+
+    /* Never backwards: a model that lags real time for a while leaves the clock alone. */
+    if (modeled_ms_since_boot > real_ms + s_model_ahead_ms) {
+        s_model_ahead_ms = modeled_ms_since_boot - real_ms;
+    }
 }
 
 void host_log_set_level(char max_level)

@@ -20,6 +20,7 @@ enum {
     HOST_FRAME_READ = 0x05,
     HOST_FRAME_SUBSCRIBE = 0x06,
     HOST_FRAME_LINK_UPDATE = 0x07,
+    HOST_FRAME_CLOCK = 0x08,
     HOST_FRAME_HELLO = 0x80,
     HOST_FRAME_NOTIFY = 0x82,
     HOST_FRAME_CONSOLE = 0x83,
@@ -66,6 +67,12 @@ uint64_t host_clock_t0_ns(void);
 uint64_t host_clock_now_ns(void);
 /* Milliseconds since reset, as the "(123)" of ESP-IDF log lines. */
 uint32_t host_uptime_ms(void);
+/*
+ * The rig's link model says this much modeled time has passed since the boot began: uptime
+ * (log timestamps, the core's now_ms) runs no slower than that from here on, so the console
+ * and the modeled timeline agree. Timers for real waits (the restart delay) keep real time.
+ */
+void host_clock_follow_model_ms(uint32_t modeled_ms_since_boot);
 
 /* ESP_LOG line: level is 'E', 'W', 'I', 'D' or 'V'; lines above the log level are dropped. */
 __attribute__((format(printf, 3, 4))) void host_log(char level, const char *tag, const char *fmt, ...);

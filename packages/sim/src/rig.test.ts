@@ -119,6 +119,7 @@ describe('virtual rig, through the real noble package and a real pty', () => {
     rig = await startVirtualRig({ profile: 'macos-esp32', boards: [{ restartDelayMs: 0 }] });
     const board = rig.boards[0];
     if (!board) throw new Error('no board');
+    const uart = watchConsole(board.serialPath);
     // A valid image of 500 kB (the baseline author's figure); what it holds does not matter here.
     const image = buildAppImage({
       chip: 'esp32',
@@ -152,5 +153,12 @@ describe('virtual rig, through the real noble package and a real pty', () => {
     );
     expect(modeledSeconds).toBeGreaterThanOrEqual(75);
     expect(modeledSeconds).toBeLessThanOrEqual(105);
+    // The device's own account of the transfer counts modeled time too, as a board's would,
+    // not the second of wall time the rig took (REQUEST to DONE: all but the first packet write).
+    const done = await uart.waitFor(/ble_ota: OTA done: \d+ bytes in \d+ packets, (\d+) ms/);
+    const deviceMs = Number(done[1]);
+    expect(deviceMs / 1000).toBeGreaterThan(modeledSeconds * 0.95);
+    expect(deviceMs / 1000).toBeLessThanOrEqual(modeledSeconds);
+    await uart.close();
   }, 120_000);
 });

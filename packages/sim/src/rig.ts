@@ -192,9 +192,12 @@ export class VirtualBoard implements PeripheralApp {
   private panicsSinceRun = 0;
   private link: AirScheduler | undefined;
   private lastModeledMs = 0;
+  /** Modeled time of this board's connections before the current one. */
+  private priorLinksMs = 0;
   /**
-   * The link model's clock of this board in milliseconds: the current connection's modeled
-   * time, held at its last value between connections. Undefined on the zero-latency link,
+   * The link model's clock of this board in milliseconds: the modeled time of its connections
+   * one after the other (each starts where the last one ended), held at its last value between
+   * connections. Undefined on the zero-latency link,
    * which has no time of its own. Upload sessions take it as their clock so rates, ETAs and
    * phase timings are what a bench would see.
    */
@@ -231,11 +234,13 @@ export class VirtualBoard implements PeripheralApp {
     this.modeledClock = profile
       ? {
           now: () => {
-            if (this.link) this.lastModeledMs = this.link.nowUs / 1000;
+            if (this.link) this.lastModeledMs = this.priorLinksMs + this.link.nowUs / 1000;
             return this.lastModeledMs;
           },
         }
       : undefined;
+    // The console's clock follows the model, so "OTA done: N ms" and the timeline agree.
+    if (this.modeledClock) this.device.modeledNowMs = this.modeledClock.now;
     if (options.slowFlash) {
       this.faultLog.push({
         name: 'slow-flash',
@@ -381,6 +386,8 @@ export class VirtualBoard implements PeripheralApp {
 
   /** Called by the rig when a central connects to this board. */
   attachLink(link: AirScheduler): void {
+    // Each connection's model starts at 0; the board's clock goes on from where the last one was.
+    this.priorLinksMs = this.modeledClock?.now() ?? 0;
     this.link = link;
   }
 

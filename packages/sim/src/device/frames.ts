@@ -11,6 +11,7 @@ export const HostFrame = {
   READ: 0x05,
   SUBSCRIBE: 0x06,
   LINK_UPDATE: 0x07,
+  CLOCK: 0x08,
 } as const;
 
 export const DeviceFrame = {
@@ -112,6 +113,16 @@ export const encode = {
   read: (conn: number, chrId: number) => frame(HostFrame.READ, u16(conn, chrId)),
   subscribe: (conn: number, chrId: number, flags: number) =>
     frame(HostFrame.SUBSCRIBE, concat(u16(conn, chrId), Uint8Array.of(flags))),
+  /** Modeled ms since the boot began (firmware/host/README.md, CLOCK). */
+  clock: (modeledMs: number) => {
+    const p = new Uint8Array(4);
+    new DataView(p.buffer).setUint32(
+      0,
+      Math.min(0xffffffff, Math.max(0, Math.floor(modeledMs))),
+      true,
+    );
+    return frame(HostFrame.CLOCK, p);
+  },
   linkUpdate: (u: LinkTuningUpdate) =>
     frame(
       HostFrame.LINK_UPDATE,

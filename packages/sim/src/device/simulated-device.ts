@@ -140,6 +140,13 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
   private drained: Promise<void> = Promise.resolve();
   /** Set by the board: how to hold modeled time while the device works on a frame. */
   holdModeledTime: HoldModeledTime | undefined;
+  /**
+   * Set by a board with a link model: its modeled clock in ms. Before a frame, the device is told
+   * how much modeled time passed since its boot (CLOCK), so its console counts modeled time.
+   */
+  modeledNowMs: (() => number | undefined) | undefined;
+  private bootModeledMs: number | undefined;
+  private clockSentMs = 0;
 
   constructor(readonly options: SimulatedDeviceOptions) {
     super();
@@ -202,6 +209,9 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
     this.decoder = new FrameDecoder();
     this.ops = [];
     this.untracked = 0;
+    // The boot's modeled start: the model's clock now (it holds between connections).
+    this.bootModeledMs = this.modeledNowMs?.();
+    this.clockSentMs = 0;
     this.backlog = [];
     this.stderr = '';
     this._state = 'booting';
@@ -301,6 +311,26 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
     if (!child || this._state !== 'running') {
       throw new Error(`the simulated device is ${this._state}, not running`);
     }
+    this.sendClock();
+    this.sendFrame(child, bytes, done);
+  }
+
+  /** CLOCK before the next frame, when modeled time moved on by a millisecond or more. */
+  private sendClock(): void {
+    const now = this.modeledNowMs?.();
+    if (now === undefined || !this.child) return;
+    this.bootModeledMs ??= now;
+    const sinceBoot = Math.floor(now - this.bootModeledMs);
+    if (sinceBoot <= this.clockSentMs) return;
+    this.clockSentMs = sinceBoot;
+    this.sendFrame(this.child, encode.clock(sinceBoot));
+  }
+
+  private sendFrame(
+    child: NonNullable<typeof this.child>,
+    bytes: Uint8Array,
+    done?: () => void,
+  ): void {
     if (this.frameDoneSeen) {
       this.inFlight.push({ type: bytes[0] as number, release: this.holdModeledTime?.(), done });
       this.armWatchdog();
