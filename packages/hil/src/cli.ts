@@ -64,7 +64,8 @@ export async function main(argv = process.argv): Promise<number> {
       ...(str('shard') ? { shard: str('shard') } : {}),
       ...(str('grep') ? { grep: str('grep') } : {}),
       list: o.list === true,
-      color: process.stdout.isTTY === true,
+      color: process.stdout.isTTY === true && process.env.NO_COLOR === undefined,
+      terminal: process.stdout.isTTY === true,
     });
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);

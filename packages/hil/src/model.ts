@@ -5,7 +5,11 @@
  */
 import { z } from 'zod';
 
-export const PHASE_NAMES = ['build', 'connect', 'transfer', 'finalize', 'reboot'] as const;
+/**
+ * A scenario's own phases. The firmware build is not one: it runs once for the whole run
+ * (FirmwareInfo.buildMs), and counting it in every scenario would show it N times over.
+ */
+export const PHASE_NAMES = ['connect', 'transfer', 'finalize', 'reboot'] as const;
 export type PhaseName = (typeof PHASE_NAMES)[number];
 
 export const RIG_NAMES = ['sim', 'bench'] as const;
@@ -67,6 +71,8 @@ export interface FirmwareInfo {
   sha256: string;
   /** false: the build cache was hit and nothing was rebuilt. */
   built: boolean;
+  /** Wall time of the one build (or cache check) that every scenario of the run shares. */
+  buildMs?: number;
 }
 
 /** How a run compares with hil-baseline.json, thresholds included. */
@@ -200,6 +206,7 @@ export const firmwareInfoSchema = z.strictObject({
   size: z.number().int().positive(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 lowercase hex digits'),
   built: z.boolean(),
+  buildMs: nonNegative.optional(),
 });
 
 export const hilReportSchema = z

@@ -15,6 +15,13 @@ describe('scenario ids', () => {
     );
   });
 
+  it('cut a long test name at a word boundary, never inside a word', () => {
+    const title = 'an image that is not a valid ESP app: INVALID_IMAGE at END, the old image stays';
+    const id = scenarioId('scenarios/v2-refusals.test.ts', title, 3);
+    expect(id).toBe('v2-refusals/an-image-that-is-not-a-valid-esp-app-invalid-image-at-end');
+    expect(id.length - 'v2-refusals/'.length).toBeLessThanOrEqual(60);
+  });
+
   it('records are matched to vitest results by file name and title', () => {
     expect(recordKey('/abs/scenarios/a.test.ts', 'x y')).toBe(
       recordKey('scenarios/a.test.ts', 'x y'),

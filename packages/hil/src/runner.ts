@@ -16,7 +16,7 @@ import {
 } from './baseline.ts';
 import { type ConfigFlags, findSerialPort, type LoadedConfig, loadConfig } from './config.ts';
 import { CONTEXT_ENV, type RunContext, writeRunContext } from './context.ts';
-import type { HilReport, PhaseTiming, ScenarioResult } from './model.ts';
+import type { HilReport, ScenarioResult } from './model.ts';
 import { prepareImages } from './prepare.ts';
 import { formatSummary, writeReports } from './report/index.ts';
 import { recordKey, type ScenarioRecord, scenarioFileSlug, scenarioId } from './scenario.ts';
@@ -34,6 +34,8 @@ export interface RunOptions {
   /** Where progress and the summary go. */
   log?: (line: string) => void;
   color?: boolean;
+  /** The summary goes to a terminal: box-drawn borders (ASCII otherwise). */
+  terminal?: boolean;
 }
 
 interface VitestAssertion {
@@ -185,7 +187,6 @@ export async function runHil(opts: RunOptions = {}): Promise<number> {
   }
   const vitest = JSON.parse(await readFile(vitestJson, 'utf8')) as VitestJson;
   const records = await readScenarioRecords(scenariosDir);
-  const build: PhaseTiming = { wallMs: images.buildMs };
 
   const scenarios: ScenarioResult[] = [];
   for (const file of vitest.testResults) {
@@ -201,7 +202,7 @@ export async function runHil(opts: RunOptions = {}): Promise<number> {
         ...rec,
         id,
         result: status,
-        phases: { build, ...(rec.phases ?? {}) },
+        phases: rec.phases ?? {},
       };
       if (status === 'failed') {
         const message = a.failureMessages[0] ?? 'failed';
@@ -229,7 +230,7 @@ export async function runHil(opts: RunOptions = {}): Promise<number> {
     ...(config.rig === 'sim' ? { linkProfile: config.sim.linkProfile } : {}),
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
-    firmware: images.firmware,
+    firmware: { ...images.firmware, buildMs: images.buildMs },
     scenarios,
     ...(shard ? { shard } : {}),
   };
@@ -248,7 +249,7 @@ export async function runHil(opts: RunOptions = {}): Promise<number> {
   const comparison = compareToBaseline(report, baseline, config.thresholds, config.baselineFile);
   report = applyBaselineVerdicts(report, comparison);
   const written = await writeReports(resultsDir, report, { attachmentRoot: config.root });
-  log(formatSummary(report, { color: opts.color ?? false }));
+  log(formatSummary(report, { color: opts.color ?? false, unicode: opts.terminal ?? false }));
   log(`hil: reports in ${written.json}, ${written.junit}, ${written.html}`);
   for (const s of report.scenarios.filter((x) => x.result === 'failed')) {
     log(

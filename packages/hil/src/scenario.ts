@@ -83,6 +83,18 @@ function slug(text: string): string {
     .slice(0, 80);
 }
 
+/** Longest test-name part of a scenario id. */
+const TITLE_SLUG_MAX = 60;
+
+/** A test name in slug form, cut at a word boundary so that no id ends in half a word. */
+function titleSlug(title: string): string {
+  const full = slug(title);
+  if (full.length <= TITLE_SLUG_MAX) return full;
+  const cut = full.slice(0, TITLE_SLUG_MAX + 1);
+  const boundary = cut.lastIndexOf('-');
+  return boundary > 0 ? cut.slice(0, boundary) : full.slice(0, TITLE_SLUG_MAX);
+}
+
 /** The scenario file's name without `.test.ts`, in slug form. */
 export function scenarioFileSlug(file: string | undefined): string {
   return slug((file ?? 'scenario').replace(/^.*\//, '').replace(/\.test\.ts$/, ''));
@@ -94,7 +106,7 @@ export function scenarioFileSlug(file: string | undefined): string {
  */
 export function scenarioId(file: string | undefined, title: string, testsInFile: number): string {
   const base = scenarioFileSlug(file);
-  return testsInFile > 1 ? `${base}/${slug(title).slice(0, 60)}` : base;
+  return testsInFile > 1 ? `${base}/${titleSlug(title)}` : base;
 }
 
 /** How the runner finds what a test recorded: its file and title, as vitest reports them. */
@@ -135,7 +147,7 @@ export class Scenario {
 
   static async open(test: TestContextLike, options: ScenarioOptions = {}): Promise<Scenario> {
     const ctx = await readRunContext();
-    const id = `${scenarioFileSlug(test.task.file?.name)}/${slug(test.task.name).slice(0, 60)}`;
+    const id = `${scenarioFileSlug(test.task.file?.name)}/${titleSlug(test.task.name)}`;
     if (ctx.rig === 'bench' && options.benchNeeds) {
       await writeSkipped(ctx, id, test, `bench: needs ${options.benchNeeds}`);
       test.skip(`bench: needs ${options.benchNeeds}`);

@@ -50,14 +50,14 @@ describe('report.html', () => {
     expect(bars.map((g) => g['@data-scenario'])).toEqual(report.scenarios.map((s) => s.id));
     const happy = bars[0] as Node;
     const rects = happy.rect as Node[];
+    // The one firmware build of the run is not any scenario's phase.
     expect(rects.map((r) => r['@data-phase'])).toEqual([
-      'build',
       'connect',
       'transfer',
       'finalize',
       'reboot',
     ]);
-    expect(rects.map((r) => Number(r['@data-ms']))).toEqual([120, 45, 820, 30, 510]);
+    expect(rects.map((r) => Number(r['@data-ms']))).toEqual([45, 820, 30, 510]);
     // Stacked: each segment starts where the previous one ended.
     for (let i = 1; i < rects.length; i++) {
       const prev = rects[i - 1] as Node;
@@ -74,6 +74,13 @@ describe('report.html', () => {
     const skipped = bars[3] as Node;
     expect(skipped.rect).toBeUndefined();
     expect(JSON.stringify(skipped.text)).toContain('skipped');
+  });
+
+  it('shows the one shared firmware build once, in the header, not in every bar', () => {
+    const html = renderHtmlReport(sampleReport(dir));
+    expect(html).toContain('build cache check 18.9 s, once for all scenarios (not in their bars)');
+    expect(html).not.toContain('data-phase="build"');
+    expect(html).not.toContain('<th>build</th>');
   });
 
   it('adds a modeled-time chart when the virtual rig reported modeled time', () => {

@@ -19,7 +19,6 @@ import { baselineCell, formatKBps, formatMs, formatSeconds } from './summary.ts'
 export const REPORT_HTML = 'report.html';
 
 const PHASE_COLORS: Record<PhaseName, string> = {
-  build: '#8c8c8c',
   connect: '#4e79a7',
   transfer: '#f28e2b',
   finalize: '#59a14f',
@@ -312,6 +311,9 @@ export function renderHtmlReport(report: HilReport, options: HtmlOptions = {}): 
     report.linkProfile ? `link profile ${report.linkProfile}` : '',
     report.firmware
       ? `firmware ${report.firmware.version} (${report.firmware.size} bytes${report.firmware.built ? '' : ', build cached'})`
+      : '',
+    report.firmware?.buildMs !== undefined
+      ? `${report.firmware.built ? 'build' : 'build cache check'} ${formatMs(report.firmware.buildMs)}, once for all scenarios (not in their bars)`
       : '',
     report.shard ? `shard ${report.shard.index}/${report.shard.total}` : '',
     `${report.startedAt} – ${report.finishedAt}`,

@@ -83,6 +83,7 @@ export function sampleReport(dir: string): HilReport {
       size: 200_000,
       sha256: '3f'.repeat(32),
       built: false,
+      buildMs: 18_900,
     },
     scenarios: [
       {
@@ -91,7 +92,6 @@ export function sampleReport(dir: string): HilReport {
         suite: 'ota',
         result: 'passed',
         phases: {
-          build: { wallMs: 120 },
           connect: { wallMs: 45, modeledMs: 310 },
           transfer: { wallMs: 820, modeledMs: 9_800 },
           finalize: { wallMs: 30, modeledMs: 420 },

@@ -18,16 +18,37 @@ afterEach(() => {
 function rows(text: string): string[][] {
   return text
     .split('\n')
-    .filter((l) => l.startsWith('│'))
+    .filter((l) => l.startsWith('│') || l.startsWith('|'))
     .map((l) =>
       l
-        .split('│')
+        .split(/[│|]/)
         .slice(1, -1)
         .map((c) => c.trim()),
     );
 }
 
 describe('formatSummary', () => {
+  it('is plain ASCII off a terminal, box-drawn on one, and never cuts a scenario id', () => {
+    const report = sampleReport(dir);
+    const long = 'v2-refusals/an-image-that-is-not-a-valid-esp-app-invalid-image-at-end';
+    const first = report.scenarios[0];
+    if (!first) throw new Error('no scenario');
+    report.scenarios[0] = { ...first, id: long };
+    const plain = formatSummary(report);
+    expect(/^[\x20-\x7e\n]*$/.test(plain)).toBe(true);
+    expect(plain).toContain(`| ${long} |`);
+    const widths = new Set(
+      plain
+        .split('\n')
+        .filter((l) => l.startsWith('|') || l.startsWith('+'))
+        .map((l) => l.length),
+    );
+    expect(widths.size).toBe(1);
+    const boxed = formatSummary(report, { unicode: true });
+    expect(boxed).toContain(`│ ${long} │`);
+    expect(boxed.split('\n')[1]?.startsWith('┌')).toBe(true);
+  });
+
   it('prints scenario, result, transfer time, kB/s and the baseline comparison', () => {
     const text = formatSummary(sampleReport(dir));
     expect(rows(text)).toEqual([

@@ -40,7 +40,31 @@ const RESULT_TEXT: Record<ScenarioResult['result'], string> = {
 export interface SummaryOptions {
   /** ANSI colours for a terminal; off for logs and files. */
   color?: boolean;
+  /**
+   * Box-drawing borders for a terminal. Off (the default) the table is plain ASCII, so a log
+   * viewer or a tool that cuts long lines at a byte count never splits a character.
+   */
+  unicode?: boolean;
 }
+
+/** cli-table3's borders in ASCII. */
+const ASCII_BORDERS = {
+  top: '-',
+  'top-mid': '+',
+  'top-left': '+',
+  'top-right': '+',
+  bottom: '-',
+  'bottom-mid': '+',
+  'bottom-left': '+',
+  'bottom-right': '+',
+  left: '|',
+  'left-mid': '+',
+  mid: '-',
+  'mid-mid': '+',
+  right: '|',
+  'right-mid': '+',
+  middle: '|',
+};
 
 function paint(text: string, code: number, color: boolean): string {
   return color ? `\u001b[${code}m${text}\u001b[0m` : text;
@@ -48,12 +72,16 @@ function paint(text: string, code: number, color: boolean): string {
 
 export function formatSummary(report: HilReport, options: SummaryOptions = {}): string {
   const color = options.color ?? false;
+  const unicode = options.unicode ?? false;
   const verdicts = new Map(report.baseline?.verdicts.map((v) => [v.scenarioId, v]) ?? []);
   const table = new Table({
     head: ['Scenario', 'Result', 'Transfer', 'kB/s', 'vs baseline'],
     colAligns: ['left', 'left', 'right', 'right', 'left'],
     // cli-table3 colours the header red by default; colour only when asked.
     style: { head: color ? ['bold'] : [], border: [], compact: true },
+    // Every column as wide as its widest cell: a scenario id is never cut.
+    wordWrap: false,
+    ...(unicode ? {} : { chars: ASCII_BORDERS }),
   });
   for (const s of report.scenarios) {
     const resultColor = s.result === 'passed' ? 32 : s.result === 'failed' ? 31 : 33;
