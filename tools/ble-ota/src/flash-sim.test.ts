@@ -249,6 +249,7 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
         await console.expect('Loaded app from partition at offset 0x10000', { timeout: 20_000 });
         await console.expect(/App version:\s+1\.0\.0/, { timeout: 20_000 });
         await console.expect('Running partition: ota_0', { timeout: 20_000 });
+        await rig.boards[0]?.waitReady();
         expect(rig.boards[0]?.device.state).toBe('running');
       } finally {
         await console.close();
