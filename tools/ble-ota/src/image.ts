@@ -1,5 +1,11 @@
 import { readFile } from 'node:fs/promises';
-import { type AppImageInfo, ImageFormatError, parseAppImage } from '@esp-ble-ota/protocol';
+import {
+  type AppImageInfo,
+  ImageFormatError,
+  parseAppImage,
+  readSignatures,
+  type SignatureSectorInfo,
+} from '@esp-ble-ota/protocol';
 import { CliError } from './errors.ts';
 import { ExitCode } from './exit-codes.ts';
 
@@ -7,6 +13,8 @@ export interface LoadedImage {
   path: string;
   bytes: Uint8Array;
   info: AppImageInfo;
+  /** The Secure Boot v2 signature sector, each block checked; undefined when unsigned. */
+  signatures?: SignatureSectorInfo;
 }
 
 const BUILD_HINT = 'pass the app image that ESP-IDF builds (build/<project>.bin)';
@@ -37,7 +45,9 @@ export async function loadImage(path: string): Promise<LoadedImage> {
     throw new CliError(ExitCode.USAGE, `cannot read ${path}: ${String(error)}`, { cause: error });
   }
   try {
-    return { path, bytes, info: parseAppImage(bytes) };
+    const info = parseAppImage(bytes);
+    const signatures = readSignatures(bytes);
+    return signatures === undefined ? { path, bytes, info } : { path, bytes, info, signatures };
   } catch (error) {
     if (error instanceof ImageFormatError) {
       throw new CliError(ExitCode.IMAGE_INVALID, `${path}: ${error.message}`, { cause: error });
@@ -95,8 +105,41 @@ export function imageJson(image: LoadedImage): Record<string, unknown> {
     entryPoint: info.entryPoint,
     minChipRev: info.minChipRev,
     maxChipRev: info.maxChipRev,
+    signed: image.signatures !== undefined,
+    signatures:
+      image.signatures?.blocks.map((b) => ({
+        scheme: b.scheme,
+        keyDigest: b.keyDigest,
+        valid: b.valid,
+        crcValid: b.crcValid,
+        digestMatches: b.digestMatches,
+        signatureValid: b.signatureValid,
+      })) ?? [],
     warnings: info.warnings,
   };
+}
+
+const SCHEME_NAMES = { rsa3072: 'RSA-3072-PSS', ecdsa256: 'ECDSA P-256', ecdsa192: 'ECDSA P-192' };
+
+/** What is wrong with a signature block, or undefined when it holds. */
+export function signatureProblem(b: SignatureSectorInfo['blocks'][number]): string | undefined {
+  if (!b.crcValid) return 'its CRC is wrong (the block is damaged)';
+  if (!b.digestMatches) return 'the image changed after it was signed (digest mismatch)';
+  if (!b.signatureValid) return 'the signature does not verify with its key';
+  return undefined;
+}
+
+/** The lines `info` prints for the signature sector. */
+function signatureRows(image: LoadedImage): [string, string][] {
+  const sig = image.signatures;
+  if (sig === undefined) return [['Signature', 'none (not signed for Secure Boot v2)']];
+  return sig.blocks.map((b) => {
+    const problem = signatureProblem(b);
+    return [
+      `Signature ${b.index + 1}`,
+      `${SCHEME_NAMES[b.scheme]}, key digest ${b.keyDigest}, ${problem === undefined ? 'valid' : `INVALID: ${problem}`}`,
+    ];
+  });
 }
 
 export function imageText(image: LoadedImage): string {
@@ -132,6 +175,7 @@ export function imageText(image: LoadedImage): string {
     ],
     ['ELF SHA-256', info.elfSha256],
     ['Image SHA-256', info.imageSha256],
+    ...signatureRows(image),
   ];
   const width = Math.max(...rows.map(([k]) => k.length)) + 1;
   const lines = rows.map(([k, v]) => `${`${k}:`.padEnd(width + 1)}${v}`);

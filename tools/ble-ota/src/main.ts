@@ -3,6 +3,7 @@ import { DEFAULT_SLOT_SIZE, flashCommand } from './commands/flash.ts';
 import { infoCommand } from './commands/info.ts';
 import { type MonitorOptions, monitorCommand } from './commands/monitor.ts';
 import { type ScanCommandOptions, scanCommand } from './commands/scan.ts';
+import { keygenCommand, type SignOptions, signCommand } from './commands/sign.ts';
 import { exitCodeFor } from './errors.ts';
 import { ExitCode, type ExitCodeValue, exitCodeHelp } from './exit-codes.ts';
 import { type CliIo, json, line } from './io.ts';
@@ -11,6 +12,8 @@ import { parseAddress, parseBaud, parseCount, parseDuration, parseSize } from '.
 const EXAMPLES = `
 Examples:
   ble-ota info build/app.bin
+  ble-ota keygen signing-key.pem
+  ble-ota sign --key signing-key.pem build/app.bin
   ble-ota scan --sim
   ble-ota flash build/app.bin --name esp32
   ble-ota flash build/app.bin --sim --json
@@ -83,13 +86,52 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
 
   program
     .command('info')
-    .description('show what an ESP app image contains and whether its checksum and SHA-256 hold')
+    .description(
+      'show what an ESP app image contains and whether its checksum, SHA-256 and signatures hold',
+    )
     .argument('<image>', 'app image (.bin)')
     .addOption(jsonOption('print one JSON object'))
     .action(
       run(async (image: string, options: { json?: boolean }) => {
         wantsJson = options.json ?? false;
         return infoCommand(image, options, io);
+      }),
+    );
+
+  program
+    .command('sign')
+    .description(
+      'append a Secure Boot v2 signature sector to an app image (as espsecure.py sign_data --version 2)',
+    )
+    .argument('<image>', 'unsigned app image (.bin)')
+    .addOption(
+      new Option('-k, --key <pem>', 'signing key (RSA-3072 or ECDSA P-256 PEM); up to 3 times')
+        .argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value])
+        .makeOptionMandatory(),
+    )
+    .option('-o, --output <file>', 'where the signed image goes (default: <image>-signed.bin)')
+    .addOption(jsonOption('print one JSON object'))
+    .action(
+      run(async (image: string, options: SignOptions) => {
+        wantsJson = options.json ?? false;
+        return signCommand(image, options, io);
+      }),
+    );
+
+  program
+    .command('keygen')
+    .description('make a new Secure Boot v2 signing key (never overwrites a file)')
+    .argument('<file>', 'where the PEM key goes')
+    .addOption(
+      new Option('--scheme <scheme>', 'rsa3072 (every chip) or ecdsa256 (ESP32-C2, C6, H2, P4)')
+        .choices(['rsa3072', 'ecdsa256'])
+        .default('rsa3072'),
+    )
+    .addOption(jsonOption('print one JSON object'))
+    .action(
+      run(async (file: string, options: { scheme: 'rsa3072' | 'ecdsa256'; json?: boolean }) => {
+        wantsJson = options.json ?? false;
+        return keygenCommand(file, options, io);
       }),
     );
 

@@ -26,4 +26,19 @@ export {
   SEGMENT_HEADER as SEGMENT_HEADER_LAYOUT,
 } from './layout.ts';
 export { parseAppImage } from './parse.ts';
+export {
+  findSignatureSector,
+  keyScheme,
+  loadSigningKey,
+  MAX_SIG_BLOCKS,
+  publicKeyDigest,
+  readSignatures,
+  SIG_BLOCK_SIZE,
+  SIG_SECTOR_SIZE,
+  type SignatureBlockInfo,
+  SignatureError,
+  type SignatureScheme,
+  type SignatureSectorInfo,
+  signImage,
+} from './signature.ts';
 export type { AppImageInfo, AppImageSegment } from './types.ts';

@@ -22,6 +22,7 @@ import {
   SEGMENT_HEADER,
   SHA256_LENGTH,
 } from './layout.ts';
+import { findSignatureSector } from './signature.ts';
 import type { AppImageInfo, AppImageSegment } from './types.ts';
 
 const REBUILD_HINT = 'the file is cut short; build it again or copy it again';
@@ -159,7 +160,14 @@ export function parseAppImage(data: Uint8Array): AppImageInfo {
     hash = { appended: true, stored, computed, valid: stored === computed };
   }
 
-  if (imageLength < data.length) {
+  // A Secure Boot v2 signature sector after 0xFF padding is what signing appends; signature.ts
+  // reads and checks it (readSignatures), so it is not unknown trailing data.
+  const sigAt = findSignatureSector(data);
+  const signedTail =
+    sigAt !== undefined &&
+    sigAt >= imageLength &&
+    data.subarray(imageLength, sigAt).every((b) => b === 0xff);
+  if (imageLength < data.length && !signedTail) {
     warnings.push(
       `${data.length - imageLength} bytes follow the image at offset ${hex(imageLength, 0)} (a signature block or padding); they are sent with the image but not checked here`,
     );

@@ -1,5 +1,5 @@
 import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
-import { imageJson, imageText, loadImage } from '../image.ts';
+import { imageJson, imageText, loadImage, signatureProblem } from '../image.ts';
 import { type CliIo, json, line } from '../io.ts';
 
 export interface InfoOptions {
@@ -23,6 +23,14 @@ export async function infoCommand(
     line(
       io.stderr,
       `error: ${path} is corrupt (${!info.checksumValid ? 'checksum' : 'SHA-256'} mismatch); the bootloader would reject it`,
+    );
+    return ExitCode.IMAGE_INVALID;
+  }
+  const bad = image.signatures?.blocks.find((b) => signatureProblem(b) !== undefined);
+  if (bad !== undefined) {
+    line(
+      io.stderr,
+      `error: ${path}: signature ${bad.index + 1} is invalid: ${signatureProblem(bad)}; a device that checks signatures refuses it`,
     );
     return ExitCode.IMAGE_INVALID;
   }
