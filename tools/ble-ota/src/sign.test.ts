@@ -40,7 +40,10 @@ describe('ble-ota keygen, sign and info', () => {
     const [json] = info.out.jsonLines();
     expect(json).toMatchObject({ signed: true, version: '3.0.0', secureVersion: 2 });
     expect(
-      (json?.signatures as { scheme: string; valid: boolean }[]).map((s) => [s.scheme, s.valid]),
+      ((json?.signatures ?? []) as { scheme: string; valid: boolean }[]).map((s) => [
+        s.scheme,
+        s.valid,
+      ]),
     ).toEqual([
       ['rsa3072', true],
       ['ecdsa256', true],
