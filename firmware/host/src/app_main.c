@@ -33,6 +33,9 @@ typedef struct {
     uint64_t power_cut_at;
     const char *name;
     uint32_t restart_delay_ms;
+    const char *trusted[3];
+    int n_trusted;
+    bool anti_rollback;
 } app_args_t;
 
 static int prv_usage(void)
@@ -70,6 +73,10 @@ static int prv_parse(int argc, char **argv, app_args_t *a)
             unlink(v);
         } else if (strcmp(argv[i], "--restart-delay-ms") == 0) {
             a->restart_delay_ms = (uint32_t)strtoul(v, NULL, 10);
+        } else if (strcmp(argv[i], "--trusted-key-digest") == 0 && a->n_trusted < 3) {
+            a->trusted[a->n_trusted++] = v;
+        } else if (strcmp(argv[i], "--anti-rollback") == 0) {
+            a->anti_rollback = strcmp(v, "on") == 0;
         } else {
             return -1;
         }
@@ -247,6 +254,24 @@ int main(int argc, char **argv)
     if (host_port_init(&hp, &port, &flash, bl.chip, a.slot, err, sizeof(err)) != 0) {
         fprintf(stderr, "ble-ota-app: %s\n", err);
         return 1;
+    }
+    /* CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS (signed updates only when there is one) and
+     * CONFIG_BLE_OTA_ANTI_ROLLBACK, with the secure_version eFuse beside the flash file. */
+    hp.sec.require_signed = a.n_trusted > 0;
+    hp.sec.n_trusted = a.n_trusted;
+    for (int k = 0; k < a.n_trusted; k++) {
+        for (int b = 0; b < 32; b++) {
+            unsigned byte = 0;
+            sscanf(a.trusted[k] + 2 * b, "%2x", &byte);
+            hp.sec.trusted[k][b] = (uint8_t)byte;
+        }
+    }
+    hp.sec.anti_rollback = a.anti_rollback;
+    snprintf(hp.sec.efuse_path, sizeof(hp.sec.efuse_path), "%s.efuse", a.flash);
+    if (hp.sec.require_signed || hp.sec.anti_rollback) {
+        host_log('I', TAG_APP, "updates: %s%s (secure_version minimum %u)",
+                 hp.sec.require_signed ? "signed only" : "unsigned accepted",
+                 hp.sec.anti_rollback ? ", anti-rollback on" : "", (unsigned)host_port_min_secure_version(&hp));
     }
     const host_part_t *running = host_ptable_ota(&hp.dev.table, a.slot);
     esp_app_desc_t desc;

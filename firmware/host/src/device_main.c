@@ -23,7 +23,7 @@ static void prv_usage(FILE *out)
     fprintf(out,
             "usage: ble-ota-device --flash <flash.bin> [--create [--chip <chip>] [--image <app.bin>]]\n"
             "                      [--power-cut-at N] [--name NAME] [--reset-reason poweron|sw]\n"
-            "                      [--restart-delay-ms MS]\n"
+            "                      [--restart-delay-ms MS] [--trusted-key-digest HEX]... [--anti-rollback on|off]\n"
             "       ble-ota-device --gatt-json\n"
             "chips: %s\n"
             "stdin/stdout carry the binary frames described in firmware/host/README.md.\n",
@@ -84,6 +84,10 @@ int main(int argc, char **argv)
     const char *flash_path = NULL, *chip_name = NULL, *image = NULL, *name = "esp32", *restart_delay = NULL;
     bool create = false, sw_reset = false;
     uint64_t power_cut_at = 0;
+    /* Firmware configuration the app reads (Kconfig on a chip): passed through to it. */
+    const char *trusted[3];
+    int n_trusted = 0;
+    const char *anti_rollback = NULL;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -124,6 +128,20 @@ int main(int argc, char **argv)
             sw_reset = strcmp(v, "sw") == 0;
         } else if (strcmp(arg, "--restart-delay-ms") == 0) {
             restart_delay = v;
+        } else if (strcmp(arg, "--trusted-key-digest") == 0) {
+            if (n_trusted == 3 || strlen(v) != 64 || strspn(v, "0123456789abcdefABCDEF") != 64) {
+                fprintf(stderr, "ble-ota-device: --trusted-key-digest takes a SHA-256 as 64 hex digits, at most 3 times "
+                                "(ble-ota keygen and ble-ota info print it), got '%s'\n",
+                        v);
+                return 2;
+            }
+            trusted[n_trusted++] = v;
+        } else if (strcmp(arg, "--anti-rollback") == 0) {
+            if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0) {
+                fprintf(stderr, "ble-ota-device: --anti-rollback is on or off, got '%s'\n", v);
+                return 2;
+            }
+            anti_rollback = v;
         } else {
             fprintf(stderr, "ble-ota-device: unknown option %s\n", arg);
             prv_usage(stderr);
@@ -223,7 +241,7 @@ int main(int argc, char **argv)
     snprintf(t0s, sizeof(t0s), "%" PRIu64, t0);
     snprintf(ops, sizeof(ops), "%" PRIu64, flash.ops);
     snprintf(cut, sizeof(cut), "%" PRIu64, power_cut_at);
-    char *app_argv[24];
+    char *app_argv[32];
     int n = 0;
     app_argv[n++] = "ble-ota-app";
     app_argv[n++] = "--flash";
@@ -241,6 +259,14 @@ int main(int argc, char **argv)
     if (restart_delay != NULL) {
         app_argv[n++] = "--restart-delay-ms";
         app_argv[n++] = (char *)restart_delay;
+    }
+    for (int k = 0; k < n_trusted; k++) {
+        app_argv[n++] = "--trusted-key-digest";
+        app_argv[n++] = (char *)trusted[k];
+    }
+    if (anti_rollback != NULL) {
+        app_argv[n++] = "--anti-rollback";
+        app_argv[n++] = (char *)anti_rollback;
     }
     if (tmp_exe[0] != '\0') {
         app_argv[n++] = "--delete-exe";

@@ -1,4 +1,5 @@
 #include "port_host.h"
+#include "sbv2.h"
 
 #include "image.h"
 #include "io.h"
@@ -145,6 +146,85 @@ static int prv_verify_slot(host_port_t *hp, int slot)
     return host_image_verify(hp->dev.flash, p->offset, p->size, hp->chip, 0, &info, err, sizeof(err));
 }
 
+uint32_t host_port_min_secure_version(const host_port_t *hp)
+{
+    unsigned v = 0;
+    FILE *f = hp->sec.efuse_path[0] != '\0' ? fopen(hp->sec.efuse_path, "r") : NULL;
+
+    if (f != NULL) {
+        if (fscanf(f, "secure_version %u", &v) != 1) {
+            v = 0;
+        }
+        fclose(f);
+    }
+    return (uint32_t)v;
+}
+
+static void prv_raise_min_secure_version(host_port_t *hp, uint32_t v)
+{
+    FILE *f;
+
+    if (!hp->sec.anti_rollback || hp->sec.efuse_path[0] == '\0' || v <= host_port_min_secure_version(hp)) {
+        return;
+    }
+    f = fopen(hp->sec.efuse_path, "w");
+    if (f != NULL) {
+        fprintf(f, "secure_version %u\n", (unsigned)v);
+        fclose(f);
+        host_log('I', "efuse", "secure_version raised to %u (the device no longer accepts images below it)",
+                 (unsigned)v);
+    }
+}
+
+/* esp_app_desc_t.secure_version of the image in `slot` (after the image and segment headers). */
+static uint32_t prv_slot_secure_version(const host_port_t *hp, int slot)
+{
+    const host_part_t *p = host_ptable_ota(&hp->dev.table, slot);
+    const uint8_t *d = host_flash_peek(hp->dev.flash, p->offset + 24u + 8u + 4u, 4);
+    return d == NULL ? 0u : (uint32_t)d[0] | (uint32_t)d[1] << 8 | (uint32_t)d[2] << 16 | (uint32_t)d[3] << 24;
+}
+
+/* Anti-rollback and signature, as esp_ota_write/esp_ota_end check them under those Kconfigs. */
+static int prv_check_security(host_port_t *hp, int slot)
+{
+    const host_part_t *p = host_ptable_ota(&hp->dev.table, slot);
+    char err[300];
+
+    if (hp->sec.anti_rollback) {
+        uint32_t v = prv_slot_secure_version(hp, slot);
+        uint32_t min = host_port_min_secure_version(hp);
+        if (v < min) {
+            host_log('E', TAG_PORT, "image refused: secure_version %u is below the device's minimum %u "
+                                    "(ESP_ERR_OTA_SMALL_SEC_VER); build it with a higher CONFIG_BOOTLOADER_APP_SECURE_VERSION",
+                     (unsigned)v, (unsigned)min);
+            return BLE_OTA_ERR_DOWNGRADE;
+        }
+    }
+    if (!hp->sec.require_signed) {
+        return BLE_OTA_OK;
+    }
+    const uint8_t *data = host_flash_peek(hp->dev.flash, p->offset, hp->wrote);
+    if (data == NULL) {
+        return BLE_OTA_ERR_FLASH;
+    }
+    switch (host_sbv2_verify(data, hp->wrote, (const uint8_t(*)[32])hp->sec.trusted, hp->sec.n_trusted, err,
+                             sizeof(err))) {
+    case HOST_SBV2_OK:
+        host_log('I', "secure_boot_v2", "Verifying with RSA-PSS/ECDSA... signature of the new image verified");
+        return BLE_OTA_OK;
+    case HOST_SBV2_UNSIGNED:
+        host_log('E', "secure_boot_v2", "%s", err);
+        return BLE_OTA_ERR_UNSIGNED;
+    case HOST_SBV2_UNTRUSTED_KEY:
+        host_log('E', "secure_boot_v2", "%s", err);
+        return BLE_OTA_ERR_UNTRUSTED_KEY;
+    case HOST_SBV2_BAD_SIGNATURE:
+    default:
+        host_log('E', "secure_boot_v2", "%s", err);
+        return BLE_OTA_ERR_BAD_SIGNATURE;
+    }
+}
+
 static int prv_slot_end(void *ctx)
 {
     host_port_t *hp = ctx;
@@ -160,6 +240,10 @@ static int prv_slot_end(void *ctx)
         host_log('E', TAG_OTA, "New image failed verification");
         host_log('E', TAG_PORT, "esp_ota_end failed: %s", "ESP_ERR_OTA_VALIDATE_FAILED");
         return BLE_OTA_ERR_INVALID_IMAGE;
+    }
+    int rc = prv_check_security(hp, hp->target_slot);
+    if (rc != BLE_OTA_OK) {
+        return rc;
     }
     hp->finished_slot = hp->target_slot;
     return BLE_OTA_OK;
@@ -207,6 +291,10 @@ static int prv_confirm_running(void *ctx)
         host_log('E', TAG_OTA, "%s", err);
         host_log('E', TAG_PORT, "esp_ota_mark_app_valid_cancel_rollback failed: %s", "ESP_FAIL");
         return BLE_OTA_ERR_FLASH;
+    }
+    /* As IDF's anti-rollback: the minimum rises only once the new image confirmed itself. */
+    if (hp->running_slot >= 0) {
+        prv_raise_min_secure_version(hp, prv_slot_secure_version(hp, hp->running_slot));
     }
     return BLE_OTA_OK;
 }

@@ -14,6 +14,20 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/*
+ * What the firmware's Kconfig says about updates (CONFIG_BLE_OTA_REQUIRE_SIGNED,
+ * CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS, CONFIG_BLE_OTA_ANTI_ROLLBACK), and the eFuse that holds
+ * the lowest secure_version the device still boots (esp_efuse_read_secure_version on a chip;
+ * here a file beside the flash file).
+ */
+typedef struct {
+    bool require_signed;
+    uint8_t trusted[3][32];
+    int n_trusted;
+    bool anti_rollback;
+    char efuse_path[600];
+} host_security_t;
+
 typedef struct host_port {
     host_dev_t dev;
     const host_chip_t *chip;
@@ -36,6 +50,8 @@ typedef struct host_port {
     bool zs_running;
     uint8_t zout[4096];
 
+    host_security_t sec;
+
     bool restart_pending;
     uint64_t restart_at_ns;
     /* Called instead of sending RESET and exiting; tests use it. */
@@ -50,6 +66,9 @@ void host_port_deinit(host_port_t *hp);
 /* Fills *v2 with the host's protocol v2 functions (ble_ota_v2_attach) and hashes the running
  * image for INFO and "already installed". LINK_REQUEST frames announce the link requests. */
 void host_port_v2(host_port_t *hp, ble_ota_port_v2_t *v2);
+
+/* The secure_version eFuse: 0 when never written. */
+uint32_t host_port_min_secure_version(const host_port_t *hp);
 
 /* Sends the RESET frame and exits(0), like esp_restart(). */
 void host_port_restart_now(host_port_t *hp, uint8_t reason);

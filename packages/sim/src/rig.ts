@@ -11,6 +11,7 @@ import { UartBridge } from './console/uart-bridge.ts';
 import { type LinkTuningRequest, PHY_1M, PHY_2M } from './device/frames.ts';
 import {
   type BootOptions,
+  type DeviceSecurity,
   defaultDeviceProgram,
   RESET_REASONS,
   SimulatedDevice,
@@ -69,6 +70,8 @@ export interface BoardOptions {
   flashPath?: string;
   /** Radio faults of this board (drop the link, corrupt or drop an ATT PDU, refuse a larger MTU). */
   faults?: Fault[];
+  /** The firmware's update security: trusted signing keys, anti-rollback. */
+  security?: DeviceSecurity;
   /** Delay between DONE_ACK and the restart; the firmware's default is 500 ms. */
   restartDelayMs?: number;
   /** Cut the power at this flash operation (1-based, erase/write) of the first boot. */
@@ -225,6 +228,7 @@ export class VirtualBoard implements PeripheralApp {
       name: options.name,
       program,
       ...(sendsFrameDone === undefined ? {} : { sendsFrameDone }),
+      ...(options.security ? { security: options.security } : {}),
     });
     this.device.holdModeledTime = () => this.link?.hold?.();
     this.device.on('linkRequest', (request) => {

@@ -211,6 +211,11 @@ typedef enum {
     BLE_OTA_V2_NO_SESSION = 9,
     BLE_OTA_V2_INFLATE_ERROR = 10,
     BLE_OTA_V2_SIZE_MISMATCH = 11,
+    /* END with signed updates required (docs/security.md); the running image stays: */
+    BLE_OTA_V2_UNSIGNED = 12,      /* no Secure Boot v2 signature */
+    BLE_OTA_V2_BAD_SIGNATURE = 13, /* a trusted key's signature is damaged or does not hold */
+    BLE_OTA_V2_UNTRUSTED_KEY = 14, /* signed by no key the device trusts */
+    BLE_OTA_V2_DOWNGRADE = 15,     /* secure_version below the device's minimum */
 } ble_ota_v2_status_code_t;
 
 #define BLE_OTA_V2_PROTO_VERSION 2u

@@ -40,6 +40,12 @@ typedef enum {
     BLE_OTA_ERR_NO_MEM = -6,
     BLE_OTA_ERR_STATE = -7,         /* call not valid in the current state */
     BLE_OTA_ERR_UNSUPPORTED = -8,
+    /* slot_end with signed updates required (the port checks, as esp_ota_end does under
+     * CONFIG_SECURE_SIGNED_ON_UPDATE): */
+    BLE_OTA_ERR_UNSIGNED = -9,      /* the image carries no Secure Boot v2 signature */
+    BLE_OTA_ERR_BAD_SIGNATURE = -10, /* a trusted key's signature is damaged or does not hold */
+    BLE_OTA_ERR_UNTRUSTED_KEY = -11, /* signed, but by no key the device trusts */
+    BLE_OTA_ERR_DOWNGRADE = -12,    /* secure_version below the device's minimum (anti-rollback) */
 } ble_ota_err_t;
 
 /* Same numbers as esp_log_level_t so the IDF port can pass them through. */

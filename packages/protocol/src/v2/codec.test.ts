@@ -54,6 +54,10 @@ describe('v2 constants', () => {
       NO_SESSION: 9,
       INFLATE_ERROR: 10,
       SIZE_MISMATCH: 11,
+      UNSIGNED: 12,
+      BAD_SIGNATURE: 13,
+      UNTRUSTED_KEY: 14,
+      DOWNGRADE: 15,
     });
   });
 

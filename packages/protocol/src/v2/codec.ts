@@ -37,6 +37,10 @@ export const V2Status = {
   NO_SESSION: 9,
   INFLATE_ERROR: 10,
   SIZE_MISMATCH: 11,
+  UNSIGNED: 12,
+  BAD_SIGNATURE: 13,
+  UNTRUSTED_KEY: 14,
+  DOWNGRADE: 15,
 } as const;
 
 export type V2StatusName = keyof typeof V2Status;
@@ -59,6 +63,10 @@ const STATUS_TEXT: Record<V2StatusName, string> = {
   NO_SESSION: 'no update session is open (data or end without an accepted begin)',
   INFLATE_ERROR: 'the compressed stream is corrupt',
   SIZE_MISMATCH: 'the bytes received differ from the announced size',
+  UNSIGNED: 'the image is not signed and the device takes signed updates only',
+  BAD_SIGNATURE: "the image's signature does not hold (changed after signing, or forged)",
+  UNTRUSTED_KEY: 'the image is signed by a key the device does not trust',
+  DOWNGRADE: "the image's secure_version is below the device's minimum (anti-rollback)",
 };
 
 /** What the user can do about each refusal. */
@@ -74,6 +82,13 @@ const STATUS_HINT: Partial<Record<V2StatusName, string>> = {
   NO_SESSION: 'the device may have restarted meanwhile; upload again',
   INFLATE_ERROR: 'upload again without compression',
   SIZE_MISMATCH: 'upload again; the device lost part of the stream',
+  UNSIGNED:
+    'sign it with `ble-ota sign --key <key.pem> <image>` (or espsecure.py sign_data --version 2)',
+  BAD_SIGNATURE: 'sign the image again and upload the signed file unchanged',
+  UNTRUSTED_KEY:
+    "sign with a key whose digest the device trusts (CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS; `ble-ota info` shows the image's key digests)",
+  DOWNGRADE:
+    'build the image with a secure_version at least the running one (CONFIG_BOOTLOADER_APP_SECURE_VERSION)',
 };
 
 export function v2StatusName(status: number): string {

@@ -55,6 +55,20 @@ export interface SimulatedDeviceOptions {
    * kept for later boots of the same device.
    */
   sendsFrameDone?: boolean;
+  /** The firmware's update security (Kconfig on a chip), passed to every boot. */
+  security?: DeviceSecurity;
+}
+
+/**
+ * CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS and CONFIG_BLE_OTA_ANTI_ROLLBACK of the simulated firmware:
+ * with a trusted key digest the device takes signed updates only (Secure Boot v2 format, checked
+ * before the boot slot changes); with anti-rollback it refuses a secure_version below the one
+ * the last confirmed image had (the eFuse lives beside the flash file, `<flash>.efuse`).
+ */
+export interface DeviceSecurity {
+  /** SHA-256 of each trusted public key, 64 hex digits (ble-ota keygen prints it); at most 3. */
+  trustedKeyDigests?: string[];
+  antiRollback?: boolean;
 }
 
 /**
@@ -203,6 +217,12 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
       if (opts.create.image) args.push('--image', opts.create.image);
     }
     if (opts.resetReason) args.push('--reset-reason', opts.resetReason);
+    const security = this.options.security;
+    for (const digest of security?.trustedKeyDigests ?? [])
+      args.push('--trusted-key-digest', digest);
+    if (security?.antiRollback !== undefined) {
+      args.push('--anti-rollback', security.antiRollback ? 'on' : 'off');
+    }
     if (opts.restartDelayMs !== undefined) {
       args.push('--restart-delay-ms', String(opts.restartDelayMs));
     }

@@ -649,6 +649,13 @@ static void prv_writer_data(const item_t *item)
         prv_writer_abort();
         return;
     }
+    if (ble_ota_priv_security_reason(rc) != NULL) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "image refused at offset %lu: %s; DONE will be answered with DONE_NAK",
+                         (unsigned long)offset, ble_ota_priv_security_reason(rc));
+        prv_mark_failed(item->session, false);
+        prv_writer_abort();
+        return;
+    }
     if (rc == BLE_OTA_ERR_TOO_LARGE) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR,
                          "image larger than the update slot %s (%lu bytes): %u bytes at image offset %lu do "
@@ -694,7 +701,10 @@ static void prv_writer_end(const item_t *item)
     rc = s_port->slot_end(s_port->ctx);
     if (rc != BLE_OTA_OK) {
         prv_sha_finish(false);
-        if (rc == BLE_OTA_ERR_INVALID_IMAGE) {
+        if (ble_ota_priv_security_reason(rc) != NULL) {
+            ble_ota_priv_log(BLE_OTA_LOG_ERROR, "DONE refused: %s; the running image stays in place",
+                             ble_ota_priv_security_reason(rc));
+        } else if (rc == BLE_OTA_ERR_INVALID_IMAGE) {
             ble_ota_priv_log(BLE_OTA_LOG_ERROR, "image validation failed: the image is corrupt "
                                                 "or truncated; the running image stays in place");
         } else {
@@ -844,4 +854,21 @@ void ble_ota_get_status(ble_ota_status_t *out)
     memcpy(out->image_sha256, s_shared.image_sha256, sizeof(out->image_sha256));
     out->image_sha256_valid = s_shared.image_sha256_valid;
     prv_unlock();
+}
+
+const char *ble_ota_priv_security_reason(int rc)
+{
+    switch (rc) {
+    case BLE_OTA_ERR_UNSIGNED:
+        return "the image is not signed and this device takes signed updates only (sign it with ble-ota sign or "
+               "espsecure.py sign_data --version 2)";
+    case BLE_OTA_ERR_BAD_SIGNATURE:
+        return "the image's signature does not hold (changed after signing, or forged)";
+    case BLE_OTA_ERR_UNTRUSTED_KEY:
+        return "the image is signed by a key this device does not trust (CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS)";
+    case BLE_OTA_ERR_DOWNGRADE:
+        return "the image's secure_version is below the device's minimum (anti-rollback)";
+    default:
+        return NULL;
+    }
 }

@@ -18,6 +18,9 @@ const ble_ota_port_t *ble_ota_priv_port(void);
 void ble_ota_priv_log(ble_ota_log_level_t level, const char *fmt, ...) BLE_OTA_PRINTF(2, 3);
 
 /* Lowercase hex of len bytes into out (2 * len + 1 chars). */
+/* Why slot_end refused an image for security (signature, anti-rollback), or NULL for any other
+ * result: one sentence for the log, the same for both protocols. */
+const char *ble_ota_priv_security_reason(int rc);
 void ble_ota_priv_hex(const uint8_t *data, size_t len, char *out);
 
 /* Queue item kinds. The baseline's are handled in ble_ota_core.c, the v2

@@ -144,6 +144,7 @@ const char *ble_ota_v2_status_name(uint8_t status)
     static const char *const names[] = {
         "OK",        "ALREADY_INSTALLED", "TOO_LARGE",  "WRONG_CHIP",    "BAD_REQUEST",   "FLASH_ERROR",
         "HASH_MISMATCH", "INVALID_IMAGE", "BUSY",   "NO_SESSION",    "INFLATE_ERROR", "SIZE_MISMATCH",
+        "UNSIGNED",  "BAD_SIGNATURE",     "UNTRUSTED_KEY", "DOWNGRADE",
     };
 
     return status < sizeof(names) / sizeof(names[0]) ? names[status] : "UNKNOWN";
@@ -735,6 +736,11 @@ static bool prv_flash_write(const uint8_t *data, uint32_t len)
         }
     }
     rc = s_v2->slot_write_at(port->ctx, s_ses.flash_pos, data, len);
+    if (rc == BLE_OTA_ERR_DOWNGRADE) {
+        /* esp_ota_write checks secure_version in the first bytes under IDF's anti-rollback */
+        prv_fail(BLE_OTA_V2_DOWNGRADE, ble_ota_priv_security_reason(rc));
+        return false;
+    }
     if (rc != BLE_OTA_OK) {
         prv_fail(BLE_OTA_V2_FLASH_ERROR, "writing the update slot failed");
         return false;
@@ -1115,6 +1121,14 @@ static uint8_t prv_finish_image(void)
     }
     s_ses.slot_open = false; /* slot_end closes it whatever it returns */
     rc = port->slot_end(port->ctx);
+    if (ble_ota_priv_security_reason(rc) != NULL) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 END refused: %s; the running image stays",
+                         ble_ota_priv_security_reason(rc));
+        return rc == BLE_OTA_ERR_UNSIGNED        ? BLE_OTA_V2_UNSIGNED
+               : rc == BLE_OTA_ERR_BAD_SIGNATURE ? BLE_OTA_V2_BAD_SIGNATURE
+               : rc == BLE_OTA_ERR_UNTRUSTED_KEY ? BLE_OTA_V2_UNTRUSTED_KEY
+                                                 : BLE_OTA_V2_DOWNGRADE;
+    }
     if (rc != BLE_OTA_OK) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 END refused: %s; the running image stays",
                          rc == BLE_OTA_ERR_INVALID_IMAGE ? "the ESP image check failed" : "finishing the slot failed");

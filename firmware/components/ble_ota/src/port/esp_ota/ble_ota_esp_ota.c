@@ -177,6 +177,8 @@ static int prv_slot_write(void *ctx, const uint8_t *data, size_t len)
         return BLE_OTA_ERR_INVALID_IMAGE; /* first byte is not the image magic 0xE9 */
     case ESP_ERR_INVALID_SIZE:
         return BLE_OTA_ERR_TOO_LARGE;
+    case ESP_ERR_OTA_SMALL_SEC_VER:
+        return BLE_OTA_ERR_DOWNGRADE; /* CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK: secure_version below the eFuse */
     default:
         return BLE_OTA_ERR_FLASH;
     }
@@ -565,7 +567,9 @@ static int prv_slot_write_at(void *ctx, uint32_t offset, const uint8_t *data, si
     err = esp_ota_write_with_offset(p->handle, data, len, offset);
     if (err != ESP_OK) {
         ESP_LOGE(TAG, "esp_ota_write_with_offset at 0x%lx failed: %s", (unsigned long)offset, esp_err_to_name(err));
-        return err == ESP_ERR_INVALID_SIZE ? BLE_OTA_ERR_TOO_LARGE : BLE_OTA_ERR_FLASH;
+        return err == ESP_ERR_INVALID_SIZE       ? BLE_OTA_ERR_TOO_LARGE
+               : err == ESP_ERR_OTA_SMALL_SEC_VER ? BLE_OTA_ERR_DOWNGRADE
+                                                  : BLE_OTA_ERR_FLASH;
     }
     return BLE_OTA_OK;
 }

@@ -1,0 +1,157 @@
+// Signed updates and anti-rollback end to end: images signed by `ble-ota sign` (TypeScript,
+// node:crypto) are checked by the firmware's host build (C, OpenSSL) on the virtual rig, through
+// the real noble, with protocol v2 and the baseline.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SerialConsole } from '@esp-ble-ota/serial';
+import { type DeviceSecurity, startVirtualRig as startSimRig } from '@esp-ble-ota/sim';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ExitCode } from './exit-codes.ts';
+import type { VirtualRig } from './io.ts';
+import { adaptRig } from './rig.ts';
+import { run, tmp, writeBytes } from './test/harness.ts';
+
+const hostBuild = fileURLToPath(new URL('../../../firmware/host/build/', import.meta.url));
+
+function hostImage(version: string, secureVersion = 0): string {
+  const out = join(tmp, `secure-${version}-${secureVersion}.bin`);
+  execFileSync(join(hostBuild, 'esp-app-image'), [
+    '--version',
+    version,
+    '--project',
+    'esp_ble_ota',
+    '--secure-version',
+    String(secureVersion),
+    '--out',
+    out,
+    join(hostBuild, 'ble-ota-app.elf'),
+  ]);
+  return out;
+}
+
+const trustedKey = join(tmp, 'secure-trusted.pem');
+const otherKey = join(tmp, 'secure-other.pem');
+let trustedDigest = '';
+
+async function sign(image: string, key: string): Promise<string> {
+  const out = image.replace(/\.bin$/, `-signed-by-${key === trustedKey ? 'trusted' : 'other'}.bin`);
+  const r = await run(['sign', image, '--key', key, '-o', out]);
+  expect(r.code).toBe(ExitCode.OK);
+  return out;
+}
+
+async function secureRig(security: DeviceSecurity) {
+  const rig = await startSimRig({
+    profile: 'immediate',
+    boards: [{ restartDelayMs: 0, security }],
+  });
+  const board = rig.boards[0];
+  if (board === undefined) throw new Error('the rig has no board');
+  const lent: VirtualRig = { ...adaptRig(rig), close: async () => {} };
+  return { rig, board, startRig: async () => lent };
+}
+
+beforeAll(async () => {
+  const made = await run(['keygen', trustedKey]);
+  trustedDigest = made.stdout.match(/public key digest: ([0-9a-f]{64})/)?.[1] ?? '';
+  expect(trustedDigest).toMatch(/^[0-9a-f]{64}$/);
+  expect((await run(['keygen', '--scheme', 'ecdsa256', otherKey])).code).toBe(ExitCode.OK);
+});
+
+describe('signed updates on the virtual rig (device trusts one key)', () => {
+  it('takes an image signed by the trusted key and boots it; refuses unsigned, tampered and foreign-key images', async () => {
+    const { rig, board, startRig } = await secureRig({ trustedKeyDigests: [trustedDigest] });
+    const console = await SerialConsole.open(board.serialPath);
+    try {
+      const unsigned = await run(['flash', hostImage('5.0.0'), '--sim', '--no-verify'], {
+        startRig,
+      });
+      expect(unsigned.code).toBe(ExitCode.DEVICE_REFUSED);
+      expect(unsigned.stderr).toMatch(
+        /the image is not signed and the device takes signed updates only \(UNSIGNED\)/,
+      );
+      await console.expect('the image is not signed (no Secure Boot v2 signature sector');
+
+      const foreign = await run(
+        ['flash', await sign(hostImage('5.0.1'), otherKey), '--sim', '--no-verify'],
+        { startRig },
+      );
+      expect(foreign.code).toBe(ExitCode.DEVICE_REFUSED);
+      expect(foreign.stderr).toMatch(/signed by a key the device does not trust \(UNTRUSTED_KEY\)/);
+
+      // One byte of the padding changed after signing: the image itself is still a valid image.
+      const signed = new Uint8Array(readFileSync(await sign(hostImage('5.0.2'), trustedKey)));
+      signed[signed.length - 4096 - 1] = 0;
+      const tampered = writeBytes('secure-tampered.bin', signed);
+      const bad = await run(['flash', tampered, '--sim', '--no-verify'], { startRig });
+      expect(bad.code).toBe(ExitCode.DEVICE_REFUSED);
+      expect(bad.stderr).toMatch(/signature does not hold .* \(BAD_SIGNATURE\)/);
+      await console.expect(/names another image digest: the image changed after it was signed/);
+
+      const good = await run(['flash', await sign(hostImage('5.1.0'), trustedKey), '--sim'], {
+        startRig,
+      });
+      expect(good.stderr).not.toMatch(/error/);
+      expect(good.code).toBe(ExitCode.OK);
+      expect(good.stdout).toMatch(/^verified: the device runs 5\.1\.0$/m);
+      await console.expect('signature of the new image verified');
+    } finally {
+      await console.close();
+      await rig.close();
+    }
+  }, 180_000);
+
+  it('refuses an unsigned image over the baseline protocol too (DONE_NAK, the reason on the console)', async () => {
+    const { rig, board, startRig } = await secureRig({ trustedKeyDigests: [trustedDigest] });
+    const console = await SerialConsole.open(board.serialPath);
+    try {
+      const r = await run(
+        ['flash', hostImage('5.2.0'), '--sim', '--protocol', 'baseline', '--no-verify'],
+        { startRig },
+      );
+      expect(r.code).toBe(ExitCode.DEVICE_REFUSED);
+      expect(r.stderr).toMatch(/DONE_NAK/);
+      await console.expect(
+        /DONE refused: the image is not signed and this device takes signed updates only/,
+      );
+    } finally {
+      await console.close();
+      await rig.close();
+    }
+  }, 120_000);
+});
+
+describe('anti-rollback on the virtual rig', () => {
+  it('raises the minimum once an image confirms itself, then refuses a lower secure_version', async () => {
+    const { rig, board, startRig } = await secureRig({
+      trustedKeyDigests: [trustedDigest],
+      antiRollback: true,
+    });
+    const console = await SerialConsole.open(board.serialPath);
+    try {
+      const v3 = await run(['flash', await sign(hostImage('6.0.0', 3), trustedKey), '--sim'], {
+        startRig,
+      });
+      expect(v3.code).toBe(ExitCode.OK);
+      await console.expect('secure_version raised to 3');
+      const v2 = await run(
+        ['flash', await sign(hostImage('6.0.1', 2), trustedKey), '--sim', '--no-verify'],
+        { startRig },
+      );
+      expect(v2.code).toBe(ExitCode.DEVICE_REFUSED);
+      expect(v2.stderr).toMatch(/secure_version is below the device's minimum .* \(DOWNGRADE\)/);
+      await console.expect("secure_version 2 is below the device's minimum 3");
+      expect(readFileSync(`${board.flashPath}.efuse`, 'utf8')).toBe('secure_version 3\n');
+      // the same secure_version is no downgrade
+      const same = await run(['flash', await sign(hostImage('6.0.2', 3), trustedKey), '--sim'], {
+        startRig,
+      });
+      expect(same.code).toBe(ExitCode.OK);
+    } finally {
+      await console.close();
+      await rig.close();
+    }
+  }, 180_000);
+});
