@@ -402,7 +402,7 @@ export class Scenario {
     const outcome = await this.console.expectAny(
       [
         /new image confirmed/,
-        /^.*(?:Diagnostics failed|rollback|Rollback).*$/m,
+        /^.*(?:Diagnostics failed|self-test failed|Rollback to previously worked partition|Rollback is not possible).*$/m,
         /^.*(?:Guru Meditation Error|abort\(\) was called|Rebooting\.\.\.).*$/m,
       ],
       { timeout: 30_000 },

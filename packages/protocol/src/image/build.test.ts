@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { type BuildAppImageOptions, buildAppImage } from './build.ts';
+import { type BuildAppImageOptions, buildAppImage, withSecureVersion } from './build.ts';
 import { CHIPS } from './chips.ts';
 import { parseAppImage } from './parse.ts';
 
@@ -322,4 +322,22 @@ describe('buildAppImage refuses options it cannot write', () => {
       expect(() => buildAppImage(options)).toThrow(message);
     });
   }
+});
+
+describe('withSecureVersion', () => {
+  it('sets the anti-rollback counter and keeps the checksum and SHA-256 valid', () => {
+    const image = buildAppImage({
+      chip: 'esp32',
+      project: 'p',
+      version: '1.0.0',
+      secureVersion: 1,
+    });
+    const raised = withSecureVersion(image, 7);
+    const info = parseAppImage(raised);
+    expect(info.secureVersion).toBe(7);
+    expect(info.checksumValid).toBe(true);
+    expect(info.hashValid).toBe(true);
+    expect(raised.length).toBe(image.length);
+    expect(parseAppImage(image).secureVersion).toBe(1);
+  });
 });

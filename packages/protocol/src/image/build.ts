@@ -23,6 +23,7 @@ import {
   SHA256_LENGTH,
   WP_PIN_DISABLED,
 } from './layout.ts';
+import { parseAppImage } from './parse.ts';
 
 /** One ELF section or segment to place in the image (after elf2image's merge step). */
 export interface SegmentInput {
@@ -376,3 +377,31 @@ function uint(value: number, bits: number, field: string): number {
 const u8 = (v: number, f: string) => uint(v, 8, f);
 const u16 = (v: number, f: string) => uint(v, 16, f);
 const u32 = (v: number, f: string) => uint(v, 32, f);
+
+/**
+ * A copy of `image` with its `esp_app_desc_t.secure_version` (the anti-rollback counter) set,
+ * checksum and appended SHA-256 brought up to date, as a build with another
+ * CONFIG_BOOTLOADER_APP_SECURE_VERSION would have it. The image must be intact and unsigned:
+ * a signature would no longer hold, so sign the result afterwards.
+ */
+export function withSecureVersion(image: Uint8Array, secureVersion: number): Uint8Array {
+  const info = parseAppImage(image);
+  if (!info.checksumValid || info.hashValid === false) {
+    throw new RangeError('the image is corrupt (checksum or SHA-256); rebuild it first');
+  }
+  const first = info.segments[0];
+  if (first === undefined) throw new RangeError('the image has no segment, so no app descriptor');
+  const out = Uint8Array.from(image);
+  const at = first.dataOffset + APP_DESC.secureVersion;
+  const before = out.slice(at, at + 4);
+  new DataView(out.buffer).setUint32(at, u32(secureVersion, 'secureVersion'), true);
+  // The checksum is the XOR of all segment data: only the changed bytes move it.
+  let checksum = out[info.checksum.offset] as number;
+  for (let i = 0; i < 4; i++) checksum ^= (before[i] as number) ^ (out[at + i] as number);
+  out[info.checksum.offset] = checksum;
+  if (info.hash.appended) {
+    const end = info.imageLength - SHA256_LENGTH;
+    out.set(sha256(out.subarray(0, end)), end);
+  }
+  return out;
+}

@@ -1,4 +1,9 @@
-export { type BuildAppImageOptions, buildAppImage, type SegmentInput } from './build.ts';
+export {
+  type BuildAppImageOptions,
+  buildAppImage,
+  type SegmentInput,
+  withSecureVersion,
+} from './build.ts';
 export {
   CHIPS,
   type ChipInfo,
