@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { benchResult, type ProfileMeasurement, renderTable } from './results.ts';
+import {
+  benchResult,
+  type ProfileMeasurement,
+  renderSensitivity,
+  renderTable,
+  sensitivityResult,
+} from './results.ts';
 
 function profile(over: Partial<ProfileMeasurement> = {}): ProfileMeasurement {
   return {
@@ -12,6 +18,7 @@ function profile(over: Partial<ProfileMeasurement> = {}): ProfileMeasurement {
     linkCeilingKBps: 84.9,
     flashCeilingKBps: 72.9,
     device: { eraseUnit: 'block', rxBuffers: 128, frameBytes: 182 },
+    flash: 'measured',
     baseline: { seconds: 200, imageBytes: 1_000_000, streamBytes: 1_000_000 },
     v2: { seconds: 16, imageBytes: 1_000_000, streamBytes: 1_000_000 },
     v2Compressed: { seconds: 15, imageBytes: 1_000_000, streamBytes: 300_000 },
@@ -103,5 +110,23 @@ describe('bench figures', () => {
     expect(r.clientStackMBps).toBeNull();
     expect(r.targets.every((t) => t.met === null)).toBe(true);
     expect(renderTable(r)).toMatch(/macos-esp32: the firmware offers no v2 characteristics/);
+  });
+});
+
+describe('the sensitivity table', () => {
+  it('compares every row with the first (the model as it stands) and says what each column means', () => {
+    const t = (seconds: number) => ({ seconds, imageBytes: 1_000_000, streamBytes: 1_000_000 });
+    const s = sensitivityResult('linux-noble-esp32s3', [
+      { flash: 'measured', rxBuffers: 'firmware', ceLength: 'ignored', v2: t(10) },
+      { flash: 'measured', rxBuffers: 24, ceLength: 'ignored', v2: t(12.5) },
+      { flash: 'datasheet', rxBuffers: 24, ceLength: 'honoured', v2: { skipped: 'failed' } },
+    ]);
+    expect(s.rows.map((r) => r.vsFirst)).toEqual([1, 0.8, null]);
+    const text = renderSensitivity(s);
+    expect(text).toMatch(
+      /│ measured +│ 24 +│ ignored \(whole interval\) +│ 12\.5 │ 80\.0 +│ 80% +│/,
+    );
+    expect(text).toMatch(/honoured: 0, one exchange per event/);
+    expect(text).toMatch(/programming assumed at the datasheet typical/);
   });
 });

@@ -31,6 +31,8 @@ export interface ProfileMeasurement {
   flashCeilingKBps: number;
   /** What the firmware did in the v2 run, which decides how close it gets to the ceiling. */
   device: DeviceFacts;
+  /** The flash profile of the device: `measured` (LINK-MODEL.md's ESP32 figures) or `datasheet`. */
+  flash: string;
   baseline: TransferMeasurement | Skipped;
   v2: TransferMeasurement | Skipped;
   v2Compressed: TransferMeasurement | Skipped;
@@ -75,6 +77,7 @@ export interface ProfileResult {
   linkCeilingKBps: number;
   flashCeilingKBps: number;
   device: DeviceFacts;
+  flash: string;
   baseline: (BenchFigures & { imageBytes: number }) | Skipped;
   v2: (BenchFigures & { imageBytes: number; shareOfCeiling: number }) | Skipped;
   v2Compressed: (BenchFigures & { imageBytes: number; streamBytes: number }) | Skipped;
@@ -89,6 +92,63 @@ export interface TargetCheck {
   detail: string;
 }
 
+/** One what-if run: v2 (no deflate) with one set of the model's assumptions. */
+export interface SensitivityRow {
+  flash: string;
+  /** The device's ACL receive pool; `firmware` is what its configuration declares. */
+  rxBuffers: number | 'firmware';
+  /** Whether the central's controller honours the max CE length noble asks for (0). */
+  ceLength: 'ignored' | 'honoured';
+  v2: TransferMeasurement | Skipped;
+}
+
+/** What each assumption of the model is worth, on one profile. */
+export interface Sensitivity {
+  profile: string;
+  rows: (Omit<SensitivityRow, 'v2'> & { v2: BenchFigures | Skipped; vsFirst: number | null })[];
+}
+
+export function sensitivityResult(profile: string, rows: readonly SensitivityRow[]): Sensitivity {
+  const first = rows[0]?.v2;
+  const firstKBps = first && !isSkipped(first) ? figures(first).kBps : null;
+  return {
+    profile,
+    rows: rows.map((r) => {
+      const v2 = isSkipped(r.v2) ? r.v2 : figures(r.v2);
+      return {
+        ...r,
+        v2,
+        vsFirst: isSkipped(v2) || firstKBps === null ? null : v2.kBps / firstKBps,
+      };
+    }),
+  };
+}
+
+/** The sensitivity table: one row per combination, the first row the model's own assumptions. */
+export function renderSensitivity(s: Sensitivity): string {
+  const table = new Table({
+    head: ['flash', 'ACL rx buffers', 'max CE length', 'v2 s', 'v2 kB/s', 'vs first row'],
+    style: { head: [], border: [] },
+  });
+  for (const r of s.rows) {
+    table.push([
+      r.flash,
+      String(r.rxBuffers),
+      r.ceLength === 'ignored' ? 'ignored (whole interval)' : 'honoured: 0, one exchange per event',
+      cell(r.v2, 'seconds'),
+      cell(r.v2, 'kBps'),
+      r.vsFirst === null ? '-' : `${(r.vsFirst * 100).toFixed(0)}%`,
+    ]);
+  }
+  return [
+    `what each assumption is worth, ${s.profile}, v2 without deflate (modeled time):`,
+    table.toString(),
+    'flash: measured = LINK-MODEL.md arduino-esp32 PR 7002 (1 MiB in 23.6 s by sectors, 9.8 s by blocks; programming assumed at the datasheet typical), datasheet = W25Q32JV typical',
+    'ACL rx buffers: firmware = CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT from sdkconfig.defaults; 24 = the IDF default. That the pool fills while the flash cache is off is an assumption no hardware here checked',
+    "max CE length: noble's LE Create Connection asks 0; a controller that honours it sends one exchange per connection event",
+  ].join('\n');
+}
+
 export interface BenchResult {
   imageBytes: number;
   profiles: ProfileResult[];
@@ -97,6 +157,8 @@ export interface BenchResult {
   clientStack: (StackMeasurement & { MBps: number; coldMBps?: number }) | Skipped;
   /** Issue 7's "Done when" figures, measured. */
   targets: TargetCheck[];
+  /** What the model's assumptions are worth, when it was run. */
+  sensitivity?: Sensitivity;
 }
 
 const isSkipped = (x: object): x is Skipped => 'skipped' in x;
@@ -135,6 +197,7 @@ export function profileResult(m: ProfileMeasurement): ProfileResult {
     linkCeilingKBps: m.linkCeilingKBps,
     flashCeilingKBps: m.flashCeilingKBps,
     device: m.device,
+    flash: m.flash,
     baseline,
     v2,
     v2Compressed,
@@ -273,8 +336,9 @@ export function renderTable(result: BenchResult): string {
       p.speedup === null ? '-' : `${f1(p.speedup)}x`,
     ]);
   }
+  const flashes = [...new Set(result.profiles.map((p) => p.flash))].join(', ');
   const lines = [
-    `image: ${result.imageBytes} bytes; modeled time on the virtual rig (kB = 1000 B)`,
+    `image: ${result.imageBytes} bytes; modeled time on the virtual rig (kB = 1000 B); device flash: ${flashes}`,
     table.toString(),
     'ceiling: the lesser of the link (best ATT PDU size up to the MTU) and the flash (erase + program with the erase unit the firmware used)',
     ...describeDevices(result.profiles),
@@ -295,6 +359,7 @@ export function renderTable(result: BenchResult): string {
       .map((s) => `${p.name}: ${s.skipped}`),
   );
   if (skips.length) lines.push('', 'not measured:', ...[...new Set(skips)].map((s) => `  ${s}`));
+  if (result.sensitivity) lines.push('', renderSensitivity(result.sensitivity));
   lines.push('', 'targets (issue 7):');
   for (const t of result.targets) {
     lines.push(

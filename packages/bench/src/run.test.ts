@@ -39,14 +39,19 @@ describe('pnpm bench on the virtual rig (firmware host build, real noble)', () =
     const dir = await mkdtemp(join(tmpdir(), 'bench-'));
     try {
       const out = join(dir, 'bench.json');
-      await execa('pnpm', ['exec', 'tsx', cli, '--profile', 'linux-noble-esp32s3', '--json', out], {
-        cwd: join(cli, '..', '..'),
-        env: { INIT_CWD: dir },
-      });
+      await execa(
+        'pnpm',
+        ['exec', 'tsx', cli, '--profile', 'linux-noble-esp32s3', '--no-sensitivity', '--json', out],
+        {
+          cwd: join(cli, '..', '..'),
+          env: { INIT_CWD: dir },
+        },
+      );
       const result = JSON.parse(await readFile(out, 'utf8')) as BenchResult;
       expect(result.profiles.map((p) => p.name)).toEqual(['linux-noble-esp32s3']);
       const p = result.profiles[0];
-      expect(p).toMatchObject({ central: 'linux-noble', chip: 'esp32s3' });
+      expect(p).toMatchObject({ central: 'linux-noble', chip: 'esp32s3', flash: 'measured' });
+      expect(result.sensitivity).toBeUndefined();
       expect(p?.ceilingKBps).toBeGreaterThan(0);
       expect(p && !isSkipped(p.baseline) && p.baseline.kBps).toBeGreaterThan(0);
       if (p && !isSkipped(p.v2)) {

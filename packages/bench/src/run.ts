@@ -17,6 +17,8 @@ import {
 import {
   createNoble,
   describeLinkTuning,
+  FLASH_PROFILES,
+  type FlashProfileName,
   ImmediateAirScheduler,
   installVirtualHci,
   type LinkParams,
@@ -32,6 +34,7 @@ import { FakePeripheralApp } from './fake-peripheral.ts';
 import { benchImage, MIB } from './images.ts';
 import type {
   ProfileMeasurement,
+  SensitivityRow,
   Skipped,
   StackMeasurement,
   TransferMeasurement,
@@ -41,6 +44,26 @@ export interface RunOptions {
   imageBytes?: number;
   /** Progress lines (stderr in the CLI). */
   log?: (line: string) => void;
+  /** The device's flash: LINK-MODEL.md's measured ESP32 figures (default) or the datasheet's. */
+  flash?: FlashProfileName;
+  /** What-if: the device's ACL receive pool instead of the firmware's own configuration. */
+  peripheralRxBuffers?: number;
+  /** What-if: the central's controller honours this max CE length (us); default: ignored. */
+  maxCeLenUs?: number;
+  /** Only the v2 transfer without deflate (the sensitivity runs). */
+  v2Only?: boolean;
+}
+
+/** The profile as a run uses it: its flash and what-if model parameters applied. */
+export function runProfileVariant(profile: LinkProfile, options: RunOptions = {}): LinkProfile {
+  return {
+    ...profile,
+    flash: FLASH_PROFILES[options.flash ?? 'measured'],
+    model: {
+      ...profile.model,
+      ...(options.maxCeLenUs === undefined ? {} : { maxCeLenUs: options.maxCeLenUs }),
+    },
+  };
 }
 
 /** What the transport discovers: the baseline's characteristics and v2's. */
@@ -82,9 +105,10 @@ function errorText(error: unknown): string {
  * installed"). A failed column is reported as skipped with its reason, never as a number.
  */
 export async function runProfile(
-  profile: LinkProfile,
+  base: LinkProfile,
   options: RunOptions = {},
 ): Promise<ProfileMeasurement> {
+  const profile = runProfileVariant(base, options);
   const size = options.imageBytes ?? MIB;
   const log = options.log ?? (() => {});
   const images = {
@@ -95,8 +119,11 @@ export async function runProfile(
   const ceiling = profileCeilingKBps(profile);
   const used: UsedLink = {};
   const rig = await startVirtualRig({
-    profile: profile.name,
+    profile,
     boards: [{ chip: profile.chip, restartDelayMs: 0 }],
+    ...(options.peripheralRxBuffers === undefined
+      ? {}
+      : { peripheralRxBuffers: options.peripheralRxBuffers }),
   });
   const board = rig.boards[0] as VirtualBoard;
   let transport: Transport | undefined;
@@ -110,6 +137,7 @@ export async function runProfile(
     linkCeilingKBps: ceiling.linkKBps,
     flashCeilingKBps: ceiling.flashKBps,
     device: { eraseUnit: 'sector', rxBuffers: null, frameBytes: null },
+    flash: profile.flash.name === 'typical' ? 'datasheet' : profile.flash.name,
     baseline: { skipped: 'not run' },
     v2: { skipped: 'not run' },
     v2Compressed: { skipped: 'not run' },
@@ -133,13 +161,17 @@ export async function runProfile(
   try {
     const t = await connect();
     const v2Offered = hasV2(t);
-    try {
-      const clock = modeledClock(board);
-      log(`${profile.name}: baseline, ${size} B`);
-      const r = await uploadBaseline(t, images.baseline.bytes, { clock });
-      result.baseline = measurement(span(r.phases, 'request', 'done'), size, size);
-    } catch (error) {
-      result.baseline = { skipped: `baseline upload failed: ${errorText(error)}` };
+    if (options.v2Only) {
+      result.baseline = { skipped: 'not asked for (v2 only)' };
+    } else {
+      try {
+        const clock = modeledClock(board);
+        log(`${profile.name}: baseline, ${size} B`);
+        const r = await uploadBaseline(t, images.baseline.bytes, { clock });
+        result.baseline = measurement(span(r.phases, 'request', 'done'), size, size);
+      } catch (error) {
+        result.baseline = { skipped: `baseline upload failed: ${errorText(error)}` };
+      }
     }
     const v2Skip = v2Offered
       ? undefined
@@ -150,7 +182,9 @@ export async function runProfile(
     result.linkTuning = board.linkLog.map(describeLinkTuning);
     result.v2Compressed = v2Skip
       ? { skipped: v2Skip }
-      : await runV2({}, await connect(), board, images.v2z.bytes, 'always', log, profile.name);
+      : options.v2Only
+        ? { skipped: 'not asked for (v2 only)' }
+        : await runV2({}, await connect(), board, images.v2z.bytes, 'always', log, profile.name);
     const link = used.params;
     if (link) {
       // What the v2 transfer ran on: link tuning decides PHY and interval, and noble always
@@ -177,6 +211,34 @@ export async function runProfile(
     await rig.close();
   }
   return result;
+}
+
+/**
+ * v2 (no deflate) on one profile under each combination of the model's assumptions that no
+ * hardware here checked: flash speed, the device's ACL pool, whether the central's controller
+ * honours noble's max CE length. The first row is the model's own choice.
+ */
+export async function runSensitivity(
+  profile: LinkProfile,
+  options: Pick<RunOptions, 'imageBytes' | 'log'> = {},
+): Promise<SensitivityRow[]> {
+  const rows: SensitivityRow[] = [];
+  for (const flash of ['measured', 'datasheet'] as const) {
+    for (const rxBuffers of ['firmware', 24] as const) {
+      for (const ceLength of ['ignored', 'honoured'] as const) {
+        const m = await runProfile(profile, {
+          ...options,
+          flash,
+          v2Only: true,
+          ...(rxBuffers === 'firmware' ? {} : { peripheralRxBuffers: rxBuffers }),
+          // noble's LE (Extended) Create Connection asks for a max CE length of 0.
+          ...(ceLength === 'honoured' ? { maxCeLenUs: 0 } : {}),
+        });
+        rows.push({ flash, rxBuffers, ceLength, v2: m.v2 });
+      }
+    }
+  }
+  return rows;
 }
 
 /** What the v2 transfer ran on, read from the board while the link was up. */

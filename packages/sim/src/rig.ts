@@ -130,9 +130,15 @@ export interface VirtualRigOptions {
   boards?: BoardOptions[];
   /**
    * Link profile (`linux-noble-esp32`, `macos-esp32`, ... see PROFILES), or `immediate` for a
-   * zero-latency link that only checks behaviour.
+   * zero-latency link that only checks behaviour; or a profile of one's own (a PROFILES entry
+   * with another flash or model, for what-if figures).
    */
-  profile?: string;
+  profile?: string | LinkProfile;
+  /**
+   * What-if: the device's ACL receive pool in link-layer PDUs, instead of what the firmware's
+   * configuration declares (`--gatt-json`). IDF's default is 24.
+   */
+  peripheralRxBuffers?: number;
   /** Where flash files go; a temporary directory (removed on close) by default. */
   workDir?: string;
   /** Device program; the firmware's host build by default. */
@@ -507,8 +513,13 @@ export interface VirtualRig {
  */
 export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<VirtualRig> {
   const program = options.program ?? defaultDeviceProgram;
-  const profileName = options.profile ?? 'linux-noble-esp32';
-  const profile = profileName === 'immediate' ? undefined : getProfile(profileName);
+  const profileOption = options.profile ?? 'linux-noble-esp32';
+  const profile =
+    typeof profileOption !== 'string'
+      ? profileOption
+      : profileOption === 'immediate'
+        ? undefined
+        : getProfile(profileOption);
   const specs = options.boards?.length ? options.boards : [{}];
   for (const [i, spec] of specs.entries()) {
     const chip = spec.chip ?? profile?.chip ?? 'esp32';
@@ -525,9 +536,8 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
   const boards: VirtualBoard[] = [];
   // The firmware's own receive buffering, when its configuration declares one, replaces the
   // profile's IDF default: it decides how much of a flash stall the link rides out.
-  const deviceModel = layout.controller
-    ? { peripheralRxBuffers: layout.controller.aclRxBuffers }
-    : {};
+  const rxBuffers = options.peripheralRxBuffers ?? layout.controller?.aclRxBuffers;
+  const deviceModel = rxBuffers === undefined ? {} : { peripheralRxBuffers: rxBuffers };
   const radio = new VirtualRadio({
     createLink: (req) => {
       const link: AirScheduler = profile
