@@ -92,7 +92,7 @@ int main(int argc, char **argv)
         const char *arg = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(arg, "--gatt-json") == 0) {
-            return host_gatt_json_write(stdout, BLE_OTA_ACL_FROM_LL_COUNT) == 0 ? 0 : 1;
+            return host_gatt_json_write(stdout, BLE_OTA_ACL_FROM_LL_COUNT, BLE_OTA_PREFERRED_MTU) == 0 ? 0 : 1;
         } else if (strcmp(arg, "--create") == 0) {
             create = true;
             continue;

@@ -2,7 +2,7 @@
 
 #include "ble_ota_gatt.h"
 
-int host_gatt_json_write(FILE *out, unsigned acl_rx_buffers)
+int host_gatt_json_write(FILE *out, unsigned acl_rx_buffers, unsigned preferred_mtu)
 {
     static const struct {
         unsigned bit;
@@ -40,6 +40,6 @@ int host_gatt_json_write(FILE *out, unsigned acl_rx_buffers)
         }
         fputs("]}", out);
     }
-    fprintf(out, "],\"controller\":{\"aclRxBuffers\":%u}}\n", acl_rx_buffers);
+    fprintf(out, "],\"controller\":{\"aclRxBuffers\":%u,\"preferredMtu\":%u}}\n", acl_rx_buffers, preferred_mtu);
     return ferror(out) ? -1 : 0;
 }

@@ -7,6 +7,6 @@
  * followed by what the rig must know of the BLE controller: acl_rx_buffers is the NimBLE
  * host's ACL-from-LL buffer count (CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT), the
  * packets the controller can hand over while the host task is stalled by a flash erase. */
-int host_gatt_json_write(FILE *out, unsigned acl_rx_buffers);
+int host_gatt_json_write(FILE *out, unsigned acl_rx_buffers, unsigned preferred_mtu);
 
 #endif

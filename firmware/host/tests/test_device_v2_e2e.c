@@ -518,12 +518,14 @@ TEST(gatt_json_exports_the_v2_characteristics)
     CHECK_CONTAINS(buf, "{\"id\":6,\"name\":\"v2_data\",\"uuid\":\"fe4a130e-1430-449c-bc25-1c299d409db4\","
                         "\"properties\":[\"write\",\"writeWithoutResponse\"]}");
     /* then the controller's receive buffering, from firmware/sdkconfig.defaults, for the rig */
-    char want[96];
-    snprintf(want, sizeof(want), "]}],\"controller\":{\"aclRxBuffers\":%u}}\n",
-             (unsigned)BLE_OTA_TEST_ACL_FROM_LL_COUNT);
+    char want[128];
+    snprintf(want, sizeof(want), "]}],\"controller\":{\"aclRxBuffers\":%u,\"preferredMtu\":%u}}\n",
+             (unsigned)BLE_OTA_TEST_ACL_FROM_LL_COUNT, (unsigned)BLE_OTA_TEST_PREFERRED_MTU);
     size_t n = strlen(buf), wn = strlen(want);
     CHECK(n > wn && strcmp(buf + n - wn, want) == 0);
     CHECK(strncmp(buf, "{\"services\":[", 13) == 0);
     CHECK_EQ_INT(BLE_OTA_TEST_ACL_FROM_LL_COUNT, sdkconfig_int(BLE_OTA_TEST_SDKCONFIG_DEFAULTS,
                                                                "CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT", 24));
+    CHECK_EQ_INT(BLE_OTA_TEST_PREFERRED_MTU,
+                 sdkconfig_int(BLE_OTA_TEST_SDKCONFIG_DEFAULTS, "CONFIG_BT_NIMBLE_ATT_PREFERRED_MTU", 256));
 }

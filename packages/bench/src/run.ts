@@ -3,7 +3,7 @@
  * firmware's host build behind the virtual controller, the protocol package's uploaders over the
  * noble transport, modeled time read from the board's link.
  */
-import { OTA_CHARACTERISTICS, openTransport } from '@esp-ble-ota/noble';
+import { OTA_CHARACTERISTICS, openTransport, setRequestedMtu } from '@esp-ble-ota/noble';
 import {
   type Clock,
   FakeV2Device,
@@ -118,6 +118,8 @@ export async function runProfile(
   };
   const ceiling = profileCeilingKBps(profile);
   const used: UsedLink = {};
+  // noble is the profile's central: it asks for the MTU that central asks for (Android 517).
+  const mtuBefore = setRequestedMtu(profile.centralMtu);
   const rig = await startVirtualRig({
     profile,
     boards: [{ chip: profile.chip, restartDelayMs: 0 }],
@@ -187,8 +189,8 @@ export async function runProfile(
         : await runV2({}, await connect(), board, images.v2z.bytes, 'always', log, profile.name);
     const link = used.params;
     if (link) {
-      // What the v2 transfer ran on: link tuning decides PHY and interval, and noble always
-      // asks for MTU 256, so a profile's larger MTU is out of reach through noble. The ceiling
+      // What the v2 transfer ran on: link tuning decides PHY and interval, and the MTU is what
+      // noble (asking for the profile central's MTU) and the firmware settled on. The ceiling
       // is the profile's with the MTU that was actually negotiated.
       result.phy = link.phy;
       result.mtu = link.attMtu;
@@ -209,6 +211,7 @@ export async function runProfile(
   } finally {
     await transport?.close().catch(() => {});
     await rig.close();
+    setRequestedMtu(mtuBefore);
   }
   return result;
 }

@@ -5,7 +5,13 @@
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Noble, type NobleTransport, openTransport } from '@esp-ble-ota/noble';
+import {
+  MAX_REQUESTED_MTU,
+  type Noble,
+  type NobleTransport,
+  openTransport,
+  setRequestedMtu,
+} from '@esp-ble-ota/noble';
 import {
   type AppImageInfo,
   type AutoPhaseEvent,
@@ -158,6 +164,8 @@ export class Scenario {
     let board: VirtualBoard | undefined;
     let noble: Noble | undefined;
     let serialPath: string;
+    // A bench's adapter asks for the most; the link takes the lesser of it and the board's.
+    setRequestedMtu(MAX_REQUESTED_MTU);
     if (ctx.rig === 'sim') {
       const sim = await import('@esp-ble-ota/sim');
       rig = await sim.startVirtualRig({
@@ -174,6 +182,8 @@ export class Scenario {
       });
       board = rig.boards[0];
       if (!board) throw new Error('the virtual rig started without a board');
+      // noble plays the profile's central and asks for that central's MTU (Android 517).
+      setRequestedMtu(rig.profile?.centralMtu ?? MAX_REQUESTED_MTU);
       noble = rig.noble as unknown as Noble;
       serialPath = board.serialPath;
     } else {

@@ -8,6 +8,13 @@ export {
 } from './errors.ts';
 export { type AttErrorResponse, HciObserver } from './hci-observer.ts';
 export { describeLoadError, loadNoble } from './load.ts';
+export {
+  installNobleMtuHook,
+  MAX_REQUESTED_MTU,
+  NOBLE_DEFAULT_MTU,
+  requestedMtu,
+  setRequestedMtu,
+} from './mtu.ts';
 export type {
   Noble,
   NobleAdvertisement,

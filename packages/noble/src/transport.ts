@@ -29,6 +29,7 @@ import {
 } from '@esp-ble-ota/protocol';
 import { withDeadline } from './deadline.ts';
 import { type AttErrorResponse, HciObserver } from './hci-observer.ts';
+import { installNobleMtuHook } from './mtu.ts';
 import type { Noble, NobleCharacteristic, NoblePeripheral, NobleService } from './noble-types.ts';
 
 /**
@@ -159,6 +160,8 @@ export class NobleTransport implements Transport {
   #onPeripheralDisconnect: ((reason?: number) => void) | undefined;
 
   constructor(peripheral: NoblePeripheral, options: NobleTransportOptions) {
+    // Before the first connect: the link's MTU must be the lesser of both sides' (mtu.ts).
+    installNobleMtuHook();
     this.peripheral = peripheral;
     this.#noble = options.noble;
     this.#options = options;

@@ -34,6 +34,7 @@ import {
   getProfile,
   type LinkProfile,
   NIMBLE_DEFAULT_PREFERRED_MTU,
+  NIMBLE_MAX_MTU,
 } from './link/profiles.ts';
 import type { AirScheduler, Phy } from './link/types.ts';
 
@@ -573,10 +574,11 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
       app: board,
       advertising: false,
       supports2M: opts.chip !== 'esp32',
-      // noble always asks for MTU 256; the central of the profile (macOS: 185) may offer less.
+      // The device answers with its firmware's preferred MTU; the central of the profile
+      // (macOS: 185) may offer less. noble asks for 256 unless setRequestedMtu raised it.
       preferredMtu: Math.min(
-        NIMBLE_DEFAULT_PREFERRED_MTU,
-        profile?.centralMtu ?? NIMBLE_DEFAULT_PREFERRED_MTU,
+        layout.controller?.preferredMtu ?? NIMBLE_DEFAULT_PREFERRED_MTU,
+        profile?.centralMtu ?? NIMBLE_MAX_MTU,
       ),
       ...(spec.faults ? { faults: spec.faults } : {}),
     });

@@ -35,6 +35,8 @@ export interface VirtualRig {
   boards: readonly VirtualRigBoard[];
   /** Name of the link profile, undefined for the zero-latency link. */
   profile?: string | undefined;
+  /** The ATT MTU the profile's central asks for; undefined for the zero-latency link. */
+  centralMtu?: number | undefined;
   close(): Promise<void>;
 }
 

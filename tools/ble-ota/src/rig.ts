@@ -1,4 +1,4 @@
-import { loadNoble, type Noble } from '@esp-ble-ota/noble';
+import { loadNoble, MAX_REQUESTED_MTU, type Noble, setRequestedMtu } from '@esp-ble-ota/noble';
 import { noBleRadioReason } from '@esp-ble-ota/protocol';
 import type { VirtualRig as SimRig, VirtualRigOptions } from '@esp-ble-ota/sim';
 import { CliError } from './errors.ts';
@@ -61,6 +61,7 @@ export function adaptRig(rig: SimRig): VirtualRig {
     // every noble instance has; this package's structural type names it.
     noble: rig.noble as unknown as Noble,
     profile: rig.profile?.name,
+    centralMtu: rig.profile?.centralMtu,
     boards: rig.boards.map((board) => ({
       name: board.name,
       address: board.address,
@@ -96,8 +97,13 @@ export function simOptions(options: {
 export async function openRadio(io: CliIo, sim: SimOptions | undefined): Promise<Radio> {
   if (sim !== undefined) {
     const rig = await (io.startRig ?? startVirtualRig)(sim);
+    // noble plays the profile's central, so it asks for that central's MTU (Android 517).
+    setRequestedMtu(rig.centralMtu ?? MAX_REQUESTED_MTU);
     return { noble: rig.noble, rig, close: () => rig.close() };
   }
+  // On a real adapter ask for the most: the device answers with its own preference, and the
+  // link takes the lesser of both.
+  setRequestedMtu(MAX_REQUESTED_MTU);
   const noble = await (io.loadNoble ?? loadNoble)();
   return {
     noble,

@@ -18,6 +18,8 @@ export interface DeviceControllerConfig {
    * operation stalls the host they are what keeps the link going.
    */
   aclRxBuffers: number;
+  /** NimBLE's preferred ATT MTU (`CONFIG_BT_NIMBLE_ATT_PREFERRED_MTU`); IDF's default is 256. */
+  preferredMtu?: number;
 }
 
 export interface GattServiceDef {
@@ -73,6 +75,8 @@ const gattLayoutSchema = z.object({
     .object({
       // A NimBLE ACL pool of 0 cannot receive anything; above 1000 is a typo in sdkconfig.
       aclRxBuffers: z.number().int().min(1).max(1000),
+      // ATT's minimum to NimBLE's most (BLE_ATT_MTU_MAX 527).
+      preferredMtu: z.number().int().min(23).max(527).optional(),
     })
     .optional(),
 });

@@ -6,6 +6,9 @@
  */
 import type { Noble } from '../hci/install.ts';
 
+/** What noble's Gatt asks for in its Exchange MTU Request (lib/hci-socket/gatt.js). */
+const NOBLE_REQUESTED_MTU = 256;
+
 const CONTROL = '7ad671aa21c046a4b722270e3ae3d830';
 const DATA = '234088881f404cd89b89ca8d45f8a5b0';
 
@@ -133,7 +136,11 @@ async function exchange(
       };
     });
 
-  const packetSize = (p.mtu ?? 23) - 3;
+  // noble's Gatt takes the server's Rx MTU as the link's (it asked for 256); ATT says the lesser
+  // of both, which is what the device uses and drops longer PDUs by. A client that trusted
+  // p.mtu against this firmware (preferred MTU 517) would send 514-byte packets that never arrive
+  // (packages/noble/src/mtu.ts mends it for the project's transport).
+  const packetSize = Math.min(p.mtu ?? 23, NOBLE_REQUESTED_MTU) - 3;
   const size = Buffer.alloc(2);
   size.writeUInt16LE(packetSize);
   await data.writeAsync(size, false);
