@@ -96,7 +96,7 @@ describe('virtual rig, through the real noble package and a real pty', () => {
     await p.connectAsync();
     const result = await runBaselineExchange(p, image);
 
-    expect(result.packetSize).toBe(253); // noble asks for MTU 256; NimBLE's preferred MTU is 256
+    expect(result.packetSize).toBe(253); // noble asks for MTU 256; the firmware prefers 517
     expect(result.packets).toBe(Math.ceil(image.length / 253));
     expect(result.notifications).toEqual([0x02, 0x05]);
     expect(result.disconnected).toBe(true);
