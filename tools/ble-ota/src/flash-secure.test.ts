@@ -1,34 +1,19 @@
 // Signed updates and anti-rollback end to end: images signed by `ble-ota sign` (TypeScript,
 // node:crypto) are checked by the firmware's host build (C, OpenSSL) on the virtual rig, through
 // the real noble, with protocol v2 and the baseline.
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { SerialConsole } from '@esp-ble-ota/serial';
 import { type DeviceSecurity, startVirtualRig as startSimRig } from '@esp-ble-ota/sim';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from './exit-codes.ts';
 import type { VirtualRig } from './io.ts';
 import { adaptRig } from './rig.ts';
-import { run, tmp, writeBytes } from './test/harness.ts';
+import { hostImage, run, tmp, writeBytes } from './test/harness.ts';
 
-const hostBuild = fileURLToPath(new URL('../../../firmware/host/build/', import.meta.url));
-
-function hostImage(version: string, secureVersion = 0): string {
-  const out = join(tmp, `secure-${version}-${secureVersion}.bin`);
-  execFileSync(join(hostBuild, 'esp-app-image'), [
-    '--version',
-    version,
-    '--project',
-    'esp_ble_ota',
-    '--secure-version',
-    String(secureVersion),
-    '--out',
-    out,
-    join(hostBuild, 'ble-ota-app.elf'),
-  ]);
-  return out;
+/** A runnable image of the host app with an anti-rollback counter. */
+function secureImage(version: string, secureVersion = 0): string {
+  return hostImage(version, 'esp32', secureVersion);
 }
 
 const trustedKey = join(tmp, 'secure-trusted.pem');
@@ -65,7 +50,7 @@ describe('signed updates on the virtual rig (device trusts one key)', () => {
     const { rig, board, startRig } = await secureRig({ trustedKeyDigests: [trustedDigest] });
     const console = await SerialConsole.open(board.serialPath);
     try {
-      const unsigned = await run(['flash', hostImage('5.0.0'), '--sim', '--no-verify'], {
+      const unsigned = await run(['flash', secureImage('5.0.0'), '--sim', '--no-verify'], {
         startRig,
       });
       expect(unsigned.code).toBe(ExitCode.DEVICE_REFUSED);
@@ -75,14 +60,14 @@ describe('signed updates on the virtual rig (device trusts one key)', () => {
       await console.expect('the image is not signed (no Secure Boot v2 signature sector');
 
       const foreign = await run(
-        ['flash', await sign(hostImage('5.0.1'), otherKey), '--sim', '--no-verify'],
+        ['flash', await sign(secureImage('5.0.1'), otherKey), '--sim', '--no-verify'],
         { startRig },
       );
       expect(foreign.code).toBe(ExitCode.DEVICE_REFUSED);
       expect(foreign.stderr).toMatch(/signed by a key the device does not trust \(UNTRUSTED_KEY\)/);
 
       // One byte of the padding changed after signing: the image itself is still a valid image.
-      const signed = new Uint8Array(readFileSync(await sign(hostImage('5.0.2'), trustedKey)));
+      const signed = new Uint8Array(readFileSync(await sign(secureImage('5.0.2'), trustedKey)));
       signed[signed.length - 4096 - 1] = 0;
       const tampered = writeBytes('secure-tampered.bin', signed);
       const bad = await run(['flash', tampered, '--sim', '--no-verify'], { startRig });
@@ -90,7 +75,7 @@ describe('signed updates on the virtual rig (device trusts one key)', () => {
       expect(bad.stderr).toMatch(/signature does not hold .* \(BAD_SIGNATURE\)/);
       await console.expect(/names another image digest: the image changed after it was signed/);
 
-      const good = await run(['flash', await sign(hostImage('5.1.0'), trustedKey), '--sim'], {
+      const good = await run(['flash', await sign(secureImage('5.1.0'), trustedKey), '--sim'], {
         startRig,
       });
       expect(good.stderr).not.toMatch(/error/);
@@ -108,7 +93,7 @@ describe('signed updates on the virtual rig (device trusts one key)', () => {
     const console = await SerialConsole.open(board.serialPath);
     try {
       const r = await run(
-        ['flash', hostImage('5.2.0'), '--sim', '--protocol', 'baseline', '--no-verify'],
+        ['flash', secureImage('5.2.0'), '--sim', '--protocol', 'baseline', '--no-verify'],
         { startRig },
       );
       expect(r.code).toBe(ExitCode.DEVICE_REFUSED);
@@ -131,13 +116,13 @@ describe('anti-rollback on the virtual rig', () => {
     });
     const console = await SerialConsole.open(board.serialPath);
     try {
-      const v3 = await run(['flash', await sign(hostImage('6.0.0', 3), trustedKey), '--sim'], {
+      const v3 = await run(['flash', await sign(secureImage('6.0.0', 3), trustedKey), '--sim'], {
         startRig,
       });
       expect(v3.code).toBe(ExitCode.OK);
       await console.expect('secure_version raised to 3');
       const v2 = await run(
-        ['flash', await sign(hostImage('6.0.1', 2), trustedKey), '--sim', '--no-verify'],
+        ['flash', await sign(secureImage('6.0.1', 2), trustedKey), '--sim', '--no-verify'],
         { startRig },
       );
       expect(v2.code).toBe(ExitCode.DEVICE_REFUSED);
@@ -145,7 +130,7 @@ describe('anti-rollback on the virtual rig', () => {
       await console.expect("secure_version 2 is below the device's minimum 3");
       expect(readFileSync(`${board.flashPath}.efuse`, 'utf8')).toBe('secure_version 3\n');
       // the same secure_version is no downgrade
-      const same = await run(['flash', await sign(hostImage('6.0.2', 3), trustedKey), '--sim'], {
+      const same = await run(['flash', await sign(secureImage('6.0.2', 3), trustedKey), '--sim'], {
         startRig,
       });
       expect(same.code).toBe(ExitCode.OK);

@@ -4,10 +4,9 @@
  * checked twice: by the CLI's own verification and, independently, on the board's serial
  * console, where the bootloader-started app prints its version.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SerialConsole } from '@esp-ble-ota/serial';
 import { startVirtualRig as startSimRig } from '@esp-ble-ota/sim';
@@ -15,30 +14,9 @@ import { describe, expect, it } from 'vitest';
 import { ExitCode } from './exit-codes.ts';
 import type { VirtualRig } from './io.ts';
 import { adaptRig, startVirtualRig } from './rig.ts';
-import { run, tmp, writeImage } from './test/harness.ts';
+import { hostAppElf, hostImage, run, writeImage } from './test/harness.ts';
 
-const hostBuild = fileURLToPath(new URL('../../../firmware/host/build/', import.meta.url));
-const appElf = join(hostBuild, 'ble-ota-app.elf');
-const imageTool = join(hostBuild, 'esp-app-image');
-
-/** An ESP app image of the firmware's host app, as idf.py would make it, with our version. */
-function hostImage(version: string, chip = 'esp32'): string {
-  const out = join(tmp, `host-${chip}-${version}.bin`);
-  execFileSync(imageTool, [
-    '--chip',
-    chip,
-    '--version',
-    version,
-    '--project',
-    'esp_ble_ota',
-    '--idf-ver',
-    'v5.3.1',
-    '--out',
-    out,
-    appElf,
-  ]);
-  return out;
-}
+const appElf = hostAppElf;
 
 describe('ble-ota on the virtual rig (firmware host build)', () => {
   it('has the firmware host build', () => {

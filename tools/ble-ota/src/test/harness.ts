@@ -1,6 +1,8 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { type BuildAppImageOptions, buildAppImage } from '@esp-ble-ota/protocol';
 import type { CliIo, OutputStream, SimOptions, VirtualRig } from '../io.ts';
 import { main } from '../main.ts';
@@ -69,4 +71,34 @@ export function writeBytes(name: string, bytes: Uint8Array): string {
   const path = join(tmp, name);
   writeFileSync(path, bytes);
   return path;
+}
+
+/** The firmware's host build (device program, app, image tool). */
+export const hostBuild = fileURLToPath(
+  new URL('../../../../firmware/host/build/', import.meta.url),
+);
+export const hostAppElf = join(hostBuild, 'ble-ota-app.elf');
+
+/**
+ * An ESP app image of the firmware's host app, as idf.py would make it, with our version (and
+ * anti-rollback counter): one the simulated board can run.
+ */
+export function hostImage(version: string, chip = 'esp32', secureVersion = 0): string {
+  const out = join(tmp, `host-${chip}-${version}-sv${secureVersion}.bin`);
+  execFileSync(join(hostBuild, 'esp-app-image'), [
+    '--chip',
+    chip,
+    '--version',
+    version,
+    '--project',
+    'esp_ble_ota',
+    '--idf-ver',
+    'v5.3.1',
+    '--secure-version',
+    String(secureVersion),
+    '--out',
+    out,
+    hostAppElf,
+  ]);
+  return out;
 }
