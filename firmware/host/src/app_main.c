@@ -208,6 +208,7 @@ static void prv_dispatch(uint8_t type, const uint8_t *p, size_t len, const char 
                      p[6] == 2 ? "2M" : "1M");
             /* the rig's data length is both directions' (NimBLE: data_len_chg.max_rx_octets) */
             ble_ota_on_data_length(prv_u16(p), prv_u16(p + 4));
+            ble_ota_on_phy(prv_u16(p), p[6]);
             return;
         }
         break;

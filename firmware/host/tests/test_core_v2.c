@@ -438,6 +438,37 @@ TEST(link_tuning_is_requested_on_connect)
     CHECK(fake_logged(BLE_OTA_LOG_INFO, "link: 2M PHY not available on this chip"));
 }
 
+TEST(on_2m_a_v2_session_asks_for_the_11_25_ms_interval_once_per_link)
+{
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(30000u, 22);
+    connect_as(CONN);
+    REQUIRE_EQ_INT(fv2.n_links, 3);
+    ble_ota_on_phy(CONN, 2); /* 2M, but no stream yet: a baseline client keeps 7.5 ms */
+    CHECK_EQ_INT(fv2.n_links, 3);
+    REQUIRE(begin(CONN, 0) != NULL);
+    REQUIRE_EQ_INT(fv2.n_links, 4);
+    CHECK_EQ_INT(fv2.links[3].kind, BLE_OTA_LINK_CONN_PARAMS);
+    CHECK_EQ_INT(fv2.links[3].min_interval, 9);
+    CHECK_EQ_INT(fv2.links[3].max_interval, 12);
+    CHECK_EQ_INT(fv2.links[3].latency, 0);
+    CHECK(fake_logged(BLE_OTA_LOG_INFO, "connection interval 11.25-15 ms for the 2M PHY"));
+    /* a second BEGIN or another 2M report on the same link asks nothing more */
+    ble_ota_on_phy(CONN, 2);
+    REQUIRE(begin(CONN, 0) != NULL);
+    CHECK_EQ_INT(fv2.n_links, 4);
+
+    /* on 1M a BEGIN asks nothing: 7.5 ms is as good as it gets there */
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    connect_as(CONN);
+    ble_ota_on_phy(CONN, 1);
+    REQUIRE(begin(CONN, 0) != NULL);
+    CHECK_EQ_INT(fv2.n_links, 3);
+    /* the link turning 2M during the session asks then */
+    ble_ota_on_phy(CONN, 2);
+    CHECK_EQ_INT(fv2.n_links, 4);
+}
+
 TEST(v2_exchange_byte_for_byte)
 {
     static const uint8_t want_begin_rsp[16] = { 0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0xF4, 0 };

@@ -452,6 +452,14 @@ void ble_ota_on_data_length(uint16_t conn, uint16_t rx_octets)
     ble_ota_v2_on_data_length(conn, rx_octets);
 }
 
+void ble_ota_on_phy(uint16_t conn, uint8_t tx_phy)
+{
+    if (s_port == NULL) {
+        return;
+    }
+    ble_ota_v2_on_phy(conn, tx_phy);
+}
+
 void ble_ota_on_subscribe(uint16_t conn, ble_ota_chr_id_t chr, bool notify_enabled)
 {
     (void)conn;

@@ -61,6 +61,7 @@ void ble_ota_v2_on_connect(uint16_t conn, uint16_t mtu);
 void ble_ota_v2_on_disconnect(uint16_t conn);
 void ble_ota_v2_on_mtu(uint16_t conn, uint16_t mtu);
 void ble_ota_v2_on_data_length(uint16_t conn, uint16_t rx_octets);
+void ble_ota_v2_on_phy(uint16_t conn, uint8_t tx_phy);
 /* A baseline REQUEST is about to start: drop any v2 session. */
 void ble_ota_v2_on_baseline_request(uint16_t conn);
 int ble_ota_v2_on_write(uint16_t conn, ble_ota_chr_id_t chr, const uint8_t *data, size_t len);

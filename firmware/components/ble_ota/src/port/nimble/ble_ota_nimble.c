@@ -242,6 +242,7 @@ static int prv_gap_event(struct ble_gap_event *event, void *arg)
         if (event->phy_updated.status == 0) {
             ESP_LOGI(TAG, "link: connection %u now uses the %s PHY", (unsigned)event->phy_updated.conn_handle,
                      event->phy_updated.tx_phy == BLE_GAP_LE_PHY_2M ? "2M" : "1M");
+            ble_ota_on_phy(event->phy_updated.conn_handle, event->phy_updated.tx_phy == BLE_GAP_LE_PHY_2M ? 2u : 1u);
         }
         return 0;
 #ifdef BLE_GAP_EVENT_DATA_LEN_CHG
