@@ -31,6 +31,7 @@ typedef struct {
     uint64_t t0_ns;
     uint64_t flash_ops;
     uint64_t power_cut_at;
+    bool power_cut_torn;
     const char *name;
     uint32_t restart_delay_ms;
     const char *trusted[3];
@@ -66,6 +67,8 @@ static int prv_parse(int argc, char **argv, app_args_t *a)
             a->flash_ops = strtoull(v, NULL, 10);
         } else if (strcmp(argv[i], "--power-cut-at") == 0) {
             a->power_cut_at = strtoull(v, NULL, 10);
+        } else if (strcmp(argv[i], "--power-cut-mode") == 0) {
+            a->power_cut_torn = strcmp(v, "torn") == 0;
         } else if (strcmp(argv[i], "--name") == 0) {
             a->name = v;
         } else if (strcmp(argv[i], "--delete-exe") == 0) {
@@ -243,6 +246,7 @@ int main(int argc, char **argv)
     }
     flash.ops = a.flash_ops;
     flash.power_cut_at = a.power_cut_at;
+    flash.power_cut_torn = a.power_cut_torn;
     flash.observer = host_io_flash_observer;
 
     host_bl_info_t bl;

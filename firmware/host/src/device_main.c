@@ -22,7 +22,8 @@ static void prv_usage(FILE *out)
 {
     fprintf(out,
             "usage: ble-ota-device --flash <flash.bin> [--create [--chip <chip>] [--image <app.bin>]]\n"
-            "                      [--power-cut-at N] [--name NAME] [--reset-reason poweron|sw]\n"
+            "                      [--power-cut-at N [--power-cut-mode skip|torn]] [--name NAME]\n"
+            "                      [--reset-reason poweron|sw]\n"
             "                      [--restart-delay-ms MS] [--trusted-key-digest HEX]... [--anti-rollback on|off]\n"
             "       ble-ota-device --gatt-json\n"
             "chips: %s\n"
@@ -84,6 +85,7 @@ int main(int argc, char **argv)
     const char *flash_path = NULL, *chip_name = NULL, *image = NULL, *name = "esp32", *restart_delay = NULL;
     bool create = false, sw_reset = false;
     uint64_t power_cut_at = 0;
+    const char *power_cut_mode = "skip";
     /* Firmware configuration the app reads (Kconfig on a chip): passed through to it. */
     const char *trusted[3];
     int n_trusted = 0;
@@ -118,6 +120,14 @@ int main(int argc, char **argv)
                 fprintf(stderr, "ble-ota-device: --power-cut-at needs a flash operation number >= 1, got '%s'\n", v);
                 return 2;
             }
+        } else if (strcmp(arg, "--power-cut-mode") == 0) {
+            if (strcmp(v, "skip") != 0 && strcmp(v, "torn") != 0) {
+                fprintf(stderr, "ble-ota-device: --power-cut-mode is skip (the operation never happens) or torn "
+                                "(half of it happens), got '%s'\n",
+                        v);
+                return 2;
+            }
+            power_cut_mode = v;
         } else if (strcmp(arg, "--name") == 0) {
             name = v;
         } else if (strcmp(arg, "--reset-reason") == 0) {
@@ -191,6 +201,7 @@ int main(int argc, char **argv)
         return 1;
     }
     flash.power_cut_at = power_cut_at;
+    flash.power_cut_torn = strcmp(power_cut_mode, "torn") == 0;
     flash.observer = host_io_flash_observer;
     if (want_chip != NULL && !create) {
         host_bl_info_t bl;
@@ -254,6 +265,8 @@ int main(int argc, char **argv)
     app_argv[n++] = ops;
     app_argv[n++] = "--power-cut-at";
     app_argv[n++] = cut;
+    app_argv[n++] = "--power-cut-mode";
+    app_argv[n++] = (char *)power_cut_mode;
     app_argv[n++] = "--name";
     app_argv[n++] = (char *)name;
     if (restart_delay != NULL) {

@@ -102,16 +102,27 @@ static int prv_range_ok(host_flash_t *f, const char *what, uint32_t addr, size_t
     return 0;
 }
 
-/* Counts one erase/write operation; returns only if the power stays on. */
-static void prv_count_op(host_flash_t *f)
+static void prv_power_off(host_flash_t *f)
+{
+    if (f->on_power_cut) {
+        f->on_power_cut(f->power_cut_ctx);
+    }
+    _exit(137);
+}
+
+/* Counts one erase/write operation. At the cut without tearing the power goes before the
+ * operation (no return); with tearing it returns true: the caller does part of the operation,
+ * then calls prv_power_off. */
+static bool prv_count_op(host_flash_t *f)
 {
     f->ops++;
-    if (f->power_cut_at != 0 && f->ops == f->power_cut_at) {
-        if (f->on_power_cut) {
-            f->on_power_cut(f->power_cut_ctx);
-        }
-        _exit(137);
+    if (f->power_cut_at == 0 || f->ops != f->power_cut_at) {
+        return false;
     }
+    if (!f->power_cut_torn) {
+        prv_power_off(f);
+    }
+    return true;
 }
 
 static void prv_observe(host_flash_t *f, host_flash_op_t op, uint32_t addr, size_t len)
@@ -146,10 +157,13 @@ int host_flash_write(host_flash_t *f, uint32_t addr, const void *buf, size_t len
                             (size_t)addr + i, src[i], old);
         }
     }
-    prv_count_op(f);
+    bool torn = prv_count_op(f);
     /* AND, like the silicon: a write can only pull bits low. */
-    for (size_t i = 0; i < len; i++) {
+    for (size_t i = 0; i < (torn ? len / 2 : len); i++) {
         f->mem[addr + i] &= src[i];
+    }
+    if (torn) {
+        prv_power_off(f);
     }
     prv_observe(f, HOST_FLASH_OP_WRITE, addr, len);
     return 0;
@@ -169,7 +183,10 @@ int host_flash_erase(host_flash_t *f, uint32_t addr, size_t len)
         uint32_t at = (uint32_t)(addr + off);
         size_t step = at % HOST_FLASH_BLOCK_SIZE == 0 && len - off >= HOST_FLASH_BLOCK_SIZE ? HOST_FLASH_BLOCK_SIZE
                                                                                             : ESP_FLASH_SECTOR_SIZE;
-        prv_count_op(f);
+        if (prv_count_op(f)) {
+            memset(f->mem + at, 0xFF, step / 2); /* half erased */
+            prv_power_off(f);
+        }
         memset(f->mem + at, 0xFF, step);
         prv_observe(f, HOST_FLASH_OP_ERASE, at, (uint32_t)step);
         off += step;

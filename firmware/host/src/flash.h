@@ -12,6 +12,7 @@
 #define HOST_FLASH_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define HOST_FLASH_SIZE_4MB (4u * 1024u * 1024u)
@@ -31,7 +32,11 @@ typedef struct {
     size_t size;
     int fd;
     uint64_t ops;          /* counted operations so far (erase sectors + writes), across exec */
-    uint64_t power_cut_at; /* 1-based operation number that never happens; 0 = no power cut */
+    uint64_t power_cut_at; /* 1-based operation number the power is cut at; 0 = no power cut */
+    /* false: the cut operation does not happen at all. true: it is torn, as when the power
+     * drops while the chip works on it: a write programs the first half of its bytes, an erase
+     * erases the first half of its sector or block; the rest stays as it was. */
+    bool power_cut_torn;
     host_flash_observer_t observer;
     void *observer_ctx;
     /* Called instead of _exit(137) when the power is cut; tests use it. Must not return. */

@@ -282,7 +282,7 @@ TEST(every_simulated_chip_boots_the_image_built_for_it)
     }
 }
 
-TEST(power_cut_at_every_flash_operation_of_an_update_leaves_a_bootable_device)
+static void prv_cut_every_operation(bool torn)
 {
     const char *base = prv_make_device("cut-base.bin", "1.0.0");
     host_boot_t boot;
@@ -314,6 +314,7 @@ TEST(power_cut_at_every_flash_operation_of_an_update_leaves_a_bootable_device)
                 _exit(1);
             }
             s_flash.power_cut_at = cut;
+            s_flash.power_cut_torn = torn;
             prv_update(&s_flash, 0, img, len, 509);
             _exit(0);
         }
@@ -322,8 +323,8 @@ TEST(power_cut_at_every_flash_operation_of_an_update_leaves_a_bootable_device)
         REQUIRE(WIFEXITED(status));
         CHECK_EQ_INT(WEXITSTATUS(status), 137);
         int slot = prv_boot(work, &boot, &con);
-        CHECK_MSG(slot == 0 || slot == 1, "power cut at operation %llu of %llu left no bootable app:\n%s",
-                  (unsigned long long)cut, (unsigned long long)total, con);
+        CHECK_MSG(slot == 0 || slot == 1, "%s power cut at operation %llu of %llu left no bootable app:\n%s",
+                  torn ? "torn" : "clean", (unsigned long long)cut, (unsigned long long)total, con);
         if (slot == 0) {
             CHECK_EQ_STR(boot.image.app_desc.version, "1.0.0");
             booted_old++;
@@ -336,4 +337,16 @@ TEST(power_cut_at_every_flash_operation_of_an_update_leaves_a_bootable_device)
     CHECK_EQ_INT(booted_old, (int)total);
     CHECK_EQ_INT(booted_new, 0);
     free(img);
+}
+
+/* A power cut at every flash operation of an update, the operation skipped (clean) or torn
+ * (half of a write programmed, half of a sector or block erased), as mcuboot's simulator does. */
+TEST(power_cut_at_every_flash_operation_of_an_update_leaves_a_bootable_device)
+{
+    prv_cut_every_operation(false);
+}
+
+TEST(a_torn_write_or_half_erased_sector_at_every_operation_leaves_a_bootable_device)
+{
+    prv_cut_every_operation(true);
 }

@@ -98,7 +98,8 @@ TEST(every_operation_is_observed)
 
 /* Runs ops on the flash file at path in a child process, as a boot that loses power at the
  * power_cut_at-th erase/write; returns the child's exit code (137 when the power went). */
-static int prv_run_until_power_cut(const char *path, uint64_t power_cut_at, void (*ops)(host_flash_t *f))
+static int prv_run_until_power_cut_mode(const char *path, uint64_t power_cut_at, bool torn,
+                                        void (*ops)(host_flash_t *f))
 {
     char err[200];
     fflush(NULL);
@@ -110,6 +111,7 @@ static int prv_run_until_power_cut(const char *path, uint64_t power_cut_at, void
             _exit(1);
         }
         f.power_cut_at = power_cut_at;
+        f.power_cut_torn = torn;
         ops(&f);
         _exit(0);
     }
@@ -117,6 +119,11 @@ static int prv_run_until_power_cut(const char *path, uint64_t power_cut_at, void
     REQUIRE(waitpid(pid, &status, 0) == pid);
     REQUIRE(WIFEXITED(status));
     return WEXITSTATUS(status);
+}
+
+static int prv_run_until_power_cut(const char *path, uint64_t power_cut_at, void (*ops)(host_flash_t *f))
+{
+    return prv_run_until_power_cut_mode(path, power_cut_at, false, ops);
 }
 
 static void prv_three_writes(host_flash_t *f)
@@ -200,6 +207,43 @@ TEST(a_power_cut_at_a_block_erase_skips_the_whole_block)
     REQUIRE(host_flash_read(&f, 0x10000, &b, 1) == 0);
     CHECK_EQ_HEX(b, 0x00); /* the block was not, not even its first sector */
     REQUIRE(host_flash_read(&f, 0x1FFFF, &b, 1) == 0);
+    CHECK_EQ_HEX(b, 0x00);
+    host_flash_close(&f);
+}
+
+static void prv_write_then_erase(host_flash_t *f)
+{
+    static uint8_t zeros[0x10000];
+    const uint8_t eight[8] = {0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17};
+    host_flash_write(f, 0x10000, zeros, sizeof(zeros)); /* op 1 */
+    host_flash_write(f, 0x100, eight, sizeof(eight));    /* op 2 */
+    host_flash_erase(f, 0x10000, 0x10000);              /* op 3: one block erase */
+}
+
+TEST(a_torn_write_programs_a_prefix_and_a_torn_erase_leaves_the_block_half_erased)
+{
+    char err[200];
+    host_flash_t f;
+    uint8_t got[8];
+    uint8_t b;
+    const char *path = htu_path("torn.bin");
+
+    /* torn at op 2: the first 4 of 8 bytes programmed, the rest still erased */
+    REQUIRE(host_flash_create_file(path, 256 * 1024, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(prv_run_until_power_cut_mode(path, 2, true, prv_write_then_erase), 137);
+    REQUIRE(host_flash_open(&f, path, err, sizeof(err)) == 0);
+    REQUIRE(host_flash_read(&f, 0x100, got, sizeof(got)) == 0);
+    const uint8_t want[8] = {0x10, 0x11, 0x12, 0x13, 0xFF, 0xFF, 0xFF, 0xFF};
+    CHECK_MEM_EQ(got, want, 8);
+    host_flash_close(&f);
+
+    /* torn at op 3: the block's first 32 KB erased, the rest as written */
+    REQUIRE(host_flash_create_file(path, 256 * 1024, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(prv_run_until_power_cut_mode(path, 3, true, prv_write_then_erase), 137);
+    REQUIRE(host_flash_open(&f, path, err, sizeof(err)) == 0);
+    REQUIRE(host_flash_read(&f, 0x17FFF, &b, 1) == 0);
+    CHECK_EQ_HEX(b, 0xFF);
+    REQUIRE(host_flash_read(&f, 0x18000, &b, 1) == 0);
     CHECK_EQ_HEX(b, 0x00);
     host_flash_close(&f);
 }

@@ -77,6 +77,8 @@ export interface BoardOptions {
   restartDelayMs?: number;
   /** Cut the power at this flash operation (1-based, erase/write) of the first boot. */
   powerCutAt?: number;
+  /** Tear that operation (half a write programmed, half a sector or block erased). */
+  powerCutTorn?: boolean;
   /** Flash at its datasheet maxima (400 ms sector erase, 3 ms page program) instead of typical. */
   slowFlash?: boolean;
 }
@@ -259,7 +261,12 @@ export class VirtualBoard implements PeripheralApp {
         detail: 'flash at datasheet maxima',
       });
     }
-    if (options.powerCutAt !== undefined) this.nextBoot = { powerCutAt: options.powerCutAt };
+    if (options.powerCutAt !== undefined) {
+      this.nextBoot = {
+        powerCutAt: options.powerCutAt,
+        ...(options.powerCutTorn ? { powerCutTorn: true } : {}),
+      };
+    }
     this.device.on('console', (data) => this.uart.write(data));
     this.device.on('reset', (reason) => {
       if (reason === RESET_REASONS.panic) this.panicsSinceRun += 1;

@@ -87,6 +87,8 @@ interface InFlightFrame {
 export interface BootOptions {
   /** Cut power at this flash operation (1-based, counted from the start of this boot). */
   powerCutAt?: number;
+  /** Tear that operation (half of it happens) instead of skipping it. */
+  powerCutTorn?: boolean;
   /** Make a new flash file first, as the factory would, with `image` in ota_0. */
   create?: { chip: string; image?: string };
   /** What the ROM prints as the reset cause: power-on, or the software reset after an OTA. */
@@ -211,7 +213,10 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
     }
     const args = ['--flash', this.options.flashPath];
     if (this.options.name) args.push('--name', this.options.name);
-    if (opts.powerCutAt !== undefined) args.push('--power-cut-at', String(opts.powerCutAt));
+    if (opts.powerCutAt !== undefined) {
+      args.push('--power-cut-at', String(opts.powerCutAt));
+      if (opts.powerCutTorn) args.push('--power-cut-mode', 'torn');
+    }
     if (opts.create) {
       args.push('--create', '--chip', opts.create.chip);
       if (opts.create.image) args.push('--image', opts.create.image);
