@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FLASH_PROFILES, type FlashProfileName, getProfile, PROFILES } from '@esp-ble-ota/sim';
 import { MIB } from './images.ts';
+import { renderPowerCuts, runPowerCuts } from './power-cuts.ts';
 import { benchResult, type ProfileMeasurement, renderTable, sensitivityResult } from './results.ts';
 import { measureClientStack, runProfile, runSensitivity } from './run.ts';
 
@@ -14,6 +15,7 @@ const SENSITIVITY_PROFILE = 'linux-noble-esp32s3';
 
 const USAGE = `usage: pnpm bench [--json [file]] [--profile <name>]... [--image-bytes <n>]
                   [--flash measured|datasheet] [--sensitivity <profile>|--no-sensitivity]
+       pnpm bench --power-cuts sample|all [--power-cut-protocol v2|baseline] [--json [file]]
   --json [file]      write the figures as JSON to stdout, or to <file>, instead of the table
   --profile <name>   run only this link profile (repeatable); default: all of
                      ${PROFILES.map((p) => p.name).join(', ')}
@@ -23,7 +25,13 @@ const USAGE = `usage: pnpm bench [--json [file]] [--profile <name>]... [--image-
   --sensitivity <p>  also run v2 on profile <p> under each combination of flash profile, ACL
                      buffers (the firmware's, IDF's 24) and max CE length (ignored, honoured)
                      (default ${SENSITIVITY_PROFILE}); --no-sensitivity skips it
-exit codes: 0 done (targets are reported, not enforced), 1 a run failed to start, 2 usage error`;
+  --power-cuts <s>   instead: one update per cut point, the power cut at that flash operation
+                     (skipped and torn), and what the board boots afterwards; sample (about 30
+                     points x 2, about a minute) or all (every operation x 2: a v2 update has
+                     about 3800, so over an hour on 2 cores)
+  --power-cut-protocol  the update the cuts hit (default v2)
+exit codes: 0 done (targets are reported, not enforced), 1 a run failed to start, 2 usage error,
+  3 a power cut left a board unbootable or on another image`;
 
 async function main(argv: string[]): Promise<number> {
   // `--json` takes an optional file: a following word that is not an option.
@@ -40,6 +48,8 @@ async function main(argv: string[]): Promise<number> {
     flash?: string;
     sensitivity?: string;
     'no-sensitivity'?: boolean;
+    'power-cuts'?: string;
+    'power-cut-protocol'?: string;
     help?: boolean;
   };
   try {
@@ -52,6 +62,8 @@ async function main(argv: string[]): Promise<number> {
         flash: { type: 'string' },
         sensitivity: { type: 'string' },
         'no-sensitivity': { type: 'boolean' },
+        'power-cuts': { type: 'string' },
+        'power-cut-protocol': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -88,6 +100,20 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
+  if (values['power-cuts'] !== undefined) {
+    const sweep = values['power-cuts'];
+    const protocol = values['power-cut-protocol'] ?? 'v2';
+    if ((sweep !== 'sample' && sweep !== 'all') || (protocol !== 'v2' && protocol !== 'baseline')) {
+      process.stderr.write(
+        `--power-cuts is sample or all, --power-cut-protocol v2 or baseline; got ${sweep}, ${protocol}\n${USAGE}\n`,
+      );
+      return 2;
+    }
+    const report = await runPowerCuts({ protocol, sweep, log });
+    if (values.json) await emitJson(report, jsonFile, log);
+    else process.stdout.write(`${renderPowerCuts(report)}\n`);
+    return report.failures.length === 0 ? 0 : 3;
+  }
   const started = performance.now();
   // The client stack first, on a quiet machine: it is the one wall-clock figure.
   log('client stack, zero-latency link');
@@ -105,17 +131,21 @@ async function main(argv: string[]): Promise<number> {
   }
   log(`done in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   if (values.json) {
-    const text = `${JSON.stringify(result, null, 2)}\n`;
-    if (jsonFile) {
-      await writeFile(resolve(process.env.INIT_CWD ?? process.cwd(), jsonFile), text);
-      log(`wrote ${jsonFile}`);
-    } else {
-      process.stdout.write(text);
-    }
+    await emitJson(result, jsonFile, log);
   } else {
     process.stdout.write(`${renderTable(result)}\n`);
   }
   return 0;
+}
+
+async function emitJson(value: unknown, file: string | undefined, log: (line: string) => void) {
+  const text = `${JSON.stringify(value, null, 2)}\n`;
+  if (file) {
+    await writeFile(resolve(process.env.INIT_CWD ?? process.cwd(), file), text);
+    log(`wrote ${file}`);
+  } else {
+    process.stdout.write(text);
+  }
 }
 
 main(process.argv.slice(2)).then(
