@@ -69,17 +69,20 @@ async function oneUpdate(
     board.device.once('off', (info) => {
       ops = info.flashOps.filter((o) => o.op !== 'read').length;
     });
-    const { transport } = await openTransport({
+    // A cut during the boot itself can take the board away before the upload starts.
+    const opened = await openTransport({
       noble: rig.noble as never,
       address: board.address,
       scanTimeoutMs: 10_000,
       characteristics: CHARACTERISTICS,
-    });
-    await (protocol === 'v2'
-      ? uploadV2(transport, image, { compression: 'never' })
-      : uploadBaseline(transport, image)
-    ).catch(() => undefined); // a cut ends the upload with a lost link
-    await transport.close().catch(() => {});
+    }).catch(() => undefined);
+    if (opened) {
+      await (protocol === 'v2'
+        ? uploadV2(opened.transport, image, { compression: 'never' })
+        : uploadBaseline(opened.transport, image)
+      ).catch(() => undefined); // a cut ends the upload with a lost link
+      await opened.transport.close().catch(() => {});
+    }
     // The board comes back by itself after the cut (or the restart into the new image).
     for (let i = 0; i < 400 && !(board.boots >= 2 && board.device.state !== 'booting'); i++) {
       await new Promise((r) => setTimeout(r, 25));
