@@ -128,6 +128,11 @@ function modInverse(a: bigint, m: bigint): bigint {
   return ((oldS % m) + m) % m;
 }
 
+/** rinv of the key layout: 2^6144 mod n, what the ROM's Montgomery arithmetic starts from. */
+function rsaRinv(n: bigint): bigint {
+  return (1n << BigInt(RSA_BITS * 2)) % n;
+}
+
 /** The scheme of a key, or a clear refusal of one the bootloader cannot use. */
 export function keyScheme(key: KeyObject): SignatureScheme {
   const details = key.asymmetricKeyDetails;
@@ -165,7 +170,7 @@ export function publicKeyBytes(key: KeyObject): Uint8Array {
   if (keyScheme(pub) === 'rsa3072') {
     const n = fromBe(fromBase64url(jwk.n));
     const e = fromBe(fromBase64url(jwk.e));
-    const rinv = (1n << BigInt(RSA_BITS * 2)) % n;
+    const rinv = rsaRinv(n);
     const mdash = (1n << 32n) - modInverse(n, 1n << 32n);
     const out = new Uint8Array(RSA_KEY_LENGTH);
     out.set(le(n, RSA_BYTES), 0);
@@ -195,13 +200,17 @@ export function padToSector(data: Uint8Array): Uint8Array {
   return out;
 }
 
-/** One signature block over `digest` (the SHA-256 of the padded data) with `key`. */
-export function signatureBlock(signedData: Uint8Array, key: KeyObject): Uint8Array {
+/** One signature block over `signedData` (the padded image; `digest` its SHA-256) with `key`. */
+export function signatureBlock(
+  signedData: Uint8Array,
+  key: KeyObject,
+  digest: Uint8Array = sha256(signedData),
+): Uint8Array {
   const scheme = keyScheme(key);
   const block = new Uint8Array(SIG_BLOCK_SIZE);
   block[0] = SIG_BLOCK_MAGIC;
   block[1] = scheme === 'rsa3072' ? SIG_BLOCK_VERSION_RSA : SIG_BLOCK_VERSION_ECDSA;
-  block.set(sha256(signedData), DIGEST_AT);
+  block.set(digest, DIGEST_AT);
   block.set(publicKeyBytes(key), KEY_AT);
   if (scheme === 'rsa3072') {
     const signature = cryptoSign('sha256', signedData, {
@@ -235,9 +244,10 @@ export function signImage(image: Uint8Array, keys: readonly KeyObject[]): Uint8A
     );
   }
   const signed = padToSector(image);
+  const digest = sha256(signed);
   const sector = new Uint8Array(SIG_SECTOR_SIZE).fill(0xff);
   keys.forEach((key, i) => {
-    sector.set(signatureBlock(signed, key), i * SIG_BLOCK_SIZE);
+    sector.set(signatureBlock(signed, key, digest), i * SIG_BLOCK_SIZE);
   });
   const out = new Uint8Array(signed.length + SIG_SECTOR_SIZE);
   out.set(signed, 0);
@@ -285,11 +295,12 @@ function ecKeyFromBlock(keyBytes: Uint8Array): KeyObject {
   });
 }
 
-/** Checks one block against the data it follows, as the bootloader would. */
+/** Checks one block against the data it follows (`signedDigest` its SHA-256), as the bootloader would. */
 export function checkSignatureBlock(
   block: Uint8Array,
   signedData: Uint8Array,
   index = 0,
+  signedDigest: string = toHex(sha256(signedData)),
 ): SignatureBlockInfo {
   const view = new DataView(block.buffer, block.byteOffset, block.byteLength);
   const isRsa = block[1] === SIG_BLOCK_VERSION_RSA;
@@ -301,7 +312,7 @@ export function checkSignatureBlock(
       : 'ecdsa256';
   const imageDigest = toHex(block.subarray(DIGEST_AT, DIGEST_AT + 32));
   const crcValid = view.getUint32(CRC_AT, true) === crc32(block.subarray(0, CRC_AT)) >>> 0;
-  const digestMatches = imageDigest === toHex(sha256(signedData));
+  const digestMatches = imageDigest === signedDigest;
   let signatureValid = false;
   try {
     if (isRsa) {
@@ -335,8 +346,7 @@ export function checkSignatureBlock(
     const n = fromLe(keyBytes.subarray(0, RSA_BYTES));
     const rinv = fromLe(keyBytes.subarray(RSA_BYTES + 4, RSA_BYTES * 2 + 4));
     const mdash = fromLe(keyBytes.subarray(RSA_BYTES * 2 + 4));
-    const ok =
-      rinv === (1n << BigInt(RSA_BITS * 2)) % n && ((mdash * n) & 0xffffffffn) === 0xffffffffn;
+    const ok = rinv === rsaRinv(n) && ((mdash * n) & 0xffffffffn) === 0xffffffffn;
     signatureValid = ok;
   }
   return {
@@ -356,11 +366,12 @@ export function readSignatures(data: Uint8Array): SignatureSectorInfo | undefine
   const at = findSignatureSector(data);
   if (at === undefined) return undefined;
   const signed = data.subarray(0, at);
+  const signedDigest = toHex(sha256(signed));
   const blocks: SignatureBlockInfo[] = [];
   for (let i = 0; i < MAX_SIG_BLOCKS; i++) {
     const block = data.subarray(at + i * SIG_BLOCK_SIZE, at + (i + 1) * SIG_BLOCK_SIZE);
     if (block[0] !== SIG_BLOCK_MAGIC) break;
-    blocks.push(checkSignatureBlock(block, signed, i));
+    blocks.push(checkSignatureBlock(block, signed, i, signedDigest));
   }
-  return { signedLength: at, signedDigest: toHex(sha256(signed)), blocks };
+  return { signedLength: at, signedDigest, blocks };
 }
