@@ -8,18 +8,11 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
-import { OTA_CHARACTERISTICS, openTransport } from '@esp-ble-ota/noble';
-import {
-  parseAppImage,
-  uploadBaseline,
-  uploadV2,
-  V2_CONTROL_UUID,
-  V2_DATA_UUID,
-} from '@esp-ble-ota/protocol';
+import { openTransport } from '@esp-ble-ota/noble';
+import { parseAppImage, uploadBaseline, uploadV2 } from '@esp-ble-ota/protocol';
 import { startVirtualRig, type VirtualBoard } from '@esp-ble-ota/sim';
 import { benchImage, hostBuildDir } from './images.ts';
-
-const CHARACTERISTICS = [...OTA_CHARACTERISTICS, V2_CONTROL_UUID, V2_DATA_UUID];
+import { CHARACTERISTICS } from './run.ts';
 
 export type CutBoot = 'old' | 'new' | 'unbootable' | 'wrong';
 

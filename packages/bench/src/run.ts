@@ -67,7 +67,7 @@ export function runProfileVariant(profile: LinkProfile, options: RunOptions = {}
 }
 
 /** What the transport discovers: the baseline's characteristics and v2's. */
-const CHARACTERISTICS = [...OTA_CHARACTERISTICS, V2_CONTROL_UUID, V2_DATA_UUID];
+export const CHARACTERISTICS = [...OTA_CHARACTERISTICS, V2_CONTROL_UUID, V2_DATA_UUID];
 
 /** The board's link-model clock; the bench always runs on a modeled link. */
 function modeledClock(board: VirtualBoard): Clock {
