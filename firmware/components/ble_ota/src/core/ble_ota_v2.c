@@ -286,6 +286,21 @@ static void prv_link_request(uint16_t conn, const ble_ota_link_request_t *req, c
     }
 }
 
+/* A connection parameter update to an interval of min_interval (1.25 ms units) to 15 ms,
+ * latency 0, supervision timeout 4 s. */
+static void prv_request_interval(uint16_t conn, uint16_t min_interval, const char *asked)
+{
+    ble_ota_link_request_t req;
+
+    memset(&req, 0, sizeof(req));
+    req.kind = BLE_OTA_LINK_CONN_PARAMS;
+    req.min_interval = min_interval;
+    req.max_interval = 12u; /* 15 ms */
+    req.latency = 0u;
+    req.timeout = 400u; /* 4 s */
+    prv_link_request(conn, &req, "connection parameter update", asked);
+}
+
 static void prv_tune_link(uint16_t conn)
 {
     ble_ota_link_request_t req;
@@ -295,14 +310,7 @@ static void prv_tune_link(uint16_t conn)
     }
     /* The interval sets how many packets fit per second; 7.5-15 ms lets
      * every central pick something it supports (Apple: 15 ms). */
-    memset(&req, 0, sizeof(req));
-    req.kind = BLE_OTA_LINK_CONN_PARAMS;
-    req.min_interval = 6u;  /* 7.5 ms */
-    req.max_interval = 12u; /* 15 ms */
-    req.latency = 0u;
-    req.timeout = 400u; /* 4 s */
-    prv_link_request(conn, &req, "connection parameter update",
-                     "connection interval 7.5-15 ms, latency 0, timeout 4000 ms");
+    prv_request_interval(conn, 6u, "connection interval 7.5-15 ms, latency 0, timeout 4000 ms");
 
     /* 251-byte link-layer packets carry a 247-byte ATT PDU in one piece. */
     memset(&req, 0, sizeof(req));
@@ -326,20 +334,12 @@ static void prv_tune_link(uint16_t conn)
  * link. */
 static void prv_tune_interval_for_2m(uint16_t conn)
 {
-    ble_ota_link_request_t req;
-
     if (s_v2->link_request == NULL || s_phy_2m_conn != conn || s_interval_2m_conn == conn) {
         return;
     }
     s_interval_2m_conn = conn;
-    memset(&req, 0, sizeof(req));
-    req.kind = BLE_OTA_LINK_CONN_PARAMS;
-    req.min_interval = 9u;  /* 11.25 ms */
-    req.max_interval = 12u; /* 15 ms */
-    req.latency = 0u;
-    req.timeout = 400u;
-    prv_link_request(conn, &req, "connection parameter update",
-                     "connection interval 11.25-15 ms for the 2M PHY, latency 0, timeout 4000 ms");
+    prv_request_interval(conn, 9u, /* 11.25 ms */
+                         "connection interval 11.25-15 ms for the 2M PHY, latency 0, timeout 4000 ms");
 }
 
 /* --- BLE context ------------------------------------------------------------ */
