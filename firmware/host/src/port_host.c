@@ -180,7 +180,11 @@ static void prv_raise_min_secure_version(host_port_t *hp, uint32_t v)
 static uint32_t prv_slot_secure_version(const host_port_t *hp, int slot)
 {
     const host_part_t *p = host_ptable_ota(&hp->dev.table, slot);
-    const uint8_t *d = host_flash_peek(hp->dev.flash, p->offset + 24u + 8u + 4u, 4);
+    const uint8_t *d = host_flash_peek(hp->dev.flash,
+                                       p->offset + (uint32_t)(sizeof(esp_image_header_t) +
+                                                              sizeof(esp_image_segment_header_t) +
+                                                              offsetof(esp_app_desc_t, secure_version)),
+                                       4);
     return d == NULL ? 0u : (uint32_t)d[0] | (uint32_t)d[1] << 8 | (uint32_t)d[2] << 16 | (uint32_t)d[3] << 24;
 }
 
