@@ -170,7 +170,12 @@ const OTA_SUCCESS = [
  * monitor's timestamp in front.
  */
 export function parseLogLine(line: string): LogLine | undefined {
-  const m = LOG_LINE.exec(stripMonitorPrefix(stripAnsi(line).replace(/[\r\n]+$/, '')));
+  return matchLogLine(stripMonitorPrefix(stripAnsi(line).replace(/[\r\n]+$/, '')));
+}
+
+/** parseLogLine for a line already without colour codes, line end and monitor prefix. */
+function matchLogLine(clean: string): LogLine | undefined {
+  const m = LOG_LINE.exec(clean);
   if (!m) return undefined;
   const [, level, stamp, tag, message] = m as unknown as [string, LogLevel, string, string, string];
   return { level, timestampMs: parseTimestamp(stamp), tag, message };
@@ -370,7 +375,7 @@ export class BootLogParser {
 
     // Anything but the next field ends an application-information block, even if the app
     // was built to print fewer fields than usual.
-    const log = parseLogLine(line);
+    const log = matchLogLine(line);
     if (this.appInfo && !(log && APP_INFO_TAGS.has(log.tag) && APP_INFO_FIELD.test(log.message))) {
       this.finishAppInfo(emit);
     }
