@@ -37,6 +37,7 @@ typedef struct {
     const char *trusted[3];
     int n_trusted;
     bool anti_rollback;
+    const char *flash_journal;
 } app_args_t;
 
 static int prv_usage(void)
@@ -80,6 +81,8 @@ static int prv_parse(int argc, char **argv, app_args_t *a)
             a->trusted[a->n_trusted++] = v;
         } else if (strcmp(argv[i], "--anti-rollback") == 0) {
             a->anti_rollback = strcmp(v, "on") == 0;
+        } else if (strcmp(argv[i], "--flash-journal") == 0) {
+            a->flash_journal = v;
         } else {
             return -1;
         }
@@ -248,6 +251,10 @@ int main(int argc, char **argv)
     flash.power_cut_at = a.power_cut_at;
     flash.power_cut_torn = a.power_cut_torn;
     flash.observer = host_io_flash_observer;
+    if (a.flash_journal != NULL && host_flash_journal_open(&flash, a.flash_journal, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ble-ota-app: %s\n", err);
+        return 1;
+    }
 
     host_bl_info_t bl;
     if (host_bootloader_detect(&flash, &bl, err, sizeof(err)) != 0) {

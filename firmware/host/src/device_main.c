@@ -25,6 +25,7 @@ static void prv_usage(FILE *out)
             "                      [--power-cut-at N [--power-cut-mode skip|torn]] [--name NAME]\n"
             "                      [--reset-reason poweron|sw]\n"
             "                      [--restart-delay-ms MS] [--trusted-key-digest HEX]... [--anti-rollback on|off]\n"
+            "                      [--flash-journal FILE]\n"
             "       ble-ota-device --gatt-json\n"
             "chips: %s\n"
             "stdin/stdout carry the binary frames described in firmware/host/README.md.\n",
@@ -90,6 +91,7 @@ int main(int argc, char **argv)
     const char *trusted[3];
     int n_trusted = 0;
     const char *anti_rollback = NULL;
+    const char *flash_journal = NULL;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -152,6 +154,8 @@ int main(int argc, char **argv)
                 return 2;
             }
             anti_rollback = v;
+        } else if (strcmp(arg, "--flash-journal") == 0) {
+            flash_journal = v;
         } else {
             fprintf(stderr, "ble-ota-device: unknown option %s\n", arg);
             prv_usage(stderr);
@@ -203,6 +207,10 @@ int main(int argc, char **argv)
     flash.power_cut_at = power_cut_at;
     flash.power_cut_torn = strcmp(power_cut_mode, "torn") == 0;
     flash.observer = host_io_flash_observer;
+    if (flash_journal != NULL && host_flash_journal_open(&flash, flash_journal, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ble-ota-device: %s\n", err);
+        return 1;
+    }
     if (want_chip != NULL && !create) {
         host_bl_info_t bl;
         if (host_bootloader_detect(&flash, &bl, err, sizeof(err)) == 0 && bl.chip != want_chip) {
@@ -252,7 +260,7 @@ int main(int argc, char **argv)
     snprintf(t0s, sizeof(t0s), "%" PRIu64, t0);
     snprintf(ops, sizeof(ops), "%" PRIu64, flash.ops);
     snprintf(cut, sizeof(cut), "%" PRIu64, power_cut_at);
-    char *app_argv[32];
+    char *app_argv[40];
     int n = 0;
     app_argv[n++] = "ble-ota-app";
     app_argv[n++] = "--flash";
@@ -280,6 +288,10 @@ int main(int argc, char **argv)
     if (anti_rollback != NULL) {
         app_argv[n++] = "--anti-rollback";
         app_argv[n++] = (char *)anti_rollback;
+    }
+    if (flash_journal != NULL) {
+        app_argv[n++] = "--flash-journal";
+        app_argv[n++] = (char *)flash_journal;
     }
     if (tmp_exe[0] != '\0') {
         app_argv[n++] = "--delete-exe";

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 __attribute__((format(printf, 2, 3))) static int prv_fail(host_flash_t *f, const char *fmt, ...)
@@ -51,6 +52,7 @@ int host_flash_open(host_flash_t *f, const char *path, char *err, size_t errlen)
 {
     memset(f, 0, sizeof(*f));
     f->fd = -1;
+    f->journal_fd = -1;
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open flash file %s: %s (create it with --create or ble-ota-flash create)",
@@ -86,8 +88,48 @@ void host_flash_close(host_flash_t *f)
     if (f->fd >= 0) {
         close(f->fd);
     }
+    if (f->journal_fd >= 0) {
+        close(f->journal_fd);
+    }
     f->mem = NULL;
     f->fd = -1;
+    f->journal_fd = -1;
+}
+
+int host_flash_journal_open(host_flash_t *f, const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open flash journal %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (f->journal_fd >= 0) {
+        close(f->journal_fd);
+    }
+    f->journal_fd = fd;
+    return 0;
+}
+
+/* One journal record; a journal that cannot be written ends the process, since a sweep
+ * replaying a short journal would report cut points that were never tried. */
+static void prv_journal(host_flash_t *f, host_flash_op_t op, uint32_t addr, const uint8_t *data, uint32_t len)
+{
+    if (f->journal_fd < 0) {
+        return;
+    }
+    uint8_t head[9];
+    head[0] = (uint8_t)op;
+    for (int i = 0; i < 4; i++) {
+        head[1 + i] = (uint8_t)(addr >> (8 * i));
+        head[5 + i] = (uint8_t)(len >> (8 * i));
+    }
+    struct iovec iov[2] = {{head, sizeof(head)}, {(void *)data, data ? len : 0}};
+    size_t want = sizeof(head) + (data ? len : 0);
+    ssize_t w = writev(f->journal_fd, iov, data ? 2 : 1);
+    if (w != (ssize_t)want) {
+        fprintf(stderr, "ble-ota: flash journal write failed: %s\n", w < 0 ? strerror(errno) : "short write");
+        _exit(70);
+    }
 }
 
 static int prv_range_ok(host_flash_t *f, const char *what, uint32_t addr, size_t len)
@@ -165,6 +207,7 @@ int host_flash_write(host_flash_t *f, uint32_t addr, const void *buf, size_t len
     if (torn) {
         prv_power_off(f);
     }
+    prv_journal(f, HOST_FLASH_OP_WRITE, addr, src, (uint32_t)len);
     prv_observe(f, HOST_FLASH_OP_WRITE, addr, len);
     return 0;
 }
@@ -188,6 +231,7 @@ int host_flash_erase(host_flash_t *f, uint32_t addr, size_t len)
             prv_power_off(f);
         }
         memset(f->mem + at, 0xFF, step);
+        prv_journal(f, HOST_FLASH_OP_ERASE, at, NULL, (uint32_t)step);
         prv_observe(f, HOST_FLASH_OP_ERASE, at, (uint32_t)step);
         off += step;
     }

@@ -42,6 +42,8 @@ typedef struct {
     /* Called instead of _exit(137) when the power is cut; tests use it. Must not return. */
     void (*on_power_cut)(void *ctx);
     void *power_cut_ctx;
+    /* -1, or a file every completed counted operation is appended to (host_flash_journal_open). */
+    int journal_fd;
     char error[256];
 } host_flash_t;
 
@@ -49,6 +51,16 @@ typedef struct {
 int host_flash_create_file(const char *path, size_t size, char *err, size_t errlen);
 int host_flash_open(host_flash_t *f, const char *path, char *err, size_t errlen);
 void host_flash_close(host_flash_t *f);
+
+/*
+ * Appends every erase command and write that completes from now on to `path` (created if
+ * missing, appended to otherwise, so the bootloader and the app it starts write one journal).
+ * A record is: u8 operation (1 erase, 2 write), u32 address, u32 length, little-endian, then
+ * for a write its `length` bytes. Replaying the first N records on the flash as it was when the
+ * journal started gives the flash as it was after operation N; the bench's power-cut sweep
+ * does so for every N instead of making one update per cut point.
+ */
+int host_flash_journal_open(host_flash_t *f, const char *path, char *err, size_t errlen);
 
 /* All return 0 or -1 with f->error set. */
 int host_flash_read(host_flash_t *f, uint32_t addr, void *buf, size_t len);

@@ -248,6 +248,47 @@ TEST(a_torn_write_programs_a_prefix_and_a_torn_erase_leaves_the_block_half_erase
     host_flash_close(&f);
 }
 
+/* The journal holds each completed operation, in order, so that replaying its first N records
+ * on the power-on flash gives the flash after operation N (the bench's full power-cut sweep). */
+TEST(the_journal_records_each_completed_operation_with_a_writes_bytes)
+{
+    char err[200];
+    host_flash_t f;
+    const char *path = htu_path("journal-flash.bin");
+    const char *journal = htu_fresh_path("journal.bin");
+    REQUIRE(host_flash_create_file(path, 256 * 1024, err, sizeof(err)) == 0);
+    REQUIRE(host_flash_open(&f, path, err, sizeof(err)) == 0);
+    REQUIRE(host_flash_journal_open(&f, journal, err, sizeof(err)) == 0);
+    const uint8_t data[3] = {0x01, 0x02, 0x03};
+    REQUIRE(host_flash_write(&f, 0x2000, data, sizeof(data)) == 0);
+    const uint8_t bad[1] = {0xFF};
+    CHECK(host_flash_write(&f, 0x2000, bad, 1) != 0); /* refused: not journaled */
+    REQUIRE(host_flash_erase(&f, 0x10000, 0x11000) == 0); /* a block, then a sector */
+    host_flash_close(&f);
+
+    size_t len = 0;
+    uint8_t *j = host_read_file(journal, &len, err, sizeof(err));
+    REQUIRE(j != NULL);
+    const uint8_t want[] = {
+        2, 0x00, 0x20, 0, 0, 3, 0, 0, 0, 0x01, 0x02, 0x03, /* write 3 bytes at 0x2000 */
+        1, 0x00, 0x00, 0x01, 0, 0x00, 0x00, 0x01, 0,       /* block erase at 0x10000 */
+        1, 0x00, 0x00, 0x02, 0, 0x00, 0x10, 0, 0,          /* sector erase at 0x20000 */
+    };
+    CHECK_EQ_INT(len, sizeof(want));
+    CHECK_MEM_EQ(j, want, sizeof(want));
+    free(j);
+
+    /* a second process (the app the bootloader starts) appends to the same journal */
+    REQUIRE(host_flash_open(&f, path, err, sizeof(err)) == 0);
+    REQUIRE(host_flash_journal_open(&f, journal, err, sizeof(err)) == 0);
+    REQUIRE(host_flash_erase(&f, 0x3000, 0x1000) == 0);
+    host_flash_close(&f);
+    j = host_read_file(journal, &len, err, sizeof(err));
+    REQUIRE(j != NULL);
+    CHECK_EQ_INT(len, sizeof(want) + 9);
+    free(j);
+}
+
 TEST(open_refuses_bad_files)
 {
     host_flash_t f;

@@ -7,6 +7,7 @@ export {
 } from './att/gatt-layout.ts';
 export { VirtualPeripheral } from './att/peripheral.ts';
 export { UartBridge, uartBridgePath } from './console/uart-bridge.ts';
+export * from './device/flash-journal.ts';
 export * from './device/frames.ts';
 export * from './device/simulated-device.ts';
 export * from './hci/index.ts';

@@ -79,6 +79,10 @@ export interface BoardOptions {
   powerCutAt?: number;
   /** Tear that operation (half a write programmed, half a sector or block erased). */
   powerCutTorn?: boolean;
+  /** Journal every erase and write of every boot to this file (BootOptions.flashJournal). */
+  flashJournal?: string;
+  /** After a power cut, leave the board off (halted) instead of powering it on again. */
+  stayOffAfterPowerCut?: boolean;
   /** Flash at its datasheet maxima (400 ms sector erase, 3 ms page program) instead of typical. */
   slowFlash?: boolean;
 }
@@ -304,6 +308,7 @@ export class VirtualBoard implements PeripheralApp {
         });
         this.device.halt();
       }
+      if (info.powerCut && this.options.stayOffAfterPowerCut) this.device.halt();
       if (this.closing || this.device.state === 'halted') {
         for (const w of this.waiters.splice(0)) w();
         return;
@@ -440,6 +445,9 @@ export class VirtualBoard implements PeripheralApp {
       ...base,
       ...this.nextBoot,
       restartDelayMs: this.options.restartDelayMs,
+      ...(this.options.flashJournal === undefined
+        ? {}
+        : { flashJournal: this.options.flashJournal }),
     };
     this.nextBoot = {};
     if (!existsSync(this.flashPath)) {

@@ -95,6 +95,11 @@ export interface BootOptions {
   resetReason?: 'poweron' | 'sw';
   /** Delay between DONE_ACK and the restart; the firmware's default is 500 ms. */
   restartDelayMs?: number;
+  /**
+   * Append every erase and write of this boot, with a write's bytes, to this file
+   * (`--flash-journal`, firmware/host/README.md); `readFlashJournal` reads it back.
+   */
+  flashJournal?: string;
 }
 
 export interface DeviceFlashOp {
@@ -231,6 +236,7 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
     if (opts.restartDelayMs !== undefined) {
       args.push('--restart-delay-ms', String(opts.restartDelayMs));
     }
+    if (opts.flashJournal !== undefined) args.push('--flash-journal', opts.flashJournal);
     this.decoder = new FrameDecoder();
     this.ops = [];
     this.untracked = 0;
