@@ -161,6 +161,17 @@ void host_io_flash_observer(void *ctx, host_flash_op_t op, uint32_t addr, uint32
     (void)host_io_frame(HOST_FRAME_FLASH_OP, p, sizeof(p), NULL, 0);
 }
 
+void host_io_cpu_work(host_cpu_work_t kind, uint32_t amount)
+{
+    if (amount == 0) {
+        return;
+    }
+    uint8_t p[5];
+    p[0] = (uint8_t)kind;
+    memcpy(p + 1, &amount, 4);
+    (void)host_io_frame(HOST_FRAME_CPU_WORK, p, sizeof(p), NULL, 0);
+}
+
 uint64_t host_clock_now_ns(void)
 {
     struct timespec ts;

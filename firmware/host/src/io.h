@@ -30,6 +30,7 @@ enum {
     HOST_FRAME_FLASH_OP = 0x88,
     HOST_FRAME_LINK_REQUEST = 0x89,
     HOST_FRAME_FRAME_DONE = 0x8A,
+    HOST_FRAME_CPU_WORK = 0x8B,
 };
 
 /* RESET frame reasons. */
@@ -60,6 +61,17 @@ void host_io_capture_reset(void);
 
 /* Flash observer that announces every operation as a FLASH_OP frame. */
 void host_io_flash_observer(void *ctx, host_flash_op_t op, uint32_t addr, uint32_t len);
+
+/* Work the chip's CPU would do, for the rig's device cost model (CPU_WORK frame): what the
+ * app computes that costs an ESP32 real time, in bytes (or, for a signature check, one). */
+typedef enum {
+    HOST_CPU_CRC32 = 1,          /* bytes */
+    HOST_CPU_SHA256 = 2,         /* bytes hashed */
+    HOST_CPU_INFLATE = 3,        /* bytes out of the decompressor */
+    HOST_CPU_RSA3072_VERIFY = 4, /* signatures checked */
+    HOST_CPU_ECDSA_P256_VERIFY = 5,
+} host_cpu_work_t;
+void host_io_cpu_work(host_cpu_work_t kind, uint32_t amount);
 
 /* Boot clock: t0 is when the chip came out of reset (kept across the bootloader's exec). */
 void host_clock_set_t0_ns(uint64_t t0_ns);

@@ -143,7 +143,10 @@ static int prv_verify_slot(host_port_t *hp, int slot)
     host_image_info_t info;
     char err[200];
     /* esp_image_verify(ESP_IMAGE_VERIFY) in the app prints the segment lines too */
-    return host_image_verify(hp->dev.flash, p->offset, p->size, hp->chip, 0, &info, err, sizeof(err));
+    int rc = host_image_verify(hp->dev.flash, p->offset, p->size, hp->chip, 0, &info, err, sizeof(err));
+    /* esp_image_verify hashes the image it reads back (SHA-256 over all but the digest) */
+    host_io_cpu_work(HOST_CPU_SHA256, rc == 0 && info.image_len > 32 ? info.image_len - 32 : 0);
+    return rc;
 }
 
 uint32_t host_port_min_secure_version(const host_port_t *hp)
@@ -383,6 +386,7 @@ static int prv_sha_start(void *ctx)
 static int prv_sha_update(void *ctx, const uint8_t *data, size_t len)
 {
     host_port_t *hp = ctx;
+    host_io_cpu_work(HOST_CPU_SHA256, (uint32_t)len);
     return hp->sha != NULL && EVP_DigestUpdate(hp->sha, data, len) == 1 ? BLE_OTA_OK : BLE_OTA_ERR_STATE;
 }
 
@@ -553,6 +557,7 @@ static int prv_slot_write_at(void *ctx, uint32_t offset, const uint8_t *data, si
 static uint32_t prv_crc32(void *ctx, uint32_t crc, const uint8_t *data, size_t len)
 {
     (void)ctx;
+    host_io_cpu_work(HOST_CPU_CRC32, (uint32_t)len);
     return (uint32_t)crc32(crc, data, (uInt)len);
 }
 
@@ -592,6 +597,7 @@ static int prv_inflate_update(void *ctx, const uint8_t **in, size_t *in_len, con
     *in_len = hp->zs.avail_in;
     *out = hp->zout;
     *out_len = sizeof(hp->zout) - hp->zs.avail_out;
+    host_io_cpu_work(HOST_CPU_INFLATE, (uint32_t)*out_len);
     if (zrc == Z_STREAM_END) {
         return BLE_OTA_INFLATE_DONE;
     }

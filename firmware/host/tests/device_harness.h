@@ -41,6 +41,7 @@ typedef struct {
     unsigned n_erases;
     unsigned frames_in;   /* input frames sent */
     unsigned frames_done; /* FRAME_DONE frames received */
+    uint64_t cpu_work[8]; /* CPU_WORK amounts by kind (HOST_CPU_*) */
     unsigned done_mismatch;
     /* device frames other than CONSOLE and FLASH_OP since the last dh_clear */
     dh_frame_t got[DH_MAX_NOTES];
@@ -129,6 +130,12 @@ static inline int dh_read_frame(dh_dev_t *d, uint8_t *last_done_type)
                 e->addr = (uint32_t)buf[1] | (uint32_t)buf[2] << 8 | (uint32_t)buf[3] << 16 | (uint32_t)buf[4] << 24;
                 e->len = (uint32_t)buf[5] | (uint32_t)buf[6] << 8 | (uint32_t)buf[7] << 16 | (uint32_t)buf[8] << 24;
             }
+        }
+        break;
+    case 0x8B:
+        if (len == 5 && buf[0] < 8) {
+            d->cpu_work[buf[0]] +=
+                (uint32_t)buf[1] | (uint32_t)buf[2] << 8 | (uint32_t)buf[3] << 16 | (uint32_t)buf[4] << 24;
         }
         break;
     case 0x8A:

@@ -411,6 +411,12 @@ TEST(compressed_update_resumed_after_a_disconnect)
     CHECK_EQ_INT(end_cmd(&d), 0);
     REQUIRE(dh_wait_for(&d, 0x87) == 0);
     CHECK_EQ_INT(d.frames_done, d.frames_in);
+    /* The work the rig's device cost model charges (CPU_WORK): the CRC over every compressed
+     * byte received, inflate of the whole image, and SHA-256 of it once while it streams and
+     * once for each esp_image_verify (esp_ota_end, esp_ota_set_boot_partition). */
+    CHECK_EQ_INT(d.cpu_work[1], zlen);
+    CHECK_EQ_INT(d.cpu_work[3], len);
+    CHECK_EQ_INT(d.cpu_work[2], 3 * len - 2 * 32);
     CHECK_EQ_INT(dh_end(&d), 0);
     CHECK(dh_boots_version(flash, "v2-e2e-z"));
     free(z);

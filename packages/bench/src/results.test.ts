@@ -117,15 +117,36 @@ describe('the sensitivity table', () => {
   it('compares every row with the first (the model as it stands) and says what each column means', () => {
     const t = (seconds: number) => ({ seconds, imageBytes: 1_000_000, streamBytes: 1_000_000 });
     const s = sensitivityResult('linux-noble-esp32s3', [
-      { flash: 'measured', rxBuffers: 'firmware', ceLength: 'ignored', v2: t(10) },
-      { flash: 'measured', rxBuffers: 24, ceLength: 'ignored', v2: t(12.5) },
-      { flash: 'datasheet', rxBuffers: 24, ceLength: 'honoured', v2: { skipped: 'failed' } },
+      {
+        flash: 'measured',
+        rxBuffers: 'firmware',
+        ceLength: 'ignored',
+        deviceCpu: 'modeled',
+        v2: t(10),
+      },
+      { flash: 'measured', rxBuffers: 24, ceLength: 'ignored', deviceCpu: 'modeled', v2: t(12.5) },
+      {
+        flash: 'datasheet',
+        rxBuffers: 24,
+        ceLength: 'honoured',
+        deviceCpu: 'modeled',
+        v2: { skipped: 'failed' },
+      },
+      {
+        flash: 'measured',
+        rxBuffers: 'firmware',
+        ceLength: 'ignored',
+        deviceCpu: 'zero',
+        v2: t(8),
+      },
     ]);
-    expect(s.rows.map((r) => r.vsFirst)).toEqual([1, 0.8, null]);
+    expect(s.rows.map((r) => r.vsFirst)).toEqual([1, 0.8, null, 1.25]);
     const text = renderSensitivity(s);
     expect(text).toMatch(
-      /│ measured +│ 24 +│ ignored \(whole interval\) +│ 12\.5 │ 80\.0 +│ 80% +│/,
+      /│ measured +│ 24 +│ ignored \(whole interval\) +│ modeled +│ 12\.5 │ 80\.0 +│ 80% +│/,
     );
+    expect(text).toMatch(/│ zero +│ 8\.0 +│ 125\.0 +│ 125% +│/);
+    expect(text).toMatch(/device CPU: modeled = device-cpu\.ts's per-chip estimates/);
     expect(text).toMatch(/honoured: 0, one exchange per event/);
     expect(text).toMatch(/programming assumed at the datasheet typical/);
   });

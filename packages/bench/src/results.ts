@@ -99,6 +99,8 @@ export interface SensitivityRow {
   rxBuffers: number | 'firmware';
   /** Whether the central's controller honours the max CE length noble asks for (0). */
   ceLength: 'ignored' | 'honoured';
+  /** The device's CPU cost (device-cpu.ts): the model's estimate, none, or twice it. */
+  deviceCpu: 'modeled' | 'zero' | 'x2';
   v2: TransferMeasurement | Skipped;
 }
 
@@ -127,7 +129,15 @@ export function sensitivityResult(profile: string, rows: readonly SensitivityRow
 /** The sensitivity table: one row per combination, the first row the model's own assumptions. */
 export function renderSensitivity(s: Sensitivity): string {
   const table = new Table({
-    head: ['flash', 'ACL rx buffers', 'max CE length', 'v2 s', 'v2 kB/s', 'vs first row'],
+    head: [
+      'flash',
+      'ACL rx buffers',
+      'max CE length',
+      'device CPU',
+      'v2 s',
+      'v2 kB/s',
+      'vs first row',
+    ],
     style: { head: [], border: [] },
   });
   for (const r of s.rows) {
@@ -135,6 +145,7 @@ export function renderSensitivity(s: Sensitivity): string {
       r.flash,
       String(r.rxBuffers),
       r.ceLength === 'ignored' ? 'ignored (whole interval)' : 'honoured: 0, one exchange per event',
+      r.deviceCpu,
       cell(r.v2, 'seconds'),
       cell(r.v2, 'kBps'),
       r.vsFirst === null ? '-' : `${(r.vsFirst * 100).toFixed(0)}%`,
@@ -146,6 +157,7 @@ export function renderSensitivity(s: Sensitivity): string {
     'flash: measured = LINK-MODEL.md arduino-esp32 PR 7002 (1 MiB in 23.6 s by sectors, 9.8 s by blocks; programming assumed at the datasheet typical), datasheet = W25Q32JV typical',
     'ACL rx buffers: firmware = CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT from sdkconfig.defaults; 24 = the IDF default. That the pool fills while the flash cache is off is an assumption no hardware here checked',
     "max CE length: noble's LE Create Connection asks 0; a controller that honours it sends one exchange per connection event",
+    "device CPU: modeled = device-cpu.ts's per-chip estimates (NimBLE host per PDU, CRC32, SHA-256, inflate, signature checks; from cycle counts, not measured); zero = a free CPU, as before the model; x2 = twice the estimates",
   ].join('\n');
 }
 

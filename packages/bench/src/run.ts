@@ -26,9 +26,11 @@ import {
   ModeledAirScheduler,
   profileCeilingKBps,
   releaseNoble,
+  scaleDeviceCpu,
   startVirtualRig,
   type VirtualBoard,
   VirtualRadio,
+  zeroDeviceCpu,
 } from '@esp-ble-ota/sim';
 import { FakePeripheralApp } from './fake-peripheral.ts';
 import { benchImage, MIB } from './images.ts';
@@ -52,12 +54,22 @@ export interface RunOptions {
   maxCeLenUs?: number;
   /** Only the v2 transfer without deflate (the sensitivity runs). */
   v2Only?: boolean;
+  /** What-if: the device's CPU costs nothing (`zero`) or this many times the model (default 1). */
+  deviceCpu?: 'zero' | number;
 }
 
 /** The profile as a run uses it: its flash and what-if model parameters applied. */
 export function runProfileVariant(profile: LinkProfile, options: RunOptions = {}): LinkProfile {
+  const cpu = profile.deviceCpu;
+  const deviceCpu =
+    cpu === undefined || options.deviceCpu === undefined || options.deviceCpu === 1
+      ? cpu
+      : options.deviceCpu === 'zero'
+        ? zeroDeviceCpu(cpu)
+        : scaleDeviceCpu(cpu, options.deviceCpu);
   return {
     ...profile,
+    ...(deviceCpu ? { deviceCpu } : {}),
     flash: FLASH_PROFILES[options.flash ?? 'measured'],
     model: {
       ...profile.model,
@@ -243,9 +255,21 @@ export async function runSensitivity(
           // noble's LE (Extended) Create Connection asks for a max CE length of 0.
           ...(ceLength === 'honoured' ? { maxCeLenUs: 0 } : {}),
         });
-        rows.push({ flash, rxBuffers, ceLength, v2: m.v2 });
+        rows.push({ flash, rxBuffers, ceLength, deviceCpu: 'modeled', v2: m.v2 });
       }
     }
+  }
+  // The device's CPU, against the first row: free (what every figure assumed before), or twice
+  // the estimate (device-cpu.ts has no measured figure).
+  for (const deviceCpu of ['zero', 2] as const) {
+    const m = await runProfile(profile, { ...options, flash: 'measured', v2Only: true, deviceCpu });
+    rows.push({
+      flash: 'measured',
+      rxBuffers: 'firmware',
+      ceLength: 'ignored',
+      deviceCpu: deviceCpu === 'zero' ? 'zero' : 'x2',
+      v2: m.v2,
+    });
   }
   return rows;
 }

@@ -25,6 +25,7 @@ import {
   releaseNoble,
 } from './hci/install.ts';
 import { VirtualRadio } from './hci/radio.ts';
+import { cpuWorkUs, type DeviceCpuProfile, deviceCpuFor } from './link/device-cpu.ts';
 import { FLASH_SLOW, FLASH_TYPICAL, type FlashTiming, flashOpStallUs } from './link/flash.ts';
 import { ImmediateAirScheduler } from './link/immediate-scheduler.ts';
 import {
@@ -222,6 +223,8 @@ export class VirtualBoard implements PeripheralApp {
   private nextBoot: BootOptions = {};
   private waiters: Array<() => void> = [];
   private readonly flashTiming: FlashTiming;
+  /** What this board's CPU costs in modeled time; undefined on the zero-latency link. */
+  readonly deviceCpu: DeviceCpuProfile | undefined;
   /** Device faults that fired or are in force: power cuts, slow flash. */
   readonly faultLog: DeviceFaultRecord[] = [];
   /** Every LINK_REQUEST of the firmware and its outcome, in the order they came. */
@@ -284,6 +287,17 @@ export class VirtualBoard implements PeripheralApp {
     });
     this.device.on('notify', (conn, chrId, data) => {
       this.peripheral.notify(conn, chrId, data);
+    });
+    // The chip's CPU (device-cpu.ts): the OTA writer's work as the device program reports it.
+    this.deviceCpu =
+      profile === undefined
+        ? undefined
+        : profile.chip === options.chip
+          ? profile.deviceCpu
+          : profile.deviceCpu && deviceCpuFor(options.chip);
+    this.device.on('cpuWork', (kind, amount) => {
+      if (this.deviceCpu && this.link?.occupyWriter)
+        this.link.occupyWriter(cpuWorkUs(this.deviceCpu, kind, amount));
     });
     this.device.on('flashOp', (op) => {
       // The flash stall holds the whole chip, radio host task included (cache off).
@@ -491,6 +505,12 @@ export class VirtualBoard implements PeripheralApp {
     withResponse: boolean,
   ): Promise<number> {
     if (this.device.state !== 'running') return ATT_UNLIKELY;
+    // The NimBLE host task's work on this PDU; on one core the writer waits for it too.
+    const cpu = this.deviceCpu;
+    if (cpu && this.link?.busyHost) {
+      this.link.busyHost(cpu.nimbleRxPduUs);
+      if (cpu.cores === 1) this.link.occupyWriter?.(cpu.nimbleRxPduUs, true);
+    }
     return this.device.write(conn, chrId, data, withResponse).catch(() => ATT_UNLIKELY);
   }
 

@@ -2,6 +2,7 @@
  * The frames on the simulated device's stdin/stdout (firmware/host/README.md is the
  * authority). Each frame is `u8 type, u16 length (LE), payload`; integers are little-endian.
  */
+import { CPU_WORK_KINDS, type CpuWorkKind } from '../link/device-cpu.ts';
 
 export const HostFrame = {
   CONNECT: 0x01,
@@ -24,6 +25,7 @@ export const DeviceFrame = {
   FLASH_OP: 0x88,
   LINK_REQUEST: 0x89,
   FRAME_DONE: 0x8a,
+  CPU_WORK: 0x8b,
 } as const;
 
 export type FlashOpKind = 'erase' | 'write' | 'read';
@@ -66,7 +68,8 @@ export type DeviceEvent =
   | { type: 'reset'; reason: number }
   | { type: 'flashOp'; op: FlashOpKind; addr: number; len: number }
   | { type: 'linkRequest'; request: LinkTuningRequest }
-  | { type: 'frameDone'; frameType: number };
+  | { type: 'frameDone'; frameType: number }
+  | { type: 'cpuWork'; kind: CpuWorkKind; amount: number };
 
 const FLASH_OPS: Record<number, FlashOpKind> = { 1: 'erase', 2: 'write', 3: 'read' };
 
@@ -217,6 +220,12 @@ function decodeOne(type: number, p: Uint8Array): DeviceEvent {
       const op = FLASH_OPS[p[0] as number];
       if (!op) throw new FrameError(`unknown flash operation ${p[0]}`);
       return { type: 'flashOp', op, addr: view.getUint32(1, true), len: view.getUint32(5, true) };
+    }
+    case DeviceFrame.CPU_WORK: {
+      need(5);
+      const kind = CPU_WORK_KINDS[p[0] as number];
+      if (!kind) throw new FrameError(`unknown CPU work kind ${p[0]}`);
+      return { type: 'cpuWork', kind, amount: view.getUint32(1, true) };
     }
     case DeviceFrame.LINK_REQUEST:
       need(3);

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
+import type { CpuWorkKind } from '../link/device-cpu.ts';
 import {
   type DeviceEvent,
   encode,
@@ -118,6 +119,8 @@ interface DeviceEvents {
   hello: [info: { advertising: boolean; name: string }];
   notify: [conn: number, chrId: number, data: Uint8Array];
   flashOp: [op: DeviceFlashOp];
+  /** CPU_WORK: what the app computed that costs a chip time (the device cost model). */
+  cpuWork: [kind: CpuWorkKind, amount: number];
   /** LINK_REQUEST: the firmware asks for other link parameters. */
   linkRequest: [request: LinkTuningRequest];
   /** The device finished an input frame of this type (FRAME_DONE). */
@@ -489,6 +492,9 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
       }
       case 'reset':
         this.emit('reset', ev.reason);
+        break;
+      case 'cpuWork':
+        this.emit('cpuWork', ev.kind, ev.amount);
         break;
       case 'linkRequest':
         this.emit('linkRequest', ev.request);

@@ -1,5 +1,6 @@
 export * from './air.ts';
 export * from './ceilings.ts';
+export * from './device-cpu.ts';
 export * from './flash.ts';
 export * from './immediate-scheduler.ts';
 export * from './modeled-scheduler.ts';

@@ -48,6 +48,48 @@ describe('ModeledAirScheduler', () => {
     expect(at).toBe(60_000 + pduAirUs(0, '1M') + T_IFS_US + pduAirUs(5, '1M'));
   });
 
+  it("holds the writer's answer until its work is done, but not the host's next PDU", async () => {
+    const link = new ModeledAirScheduler(MACOS_ESP32);
+    let secondAt = 0;
+    const answerAt = await new Promise<number>((resolve) => {
+      link.send('c2p', 189, () => {
+        link.occupyWriter(45_000); // e.g. SHA-256 of a large window
+        link.send('p2c', 5, () => resolve(link.nowUs));
+      });
+      link.send('c2p', 189, () => {
+        secondAt = link.nowUs;
+      });
+    });
+    // The second write arrives in the same event; the answer waits for the writer (60 ms anchor).
+    expect(secondAt).toBeLessThan(15_000);
+    expect(answerAt).toBe(60_000 + pduAirUs(0, '1M') + T_IFS_US + pduAirUs(5, '1M'));
+  });
+
+  it("delays the host's next PDU by its own work, and a flash stall also delays the writer", async () => {
+    const link = new ModeledAirScheduler(MACOS_ESP32, { peripheralRxBuffers: 1 });
+    const times: number[] = [];
+    await new Promise<void>((resolve) => {
+      link.send('c2p', 189, () => {
+        times.push(link.nowUs);
+        link.busyHost(20_000);
+      });
+      link.send('c2p', 189, () => {
+        times.push(link.nowUs);
+        resolve();
+      });
+    });
+    expect((times[1] as number) - (times[0] as number)).toBeGreaterThanOrEqual(20_000);
+    const l2 = new ModeledAirScheduler(MACOS_ESP32);
+    l2.occupyWriter(1_000);
+    l2.stallPeripheral(10_000);
+    expect(l2.writerBusyUntilUs).toBe(11_000);
+    l2.occupyWriter(500, true);
+    expect(l2.writerBusyUntilUs).toBe(11_500);
+    const idle = new ModeledAirScheduler(MACOS_ESP32);
+    idle.occupyWriter(500, true); // an idle writer lends nothing
+    expect(idle.writerBusyUntilUs).toBe(0);
+  });
+
   it('NAKs when the peripheral buffers are full and delivers after the stall, in order', async () => {
     const link = new ModeledAirScheduler(MACOS_ESP32, { peripheralRxBuffers: 2 });
     link.stallPeripheral(20_000);

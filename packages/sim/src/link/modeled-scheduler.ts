@@ -188,6 +188,8 @@ export class ModeledAirScheduler implements AirScheduler {
   private nextTxUs: number | null = null;
   private busyUntilUs = 0;
   private stalledUntilUs = 0;
+  /** When the OTA writer has done the work it was given. */
+  private writerUntilUs = 0;
   private readonly tx: Record<Direction, Fifo<QueuedPdu>> = { c2p: new Fifo(), p2c: new Fifo() };
   /** c2p PDUs in the peripheral controller's buffers, with their arrival time. */
   private readonly rx = new Fifo<{ pdu: QueuedPdu; arrivedUs: number }>();
@@ -240,8 +242,12 @@ export class ModeledAirScheduler implements AirScheduler {
     onAcked?: () => void,
   ): void {
     assertPduFits(payloadBytes, this.current.dataLength);
-    // A busy peripheral host produces nothing until its stall is over.
-    const readyUs = direction === 'p2c' ? Math.max(this.now, this.stalledUntilUs) : this.now;
+    // A busy peripheral host produces nothing until its stall is over, nor the writer before
+    // it has done its work.
+    const readyUs =
+      direction === 'p2c'
+        ? Math.max(this.now, this.stalledUntilUs, Math.ceil(this.writerUntilUs))
+        : this.now;
     this.tx[direction].push({ bytes: payloadBytes, readyUs, onDelivered, onAcked });
     this.kick();
   }
@@ -253,7 +259,33 @@ export class ModeledAirScheduler implements AirScheduler {
       );
     }
     this.stalledUntilUs = Math.max(this.stalledUntilUs, this.now) + Math.round(us);
+    // The whole chip stops (flash with the cache off): the writer's own work waits too.
+    this.writerUntilUs =
+      this.writerUntilUs > this.now
+        ? Math.max(this.writerUntilUs + us, this.stalledUntilUs)
+        : this.stalledUntilUs;
     this.kick();
+  }
+
+  busyHost(us: number): void {
+    if (!(us >= 0) || !Number.isFinite(us)) {
+      throw new RangeError(`host work must be a finite number of microseconds >= 0, got ${us}`);
+    }
+    this.stalledUntilUs = Math.max(this.stalledUntilUs, this.now) + Math.round(us);
+    this.kick();
+  }
+
+  occupyWriter(us: number, onlyIfBusy = false): void {
+    if (!(us >= 0) || !Number.isFinite(us)) {
+      throw new RangeError(`writer work must be a finite number of microseconds >= 0, got ${us}`);
+    }
+    if (onlyIfBusy && this.writerUntilUs <= this.now) return;
+    this.writerUntilUs = Math.max(this.writerUntilUs, this.now) + us;
+  }
+
+  /** When the OTA writer is done with the work it was given (at or before now when idle). */
+  get writerBusyUntilUs(): number {
+    return Math.ceil(this.writerUntilUs);
   }
 
   setParams(change: Partial<LinkParams>): void {

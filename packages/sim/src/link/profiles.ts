@@ -4,6 +4,7 @@
  * LINK-MODEL.md has no figure for it.
  */
 import { DATA_LENGTH_MAX } from './air.ts';
+import { DEVICE_CPU, type DeviceCpuProfile } from './device-cpu.ts';
 import { FLASH_TYPICAL, type FlashTiming } from './flash.ts';
 import {
   DEFAULT_MODEL_OPTIONS,
@@ -13,7 +14,7 @@ import {
 import type { LinkParams, Phy } from './types.ts';
 
 export type CentralName = 'linux-noble' | 'macos' | 'android';
-export type ChipName = 'esp32' | 'esp32s3';
+export type ChipName = 'esp32' | 'esp32s3' | 'esp32c3';
 
 /**
  * LINK-MODEL.md "ESP32 facts": "NimBLE defaults in ESP-IDF: preferred MTU 256, ATT MTU at most
@@ -110,6 +111,14 @@ const CHIPS: Record<ChipName, ChipFacts> = {
       dataLength: 'LINK-MODEL.md Air time: "up to 251 with it" (assumption: both sides do DLE)',
     },
   },
+  esp32c3: {
+    phy: '2M',
+    dataLength: DATA_LENGTH_MAX,
+    sources: {
+      phy: 'LINK-MODEL.md ESP32 facts: "ESP32-C2/C3/C6/H2/S3: 2M PHY yes" (assumption: the central supports 2M too)',
+      dataLength: 'LINK-MODEL.md Air time: "up to 251 with it" (assumption: both sides do DLE)',
+    },
+  },
 };
 
 export interface LinkProfile {
@@ -129,6 +138,8 @@ export interface LinkProfile {
   readonly centralSupports2M: boolean;
   readonly model: Readonly<ModelOptions>;
   readonly flash: FlashTiming;
+  /** What the chip's CPU costs per PDU and per byte (device-cpu.ts); undefined: nothing. */
+  readonly deviceCpu?: DeviceCpuProfile;
   /** Where each number comes from. */
   readonly sources: Readonly<Record<string, string>>;
 }
@@ -153,6 +164,7 @@ function makeProfile(central: CentralName, chip: ChipName): LinkProfile {
     centralSupports2M: c.supports2M,
     model: { ...DEFAULT_MODEL_OPTIONS },
     flash: FLASH_TYPICAL,
+    ...(DEVICE_CPU[chip] ? { deviceCpu: DEVICE_CPU[chip] } : {}),
     sources: {
       ...c.sources,
       ...k.sources,
@@ -164,6 +176,7 @@ function makeProfile(central: CentralName, chip: ChipName): LinkProfile {
       ceRule:
         'LINK-MODEL.md Air time: "the next PDU is sent only if PDU(next) + 2 T_IFS + max RX time fits before min(anchor + interval - margin, anchor + max_ce_len)"',
       flash: 'LINK-MODEL.md ESP32 facts: W25Q32JV-class typical values',
+      deviceCpu: 'device-cpu.ts: estimates from cycle counts, not measured (each says why)',
     },
   };
 }
@@ -171,9 +184,14 @@ function makeProfile(central: CentralName, chip: ChipName): LinkProfile {
 export const CENTRAL_NAMES: readonly CentralName[] = ['linux-noble', 'macos', 'android'];
 export const CHIP_NAMES: readonly ChipName[] = ['esp32', 'esp32s3'];
 
-export const PROFILES: readonly LinkProfile[] = CENTRAL_NAMES.flatMap((central) =>
-  CHIP_NAMES.map((chip) => makeProfile(central, chip)),
-);
+/**
+ * Every central against the classic ESP32 and the S3, and noble against the single-core C3
+ * (where the NimBLE host and the OTA writer share one core).
+ */
+export const PROFILES: readonly LinkProfile[] = [
+  ...CENTRAL_NAMES.flatMap((central) => CHIP_NAMES.map((chip) => makeProfile(central, chip))),
+  makeProfile('linux-noble', 'esp32c3'),
+];
 
 export function getProfile(name: string): LinkProfile {
   const found = PROFILES.find((p) => p.name === name);

@@ -59,7 +59,7 @@ describe('determinism', () => {
 });
 
 describe('profiles', () => {
-  it('covers three centrals against a classic ESP32 and an ESP32-S3', () => {
+  it('covers three centrals against a classic ESP32 and an ESP32-S3, and noble against a C3', () => {
     expect(PROFILES.map((p) => p.name)).toEqual([
       'linux-noble-esp32',
       'linux-noble-esp32s3',
@@ -67,7 +67,9 @@ describe('profiles', () => {
       'macos-esp32s3',
       'android-esp32',
       'android-esp32s3',
+      'linux-noble-esp32c3',
     ]);
+    expect(getProfile('linux-noble-esp32c3').deviceCpu?.cores).toBe(1);
     expect(() => getProfile('windows-esp32')).toThrow(/choose one of/);
   });
 

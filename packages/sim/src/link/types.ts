@@ -57,6 +57,19 @@ export interface AirScheduler {
    * acknowledges while it has free receive buffers, then NAKs (the central retransmits).
    */
   stallPeripheral(us: number): void;
+  /**
+   * The peripheral's NimBLE host task is busy for `us` (its work on a received PDU): like a
+   * stall, but the other core and the OTA writer go on. Optional: a scheduler without device
+   * detail ignores it.
+   */
+  busyHost?(us: number): void;
+  /**
+   * The peripheral's OTA writer has `us` more work (CRC32, SHA-256, inflate, a signature check),
+   * after what it already has. What the peripheral sends meanwhile waits for it (the writer's
+   * answers come after its work). `onlyIfBusy`: add it only if the writer has work now (a
+   * single core lending time to the host task). Optional, like busyHost.
+   */
+  occupyWriter?(us: number, onlyIfBusy?: boolean): void;
   /** Apply a parameter change (MTU exchange, data length update, PHY update, connection update). */
   setParams(change: Partial<LinkParams>): void;
   /**
