@@ -32,6 +32,25 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Optional: the RISC-V cross compiler and C library for firmware/target-image, the realistic
+# app image the bench's deflate figures and a hil scenario use. Without them both say so and
+# fall back to the host image.
+optional=()
+if ! command -v riscv64-unknown-elf-gcc >/dev/null; then
+  optional+=(gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf)
+elif ! riscv64-unknown-elf-gcc -print-file-name=picolibc.specs | grep -q /; then
+  optional+=(picolibc-riscv64-unknown-elf)
+fi
+if [ ${#optional[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing ${optional[*]} with apt-get (the realistic RISC-V image)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${optional[@]}" >/dev/null ||
+      say "could not install ${optional[*]}: the bench and hil will use the host image for deflate figures"
+  else
+    say "optional, for the realistic RISC-V image of the bench and hil: ${optional[*]} (Debian/Ubuntu: sudo apt-get install ${optional[*]})"
+  fi
+fi
+
 if [ "$(pnpm --version 2>/dev/null || true)" != "$PNPM_VERSION" ]; then
   say "installing pnpm $PNPM_VERSION"
   npm install -g --silent "pnpm@$PNPM_VERSION" >/dev/null

@@ -6,7 +6,7 @@ import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FLASH_PROFILES, type FlashProfileName, getProfile, PROFILES } from '@esp-ble-ota/sim';
-import { MIB } from './images.ts';
+import { deflateImageInfo, MIB } from './images.ts';
 import { renderPowerCuts, runPowerCuts } from './power-cuts.ts';
 import { benchResult, type ProfileMeasurement, renderTable, sensitivityResult } from './results.ts';
 import { measureClientStack, runProfile, runSensitivity } from './run.ts';
@@ -124,6 +124,7 @@ async function main(argv: string[]): Promise<number> {
     measured.push(await runProfile(profile, { imageBytes, log, flash }));
   }
   const result = benchResult(imageBytes, measured, stack);
+  result.deflateImage = await deflateImageInfo(imageBytes);
   if (sensitivity) {
     result.sensitivity = sensitivityResult(
       sensitivity.name,

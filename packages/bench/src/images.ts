@@ -1,8 +1,17 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { deflateSync } from 'node:zlib';
 import { buildAppImage, parseAppImage } from '@esp-ble-ota/protocol';
-import { defaultDeviceProgram } from '@esp-ble-ota/sim';
+import {
+  defaultDeviceProgram,
+  type RealisticImage,
+  realisticImage,
+  realisticImageMissing,
+} from '@esp-ble-ota/sim';
+import type { DeflateImage } from './results.ts';
+
+export { type RealisticImage, realisticImage, realisticImageMissing };
 
 /** 1 MiB, issue 7's image size. */
 export const MIB = 1024 * 1024;
@@ -93,4 +102,24 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   out.set(a, 0);
   out.set(b, a.length);
   return out;
+}
+
+/** What the bench's v2+deflate column sends at `size` bytes, and its deflate ratio. */
+export async function deflateImageInfo(size = MIB): Promise<DeflateImage> {
+  const reason = realisticImageMissing();
+  if (reason === undefined) {
+    const r = await realisticImage('esp32c3', 'bench-ratio', size);
+    return {
+      kind: 'realistic',
+      deflateRatio: r.deflateRatio,
+      codeBytes: r.codeBytes,
+      copies: r.copies,
+    };
+  }
+  const h = await benchImage('esp32', 'bench-ratio', size);
+  return {
+    kind: 'host-padded',
+    deflateRatio: deflateSync(h.bytes, { level: 9 }).length / h.bytes.length,
+    reason,
+  };
 }

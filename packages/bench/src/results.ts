@@ -171,6 +171,26 @@ export interface BenchResult {
   targets: TargetCheck[];
   /** What the model's assumptions are worth, when it was run. */
   sensitivity?: Sensitivity;
+  /** The image the v2+deflate column sends, and how far deflate shrinks it. */
+  deflateImage?: DeflateImage;
+}
+
+export interface DeflateImage {
+  kind: 'realistic' | 'host-padded';
+  /** Deflated size / image size (zlib level 9). */
+  deflateRatio: number;
+  /** realistic: bytes of RISC-V code and data in one copy, and the copies in the image. */
+  codeBytes?: number;
+  copies?: number;
+  /** host-padded: why the realistic image was not used. */
+  reason?: string;
+}
+
+function describeDeflateImage(d: DeflateImage): string {
+  const pct = `${(d.deflateRatio * 100).toFixed(1)}%`;
+  return d.kind === 'realistic'
+    ? `v2+deflate sends the realistic image (firmware/target-image: the firmware's core and picolibc compiled for RISC-V, ${d.codeBytes} B of code and data, ${d.copies} copies): deflate leaves ${pct} of it`
+    : `v2+deflate sends the host-padded image (the x86-64 host app, incompressible padding): deflate leaves ${pct} of it, which says nothing about a real image; the realistic one was not used: ${d.reason}`;
 }
 
 const isSkipped = (x: object): x is Skipped => 'skipped' in x;
@@ -354,6 +374,7 @@ export function renderTable(result: BenchResult): string {
     table.toString(),
     'ceiling: the lesser of the link (best ATT PDU size up to the MTU) and the flash (erase + program with the erase unit the firmware used)',
     ...describeDevices(result.profiles),
+    ...(result.deflateImage ? [describeDeflateImage(result.deflateImage)] : []),
     `client stack (protocol + noble transport + noble + virtual controller, zero-latency link): ${
       isSkipped(result.clientStack)
         ? `not measured (${result.clientStack.skipped})`

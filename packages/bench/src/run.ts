@@ -33,7 +33,7 @@ import {
   zeroDeviceCpu,
 } from '@esp-ble-ota/sim';
 import { FakePeripheralApp } from './fake-peripheral.ts';
-import { benchImage, MIB } from './images.ts';
+import { benchImage, MIB, realisticImage, realisticImageMissing } from './images.ts';
 import type {
   ProfileMeasurement,
   SensitivityRow,
@@ -126,7 +126,11 @@ export async function runProfile(
   const images = {
     baseline: await benchImage(profile.chip, 'bench-baseline', size),
     v2: await benchImage(profile.chip, 'bench-v2', size),
-    v2z: await benchImage(profile.chip, 'bench-v2-deflate', size),
+    // With deflate the bytes matter: the realistic image (RISC-V code) where it is built.
+    v2z:
+      realisticImageMissing() === undefined
+        ? await realisticImage(profile.chip, 'bench-v2-deflate', size)
+        : await benchImage(profile.chip, 'bench-v2-deflate', size),
   };
   const ceiling = profileCeilingKBps(profile);
   const used: UsedLink = {};

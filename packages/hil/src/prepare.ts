@@ -85,7 +85,30 @@ async function prepareSim(config: LoadedConfig, imagesDir: string): Promise<Prep
     ],
     { cwd: config.root, all: true, reject: false, env: { FORCE_COLOR: '0' } },
   );
+  // The realistic RISC-V image (firmware/target-image) for the scenario that sends it: built on
+  // its own, since turbo does not cache it and "rebuilt" is said of the firmware above. Without
+  // the toolchain it builds nothing and that scenario says why it is skipped.
+  const target =
+    build.exitCode === 0
+      ? await execa(
+          'pnpm',
+          [
+            'exec',
+            'turbo',
+            'run',
+            'build',
+            '--filter=@esp-ble-ota/firmware-target-image',
+            '--output-logs=errors-only',
+          ],
+          { cwd: config.root, all: true, reject: false, env: { FORCE_COLOR: '0' } },
+        )
+      : undefined;
   const buildMs = performance.now() - started;
+  if (target && target.exitCode !== 0) {
+    throw new BuildError(
+      `the realistic image's build failed (turbo run build --filter=@esp-ble-ota/firmware-target-image):\n${target.all?.slice(-4000)}`,
+    );
+  }
   if (build.exitCode !== 0) {
     throw new BuildError(
       `the firmware's host build failed (turbo run build --filter=@esp-ble-ota/firmware-host --filter=@esp-ble-ota/sim):\n${build.all?.slice(-4000)}`,

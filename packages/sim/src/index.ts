@@ -13,3 +13,4 @@ export * from './device/simulated-device.ts';
 export * from './hci/index.ts';
 export * from './link/index.ts';
 export * from './rig.ts';
+export * from './target-image.ts';
