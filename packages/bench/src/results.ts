@@ -58,6 +58,9 @@ export interface StackMeasurement {
   /** The first transfer, while V8 still compiles the stack. */
   coldWallSeconds?: number;
   runs?: number;
+  /** The ATT MTU and DATA frame size the transfers used. */
+  mtu?: number;
+  frameBytes?: number;
 }
 
 export interface BenchFigures {
@@ -379,6 +382,10 @@ export function renderTable(result: BenchResult): string {
       isSkipped(result.clientStack)
         ? `not measured (${result.clientStack.skipped})`
         : `${result.clientStack.MBps.toFixed(2)} MB/s wall-clock (${result.clientStack.protocol}, ${result.clientStack.bytes} B in ${result.clientStack.wallSeconds.toFixed(3)} s${
+            result.clientStack.mtu === undefined
+              ? ''
+              : `, MTU ${result.clientStack.mtu}, ${result.clientStack.frameBytes}-byte DATA frames`
+          }${
             result.clientStack.coldMBps === undefined
               ? ''
               : `, median of ${result.clientStack.runs} after a first cold transfer at ${result.clientStack.coldMBps.toFixed(2)} MB/s`

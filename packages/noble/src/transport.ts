@@ -146,6 +146,7 @@ export class NobleTransport implements Transport {
   #cancelledAttempt: Promise<void> | undefined;
   /** Lets disconnect()/close() abandon a connection attempt in progress. */
   #connectAbort: AbortController | undefined;
+  #lastSlot: { spelled: string; slot: CharacteristicSlot } | undefined;
   #mtu = 23;
   #services: GattService[] = [];
   #slots: CharacteristicSlot[] = [];
@@ -526,8 +527,13 @@ export class NobleTransport implements Transport {
   }
 
   #slot(characteristic: string): CharacteristicSlot {
+    // Every write names its characteristic: the last one asked for is kept as it was spelled.
+    const last = this.#lastSlot;
+    if (last !== undefined && last.spelled === characteristic && this.#slots.includes(last.slot))
+      return last.slot;
     const key = normalizeUuid(characteristic);
     const slot = this.#slots.find((s) => s.key === key);
+    if (slot !== undefined) this.#lastSlot = { spelled: characteristic, slot };
     if (slot === undefined) throw new UnknownCharacteristicError(formatUuid(key));
     return slot;
   }

@@ -111,6 +111,28 @@ describe('FakeV2Device', () => {
     expect(committed).toEqual([720, 1200, 1680, 2160, 2640, 3000]);
   });
 
+  it('sizes DATA frames to whole link-layer packets when it knows the data length, as the firmware does', async () => {
+    let n = 0;
+    const frameAt = async (mtu: number, linkDataLength?: number) => {
+      n += 1;
+      const d = registry.add(
+        new FakeV2Device({
+          address: `24:0a:c4:00:01:0${n}`,
+          ...(linkDataLength === undefined ? {} : { linkDataLength }),
+        }),
+      );
+      const t = new FakeTransport(d.address, { registry, mtu });
+      await t.connect();
+      const info = decodeInfo(await t.read(V2_CONTROL_UUID));
+      await t.disconnect();
+      d.dispose();
+      return info.maxFrame;
+    };
+    expect(await frameAt(517, 251)).toBe(495); // 2 x 251 - 4 - 3
+    expect(await frameAt(256, 251)).toBe(244); // 251 - 4 - 3
+    expect(await frameAt(517)).toBe(512); // without it: min(maxFrame, MTU - 3)
+  });
+
   it('reports the held session in INFO and resumes it on the same BEGIN after a reconnect', async () => {
     await begin();
     await send(0, 240);

@@ -86,6 +86,12 @@ export interface FakeV2DeviceOptions {
   slotSize?: number;
   /** Largest DATA value accepted; INFO and BEGIN_RSP report min(this, MTU - 3). */
   maxFrame?: number;
+  /**
+   * The link-layer payload the device receives (27 to 251, Data Length Extension): given, the
+   * DATA frame is sized as the firmware sizes it (ble_ota_v2.c prv_max_frame), to fill whole
+   * link-layer packets (495 bytes at MTU 517 and 251, 244 at MTU 256) rather than MTU - 3.
+   */
+  linkDataLength?: number;
   window?: number;
   /**
    * Acknowledge when the committed offset crosses a multiple of this (default: `window`, as the
@@ -172,6 +178,7 @@ export class FakeV2Device implements FakePeripheral {
   subscribed = false;
 
   readonly #maxFrame: number;
+  readonly #linkDataLength: number | undefined;
   readonly #ackEvery: number;
   readonly #deflate: boolean;
   readonly #resume: boolean;
@@ -197,6 +204,7 @@ export class FakeV2Device implements FakePeripheral {
     this.#model = options.model ?? 'ESP32';
     this.slotSize = options.slotSize ?? 0x180000;
     this.#maxFrame = options.maxFrame ?? 512;
+    this.#linkDataLength = options.linkDataLength;
     this.window = options.window ?? 16 * 1024;
     this.#ackEvery = options.ackEvery ?? this.window;
     if (!(this.window > 0 && this.#ackEvery > 0 && this.#ackEvery <= this.window)) {
@@ -329,7 +337,16 @@ export class FakeV2Device implements FakePeripheral {
   // --- v2 ------------------------------------------------------------------------------------
 
   #frameLimit(): number {
-    return Math.min(this.#maxFrame, (this.#link?.mtu ?? 23) - 3);
+    const mtu = this.#link?.mtu ?? 23;
+    const ll = this.#linkDataLength;
+    let frame = mtu - 3;
+    if (ll !== undefined) {
+      // As the firmware: a frame whose L2CAP PDU (ATT + 4) is whole link-layer packets.
+      const octets = Math.min(251, Math.max(27, ll));
+      const k = Math.floor((mtu + 4) / octets);
+      if (k >= 1 && (mtu + 4) % octets !== 0) frame = k * octets - 4 - 3;
+    }
+    return Math.min(this.#maxFrame, frame);
   }
 
   #info(): Uint8Array {
