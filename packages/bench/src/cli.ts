@@ -8,8 +8,14 @@ import { parseArgs } from 'node:util';
 import { FLASH_PROFILES, type FlashProfileName, getProfile, PROFILES } from '@esp-ble-ota/sim';
 import { deflateImageInfo, MIB } from './images.ts';
 import { renderPowerCuts, runPowerCuts } from './power-cuts.ts';
-import { benchResult, type ProfileMeasurement, renderTable, sensitivityResult } from './results.ts';
-import { measureClientStack, runProfile, runSensitivity } from './run.ts';
+import {
+  benchResult,
+  type ProfileMeasurement,
+  renderTable,
+  sensitivityResult,
+  verificationResult,
+} from './results.ts';
+import { measureClientStack, runProfile, runSensitivity, runVerificationCost } from './run.ts';
 
 const SENSITIVITY_PROFILE = 'linux-noble-esp32s3';
 
@@ -24,7 +30,8 @@ const USAGE = `usage: pnpm bench [--json [file]] [--profile <name>]... [--image-
                      or datasheet (W25Q32JV typical)
   --sensitivity <p>  also run v2 on profile <p> under each combination of flash profile, ACL
                      buffers (the firmware's, IDF's 24) and max CE length (ignored, honoured)
-                     (default ${SENSITIVITY_PROFILE}); --no-sensitivity skips it
+                     (default ${SENSITIVITY_PROFILE}), and what a signature check costs there
+                     (unsigned, RSA-3072, ECDSA P-256); --no-sensitivity skips both
   --power-cuts <s>   instead: a power cut at flash operations of one update (each skipped and
                      torn), and what the board boots afterwards. The cut flashes are replayed
                      from the journal of one clean update, and checked byte for byte against
@@ -129,6 +136,10 @@ async function main(argv: string[]): Promise<number> {
     result.sensitivity = sensitivityResult(
       sensitivity.name,
       await runSensitivity(sensitivity, { imageBytes, log }),
+    );
+    result.verification = verificationResult(
+      sensitivity.name,
+      await runVerificationCost(sensitivity, { imageBytes, log }),
     );
   }
   log(`done in ${((performance.now() - started) / 1000).toFixed(1)} s`);

@@ -4,7 +4,9 @@ import {
   type ProfileMeasurement,
   renderSensitivity,
   renderTable,
+  renderVerification,
   sensitivityResult,
+  verificationResult,
 } from './results.ts';
 
 function profile(over: Partial<ProfileMeasurement> = {}): ProfileMeasurement {
@@ -149,5 +151,22 @@ describe('the sensitivity table', () => {
     expect(text).toMatch(/device CPU: modeled = device-cpu\.ts's per-chip estimates/);
     expect(text).toMatch(/honoured: 0, one exchange per event/);
     expect(text).toMatch(/programming assumed at the datasheet typical/);
+  });
+});
+
+describe('the signature check cost', () => {
+  it('says what each signature adds to END over the unsigned update', () => {
+    const v = verificationResult('linux-noble-esp32c3', [
+      { signature: 'none', endSeconds: 0.27, totalSeconds: 11.11 },
+      { signature: 'RSA-3072', endSeconds: 0.36, totalSeconds: 11.2 },
+    ]);
+    const text = renderVerification(v);
+    expect(text).toMatch(/unsigned, any image taken: END 270\.0 ms, update 11\.11 s/);
+    expect(text).toMatch(
+      /signed RSA-3072, only the trusted key taken: END 360\.0 ms \(\+90\.0 ms\)/,
+    );
+    expect(renderVerification(verificationResult('x', { skipped: 'no rig' }))).toMatch(
+      /not measured \(no rig\)/,
+    );
   });
 });

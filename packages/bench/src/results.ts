@@ -176,6 +176,47 @@ export interface BenchResult {
   sensitivity?: Sensitivity;
   /** The image the v2+deflate column sends, and how far deflate shrinks it. */
   deflateImage?: DeflateImage;
+  /** What checking the signature costs an update (issue 13), when it was run. */
+  verification?: VerificationCost;
+}
+
+export interface VerificationCost {
+  profile: string;
+  runs:
+    | Array<{
+        signature: string;
+        endSeconds: number;
+        totalSeconds: number;
+        /** Modeled seconds more than the unsigned update, END phase only. */
+        extraEndSeconds: number;
+      }>
+    | Skipped;
+}
+
+export function verificationResult(
+  profile: string,
+  runs: ReadonlyArray<{ signature: string; endSeconds: number; totalSeconds: number }> | Skipped,
+): VerificationCost {
+  if ('skipped' in runs) return { profile, runs };
+  const unsigned = runs.find((r) => r.signature === 'none');
+  return {
+    profile,
+    runs: runs.map((r) => ({ ...r, extraEndSeconds: r.endSeconds - (unsigned?.endSeconds ?? 0) })),
+  };
+}
+
+export function renderVerification(v: VerificationCost): string {
+  if ('skipped' in v.runs)
+    return `signature check cost, ${v.profile}: not measured (${v.runs.skipped})`;
+  const ms = (s: number) => `${(s * 1000).toFixed(1)} ms`;
+  return [
+    `signature check cost, ${v.profile}, v2 without deflate (modeled device time; device-cpu.ts estimates, not measured):`,
+    ...v.runs.map(
+      (r) =>
+        `  ${r.signature === 'none' ? 'unsigned, any image taken' : `signed ${r.signature}, only the trusted key taken`}: END ${ms(r.endSeconds)}${r.signature === 'none' ? '' : ` (+${ms(r.extraEndSeconds)})`}, update ${r.totalSeconds.toFixed(2)} s`,
+    ),
+    '  END holds two esp_image_verify passes (esp_ota_end, esp_ota_set_boot_partition); a signed image adds a SHA-256 over the image and one public-key operation per signature block',
+  ].join('\n');
 }
 
 export interface DeflateImage {
@@ -400,6 +441,7 @@ export function renderTable(result: BenchResult): string {
   );
   if (skips.length) lines.push('', 'not measured:', ...[...new Set(skips)].map((s) => `  ${s}`));
   if (result.sensitivity) lines.push('', renderSensitivity(result.sensitivity));
+  if (result.verification) lines.push('', renderVerification(result.verification));
   lines.push('', 'targets (issue 7):');
   for (const t of result.targets) {
     lines.push(

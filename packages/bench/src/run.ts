@@ -3,11 +3,14 @@
  * firmware's host build behind the virtual controller, the protocol package's uploaders over the
  * noble transport, modeled time read from the board's link.
  */
+import { generateKeyPairSync } from 'node:crypto';
 import { OTA_CHARACTERISTICS, openTransport, setRequestedMtu } from '@esp-ble-ota/noble';
 import {
   type Clock,
   FakeV2Device,
   hasV2,
+  publicKeyDigest,
+  signImage,
   type Transport,
   uploadBaseline,
   uploadV2,
@@ -424,3 +427,85 @@ async function clientStackOnce(
 
 /** The ATT MTU of the client stack figure: the most noble asks for on a real adapter. */
 export const STACK_MTU = 517;
+
+/** One signed (or unsigned) v2 update and how long its END took in modeled time. */
+export interface VerificationRun {
+  signature: 'none' | 'RSA-3072' | 'ECDSA P-256';
+  /** Modeled seconds of the END phase (image checks, signature check, boot partition). */
+  endSeconds: number;
+  /** Modeled seconds of the whole update, BEGIN to END_RSP. */
+  totalSeconds: number;
+}
+
+/**
+ * What checking the signature costs the update, in modeled device time: v2 on `profile`, once
+ * unsigned on a board that takes anything, then signed on a board that trusts only the signing
+ * key (RSA-3072, then ECDSA P-256). The device reports the SHA-256 over the image and each
+ * public-key operation (CPU_WORK); the cost model (device-cpu.ts) prices them.
+ */
+export async function runVerificationCost(
+  base: LinkProfile,
+  options: Pick<RunOptions, 'imageBytes' | 'log'> = {},
+): Promise<VerificationRun[] | Skipped> {
+  const profile = runProfileVariant(base, {});
+  const size = options.imageBytes ?? MIB;
+  const log = options.log ?? (() => {});
+  const kinds = [
+    ['none', undefined],
+    ['RSA-3072', generateKeyPairSync('rsa', { modulusLength: 3072 }).privateKey],
+    ['ECDSA P-256', generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey],
+  ] as const;
+  const runs: VerificationRun[] = [];
+  for (const [signature, key] of kinds) {
+    // The signature sector (4 KB) is part of the image: the signed one is built that much
+    // smaller, so that both send the same number of bytes.
+    const plain = await benchImage(
+      profile.chip,
+      `bench-verify-${runs.length}`,
+      size - (key ? 4096 : 0),
+    );
+    const image = key ? signImage(plain.bytes, [key]) : plain.bytes;
+    const mtuBefore = setRequestedMtu(profile.centralMtu);
+    const rig = await startVirtualRig({
+      profile,
+      boards: [
+        {
+          chip: profile.chip,
+          restartDelayMs: 0,
+          ...(key ? { security: { trustedKeyDigests: [publicKeyDigest(key)] } } : {}),
+        },
+      ],
+    });
+    const board = rig.boards[0] as VirtualBoard;
+    let transport: Transport | undefined;
+    try {
+      await board.waitReady();
+      transport = (
+        await openTransport({
+          noble: rig.noble as never,
+          address: board.address,
+          scanTimeoutMs: 20_000,
+          characteristics: CHARACTERISTICS,
+        })
+      ).transport;
+      log(`${profile.name}: v2, ${signature === 'none' ? 'unsigned' : `signed ${signature}`}`);
+      const r = await uploadV2(transport, image, {
+        compression: 'never',
+        clock: modeledClock(board),
+      });
+      if (r.outcome !== 'installed') return { skipped: `the ${signature} run ended ${r.outcome}` };
+      runs.push({
+        signature,
+        endSeconds: span(r.phases, 'end', 'end'),
+        totalSeconds: span(r.phases, 'begin', 'end'),
+      });
+    } catch (error) {
+      return { skipped: `the ${signature} run failed: ${errorText(error)}` };
+    } finally {
+      await transport?.close().catch(() => {});
+      await rig.close();
+      setRequestedMtu(mtuBefore);
+    }
+  }
+  return runs;
+}
