@@ -35,7 +35,10 @@ describe('signed updates', () => {
     const s = await open(t);
     const before = await s.boot();
     s.result.fromVersion = before.version;
-    const image = signImage(new Uint8Array(await readFile(s.images.image)), [trusted]);
+    const image = signImage(
+      new Uint8Array(await readFile(s.images.unsignedImage ?? s.images.image)),
+      [trusted],
+    );
     const { upload } = await s.flash(image, { protocol: 'v2' });
     if (upload.protocol === 'v2') expect(upload.result.outcome).toBe('installed');
     await s.expectUpdated(before, s.images.firmware.version);
@@ -44,7 +47,10 @@ describe('signed updates', () => {
   it('an unsigned image is refused (UNSIGNED) and the old firmware stays', async (t) => {
     const s = await open(t);
     const before = await s.boot();
-    const refused = await refusal(s, new Uint8Array(await readFile(s.images.image)));
+    const refused = await refusal(
+      s,
+      new Uint8Array(await readFile(s.images.unsignedImage ?? s.images.image)),
+    );
     expect(refused.statusName).toBe('UNSIGNED');
     s.check('refused at END', true, refused.message);
     expect(await s.boot()).toEqual(before);
@@ -53,7 +59,10 @@ describe('signed updates', () => {
   it('an image changed after signing is refused (BAD_SIGNATURE) and the old firmware stays', async (t) => {
     const s = await open(t);
     const before = await s.boot();
-    const signed = signImage(new Uint8Array(await readFile(s.images.image)), [trusted]);
+    const signed = signImage(
+      new Uint8Array(await readFile(s.images.unsignedImage ?? s.images.image)),
+      [trusted],
+    );
     // In the 0xFF padding before the signature sector: still a valid ESP image, no longer signed.
     signed[signed.length - 4097] = 0;
     const refused = await refusal(s, signed);
@@ -67,7 +76,9 @@ describe('signed updates', () => {
     const before = await s.boot();
     const refused = await refusal(
       s,
-      signImage(new Uint8Array(await readFile(s.images.image)), [stranger]),
+      signImage(new Uint8Array(await readFile(s.images.unsignedImage ?? s.images.image)), [
+        stranger,
+      ]),
     );
     expect(refused.statusName).toBe('UNTRUSTED_KEY');
     s.check('refused at END', true, refused.message);
@@ -76,7 +87,7 @@ describe('signed updates', () => {
 
   it('a lower secure_version is refused once a higher one confirmed itself (DOWNGRADE)', async (t) => {
     const s = await open(t, true);
-    const built = new Uint8Array(await readFile(s.images.image));
+    const built = new Uint8Array(await readFile(s.images.unsignedImage ?? s.images.image));
     const before = await s.boot();
     await s.flash(signImage(withSecureVersion(built, 2), [trusted]), { protocol: 'v2' });
     const updated = await s.expectUpdated(before, s.images.firmware.version);

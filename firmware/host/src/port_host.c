@@ -656,7 +656,14 @@ void host_port_v2(host_port_t *hp, ble_ota_port_v2_t *v2)
                                                                     HOST_IMAGE_VERIFY_SILENT, &info, err,
                                                                     sizeof(err)) == 0;
     if (hp->running_sha256_ok) {
-        host_sha256(img, info.image_len, hp->running_sha256);
+        /* A signed image's file goes on, past the 0xFF padding to a 4 KB sector, with its
+         * Secure Boot v2 signature sector: hash that too, or a signed image that runs would
+         * never be "already installed". */
+        size_t signed_len = ((size_t)info.image_len + HOST_SBV2_SECTOR - 1u) / HOST_SBV2_SECTOR * HOST_SBV2_SECTOR +
+                            HOST_SBV2_SECTOR;
+        size_t len = signed_len <= p->size && host_sbv2_sector_offset(img, signed_len) != 0 ? signed_len
+                                                                                          : info.image_len;
+        host_sha256(img, len, hp->running_sha256);
     }
     memset(v2, 0, sizeof(*v2));
     v2->running_sha256 = prv_running_sha256;

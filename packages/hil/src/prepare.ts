@@ -5,9 +5,10 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { parseAppImage } from '@esp-ble-ota/protocol';
+import { parseAppImage, signImage } from '@esp-ble-ota/protocol';
+import { rigSigningKey } from '@esp-ble-ota/sim';
 import { execa } from 'execa';
 import type { LoadedConfig } from './config.ts';
 import type { FirmwareInfo } from './model.ts';
@@ -23,6 +24,14 @@ export interface PreparedImages {
   /** The firmware for another chip than the target (sim only): it must be refused. */
   otherChipImage?: string;
   otherChip?: string;
+  /**
+   * Virtual rig: the images above are signed with the rig's key (`.ble-ota/rig-signing-key.pem`)
+   * and the boards trust only it (the firmware's secure default: signed updates only). The
+   * image under test as built, before signing, for scenarios that sign it themselves.
+   */
+  unsignedImage?: string;
+  /** SHA-256 of the key the images are signed with: the boards' trusted key digest. */
+  trustedKeyDigest?: string;
   buildMs: number;
 }
 
@@ -130,14 +139,23 @@ async function prepareSim(config: LoadedConfig, imagesDir: string): Promise<Prep
     await execa(tool, ['--chip', chip, '--version', version, '--out', out, exe]);
     return out;
   };
+  // Signed as idf.py signs an app built with a signing key configured: the boards trust only
+  // the rig's key, so each image the scenarios send is signed with it.
+  const { key, digest } = await rigSigningKey();
+  const sign = async (path: string) => {
+    const out = path.replace(/\.bin$/, '-signed.bin');
+    await writeFile(out, signImage(new Uint8Array(await readFile(path)), [key]));
+    return out;
+  };
   const chip = config.target;
-  const image = await wrap(elf, chip, stamp, `app-${chip}.bin`);
-  const previousImage = await wrap(elf, chip, base, `app-${chip}-previous.bin`);
+  const unsignedImage = await wrap(elf, chip, stamp, `app-${chip}.bin`);
+  const image = await sign(unsignedImage);
+  const previousImage = await sign(await wrap(elf, chip, base, `app-${chip}-previous.bin`));
   const selfTestFailImage = existsSync(badElf)
-    ? await wrap(badElf, chip, `${stamp}-bad`, `app-${chip}-selftest-fail.bin`)
+    ? await sign(await wrap(badElf, chip, `${stamp}-bad`, `app-${chip}-selftest-fail.bin`))
     : undefined;
   const otherChip = OTHER_CHIP[chip] ?? 'esp32';
-  const otherChipImage = await wrap(elf, otherChip, stamp, `app-${otherChip}.bin`);
+  const otherChipImage = await sign(await wrap(elf, otherChip, stamp, `app-${otherChip}.bin`));
   return {
     firmware: await describe(image, turboRebuilt(build.all ?? '')),
     image,
@@ -145,6 +163,8 @@ async function prepareSim(config: LoadedConfig, imagesDir: string): Promise<Prep
     ...(selfTestFailImage ? { selfTestFailImage } : {}),
     otherChipImage,
     otherChip,
+    unsignedImage,
+    trustedKeyDigest: digest,
     buildMs,
   };
 }

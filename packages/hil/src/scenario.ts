@@ -21,6 +21,7 @@ import {
   type DeviceInformation,
   parseAppImage,
   readDeviceInformation,
+  signImage,
   type UploadAutoResult,
   uploadAuto,
 } from '@esp-ble-ota/protocol';
@@ -178,6 +179,16 @@ export class Scenario {
             chip: ctx.target,
             name: ctx.bleName,
             ...(ctx.images.previousImage ? { image: ctx.images.previousImage } : {}),
+            // The firmware's secure default: signed updates only, by the key the images are
+            // signed with, and no going below the secure_version that confirmed itself.
+            ...(ctx.images.trustedKeyDigest
+              ? {
+                  security: {
+                    trustedKeyDigests: [ctx.images.trustedKeyDigest],
+                    antiRollback: true,
+                  },
+                }
+              : {}),
             ...options.board,
           },
         ],
@@ -245,6 +256,16 @@ export class Scenario {
       await this.console.hardReset();
     }
     return this.expectBoot();
+  }
+
+  /**
+   * `image` signed as the images of this run are (with the rig's key, which the virtual
+   * boards trust); unchanged on a bench, whose images come signed by its build, or not at all.
+   */
+  async signed(image: Uint8Array): Promise<Uint8Array> {
+    if (this.ctx.rig !== 'sim' || !this.ctx.images.trustedKeyDigest) return image;
+    const { rigSigningKey } = await import('@esp-ble-ota/sim');
+    return signImage(image, [(await rigSigningKey()).key]);
   }
 
   /** Waits for the next boot on the console: the slot the bootloader loaded and the app version. */

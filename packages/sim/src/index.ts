@@ -13,4 +13,5 @@ export * from './device/simulated-device.ts';
 export * from './hci/index.ts';
 export * from './link/index.ts';
 export * from './rig.ts';
+export * from './signing-key.ts';
 export * from './target-image.ts';

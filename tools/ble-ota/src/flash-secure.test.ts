@@ -75,13 +75,20 @@ describe('signed updates on the virtual rig (device trusts one key)', () => {
       expect(bad.stderr).toMatch(/signature does not hold .* \(BAD_SIGNATURE\)/);
       await console.expect(/names another image digest: the image changed after it was signed/);
 
-      const good = await run(['flash', await sign(secureImage('5.1.0'), trustedKey), '--sim'], {
-        startRig,
-      });
+      const goodImage = await sign(secureImage('5.1.0'), trustedKey);
+      const good = await run(['flash', goodImage, '--sim'], { startRig });
       expect(good.stderr).not.toMatch(/error/);
       expect(good.code).toBe(ExitCode.OK);
       expect(good.stdout).toMatch(/^verified: the device runs 5\.1\.0$/m);
       await console.expect('signature of the new image verified');
+
+      // The device's running_sha256 covers the signature sector: the same signed file again is
+      // "already installed", nothing sent.
+      const again = await run(['flash', goodImage, '--sim'], { startRig });
+      expect(again.code).toBe(ExitCode.OK);
+      expect(`${again.stdout}${again.stderr}`).toMatch(
+        /already installed: the device runs this image/,
+      );
     } finally {
       await console.close();
       await rig.close();

@@ -446,7 +446,8 @@ static int prv_sha256_finish(void *ctx, uint8_t out[BLE_OTA_SHA256_LEN])
 
 /*
  * SHA-256 of the running image as a client's .bin file has it: every byte up to
- * and including the appended digest (esp_image_get_metadata's image_len).
+ * and including the appended digest (esp_image_get_metadata's image_len), and for
+ * a signed image its padding and signature sector.
  * esp_partition_get_sha256 returns the appended digest itself, which is the
  * SHA-256 of the bytes before it, so it never equals the file's hash.
  * Computed once at init, before the BLE host runs.
@@ -471,10 +472,19 @@ static void prv_hash_running_image(idf_port_t *p)
         ESP_LOGW(TAG, "running image unreadable: v2 clients cannot be told it is already installed");
         return;
     }
+    /* A file signed for Secure Boot v2 goes on: 0xFF up to a 4 KB sector, then the signature
+     * sector (ets_secure_boot_sig_block_t: magic 0xE7, version 2 RSA or 3 ECDSA). */
+    uint32_t len = md.image_len;
+    uint32_t sig_at = (md.image_len + 4095u) & ~4095u;
+    uint8_t sig_head[2];
+    if (sig_at + 4096u <= running->size && esp_partition_read(running, sig_at, sig_head, sizeof(sig_head)) == ESP_OK &&
+        sig_head[0] == 0xE7u && (sig_head[1] == 0x02u || sig_head[1] == 0x03u)) {
+        len = sig_at + 4096u;
+    }
     mbedtls_sha256_init(&sha);
     ok = mbedtls_sha256_starts(&sha, 0) == 0;
-    for (off = 0; ok && off < md.image_len; off += sizeof(buf)) {
-        size_t n = md.image_len - off < sizeof(buf) ? md.image_len - off : sizeof(buf);
+    for (off = 0; ok && off < len; off += sizeof(buf)) {
+        size_t n = len - off < sizeof(buf) ? len - off : sizeof(buf);
         ok = esp_partition_read(running, off, buf, n) == ESP_OK && mbedtls_sha256_update(&sha, buf, n) == 0;
     }
     ok = ok && mbedtls_sha256_finish(&sha, p->running_sha256) == 0;
