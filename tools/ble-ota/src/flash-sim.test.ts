@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { SerialConsole } from '@esp-ble-ota/serial';
-import { startVirtualRig as startSimRig } from '@esp-ble-ota/sim';
+import { rigSigningKey, startVirtualRig as startSimRig } from '@esp-ble-ota/sim';
 import { describe, expect, it } from 'vitest';
 import { ExitCode } from './exit-codes.ts';
 import type { VirtualRig } from './io.ts';
@@ -256,14 +256,46 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
   }, 120_000);
 
   it('flash --sim --baseline-writes: REQUEST and DONE as Write Commands, as the Python client sends them', async () => {
+    const { path: key } = await rigSigningKey();
     const result = await run(
-      ['flash', hostImage('9.9.8'), '--sim', '--sim-profile', 'immediate', '--baseline-writes'],
+      [
+        'flash',
+        hostImage('9.9.8'),
+        '--sim',
+        '--sim-profile',
+        'immediate',
+        '--baseline-writes',
+        '--key',
+        key,
+      ],
       { startRig: startVirtualRig },
     );
     expect(result.stderr).not.toMatch(/error/);
     expect(result.code).toBe(ExitCode.OK);
     expect(result.stdout).toMatch(/^verified: the device runs 9\.9\.8$/m);
   });
+
+  it("flash --sim runs the secure default: an unsigned image is refused with the rig's key named, --key signs it, --sim-insecure takes anything", async () => {
+    const { path: key } = await rigSigningKey();
+    const immediate = ['--sim', '--sim-profile', 'immediate', '--no-verify'];
+    const unsigned = await run(['flash', hostImage('9.8.1'), ...immediate], {
+      startRig: startVirtualRig,
+    });
+    expect(unsigned.code).toBe(ExitCode.DEVICE_REFUSED);
+    expect(unsigned.stderr).toMatch(/\(UNSIGNED\)/);
+    expect(unsigned.stderr).toMatch(
+      /The simulated board takes images signed by the rig's key only: add --key \S*\.ble-ota\/rig-signing-key\.pem, or --sim-insecure/,
+    );
+    const signed = await run(['flash', hostImage('9.8.2'), ...immediate, '--key', key], {
+      startRig: startVirtualRig,
+    });
+    expect(signed.stderr).not.toMatch(/error/);
+    expect(signed.code).toBe(ExitCode.OK);
+    const insecure = await run(['flash', hostImage('9.8.3'), ...immediate, '--sim-insecure'], {
+      startRig: startVirtualRig,
+    });
+    expect(insecure.code).toBe(ExitCode.OK);
+  }, 120_000);
 
   it('refuses unknown --sim-profile and --sim-chip values as usage errors', async () => {
     const profile = await run(['scan', '--sim', '--sim-profile', 'windows'], {

@@ -27,11 +27,15 @@ export interface SimOptions {
   profile?: string;
   /** Chip of the simulated board (`esp32`, `esp32s3`, ...). */
   chip?: string;
+  /** A board that takes any image; by default it takes images signed by the rig's key only. */
+  insecure?: boolean;
 }
 
 /** What `--sim` needs from the virtual rig (packages/sim `startVirtualRig`). */
 export interface VirtualRig {
   noble: Noble;
+  /** The key the simulated boards trust (they take images signed by it only), if they check. */
+  signingKeyPath?: string;
   boards: readonly VirtualRigBoard[];
   /** Name of the link profile, undefined for the zero-latency link. */
   profile?: string | undefined;

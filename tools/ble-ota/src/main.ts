@@ -65,6 +65,12 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
           '--sim-chip <chip>',
           'chip of the simulated board (esp32, esp32s3, esp32c3, ...; one with a BLE radio)',
         ),
+      )
+      .addOption(
+        new Option(
+          '--sim-insecure',
+          "a simulated board that takes any image (firmware built with signature checks off); by default it takes images signed by the rig's key (.ble-ota/rig-signing-key.pem) only",
+        ),
       );
   const jsonOption = (what: string) => new Option('--json', what);
 
@@ -178,6 +184,12 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         '--slot-size <bytes>',
         `size of the device's OTA app slot (1M, 0x100000); default: with v2 the device checks its own; with the baseline protocol the size the device tells in v2 INFO, else ${DEFAULT_SLOT_SIZE / 1024 / 1024}M (the baseline partition table)`,
       ).argParser(parseSize),
+    )
+    .addOption(
+      new Option(
+        '-k, --key <pem>',
+        'sign the image with this key before sending it (RSA-3072 or ECDSA P-256 PEM; up to 3 times); with --sim the board trusts .ble-ota/rig-signing-key.pem',
+      ).argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]),
     )
     .option('--skip-chip-check', "do not compare the image's chip with the device's model")
     .option('--no-verify', 'do not reconnect after the restart to check the running version')

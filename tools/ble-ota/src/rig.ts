@@ -43,7 +43,16 @@ export async function startVirtualRig(options: SimOptions = {}): Promise<Virtual
   }
   const rigOptions: VirtualRigOptions = {};
   if (options.profile !== undefined) rigOptions.profile = options.profile;
-  if (options.chip !== undefined) rigOptions.boards = [{ chip: options.chip }];
+  // The firmware's secure default: the board takes images signed by the rig's key only
+  // (.ble-ota/rig-signing-key.pem, made on first use) and no lower secure_version than it runs.
+  const rigKey = options.insecure ? undefined : await sim.rigSigningKey();
+  const security = rigKey && { trustedKeyDigests: [rigKey.digest], antiRollback: true };
+  rigOptions.boards = [
+    {
+      ...(options.chip !== undefined ? { chip: options.chip } : {}),
+      ...(security ? { security } : {}),
+    },
+  ];
   const rig = await sim.startVirtualRig(rigOptions).catch((error: unknown) => {
     throw new CliError(
       ExitCode.ERROR,
@@ -51,7 +60,7 @@ export async function startVirtualRig(options: SimOptions = {}): Promise<Virtual
       { cause: error },
     );
   });
-  return adaptRig(rig);
+  return { ...adaptRig(rig), ...(rigKey ? { signingKeyPath: rigKey.path } : {}) };
 }
 
 /** The CLI's view of a rig from @esp-ble-ota/sim. */
@@ -85,11 +94,13 @@ export function simOptions(options: {
   sim?: boolean;
   simProfile?: string;
   simChip?: string;
+  simInsecure?: boolean;
 }): SimOptions | undefined {
   if (!options.sim) return undefined;
   const sim: SimOptions = {};
   if (options.simProfile !== undefined) sim.profile = options.simProfile;
   if (options.simChip !== undefined) sim.chip = options.simChip;
+  if (options.simInsecure) sim.insecure = true;
   return sim;
 }
 

@@ -1,3 +1,4 @@
+import { relative } from 'node:path';
 import {
   advertisesOta,
   findDevice,
@@ -16,7 +17,10 @@ import {
   hasV2,
   ImageMismatchError,
   readDeviceInformation,
+  readSignatures,
   readV2Info,
+  SignatureError,
+  signImage,
   type UploadAutoResult,
   type UploadProtocol,
   uploadAuto,
@@ -33,6 +37,28 @@ import { type CliIo, json, line } from '../io.ts';
 import { formatBytes, formatMs } from '../parse.ts';
 import { ProgressView } from '../progress.ts';
 import { openRadio, simOptions } from '../rig.ts';
+import { readKey } from './sign.ts';
+
+/** `image` signed with `keys` (Secure Boot v2 sector); an image already signed is refused. */
+async function signLoaded(image: LoadedImage, keys: string[]): Promise<LoadedImage> {
+  if (image.signatures !== undefined) {
+    throw new CliError(
+      ExitCode.USAGE,
+      `${image.path} is already signed (${image.signatures.blocks.length} signature block(s)); send it without --key, or pass the unsigned image`,
+    );
+  }
+  let bytes: Uint8Array;
+  try {
+    bytes = signImage(image.bytes, await Promise.all(keys.map(readKey)));
+  } catch (error) {
+    if (error instanceof SignatureError) {
+      throw new CliError(ExitCode.USAGE, error.message, { cause: error });
+    }
+    throw error;
+  }
+  const signatures = readSignatures(bytes);
+  return { ...image, bytes, ...(signatures ? { signatures } : {}) };
+}
 
 /** The baseline partition table (CONFIG_PARTITION_TABLE_TWO_OTA): 1 MB per app slot. */
 export const DEFAULT_SLOT_SIZE = 0x100000;
@@ -45,6 +71,10 @@ export interface FlashOptions {
   sim?: boolean;
   simProfile?: string;
   simChip?: string;
+  /** --sim: a board that takes any image (its firmware built with signature checks off). */
+  simInsecure?: boolean;
+  /** Sign the image with these keys (PEM files, at most 3) before sending it. */
+  key?: string[];
   json?: boolean;
   /**
    * The OTA slot size to check the image against before sending. Unset: with v2 the device
@@ -110,9 +140,12 @@ export async function flashCommand(
       '--baseline-writes changes how the baseline protocol writes; it cannot go with --protocol v2',
     );
   }
-  // 1. The image, before any radio traffic.
-  const image = await loadImage(path);
+  // 1. The image, before any radio traffic; signed here with --key, as idf.py signs an app
+  // whose build names a signing key.
+  let image = await loadImage(path);
   assertImageIntact(image);
+  if (options.key !== undefined && options.key.length > 0)
+    image = await signLoaded(image, options.key);
   out.image(image);
 
   // 2. The device.
@@ -248,7 +281,7 @@ export async function flashCommand(
         }
       }
     } catch (error) {
-      throw explainUploadError(error, options);
+      throw explainUploadError(error, options, radio.rig?.signingKeyPath);
     } finally {
       progress.stop();
     }
@@ -349,7 +382,11 @@ function checkDevice(
 }
 
 /** A v2 refusal of an image that does not fit the device is the same failure as the pre-flight's. */
-function explainUploadError(error: unknown, options: FlashOptions): unknown {
+function explainUploadError(
+  error: unknown,
+  options: FlashOptions,
+  rigKeyPath: string | undefined,
+): unknown {
   // The baseline device ran out of slot while the image streamed in (this firmware says so).
   if (error instanceof DeviceRefusedError && error.step === 'DATA') {
     return new CliError(ExitCode.IMAGE_MISMATCH, error.message, { cause: error });
@@ -364,6 +401,17 @@ function explainUploadError(error: unknown, options: FlashOptions): unknown {
   }
   if (error.statusName === 'WRONG_CHIP' || error.statusName === 'TOO_LARGE') {
     return new CliError(ExitCode.IMAGE_MISMATCH, error.message, { cause: error });
+  }
+  // The virtual board runs the firmware's secure default; say which key it trusts.
+  if (
+    rigKeyPath !== undefined &&
+    (error.statusName === 'UNSIGNED' || error.statusName === 'UNTRUSTED_KEY')
+  ) {
+    return new CliError(
+      ExitCode.DEVICE_REFUSED,
+      `${error.message}. The simulated board takes images signed by the rig's key only: add --key ${relative(process.cwd(), rigKeyPath) || rigKeyPath}, or --sim-insecure for a board that takes anything`,
+      { cause: error },
+    );
   }
   return error;
 }

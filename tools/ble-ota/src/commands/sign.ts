@@ -20,7 +20,7 @@ export interface SignOptions {
   json?: boolean;
 }
 
-async function readKey(path: string): Promise<KeyObject> {
+export async function readKey(path: string): Promise<KeyObject> {
   let pem: Buffer;
   try {
     pem = await readFile(path);
