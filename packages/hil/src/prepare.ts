@@ -177,6 +177,14 @@ async function prepareBench(config: LoadedConfig, imagesDir: string): Promise<Pr
   const stamp = `${base}-hil.${now.toISOString().replace(/[-:T]/g, '').slice(2, 14)}`;
   const idfPath = config.bench.idfPath ?? process.env.IDF_PATH;
   const idf = idfPath ? join(idfPath, 'tools', 'idf.py') : 'idf.py';
+  // The firmware's sdkconfig.defaults signs the app (signed updates only, the secure default):
+  // say so before idf.py fails on the missing key.
+  const signingKey = join(appDir, 'ble_ota_signing_key.pem');
+  if (!existsSync(signingKey)) {
+    throw new BuildError(
+      `no signing key at ${signingKey}: the firmware takes signed updates only and idf.py signs the app with it. Make it once with \`pnpm ble-ota keygen ${signingKey}\` (keep it out of git), flash the first signed build over USB, then run pnpm hil again`,
+    );
+  }
   const started = performance.now();
   const result = await execa(
     idfPath ? 'python' : 'idf.py',

@@ -184,6 +184,48 @@ static int prv_slot_write(void *ctx, const uint8_t *data, size_t len)
     }
 }
 
+/*
+ * Signed updates only (CONFIG_BLE_OTA_REQUIRE_SIGNED, the default) rest on ESP-IDF's own check:
+ * with Secure Boot v2, or with "Require signed app images" and "Verify app signature on update"
+ * (CONFIG_SECURE_SIGNED_APPS_NO_SECURE_BOOT, CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT),
+ * esp_ota_end verifies the new app's Secure Boot v2 signature block against the eFuse key
+ * digests (Secure Boot) or the key that signed the running app (no Secure Boot) before the boot
+ * partition can change. Without either, IDF checks nothing, so the build stops here.
+ */
+#if CONFIG_BLE_OTA_REQUIRE_SIGNED && !CONFIG_SECURE_SIGNED_ON_UPDATE
+#error "CONFIG_BLE_OTA_REQUIRE_SIGNED (the default) needs ESP-IDF to verify signed apps on update: enable Secure Boot v2, or CONFIG_SECURE_SIGNED_APPS_NO_SECURE_BOOT with CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT and a signing key (docs/security.md); or turn CONFIG_BLE_OTA_REQUIRE_SIGNED off to take any image (any BLE central in range can then install one)"
+#endif
+
+#if CONFIG_BLE_OTA_REQUIRE_SIGNED
+/*
+ * esp_ota_end answers ESP_ERR_OTA_VALIDATE_FAILED for a broken image and for a signature that
+ * does not hold alike; the client is told which: an image without a Secure Boot v2 signature
+ * sector (magic 0xE7, version 2 RSA or 3 ECDSA, at the 4 KB boundary after the image) is
+ * UNSIGNED, one with a sector that IDF refused is BAD_SIGNATURE (IDF's log says whether the
+ * key was not trusted or the signature did not hold).
+ */
+static int prv_refusal(const esp_partition_t *part)
+{
+    esp_partition_pos_t pos = {.offset = part->address, .size = part->size};
+    esp_image_metadata_t md;
+    uint8_t head[2];
+    uint32_t at;
+
+    if (esp_image_get_metadata(&pos, &md) != ESP_OK) {
+        return BLE_OTA_ERR_INVALID_IMAGE;
+    }
+    at = (md.image_len + 4095u) & ~4095u;
+    if (at + 4096u > part->size || esp_partition_read(part, at, head, sizeof(head)) != ESP_OK || head[0] != 0xE7u ||
+        (head[1] != 0x02u && head[1] != 0x03u)) {
+        ESP_LOGE(TAG, "image refused: it is not signed and this device takes signed updates only "
+                      "(sign it with ble-ota sign or espsecure.py sign_data --version 2)");
+        return BLE_OTA_ERR_UNSIGNED;
+    }
+    ESP_LOGE(TAG, "image refused: its signature does not hold or is by a key this device does not trust");
+    return BLE_OTA_ERR_BAD_SIGNATURE;
+}
+#endif
+
 static int prv_slot_end(void *ctx)
 {
     idf_port_t *p = ctx;
@@ -200,6 +242,11 @@ static int prv_slot_end(void *ctx)
         return BLE_OTA_OK;
     }
     ESP_LOGE(TAG, "esp_ota_end failed: %s", esp_err_to_name(err));
+#if CONFIG_BLE_OTA_REQUIRE_SIGNED
+    if (err == ESP_ERR_OTA_VALIDATE_FAILED) {
+        return prv_refusal(p->target);
+    }
+#endif
     return err == ESP_ERR_OTA_VALIDATE_FAILED ? BLE_OTA_ERR_INVALID_IMAGE : BLE_OTA_ERR_FLASH;
 }
 
