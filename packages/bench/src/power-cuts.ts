@@ -63,7 +63,7 @@ export interface PowerCutReport {
   wallSeconds: number;
 }
 
-/** What a board that booted printed last as its app version, and whether the app runs. */
+/** The last app version a board's console printed (app_init's "App version:" line). */
 function bootedVersion(text: string): string | undefined {
   return [...stripVTControlCharacters(text).matchAll(/App version:\s+(\S+)/g)]
     .map((m) => m[1])
