@@ -1,13 +1,15 @@
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
-import { buildAppImage, parseAppImage } from '@esp-ble-ota/protocol';
+import { buildAppImage, parseAppImage, signImage } from '@esp-ble-ota/protocol';
 import {
   defaultDeviceProgram,
   type RealisticImage,
   realisticImage,
   realisticImageMissing,
+  rigSigningKey,
 } from '@esp-ble-ota/sim';
 import type { DeflateImage } from './results.ts';
 
@@ -55,7 +57,20 @@ export interface BenchImage {
  * reads only the executable the payload header names). Each version gives another SHA-256, so
  * the device never answers "already installed".
  */
-export async function benchImage(chip: string, version: string, size = MIB): Promise<BenchImage> {
+export async function benchImage(
+  chip: string,
+  version: string,
+  size = MIB,
+  { signed = true }: { signed?: boolean } = {},
+): Promise<BenchImage> {
+  if (signed) {
+    // The rig's boards take images signed by its key only (the firmware's secure default):
+    // the unsigned image a sector short, then the signature sector, gives `size` again.
+    const plain = await benchImage(chip, version, Math.floor(size / 4096) * 4096 - 4096, {
+      signed: false,
+    });
+    return { ...plain, bytes: await signForRig(plain.bytes) };
+  }
   const path = join(hostBuildDir, `ble-ota-app-${chip}.bin`);
   if (!existsSync(path)) {
     throw new Error(
@@ -102,6 +117,35 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   out.set(a, 0);
   out.set(b, a.length);
   return out;
+}
+
+const signedCache = new Map<string, Uint8Array>();
+
+/**
+ * `image` signed with the rig's key, which the rig's boards trust by default. An ECDSA signature
+ * is new each time it is made; the same image is signed once per process, so that runs in one
+ * process send the same bytes (runs in two processes differ in the signature sector).
+ */
+export async function signForRig(image: Uint8Array): Promise<Uint8Array> {
+  const id = createHash('sha256').update(image).digest('hex');
+  const known = signedCache.get(id);
+  if (known) return known;
+  const signed = signImage(image, [(await rigSigningKey()).key]);
+  signedCache.set(id, signed);
+  return signed;
+}
+
+/**
+ * The realistic image of `size` bytes, signed with the rig's key (the unsigned image a sector
+ * short, then the signature sector).
+ */
+export async function signedRealisticImage(
+  chip: string,
+  version: string,
+  size = MIB,
+): Promise<RealisticImage> {
+  const plain = await realisticImage(chip, version, Math.floor(size / 4096) * 4096 - 4096);
+  return { ...plain, bytes: await signForRig(plain.bytes) };
 }
 
 /** What the bench's v2+deflate column sends at `size` bytes, and its deflate ratio. */

@@ -31,12 +31,13 @@ import {
   releaseNoble,
   scaleDeviceCpu,
   startVirtualRig,
+  TAKES_ANY_IMAGE,
   type VirtualBoard,
   VirtualRadio,
   zeroDeviceCpu,
 } from '@esp-ble-ota/sim';
 import { FakePeripheralApp } from './fake-peripheral.ts';
-import { benchImage, MIB, realisticImage, realisticImageMissing } from './images.ts';
+import { benchImage, MIB, realisticImageMissing, signedRealisticImage } from './images.ts';
 import type {
   ProfileMeasurement,
   SensitivityRow,
@@ -132,7 +133,7 @@ export async function runProfile(
     // With deflate the bytes matter: the realistic image (RISC-V code) where it is built.
     v2z:
       realisticImageMissing() === undefined
-        ? await realisticImage(profile.chip, 'bench-v2-deflate', size)
+        ? await signedRealisticImage(profile.chip, 'bench-v2-deflate', size)
         : await benchImage(profile.chip, 'bench-v2-deflate', size),
   };
   const ceiling = profileCeilingKBps(profile);
@@ -463,6 +464,7 @@ export async function runVerificationCost(
       profile.chip,
       `bench-verify-${runs.length}`,
       size - (key ? 4096 : 0),
+      { signed: false },
     );
     const image = key ? signImage(plain.bytes, [key]) : plain.bytes;
     const mtuBefore = setRequestedMtu(profile.centralMtu);
@@ -472,7 +474,8 @@ export async function runVerificationCost(
         {
           chip: profile.chip,
           restartDelayMs: 0,
-          ...(key ? { security: { trustedKeyDigests: [publicKeyDigest(key)] } } : {}),
+          // Unsigned: a firmware built with signature checks off; signed: one key trusted.
+          security: key ? { trustedKeyDigests: [publicKeyDigest(key)] } : TAKES_ANY_IMAGE,
         },
       ],
     });

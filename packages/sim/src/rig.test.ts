@@ -2,11 +2,12 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
-import { buildAppImage } from '@esp-ble-ota/protocol';
+import { buildAppImage, signImage } from '@esp-ble-ota/protocol';
 import { SerialPort } from 'serialport';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ModeledAirScheduler } from './link/modeled-scheduler.ts';
 import { startVirtualRig, type VirtualRig } from './rig.ts';
+import { rigSigningKey } from './signing-key.ts';
 
 const firmwareDir = join(import.meta.dirname, '..', '..', '..', 'firmware');
 
@@ -120,13 +121,18 @@ describe('virtual rig, through the real noble package and a real pty', () => {
     const board = rig.boards[0];
     if (!board) throw new Error('no board');
     const uart = watchConsole(board.serialPath);
-    // A valid image of 500 kB (the baseline author's figure); what it holds does not matter here.
-    const image = buildAppImage({
-      chip: 'esp32',
-      project: 'esp_ble_ota',
-      version: '2.0.0-timing',
-      payload: new Uint8Array(500_000 - 400).fill(0x5a),
-    });
+    // A valid image of 500 kB (the baseline author's figure); what it holds does not matter
+    // here. Signed with the rig's key, which the board trusts by default (121 sectors, then the
+    // signature sector).
+    const image = signImage(
+      buildAppImage({
+        chip: 'esp32',
+        project: 'esp_ble_ota',
+        version: '2.0.0-timing',
+        payload: new Uint8Array(495_000).fill(0x5a),
+      }),
+      [(await rigSigningKey()).key],
+    );
     expect(image.length).toBeGreaterThan(499_000);
     expect(image.length).toBeLessThan(501_000);
 

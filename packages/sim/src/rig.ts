@@ -38,6 +38,7 @@ import {
   NIMBLE_MAX_MTU,
 } from './link/profiles.ts';
 import type { AirScheduler, Phy } from './link/types.ts';
+import { rigSigningKey } from './signing-key.ts';
 
 /**
  * Panic restarts in a row, with no app running in between, after which the rig halts a board.
@@ -72,7 +73,11 @@ export interface BoardOptions {
   flashPath?: string;
   /** Radio faults of this board (drop the link, corrupt or drop an ATT PDU, refuse a larger MTU). */
   faults?: Fault[];
-  /** The firmware's update security: trusted signing keys, anti-rollback. */
+  /**
+   * The firmware's update security: trusted signing keys, anti-rollback. Default: the
+   * firmware's secure default, images signed by the rig's key only (`rigSigningKey()`) and
+   * anti-rollback on. `TAKES_ANY_IMAGE` is a firmware built with signature checks off.
+   */
   security?: DeviceSecurity;
   /** Delay between DONE_ACK and the restart; the firmware's default is 500 ms. */
   restartDelayMs?: number;
@@ -87,6 +92,9 @@ export interface BoardOptions {
   /** Flash at its datasheet maxima (400 ms sector erase, 3 ms page program) instead of typical. */
   slowFlash?: boolean;
 }
+
+/** A board's firmware built with signature checks and anti-rollback off: it takes any image. */
+export const TAKES_ANY_IMAGE: DeviceSecurity = Object.freeze({});
 
 /** One LINK_REQUEST of the firmware and what the link did with it. */
 export interface LinkTuningRecord {
@@ -592,9 +600,14 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
   });
   const sendsFrameDone = declaresV2(layout) ? true : undefined;
 
+  // Boards run the firmware's secure default unless told otherwise.
+  const secureDefault = specs.some((s) => s.security === undefined)
+    ? { trustedKeyDigests: [(await rigSigningKey()).digest], antiRollback: true }
+    : undefined;
   for (const [i, spec] of specs.entries()) {
     const opts = {
       ...spec,
+      ...(spec.security === undefined && secureDefault ? { security: secureDefault } : {}),
       name: spec.name ?? 'esp32',
       address: spec.address ?? `24:0a:c4:00:00:${(i + 1).toString(16).padStart(2, '0')}`,
       chip: spec.chip ?? profile?.chip ?? 'esp32',

@@ -36,6 +36,9 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
     ]);
   });
 
+  /** The key the rig's boards trust by default (the firmware's secure default). */
+  const rigKey = async () => (await rigSigningKey()).path;
+
   /** A rig of the firmware's host build, lent to the CLI (which would close the rig it gets). */
   async function lentRig(boards?: Parameters<typeof startSimRig>[0]) {
     const rig = await startSimRig(boards);
@@ -50,7 +53,9 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
     const { rig, board, startRig } = await lentRig();
     const console = await SerialConsole.open(board.serialPath);
     try {
-      const result = await run(['flash', image, '--sim', '--json'], { startRig });
+      const result = await run(['flash', image, '--sim', '--json', '--key', await rigKey()], {
+        startRig,
+      });
       const events = result.out.jsonLines();
       expect(result.stderr).toBe('');
       expect(result.code).toBe(ExitCode.OK);
@@ -90,9 +95,12 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
     const image = hostImage('9.9.6');
     const { rig, startRig } = await lentRig();
     try {
-      const result = await run(['flash', image, '--sim', '--json', '--protocol', 'baseline'], {
-        startRig,
-      });
+      const result = await run(
+        ['flash', image, '--sim', '--json', '--protocol', 'baseline', '--key', await rigKey()],
+        {
+          startRig,
+        },
+      );
       const events = result.out.jsonLines();
       expect(result.code).toBe(ExitCode.OK);
       expect(events.find((e) => e.event === 'protocol')).toMatchObject({ choice: 'forced' });
@@ -121,7 +129,12 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
       ],
     });
     try {
-      const result = await run(['flash', image, '--sim', '--compression', 'never'], { startRig });
+      const result = await run(
+        ['flash', image, '--sim', '--compression', 'never', '--key', await rigKey()],
+        {
+          startRig,
+        },
+      );
       expect(result.code).toBe(ExitCode.OK);
       expect(result.stderr).toMatch(
         /^link lost with \d+ of \d+ bytes confirmed by the device; reconnecting to resume from there \(attempt 1 of 3\)$/m,
@@ -151,7 +164,17 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
     });
     try {
       const result = await run(
-        ['flash', hostImage('9.9.4'), '--sim', '--compression', 'never', '--resume-attempts', '0'],
+        [
+          'flash',
+          hostImage('9.9.4'),
+          '--sim',
+          '--compression',
+          'never',
+          '--resume-attempts',
+          '0',
+          '--key',
+          await rigKey(),
+        ],
         { startRig },
       );
       expect(result.code).toBe(ExitCode.LINK_LOST);
@@ -163,7 +186,11 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
   });
 
   it('sends nothing when the board already runs the image, and says so', async () => {
-    const image = hostImage('9.9.3');
+    // Signed once: a signature is new each time it is made, and so would be the image's SHA-256.
+    const image = hostImage('9.9.3').replace(/\.bin$/, '-signed.bin');
+    expect(
+      (await run(['sign', hostImage('9.9.3'), '--key', await rigKey(), '-o', image])).code,
+    ).toBe(ExitCode.OK);
     const { rig, startRig } = await lentRig();
     try {
       expect((await run(['flash', image, '--sim'], { startRig })).code).toBe(ExitCode.OK);
@@ -213,9 +240,21 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
           version: '9.9.3',
           payload: new Uint8Array(1_500_000),
         });
-        const ok = await run(['flash', fits, '--sim', '--protocol', 'baseline', '--no-verify'], {
-          startRig,
-        });
+        const ok = await run(
+          [
+            'flash',
+            fits,
+            '--sim',
+            '--protocol',
+            'baseline',
+            '--no-verify',
+            '--key',
+            await rigKey(),
+          ],
+          {
+            startRig,
+          },
+        );
         expect(ok.stderr).not.toMatch(/error/);
         expect(ok.code).toBe(ExitCode.OK);
         await console.expect(/Guru Meditation Error: Core {2}0 panic'ed \(IllegalInstruction\)/, {

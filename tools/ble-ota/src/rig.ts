@@ -46,11 +46,13 @@ export async function startVirtualRig(options: SimOptions = {}): Promise<Virtual
   // The firmware's secure default: the board takes images signed by the rig's key only
   // (.ble-ota/rig-signing-key.pem, made on first use) and no lower secure_version than it runs.
   const rigKey = options.insecure ? undefined : await sim.rigSigningKey();
-  const security = rigKey && { trustedKeyDigests: [rigKey.digest], antiRollback: true };
+  const security = rigKey
+    ? { trustedKeyDigests: [rigKey.digest], antiRollback: true }
+    : sim.TAKES_ANY_IMAGE;
   rigOptions.boards = [
     {
       ...(options.chip !== undefined ? { chip: options.chip } : {}),
-      ...(security ? { security } : {}),
+      security,
     },
   ];
   const rig = await sim.startVirtualRig(rigOptions).catch((error: unknown) => {
