@@ -55,7 +55,8 @@ export interface BenchImage {
  * image for `chip` (esp-app-image's output), stamped with `version` and padded with
  * incompressible bytes after the host executable inside segment 0 (the bootloader emulation
  * reads only the executable the payload header names). Each version gives another SHA-256, so
- * the device never answers "already installed".
+ * the device never answers "already installed". Signed with the rig's key unless `signed` is false
+ * (its boards take signed images only); the signature sector is part of `size`.
  */
 export async function benchImage(
   chip: string,
