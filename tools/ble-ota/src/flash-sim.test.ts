@@ -325,6 +325,14 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
     expect(unsigned.stderr).toMatch(
       /The simulated board takes images signed by the rig's key only: add --key \S*\.ble-ota\/rig-signing-key\.pem, or --sim-insecure/,
     );
+    const baseline = await run(
+      ['flash', hostImage('9.8.1'), ...immediate, '--protocol', 'baseline'],
+      { startRig: startVirtualRig },
+    );
+    expect(baseline.code).toBe(ExitCode.DEVICE_REFUSED);
+    expect(baseline.stderr).toMatch(
+      /DONE_NAK.*the image is not signed, and the simulated board takes images signed by the rig's key only .*add --key \S*rig-signing-key\.pem/,
+    );
     const signed = await run(['flash', hostImage('9.8.2'), ...immediate, '--key', key], {
       startRig: startVirtualRig,
     });

@@ -281,7 +281,7 @@ export async function flashCommand(
         }
       }
     } catch (error) {
-      throw explainUploadError(error, options, radio.rig?.signingKeyPath);
+      throw explainUploadError(error, options, radio.rig?.signingKeyPath, image);
     } finally {
       progress.stop();
     }
@@ -386,10 +386,25 @@ function explainUploadError(
   error: unknown,
   options: FlashOptions,
   rigKeyPath: string | undefined,
+  image: LoadedImage,
 ): unknown {
   // The baseline device ran out of slot while the image streamed in (this firmware says so).
   if (error instanceof DeviceRefusedError && error.step === 'DATA') {
     return new CliError(ExitCode.IMAGE_MISMATCH, error.message, { cause: error });
+  }
+  // The baseline's DONE_NAK carries no reason; an unsigned image is the likely one on a board
+  // that takes signed images only (its console says so).
+  if (
+    error instanceof DeviceRefusedError &&
+    error.step === 'DONE' &&
+    rigKeyPath !== undefined &&
+    image.signatures === undefined
+  ) {
+    return new CliError(
+      ExitCode.DEVICE_REFUSED,
+      `${error.message}; the image is not signed, and the simulated board takes images signed by the rig's key only (its console gives the reason): add --key ${relative(process.cwd(), rigKeyPath) || rigKeyPath}, or --sim-insecure`,
+      { cause: error },
+    );
   }
   if (!(error instanceof V2RefusedError)) return error;
   if (error.statusName === 'WRONG_CHIP' && options.chipCheck === false) {
