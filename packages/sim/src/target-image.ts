@@ -100,6 +100,12 @@ export async function realisticImage(
     tail = Math.max(0, tail - (bytes.length - size));
     bytes = build(copies, tail);
   }
+  // The rest comes from the code alone; a rest longer than the code would leave the image short.
+  if (bytes.length < size - 64) {
+    throw new RangeError(
+      `a realistic image of ${size} bytes cannot be made (${bytes.length} with ${copies} copies of ${codeBytes} bytes and all of the code again); ask for another size`,
+    );
+  }
   return {
     bytes,
     version,
