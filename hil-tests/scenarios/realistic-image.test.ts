@@ -7,8 +7,8 @@ import { describe, expect, it } from 'vitest';
 describe('realistic image', () => {
   it('RISC-V code goes over v2 with deflate, is verified and installed; with nothing the board can run, it is rolled back', async (t) => {
     const missing = realisticImageMissing();
-    if (missing) t.skip(`no realistic image: ${missing}`);
     const s = await Scenario.open(t, {
+      unavailable: missing && `no realistic image: ${missing}`,
       benchNeeds:
         'the virtual rig: the realistic image holds no code a board can start, so a bench board would only roll it back',
       expectPanic: true,

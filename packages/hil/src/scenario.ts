@@ -53,6 +53,8 @@ export interface ScenarioOptions {
   benchNeeds?: string;
   /** The scenario makes the board panic on purpose: a panic line does not fail it. */
   expectPanic?: boolean;
+  /** Why this scenario cannot run on this machine (a missing tool), or undefined: skipped with it. */
+  unavailable?: string | undefined;
 }
 
 export interface FlashOptions {
@@ -160,6 +162,10 @@ export class Scenario {
     if (ctx.rig === 'bench' && options.benchNeeds) {
       await writeSkipped(ctx, id, test, `bench: needs ${options.benchNeeds}`);
       test.skip(`bench: needs ${options.benchNeeds}`);
+    }
+    if (options.unavailable !== undefined) {
+      await writeSkipped(ctx, id, test, options.unavailable);
+      test.skip(options.unavailable);
     }
     const logPath = join(ctx.logsDir, `${id.replace(/\//g, '__')}.log`);
     await mkdir(ctx.logsDir, { recursive: true });
