@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 // firmware/target-image: the firmware's core and picolibc compiled for RISC-V (the ESP32-C3's
 // ISA), so that deflate meets the bytes a real update carries, not a host executable.
 describe('realistic image', () => {
-  it('RISC-V code goes over v2 with deflate, is verified and installed; with nothing the board can run, it is rolled back', async (t) => {
+  it('RISC-V code goes over v2 with deflate, is verified and installed; with nothing the board can run, it is rolled back (needs the RISC-V toolchain)', async (t) => {
     const missing = realisticImageMissing();
     const s = await Scenario.open(t, {
       unavailable: missing && `no realistic image: ${missing}`,

@@ -147,43 +147,46 @@ describe('Secure Boot v2 signing (espsecure sign_data --version 2 layout)', () =
       return false;
     }
   })();
-  it.skipIf(!openssl)('agrees with the openssl command line (PSS signature, modulus)', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sbv2-'));
-    try {
-      const signed = signImage(image, [rsa]);
-      const at = findSignatureSector(signed) ?? -1;
-      const block = signed.subarray(at, at + SIG_BLOCK_SIZE);
-      writeFileSync(join(dir, 'data.bin'), signed.subarray(0, at));
-      writeFileSync(join(dir, 'sig.bin'), Buffer.from(block.subarray(812, 1196)).reverse());
-      writeFileSync(join(dir, 'pub.pem'), String(rsa.export({ type: 'pkcs1', format: 'pem' })));
-      const out = execFileSync('openssl', [
-        'dgst',
-        '-sha256',
-        '-sigopt',
-        'rsa_padding_mode:pss',
-        '-sigopt',
-        'rsa_pss_saltlen:32',
-        '-prverify',
-        join(dir, 'pub.pem'),
-        '-signature',
-        join(dir, 'sig.bin'),
-        join(dir, 'data.bin'),
-      ]).toString();
-      expect(out).toMatch(/Verified OK/);
-      const modulus = execFileSync('openssl', [
-        'rsa',
-        '-in',
-        join(dir, 'pub.pem'),
-        '-noout',
-        '-modulus',
-      ])
-        .toString()
-        .trim()
-        .replace(/^Modulus=/, '')
-        .toLowerCase();
-      expect(toHex(Buffer.from(block.subarray(36, 36 + 384)).reverse())).toBe(modulus);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+  it.skipIf(!openssl)(
+    'agrees with the openssl command line (PSS signature, modulus; waits for the openssl command)',
+    () => {
+      const dir = mkdtempSync(join(tmpdir(), 'sbv2-'));
+      try {
+        const signed = signImage(image, [rsa]);
+        const at = findSignatureSector(signed) ?? -1;
+        const block = signed.subarray(at, at + SIG_BLOCK_SIZE);
+        writeFileSync(join(dir, 'data.bin'), signed.subarray(0, at));
+        writeFileSync(join(dir, 'sig.bin'), Buffer.from(block.subarray(812, 1196)).reverse());
+        writeFileSync(join(dir, 'pub.pem'), String(rsa.export({ type: 'pkcs1', format: 'pem' })));
+        const out = execFileSync('openssl', [
+          'dgst',
+          '-sha256',
+          '-sigopt',
+          'rsa_padding_mode:pss',
+          '-sigopt',
+          'rsa_pss_saltlen:32',
+          '-prverify',
+          join(dir, 'pub.pem'),
+          '-signature',
+          join(dir, 'sig.bin'),
+          join(dir, 'data.bin'),
+        ]).toString();
+        expect(out).toMatch(/Verified OK/);
+        const modulus = execFileSync('openssl', [
+          'rsa',
+          '-in',
+          join(dir, 'pub.pem'),
+          '-noout',
+          '-modulus',
+        ])
+          .toString()
+          .trim()
+          .replace(/^Modulus=/, '')
+          .toLowerCase();
+        expect(toHex(Buffer.from(block.subarray(36, 36 + 384)).reverse())).toBe(modulus);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });
