@@ -67,9 +67,7 @@ export async function benchImage(
   if (signed) {
     // The rig's boards take images signed by its key only (the firmware's secure default):
     // the unsigned image a sector short, then the signature sector, gives `size` again.
-    const plain = await benchImage(chip, version, Math.floor(size / 4096) * 4096 - 4096, {
-      signed: false,
-    });
+    const plain = await benchImage(chip, version, sizeBeforeSigning(size), { signed: false });
     return { ...plain, bytes: await signForRig(plain.bytes) };
   }
   const path = join(hostBuildDir, `ble-ota-app-${chip}.bin`);
@@ -120,6 +118,14 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   return out;
 }
 
+/**
+ * The unsigned size that signing brings to `size` (rounded down to a sector): the signature
+ * pads the image to a 4 KB sector and adds its own sector.
+ */
+export function sizeBeforeSigning(size: number): number {
+  return Math.floor(size / 4096) * 4096 - 4096;
+}
+
 const signedCache = new Map<string, Uint8Array>();
 
 /**
@@ -145,7 +151,7 @@ export async function signedRealisticImage(
   version: string,
   size = MIB,
 ): Promise<RealisticImage> {
-  const plain = await realisticImage(chip, version, Math.floor(size / 4096) * 4096 - 4096);
+  const plain = await realisticImage(chip, version, sizeBeforeSigning(size));
   return { ...plain, bytes: await signForRig(plain.bytes) };
 }
 

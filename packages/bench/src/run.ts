@@ -37,7 +37,13 @@ import {
   zeroDeviceCpu,
 } from '@esp-ble-ota/sim';
 import { FakePeripheralApp } from './fake-peripheral.ts';
-import { benchImage, MIB, realisticImageMissing, signedRealisticImage } from './images.ts';
+import {
+  benchImage,
+  MIB,
+  realisticImageMissing,
+  signedRealisticImage,
+  sizeBeforeSigning,
+} from './images.ts';
 import type {
   ProfileMeasurement,
   SensitivityRow,
@@ -463,7 +469,7 @@ export async function runVerificationCost(
     const plain = await benchImage(
       profile.chip,
       `bench-verify-${runs.length}`,
-      size - (key ? 4096 : 0),
+      key ? sizeBeforeSigning(size) : size,
       { signed: false },
     );
     const image = key ? signImage(plain.bytes, [key]) : plain.bytes;

@@ -188,12 +188,7 @@ export class Scenario {
             // The firmware's secure default: signed updates only, by the key the images are
             // signed with, and no going below the secure_version that confirmed itself.
             ...(ctx.images.trustedKeyDigest
-              ? {
-                  security: {
-                    trustedKeyDigests: [ctx.images.trustedKeyDigest],
-                    antiRollback: true,
-                  },
-                }
+              ? { security: sim.signedUpdatesOnly(ctx.images.trustedKeyDigest) }
               : {}),
             ...options.board,
           },

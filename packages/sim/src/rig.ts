@@ -96,6 +96,14 @@ export interface BoardOptions {
 /** A board's firmware built with signature checks and anti-rollback off: it takes any image. */
 export const TAKES_ANY_IMAGE: DeviceSecurity = Object.freeze({});
 
+/**
+ * The firmware's secure default (CONFIG_BLE_OTA_REQUIRE_SIGNED, anti-rollback): updates signed
+ * by the key with this digest only, and no secure_version below the one that confirmed itself.
+ */
+export function signedUpdatesOnly(trustedKeyDigest: string): DeviceSecurity {
+  return { trustedKeyDigests: [trustedKeyDigest], antiRollback: true };
+}
+
 /** One LINK_REQUEST of the firmware and what the link did with it. */
 export interface LinkTuningRecord {
   board: string;
@@ -602,7 +610,7 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
 
   // Boards run the firmware's secure default unless told otherwise.
   const secureDefault = specs.some((s) => s.security === undefined)
-    ? { trustedKeyDigests: [(await rigSigningKey()).digest], antiRollback: true }
+    ? signedUpdatesOnly((await rigSigningKey()).digest)
     : undefined;
   for (const [i, spec] of specs.entries()) {
     const opts = {

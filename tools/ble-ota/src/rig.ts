@@ -43,16 +43,13 @@ export async function startVirtualRig(options: SimOptions = {}): Promise<Virtual
   }
   const rigOptions: VirtualRigOptions = {};
   if (options.profile !== undefined) rigOptions.profile = options.profile;
-  // The firmware's secure default: the board takes images signed by the rig's key only
-  // (.ble-ota/rig-signing-key.pem, made on first use) and no lower secure_version than it runs.
+  // The rig's boards run the firmware's secure default: images signed by the rig's key only
+  // (.ble-ota/rig-signing-key.pem, made on first use); its path goes into refusal hints.
   const rigKey = options.insecure ? undefined : await sim.rigSigningKey();
-  const security = rigKey
-    ? { trustedKeyDigests: [rigKey.digest], antiRollback: true }
-    : sim.TAKES_ANY_IMAGE;
   rigOptions.boards = [
     {
       ...(options.chip !== undefined ? { chip: options.chip } : {}),
-      security,
+      ...(options.insecure ? { security: sim.TAKES_ANY_IMAGE } : {}),
     },
   ];
   const rig = await sim.startVirtualRig(rigOptions).catch((error: unknown) => {

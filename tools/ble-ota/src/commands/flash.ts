@@ -19,8 +19,6 @@ import {
   readDeviceInformation,
   readSignatures,
   readV2Info,
-  SignatureError,
-  signImage,
   type UploadAutoResult,
   type UploadProtocol,
   uploadAuto,
@@ -37,25 +35,15 @@ import { type CliIo, json, line } from '../io.ts';
 import { formatBytes, formatMs } from '../parse.ts';
 import { ProgressView } from '../progress.ts';
 import { openRadio, simOptions } from '../rig.ts';
-import { readKey } from './sign.ts';
+import { signLoadedImage } from './sign.ts';
 
 /** `image` signed with `keys` (Secure Boot v2 sector); an image already signed is refused. */
 async function signLoaded(image: LoadedImage, keys: string[]): Promise<LoadedImage> {
-  if (image.signatures !== undefined) {
-    throw new CliError(
-      ExitCode.USAGE,
-      `${image.path} is already signed (${image.signatures.blocks.length} signature block(s)); send it without --key, or pass the unsigned image`,
-    );
-  }
-  let bytes: Uint8Array;
-  try {
-    bytes = signImage(image.bytes, await Promise.all(keys.map(readKey)));
-  } catch (error) {
-    if (error instanceof SignatureError) {
-      throw new CliError(ExitCode.USAGE, error.message, { cause: error });
-    }
-    throw error;
-  }
+  const bytes = await signLoadedImage(
+    image,
+    keys,
+    'send it without --key, or pass the unsigned image',
+  );
   const signatures = readSignatures(bytes);
   return { ...image, bytes, ...(signatures ? { signatures } : {}) };
 }
@@ -382,6 +370,11 @@ function checkDevice(
 }
 
 /** A v2 refusal of an image that does not fit the device is the same failure as the pre-flight's. */
+/** A key file as a --key argument: relative to where the command runs, when it can be. */
+function keyArg(path: string): string {
+  return relative(process.cwd(), path) || path;
+}
+
 function explainUploadError(
   error: unknown,
   options: FlashOptions,
@@ -402,7 +395,7 @@ function explainUploadError(
   ) {
     return new CliError(
       ExitCode.DEVICE_REFUSED,
-      `${error.message}; the image is not signed, and the simulated board takes images signed by the rig's key only (its console gives the reason): add --key ${relative(process.cwd(), rigKeyPath) || rigKeyPath}, or --sim-insecure`,
+      `${error.message}; the image is not signed, and the simulated board takes images signed by the rig's key only (its console gives the reason): add --key ${keyArg(rigKeyPath)}, or --sim-insecure`,
       { cause: error },
     );
   }
@@ -424,7 +417,7 @@ function explainUploadError(
   ) {
     return new CliError(
       ExitCode.DEVICE_REFUSED,
-      `${error.message}. The simulated board takes images signed by the rig's key only: add --key ${relative(process.cwd(), rigKeyPath) || rigKeyPath}, or --sim-insecure for a board that takes anything`,
+      `${error.message}. The simulated board takes images signed by the rig's key only: add --key ${keyArg(rigKeyPath)}, or --sim-insecure for a board that takes anything`,
       { cause: error },
     );
   }

@@ -11,7 +11,7 @@ import {
 } from '@esp-ble-ota/protocol';
 import { CliError } from '../errors.ts';
 import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
-import { assertImageIntact, loadImage } from '../image.ts';
+import { assertImageIntact, type LoadedImage, loadImage } from '../image.ts';
 import { type CliIo, json, line } from '../io.ts';
 
 export interface SignOptions {
@@ -20,7 +20,7 @@ export interface SignOptions {
   json?: boolean;
 }
 
-export async function readKey(path: string): Promise<KeyObject> {
+async function readKey(path: string): Promise<KeyObject> {
   let pem: Buffer;
   try {
     pem = await readFile(path);
@@ -41,6 +41,33 @@ export async function readKey(path: string): Promise<KeyObject> {
   }
 }
 
+/**
+ * `image` with a Secure Boot v2 signature sector by the keys in `keyPaths` (at most 3). An image
+ * that is already signed, or a key that cannot sign, is a usage error; `alreadySigned` says what
+ * to do instead.
+ */
+export async function signLoadedImage(
+  image: LoadedImage,
+  keyPaths: readonly string[],
+  alreadySigned: string,
+): Promise<Uint8Array> {
+  if (image.signatures !== undefined) {
+    throw new CliError(
+      ExitCode.USAGE,
+      `${image.path} is already signed (${image.signatures.blocks.length} signature block(s)); ${alreadySigned}`,
+    );
+  }
+  const keys = await Promise.all(keyPaths.map(readKey));
+  try {
+    return signImage(image.bytes, keys);
+  } catch (error) {
+    if (error instanceof SignatureError) {
+      throw new CliError(ExitCode.USAGE, error.message, { cause: error });
+    }
+    throw error;
+  }
+}
+
 /** Where a signed copy of `path` goes by default: `app.bin` -> `app-signed.bin`, beside it. */
 export function signedPath(path: string): string {
   const ext = extname(path);
@@ -58,22 +85,11 @@ export async function signCommand(
 ): Promise<ExitCodeValue> {
   const image = await loadImage(path);
   assertImageIntact(image);
-  if (image.signatures !== undefined) {
-    throw new CliError(
-      ExitCode.USAGE,
-      `${path} is already signed (${image.signatures.blocks.length} signature block(s)); sign the unsigned image, with every --key at once`,
-    );
-  }
-  const keys = await Promise.all(options.key.map(readKey));
-  let signed: Uint8Array;
-  try {
-    signed = signImage(image.bytes, keys);
-  } catch (error) {
-    if (error instanceof SignatureError) {
-      throw new CliError(ExitCode.USAGE, error.message, { cause: error });
-    }
-    throw error;
-  }
+  const signed = await signLoadedImage(
+    image,
+    options.key,
+    'sign the unsigned image, with every --key at once',
+  );
   const output = options.output ?? signedPath(path);
   await writeFile(output, signed);
   const sig = readSignatures(signed);
