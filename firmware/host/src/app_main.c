@@ -38,6 +38,7 @@ typedef struct {
     int n_trusted;
     bool anti_rollback;
     const char *flash_journal;
+    ble_ota_link_security_t link_security;
 } app_args_t;
 
 static int prv_usage(void)
@@ -83,6 +84,10 @@ static int prv_parse(int argc, char **argv, app_args_t *a)
             a->anti_rollback = strcmp(v, "on") == 0;
         } else if (strcmp(argv[i], "--flash-journal") == 0) {
             a->flash_journal = v;
+        } else if (strcmp(argv[i], "--link-security") == 0) {
+            a->link_security = strcmp(v, "authenticated") == 0 ? BLE_OTA_LINK_AUTHENTICATED
+                               : strcmp(v, "encrypted") == 0   ? BLE_OTA_LINK_ENCRYPTED
+                                                               : BLE_OTA_LINK_OPEN;
         } else {
             return -1;
         }
@@ -280,6 +285,14 @@ int main(int argc, char **argv)
     }
     hp.sec.anti_rollback = a.anti_rollback;
     snprintf(hp.sec.efuse_path, sizeof(hp.sec.efuse_path), "%s.efuse", a.flash);
+    /* CONFIG_BLE_OTA_LINK_SECURITY: the rig's ATT server enforces it (the layout it serves says
+     * so per characteristic); the app reports it in v2 INFO and says it here. */
+    hp.sec.link_security = a.link_security;
+    if (a.link_security != BLE_OTA_LINK_OPEN) {
+        host_log('I', TAG_APP, "link: OTA writes need an %s link (%s)", ble_ota_link_security_name(a.link_security),
+                 a.link_security == BLE_OTA_LINK_AUTHENTICATED ? "pairing with MITM protection"
+                                                               : "pairing or bonding, Just Works included");
+    }
     if (hp.sec.require_signed || hp.sec.anti_rollback) {
         host_log('I', TAG_APP, "updates: %s%s (secure_version minimum %u)",
                  hp.sec.require_signed ? "signed only" : "unsigned accepted",

@@ -25,8 +25,8 @@ static void prv_usage(FILE *out)
             "                      [--power-cut-at N [--power-cut-mode skip|torn]] [--name NAME]\n"
             "                      [--reset-reason poweron|sw]\n"
             "                      [--restart-delay-ms MS] [--trusted-key-digest HEX]... [--anti-rollback on|off]\n"
-            "                      [--flash-journal FILE]\n"
-            "       ble-ota-device --gatt-json\n"
+            "                      [--flash-journal FILE] [--link-security open|encrypted|authenticated]\n"
+            "       ble-ota-device [--link-security LEVEL] --gatt-json\n"
             "chips: %s\n"
             "stdin/stdout carry the binary frames described in firmware/host/README.md.\n",
             host_chip_names());
@@ -92,11 +92,15 @@ int main(int argc, char **argv)
     int n_trusted = 0;
     const char *anti_rollback = NULL;
     const char *flash_journal = NULL;
+    const char *link_security = NULL;
+    ble_ota_link_security_t link_level = BLE_OTA_LINK_OPEN;
+    bool gatt_json = false;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(arg, "--gatt-json") == 0) {
-            return host_gatt_json_write(stdout, BLE_OTA_ACL_FROM_LL_COUNT, BLE_OTA_PREFERRED_MTU) == 0 ? 0 : 1;
+            gatt_json = true;
+            continue;
         } else if (strcmp(arg, "--create") == 0) {
             create = true;
             continue;
@@ -156,12 +160,30 @@ int main(int argc, char **argv)
             anti_rollback = v;
         } else if (strcmp(arg, "--flash-journal") == 0) {
             flash_journal = v;
+        } else if (strcmp(arg, "--link-security") == 0) {
+            int found = 0;
+            for (int level = BLE_OTA_LINK_OPEN; level <= BLE_OTA_LINK_AUTHENTICATED; level++) {
+                if (strcmp(v, ble_ota_link_security_name((ble_ota_link_security_t)level)) == 0) {
+                    link_level = (ble_ota_link_security_t)level;
+                    found = 1;
+                }
+            }
+            if (!found) {
+                fprintf(stderr, "ble-ota-device: --link-security is open, encrypted (pairing, Just Works included) or "
+                                "authenticated (pairing with MITM protection), got '%s'\n",
+                        v);
+                return 2;
+            }
+            link_security = v;
         } else {
             fprintf(stderr, "ble-ota-device: unknown option %s\n", arg);
             prv_usage(stderr);
             return 2;
         }
         i++;
+    }
+    if (gatt_json) {
+        return host_gatt_json_write(stdout, BLE_OTA_ACL_FROM_LL_COUNT, BLE_OTA_PREFERRED_MTU, link_level) == 0 ? 0 : 1;
     }
     if (flash_path == NULL) {
         fprintf(stderr, "ble-ota-device: --flash <flash.bin> is required\n");
@@ -288,6 +310,10 @@ int main(int argc, char **argv)
     if (anti_rollback != NULL) {
         app_argv[n++] = "--anti-rollback";
         app_argv[n++] = (char *)anti_rollback;
+    }
+    if (link_security != NULL) {
+        app_argv[n++] = "--link-security";
+        app_argv[n++] = (char *)link_security;
     }
     if (flash_journal != NULL) {
         app_argv[n++] = "--flash-journal";

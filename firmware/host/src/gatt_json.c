@@ -2,8 +2,13 @@
 
 #include "ble_ota_gatt.h"
 
-int host_gatt_json_write(FILE *out, unsigned acl_rx_buffers, unsigned preferred_mtu)
+int host_gatt_json_write(FILE *out, unsigned acl_rx_buffers, unsigned preferred_mtu,
+                         ble_ota_link_security_t link_security)
 {
+    const char *level = ble_ota_link_security_name(link_security);
+    if (level == NULL) {
+        return -1;
+    }
     static const struct {
         unsigned bit;
         const char *name;
@@ -36,7 +41,11 @@ int host_gatt_json_write(FILE *out, unsigned acl_rx_buffers, unsigned preferred_
                     first = 0;
                 }
             }
-            fputs("]}", out);
+            fputs("]", out);
+            if (chr->access & BLE_OTA_ACCESS_SECURED_WRITE) {
+                fprintf(out, ",\"writeSecurity\":\"%s\"", level);
+            }
+            fputs("}", out);
         }
         fputs("]}", out);
     }

@@ -26,6 +26,7 @@ typedef struct {
     int n_trusted;
     bool anti_rollback;
     char efuse_path[600];
+    ble_ota_link_security_t link_security; /* CONFIG_BLE_OTA_LINK_SECURITY */
 } host_security_t;
 
 typedef struct host_port {

@@ -2,8 +2,11 @@ import type { EventEmitter } from 'node:events';
 import type { Noble, NobleHciInternals } from './noble-types.ts';
 
 const ATT_CID = 0x0004;
+const SMP_CID = 0x0006;
 const ATT_OP_ERROR = 0x01;
+const SMP_PAIRING_FAILED = 0x05;
 const HCI_EVENT_PKT = 0x04;
+const EVT_ENCRYPT_CHANGE = 0x08;
 const EVT_NUMBER_OF_COMPLETED_PACKETS = 0x13;
 const EVT_DISCONN_COMPLETE = 0x05;
 
@@ -14,6 +17,11 @@ export interface AttErrorResponse {
   handle: number;
   status: number;
 }
+
+/** Why noble's pairing (LE legacy, Just Works: lib/hci-socket/smp.js) did not encrypt the link. */
+export type PairingFailure =
+  | { kind: 'refused'; smpReason: number }
+  | { kind: 'encryption'; hciStatus: number };
 
 /**
  * Watches the parts of noble's Linux HCI stack that its public API does not surface, for one
@@ -34,6 +42,7 @@ export class HciObserver {
   readonly #onSocketData: (data: Buffer) => void;
   readonly #socket: EventEmitter | undefined;
   #attErrorListener: ((error: AttErrorResponse) => void) | undefined;
+  #pairingListener: ((failure: PairingFailure) => void) | undefined;
   #creditWaiters = new Set<() => void>();
   #wakeScheduled = false;
 
@@ -44,8 +53,13 @@ export class HciObserver {
     this.#bindings = bindings;
     this.#peripheralId = peripheralId;
     this.#onAcl = (handle, cid, data) => {
-      if (cid !== ATT_CID || data[0] !== ATT_OP_ERROR || data.length < 5) return;
       if (handle !== this.connectionHandle) return;
+      if (cid === SMP_CID && data[0] === SMP_PAIRING_FAILED && data.length >= 2) {
+        // noble's smp.js drops the reason and its Gatt waits for ever: say it here.
+        this.#pairingListener?.({ kind: 'refused', smpReason: data[1] as number });
+        return;
+      }
+      if (cid !== ATT_CID || data[0] !== ATT_OP_ERROR || data.length < 5) return;
       this.#attErrorListener?.({
         requestOpcode: data[1] as number,
         handle: data.readUInt16LE(2),
@@ -53,8 +67,20 @@ export class HciObserver {
       });
     };
     this.#onSocketData = (data) => {
-      // Credits come back with Number Of Completed Packets; a disconnect frees them all.
       if (data[0] !== HCI_EVENT_PKT) return;
+      // Encryption Change: status, handle, enabled. noble ignores a failed one.
+      if (
+        data[1] === EVT_ENCRYPT_CHANGE &&
+        data.length >= 7 &&
+        data.readUInt16LE(4) === this.connectionHandle
+      ) {
+        const status = data[3] as number;
+        if (status !== 0 || data[6] === 0) {
+          this.#pairingListener?.({ kind: 'encryption', hciStatus: status });
+        }
+        return;
+      }
+      // Credits come back with Number Of Completed Packets; a disconnect frees them all.
       if (data[1] !== EVT_NUMBER_OF_COMPLETED_PACKETS && data[1] !== EVT_DISCONN_COMPLETE) return;
       this.#scheduleWake();
     };
@@ -104,6 +130,22 @@ export class HciObserver {
     this.#attErrorListener = listener;
   }
 
+  /** Told when the device refuses noble's pairing, or the link's encryption fails. */
+  onPairingFailure(listener: ((failure: PairingFailure) => void) | undefined): void {
+    this.#pairingListener = listener;
+  }
+
+  /**
+   * Whether noble's ATT client counts the link as encrypted. Until it does, an ATT error of
+   * "Insufficient Authentication", "Insufficient Authorization" or "Insufficient Encryption"
+   * makes noble pair and then send the same request again (lib/hci-socket/gatt.js).
+   */
+  get linkEncrypted(): boolean {
+    const handle = this.connectionHandle;
+    if (handle === undefined) return false;
+    return this.#bindings._gatts?.[handle]?._security === 'medium';
+  }
+
   /**
    * Resolve after the next credit return or disconnect, once noble has processed it (noble
    * flushes its queue asynchronously, hence the deferral to the next macrotask).
@@ -132,6 +174,7 @@ export class HciObserver {
     this.#hci.removeListener('aclDataPkt', this.#onAcl);
     this.#socket?.removeListener('data', this.#onSocketData);
     this.#attErrorListener = undefined;
+    this.#pairingListener = undefined;
     const waiters = [...this.#creditWaiters];
     this.#creditWaiters.clear();
     for (const wake of waiters) wake();

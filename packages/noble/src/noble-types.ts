@@ -67,6 +67,8 @@ export interface NoblePeripheral extends EventEmitter {
  */
 export interface NobleHciInternals {
   _handles?: Record<string, number | string>;
+  /** noble's ATT client per connection handle; `_security` turns 'medium' once encrypted. */
+  _gatts?: Record<number, { _security?: string } | undefined>;
   _hci?: EventEmitter & {
     _socket?: EventEmitter;
     _aclBuffers?: { length: number; num: number };

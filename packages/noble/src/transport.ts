@@ -7,6 +7,7 @@ import {
   formatUuid,
   type GattCharacteristic,
   type GattService,
+  InsecureLinkError,
   LinkLostError,
   MANUFACTURER_NAME_UUID,
   MODEL_NUMBER_UUID,
@@ -28,7 +29,7 @@ import {
   type WriteOptions,
 } from '@esp-ble-ota/protocol';
 import { withDeadline } from './deadline.ts';
-import { type AttErrorResponse, HciObserver } from './hci-observer.ts';
+import { type AttErrorResponse, HciObserver, type PairingFailure } from './hci-observer.ts';
 import { installNobleMtuHook } from './mtu.ts';
 import type { Noble, NobleCharacteristic, NoblePeripheral, NobleService } from './noble-types.ts';
 
@@ -102,6 +103,8 @@ interface Pending {
   request: boolean;
   /** undefined once settled: the entry still waits for noble's event, which then frees it. */
   settle: ((error: unknown, data?: Buffer) => void) | undefined;
+  /** The device asked for a more secure link and noble is pairing before it sends this again. */
+  awaitingPairing?: boolean;
 }
 
 interface CharacteristicSlot {
@@ -301,6 +304,7 @@ export class NobleTransport implements Transport {
 
       this.#observer = HciObserver.attach(this.#noble, peripheral.id);
       this.#observer?.onAttError((response) => this.#onAttError(response));
+      this.#observer?.onPairingFailure((failure) => this.#onPairingFailure(failure));
       this.#onPeripheralDisconnect = (reason?: number) => this.#handleDisconnect(reason);
       peripheral.once('disconnect', this.#onPeripheralDisconnect);
 
@@ -428,21 +432,52 @@ export class NobleTransport implements Transport {
     if (pending === undefined) return;
     const status = response.status;
     const operation = pending.kind === 'read' ? 'read' : 'write';
-    const error = new AttError(pending.characteristic, operation, status);
     const isRead =
       response.requestOpcode === ATT_OP_READ_REQ || response.requestOpcode === ATT_OP_READ_BLOB_REQ;
+    if (ATT_STATUSES_NOBLE_RETRIES.has(status) && this.#observer?.linkEncrypted === false) {
+      // noble pairs now and sends the same request again once the link is encrypted: the
+      // request goes on. If the pairing fails, #onPairingFailure settles it.
+      pending.awaitingPairing = true;
+      return;
+    }
+    const error = ATT_STATUSES_NOBLE_RETRIES.has(status)
+      ? new InsecureLinkError(pending.characteristic, { attStatus: status })
+      : new AttError(pending.characteristic, operation, status);
     const settle = pending.settle;
     pending.settle = undefined;
-    // noble still reports a failed read (as an empty value) and repeats a request after pairing
-    // for some statuses: those entries stay queued, without a caller, to absorb that event.
-    if (!(isRead && pending.kind === 'read') && !ATT_STATUSES_NOBLE_RETRIES.has(status)) {
-      for (const queue of [this.#reads, this.#notifyOps, ...this.#slots.map((s) => s.writes)]) {
-        const index = queue.indexOf(pending);
-        if (index >= 0) queue.splice(index, 1);
-      }
-      this.#request = undefined;
-    }
+    // noble still reports a failed read (as an empty value): that entry stays queued, without
+    // a caller, to absorb the event.
+    if (!(isRead && pending.kind === 'read')) this.#forget(pending);
     settle?.(error);
+  }
+
+  /**
+   * noble's pairing did not encrypt the link. noble's ATT client then waits for ever on the
+   * request that made it pair (lib/hci-socket/gatt.js ignores a failed pairing), so nothing
+   * more can be done on this link: the request fails with what the device said.
+   */
+  #onPairingFailure(failure: PairingFailure): void {
+    const pending = this.#request;
+    if (pending === undefined || !pending.awaitingPairing) return;
+    const settle = pending.settle;
+    pending.settle = undefined;
+    this.#forget(pending);
+    settle?.(
+      new InsecureLinkError(
+        pending.characteristic,
+        failure.kind === 'refused'
+          ? { smpReason: failure.smpReason }
+          : { hciStatus: failure.hciStatus },
+      ),
+    );
+  }
+
+  #forget(pending: Pending): void {
+    for (const queue of [this.#reads, this.#notifyOps, ...this.#slots.map((s) => s.writes)]) {
+      const index = queue.indexOf(pending);
+      if (index >= 0) queue.splice(index, 1);
+    }
+    if (this.#request === pending) this.#request = undefined;
   }
 
   #handleDisconnect(reason?: number): void {

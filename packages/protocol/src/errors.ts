@@ -30,7 +30,9 @@ export type OtaErrorCode =
   /** The device sent something the protocol does not allow at that point. */
   | 'PROTOCOL'
   /** A caller passed an argument outside its valid range. */
-  | 'BAD_ARGUMENT';
+  | 'BAD_ARGUMENT'
+  /** The device needs a more secure link than this central could set up (pairing). */
+  | 'INSECURE_LINK';
 
 export interface OtaErrorOptions {
   cause?: unknown;
@@ -159,6 +161,62 @@ export class AttError extends OtaError {
     this.name = 'AttError';
     this.status = status;
     this.characteristic = characteristic;
+  }
+}
+
+/** SMP Pairing Failed reasons (Core Vol 3 Part H 3.5.5). */
+const SMP_REASONS: Record<number, string> = {
+  1: 'passkey entry failed',
+  2: 'OOB not available',
+  3: 'authentication requirements',
+  4: 'confirm value failed',
+  5: 'pairing not supported',
+  6: 'encryption key size',
+  7: 'command not supported',
+  8: 'unspecified reason',
+  9: 'repeated attempts',
+  10: 'invalid parameters',
+  11: 'DHKey check failed',
+  12: 'numeric comparison failed',
+};
+
+export function smpReasonName(reason: number): string {
+  const hex = `0x${reason.toString(16).padStart(2, '0')}`;
+  const name = SMP_REASONS[reason];
+  return name === undefined ? hex : `${name} (${hex})`;
+}
+
+/**
+ * The device refused the write for the link's security (ATT "Insufficient Authentication" or
+ * "Insufficient Encryption") and the central could not make the link secure enough: the device
+ * refused its pairing, the encryption failed, or the pairing it can do (noble: LE legacy, Just
+ * Works) gives keys without the MITM protection the device needs.
+ */
+export class InsecureLinkError extends OtaError {
+  readonly characteristic: string;
+  /** The SMP Pairing Failed reason, when the device refused the pairing. */
+  readonly smpReason: number | undefined;
+  /** The HCI status of a failed Encryption Change. */
+  readonly hciStatus: number | undefined;
+  /** The ATT status of a write refused on a link that was already encrypted. */
+  readonly attStatus: number | undefined;
+
+  constructor(
+    characteristic: string,
+    failure: { smpReason?: number; hciStatus?: number; attStatus?: number },
+  ) {
+    const why =
+      failure.smpReason !== undefined
+        ? `the device refused to pair (SMP ${smpReasonName(failure.smpReason)}): it needs a pairing this central cannot do (noble pairs LE legacy Just Works only; a device built with CONFIG_BLE_OTA_LINK_SECURITY "authenticated" takes LE Secure Connections with a passkey)`
+        : failure.hciStatus !== undefined
+          ? `the link's encryption failed (HCI status 0x${failure.hciStatus.toString(16).padStart(2, '0')}); remove the device's bond on this computer and on the device, then try again`
+          : `the link is encrypted but the device still answers ATT ${attStatusName(failure.attStatus ?? 0)}: it needs keys from a pairing with MITM protection (passkey), which noble cannot do`;
+    super('INSECURE_LINK', `cannot write characteristic ${characteristic}: ${why}`);
+    this.name = 'InsecureLinkError';
+    this.characteristic = characteristic;
+    this.smpReason = failure.smpReason;
+    this.hciStatus = failure.hciStatus;
+    this.attStatus = failure.attStatus;
   }
 }
 

@@ -6,6 +6,12 @@ export {
   parseGattLayout,
 } from './att/gatt-layout.ts';
 export { VirtualPeripheral } from './att/peripheral.ts';
+export {
+  type LinkSecurityLevel,
+  type LinkSecurityState,
+  type PairingOutcome,
+  SmpReason,
+} from './att/smp.ts';
 export { UartBridge, uartBridgePath } from './console/uart-bridge.ts';
 export * from './device/flash-journal.ts';
 export * from './device/frames.ts';

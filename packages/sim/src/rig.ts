@@ -7,6 +7,7 @@ import { execa } from 'execa';
 import type { PeripheralApp, ReadResult } from './att/app.ts';
 import { type GattLayout, parseGattLayout } from './att/gatt-layout.ts';
 import type { VirtualPeripheral } from './att/peripheral.ts';
+import type { LinkSecurityLevel } from './att/smp.ts';
 import { UartBridge } from './console/uart-bridge.ts';
 import { type LinkTuningRequest, PHY_1M, PHY_2M } from './device/frames.ts';
 import {
@@ -97,11 +98,13 @@ export interface BoardOptions {
 export const TAKES_ANY_IMAGE: DeviceSecurity = Object.freeze({});
 
 /**
- * The firmware's secure default (CONFIG_BLE_OTA_REQUIRE_SIGNED, anti-rollback): updates signed
- * by the key with this digest only, and no secure_version below the one that confirmed itself.
+ * The firmware's secure default (CONFIG_BLE_OTA_REQUIRE_SIGNED, anti-rollback,
+ * CONFIG_BLE_OTA_LINK_SECURITY "encrypted"): updates signed by the key with this digest only,
+ * no secure_version below the one that confirmed itself, and OTA writes only on an encrypted
+ * link (the central pairs first; noble does so on its own).
  */
 export function signedUpdatesOnly(trustedKeyDigest: string): DeviceSecurity {
-  return { trustedKeyDigests: [trustedKeyDigest], antiRollback: true };
+  return { trustedKeyDigests: [trustedKeyDigest], antiRollback: true, linkSecurity: 'encrypted' };
 }
 
 /** One LINK_REQUEST of the firmware and what the link did with it. */
@@ -197,17 +200,21 @@ export function declaresV2(layout: GattLayout): boolean {
 }
 
 /** The GATT layout the firmware declares (ble_ota_gatt.h), as its host build exports it. */
-export async function readGattLayout(program = defaultDeviceProgram): Promise<GattLayout> {
-  const cached = layouts.get(program);
+export async function readGattLayout(
+  program = defaultDeviceProgram,
+  linkSecurity: LinkSecurityLevel = 'open',
+): Promise<GattLayout> {
+  const key = `${program}\0${linkSecurity}`;
+  const cached = layouts.get(key);
   if (cached) return cached;
   if (!existsSync(program)) {
     throw new Error(
       `simulated device program not found at ${program}: build it with \`pnpm --filter @esp-ble-ota/firmware-host build\``,
     );
   }
-  const { stdout } = await execa(program, ['--gatt-json']);
+  const { stdout } = await execa(program, ['--link-security', linkSecurity, '--gatt-json']);
   const layout = parseGattLayout(stdout, program);
-  layouts.set(program, layout);
+  layouts.set(key, layout);
   return layout;
 }
 
@@ -626,7 +633,7 @@ export async function startVirtualRig(options: VirtualRigOptions = {}): Promise<
     board.peripheral = radio.addPeripheral({
       address: opts.address,
       name: opts.name,
-      gatt: layout,
+      gatt: await readGattLayout(program, opts.security?.linkSecurity ?? 'open'),
       app: board,
       advertising: false,
       supports2M: opts.chip !== 'esp32',

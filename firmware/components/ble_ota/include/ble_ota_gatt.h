@@ -26,6 +26,26 @@ extern "C" {
 #define BLE_OTA_PROP_NOTIFY 0x10u
 #define BLE_OTA_PROP_INDICATE 0x20u
 
+/* Access bits of a characteristic (ble_ota_chr_def_t.access). */
+/* Writes change what the device will boot (the OTA characteristics): they need
+ * the link security the firmware is built with (CONFIG_BLE_OTA_LINK_SECURITY);
+ * reads stay open, so a scanner can read INFO and the version unpaired. */
+#define BLE_OTA_ACCESS_SECURED_WRITE 0x01u
+
+/* Link security the secured writes need, as NimBLE's characteristic flags say
+ * it: nothing, BLE_GATT_CHR_F_WRITE_ENC (an encrypted link: the peer paired or
+ * bonded, Just Works included), or BLE_GATT_CHR_F_WRITE_ENC |
+ * BLE_GATT_CHR_F_WRITE_AUTHEN (keys from a pairing with MITM protection:
+ * passkey, numeric comparison or OOB). */
+typedef enum {
+    BLE_OTA_LINK_OPEN = 0,
+    BLE_OTA_LINK_ENCRYPTED = 1,
+    BLE_OTA_LINK_AUTHENTICATED = 2,
+} ble_ota_link_security_t;
+
+/* "open", "encrypted", "authenticated"; NULL for a value out of range. */
+const char *ble_ota_link_security_name(ble_ota_link_security_t level);
+
 /* Small integer ids: ports and the host I/O protocol name characteristics by
  * these instead of by attribute handle, which depends on the stack. */
 typedef enum {
@@ -57,6 +77,7 @@ typedef struct {
     const char *name; /* for logs and the JSON export, e.g. "ota_control" */
     ble_ota_uuid_t uuid;
     uint8_t properties; /* BLE_OTA_PROP_* */
+    uint8_t access;     /* BLE_OTA_ACCESS_* */
 } ble_ota_chr_def_t;
 
 typedef struct {

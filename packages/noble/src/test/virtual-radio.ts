@@ -17,6 +17,7 @@ import {
   createNoble,
   ImmediateAirScheduler,
   installVirtualHci,
+  type LinkSecurityLevel,
   type PeripheralApp,
   type ReadResult,
   releaseNoble,
@@ -55,6 +56,16 @@ export const OTA_LAYOUT = {
     },
   ],
 };
+
+function layoutWith(writeSecurity: LinkSecurityLevel | undefined) {
+  const layout = structuredClone(OTA_LAYOUT) as {
+    services: Array<{ characteristics: Array<{ id: number; writeSecurity?: LinkSecurityLevel }> }>;
+  };
+  if (writeSecurity) {
+    for (const chr of layout.services[0]?.characteristics ?? []) chr.writeSecurity = writeSecurity;
+  }
+  return layout;
+}
 
 export interface RecordedWrite {
   chrId: number;
@@ -129,6 +140,8 @@ export function setupVirtual(options: {
   advertisedServiceUuids?: string[];
   /** The link model of every connection; only the first call of a test file decides it. */
   createLink?: () => AirScheduler;
+  /** Link security the OTA characteristics' writes need (the firmware's CONFIG_BLE_OTA_LINK_SECURITY). */
+  writeSecurity?: LinkSecurityLevel;
 }): VirtualSetup {
   radio ??= new VirtualRadio({
     createLink: options.createLink ?? (() => new ImmediateAirScheduler()),
@@ -138,7 +151,7 @@ export function setupVirtual(options: {
   const peripheral = radio.addPeripheral({
     address: options.address,
     name: options.name ?? 'esp32',
-    gatt: structuredClone(OTA_LAYOUT) as never,
+    gatt: layoutWith(options.writeSecurity) as never,
     app,
     ...(options.preferredMtu === undefined ? {} : { preferredMtu: options.preferredMtu }),
     ...(options.advertisedServiceUuids === undefined

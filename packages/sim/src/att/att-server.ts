@@ -10,6 +10,7 @@ import {
   UUID_PRIMARY_SERVICE,
   UUID_SECONDARY_SERVICE,
 } from './gatt-layout.ts';
+import type { LinkSecurityState } from './smp.ts';
 import { uuidFromBytes } from './uuid.ts';
 
 export const AttOp = {
@@ -61,7 +62,15 @@ export interface AttServerContext {
   mtuChanged(mtu: number): void;
   /** Told of each PDU dropped for being longer than the ATT MTU (see AttServer.handlePdu). */
   oversizeDropped?(pduLength: number, mtu: number): void;
+  /** The link's security now, and whether the device holds keys of this central; absent: open. */
+  linkSecurity?(): { state: LinkSecurityState; hasBond: boolean };
+  /** Told of each write refused for the link's security (a Write Command's is dropped unanswered). */
+  insecureWrite?(chrId: number, code: number, withResponse: boolean): void;
 }
+
+/** ATT error codes of a link not secure enough (Core Vol 3 Part F 3.4.1.1). */
+export const ATT_INSUFFICIENT_AUTHENTICATION = 0x05;
+export const ATT_INSUFFICIENT_ENCRYPTION = 0x0f;
 
 class AttRequestError extends Error {
   constructor(
@@ -333,6 +342,7 @@ export class AttServer {
     const handle = pdu.readUInt16LE(1);
     const attr = this.attribute(handle);
     this.checkWritable(attr);
+    this.checkWriteSecurity(attr, true);
     if (this.prepareQueue.length >= MAX_PREPARE_ENTRIES) {
       throw new AttRequestError(AttError.PrepareQueueFull, handle);
     }
@@ -397,8 +407,33 @@ export class AttServer {
     }
   }
 
+  /**
+   * NimBLE's ble_att_svr_check_perms for a write: a value that needs an encrypted link is refused
+   * on an unencrypted one with "Insufficient Encryption" if the device holds the central's keys
+   * (it only has to start encryption) and "Insufficient Authentication" otherwise (it must
+   * pair); one that needs MITM-protected keys is refused with "Insufficient Authentication" on
+   * a link encrypted with keys that have none.
+   */
+  private checkWriteSecurity(attr: Attribute, withResponse: boolean): void {
+    if (attr.kind.type !== 'value') return;
+    const chr = attr.kind.chr;
+    if (chr.writeSecurity === 'open') return;
+    const link = this.ctx.linkSecurity?.();
+    if (!link) return;
+    let code = 0;
+    if (!link.state.encrypted) {
+      code = link.hasBond ? ATT_INSUFFICIENT_ENCRYPTION : ATT_INSUFFICIENT_AUTHENTICATION;
+    } else if (chr.writeSecurity === 'authenticated' && !link.state.authenticated) {
+      code = ATT_INSUFFICIENT_AUTHENTICATION;
+    }
+    if (code === 0) return;
+    this.ctx.insecureWrite?.(chr.id, code, withResponse);
+    throw new AttRequestError(code, attr.handle);
+  }
+
   private async writeValue(attr: Attribute, value: Buffer, withResponse: boolean): Promise<void> {
     this.checkWritable(attr);
+    this.checkWriteSecurity(attr, withResponse);
     const kind = attr.kind;
     if (kind.type === 'cccd') {
       if (value.length !== 2)

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { LinkSecurityLevel } from './smp.ts';
 import { normalizeUuid, uuidToBytes } from './uuid.ts';
 
 /**
@@ -41,6 +42,11 @@ export interface GattCharacteristicDef {
   id: number;
   uuid: string;
   properties: GattProperty[];
+  /**
+   * Link security a write needs (NimBLE's BLE_GATT_CHR_F_WRITE_ENC / _AUTHEN): the firmware's
+   * CONFIG_BLE_OTA_LINK_SECURITY on its OTA characteristics. Absent: open.
+   */
+  writeSecurity?: LinkSecurityLevel;
 }
 
 /** Bit values of the characteristic declaration's properties octet (Core Vol 3 Part G 3.3.1.1). */
@@ -67,6 +73,7 @@ const gattLayoutSchema = z.object({
           id: z.number().int().nonnegative(),
           uuid: z.string().min(4),
           properties: z.array(z.enum(PROPERTY_NAMES)),
+          writeSecurity: z.enum(['open', 'encrypted', 'authenticated']).optional(),
         }),
       ),
     }),
@@ -134,6 +141,8 @@ export interface CharacteristicEntry {
   id: number;
   uuid: string;
   properties: number;
+  /** Link security a write of the value needs. */
+  writeSecurity: LinkSecurityLevel;
   declHandle: number;
   valueHandle: number;
   cccdHandle?: number;
@@ -215,6 +224,7 @@ export class AttributeDb {
           id: chrDef.id,
           uuid: normalizeUuid(chrDef.uuid),
           properties,
+          writeSecurity: chrDef.writeSecurity ?? 'open',
           declHandle: handle,
           valueHandle: handle + 1,
           service: svc,

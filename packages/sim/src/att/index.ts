@@ -1,5 +1,11 @@
 export { AttError, type PeripheralApp, type ReadResult } from './app.ts';
-export { ATT_DEFAULT_MTU, AttOp, AttServer } from './att-server.ts';
+export {
+  ATT_DEFAULT_MTU,
+  ATT_INSUFFICIENT_AUTHENTICATION,
+  ATT_INSUFFICIENT_ENCRYPTION,
+  AttOp,
+  AttServer,
+} from './att-server.ts';
 export {
   AttributeDb,
   type GattCharacteristicDef,
@@ -12,4 +18,15 @@ export {
   VirtualPeripheral,
   type VirtualPeripheralOptions,
 } from './peripheral.ts';
+export {
+  type Bond,
+  c1,
+  type LinkSecurityLevel,
+  type LinkSecurityState,
+  type PairingOutcome,
+  SmpOp,
+  SmpReason,
+  SmpResponder,
+  s1,
+} from './smp.ts';
 export { normalizeUuid, uuidFromBytes, uuidToBytes } from './uuid.ts';

@@ -6,6 +6,13 @@ import type { AirScheduler, Phy } from '../link/types.ts';
 import type { PeripheralApp } from './app.ts';
 import { ATT_DEFAULT_MTU, AttServer } from './att-server.ts';
 import { AttributeDb, type GattLayout } from './gatt-layout.ts';
+import {
+  type Bond,
+  type LinkSecurityLevel,
+  type LinkSecurityState,
+  type PairingOutcome,
+  SmpResponder,
+} from './smp.ts';
 import { normalizeUuid, uuidToBytes } from './uuid.ts';
 
 export interface VirtualPeripheralOptions {
@@ -47,6 +54,7 @@ export interface ConnectionParameters {
 interface PeripheralConnection {
   link: Connection;
   att: AttServer;
+  smp: SmpResponder;
   /** NimBLE's host task handles one PDU at a time; this chain keeps that order. */
   chain: Promise<void>;
 }
@@ -62,12 +70,23 @@ type PeripheralEvents = {
   attOversize: [conn: number, pduLength: number, mtu: number];
   /** The central applied new connection parameters on this connection. */
   connectionUpdated: [number];
+  /** A pairing on this connection ended: paired, refused by the device, or failed. */
+  pairing: [conn: number, outcome: PairingOutcome];
+  /** The link's encryption changed (HCI status 0: now encrypted). */
+  encryption: [conn: number, status: number, state: LinkSecurityState];
+  /** A write was refused for the link's security (ATT 0x05 or 0x0f; a Write Command is dropped). */
+  insecureWrite: [conn: number, chrId: number, code: number, withResponse: boolean];
 };
 
 /**
  * A BLE peripheral on the virtual radio: advertises, accepts one connection per central,
- * runs L2CAP (ATT, LE signaling, SMP refusal) and an ATT server over a GATT layout given as data,
+ * runs L2CAP (ATT, LE signaling, SMP) and an ATT server over a GATT layout given as data,
  * and hands reads, writes and subscriptions to a {@link PeripheralApp}.
+ *
+ * The link security its writes need comes from the layout (`writeSecurity`, the firmware's
+ * CONFIG_BLE_OTA_LINK_SECURITY): the ATT server refuses a write on a link not secure enough, and
+ * the security manager ({@link SmpResponder}) pairs with LE legacy Just Works and bonds. The
+ * bonds are the device's (NimBLE's store in NVS): they outlive connections and reboots.
  */
 export class VirtualPeripheral extends EventEmitter<PeripheralEvents> implements PeripheralEnd {
   readonly address: string;
@@ -86,6 +105,8 @@ export class VirtualPeripheral extends EventEmitter<PeripheralEvents> implements
   private nextConn = 1;
   private signalingId = 0;
   private readonly pendingSignaling = new Map<number, (accepted: boolean) => void>();
+  /** Bonds by central address, as NimBLE's store keeps them. */
+  readonly bonds = new Map<string, Bond>();
 
   constructor(private readonly options: VirtualPeripheralOptions) {
     super();
@@ -155,6 +176,26 @@ export class VirtualPeripheral extends EventEmitter<PeripheralEvents> implements
 
   mtu(conn: number): number | undefined {
     return this.conns.get(conn)?.att.mtu;
+  }
+
+  /** The security of an open connection (NimBLE's `sec_state`). */
+  linkSecurity(conn: number): LinkSecurityState | undefined {
+    const c = this.conns.get(conn);
+    return c ? { ...c.smp.state } : undefined;
+  }
+
+  /**
+   * The security the firmware's OTA writes need: the strictest `writeSecurity` in its layout
+   * (a firmware whose writes are all open has no security manager to pair with).
+   */
+  get requiredLinkSecurity(): LinkSecurityLevel {
+    const order: LinkSecurityLevel[] = ['open', 'encrypted', 'authenticated'];
+    let level = 0;
+    for (const svc of this.db.services) {
+      for (const chr of svc.characteristics)
+        level = Math.max(level, order.indexOf(chr.writeSecurity));
+    }
+    return order[level] ?? 'open';
   }
 
   /** The CCCD value the client wrote for `chrId` on `conn` (bit 0 notify, bit 1 indicate). */
@@ -306,8 +347,19 @@ export class VirtualPeripheral extends EventEmitter<PeripheralEvents> implements
         this.options.app.onMtu(conn, mtu);
       },
       oversizeDropped: (length, mtu) => this.emit('attOversize', conn, length, mtu),
+      linkSecurity: () => ({ state: smp.state, hasBond: smp.hasBond }),
+      insecureWrite: (chrId, code, withResponse) =>
+        this.emit('insecureWrite', conn, chrId, code, withResponse),
     });
-    this.conns.set(conn, { link, att, chain: Promise.resolve() });
+    const smp = new SmpResponder({
+      level: this.requiredLinkSecurity,
+      send: (pdu) => link.fromPeripheral(L2CAP_CID_SMP, pdu),
+      central: { address: link.centralAddress, random: false },
+      peripheral: { address: this.address, random: false },
+      bonds: this.bonds,
+      outcome: (o) => this.emit('pairing', conn, o),
+    });
+    this.conns.set(conn, { link, att, smp, chain: Promise.resolve() });
     // A legacy connectable advertiser stops when a connection is made.
     this.setAdvertising(false);
     this.options.app.onConnect(conn, ATT_DEFAULT_MTU);
@@ -332,10 +384,19 @@ export class VirtualPeripheral extends EventEmitter<PeripheralEvents> implements
       );
     } else if (cid === L2CAP_CID_LE_SIGNALING) {
       this.onSignaling(c, payload);
-    } else if (cid === L2CAP_CID_SMP) {
-      // Pairing is not modelled: refuse it the way a peripheral without a security manager does.
-      if (payload[0] === 0x01) c.link.fromPeripheral(L2CAP_CID_SMP, Buffer.from([0x05, 0x05]));
+    } else if (cid === L2CAP_CID_SMP && payload.length > 0) {
+      // NimBLE's host task handles SMP between ATT PDUs, in arrival order.
+      c.chain = c.chain.then(() => c.smp.handle(payload));
     }
+  }
+
+  /** The central's controller started encryption: see {@link PeripheralEnd.startEncryption}. */
+  startEncryption(conn: number, rand: Buffer, ediv: number, key: Buffer): number {
+    const c = this.conns.get(conn);
+    if (!c) return Status.UnknownConnectionId;
+    const status = c.smp.startEncryption(rand, ediv, key);
+    this.emit('encryption', conn, status, { ...c.smp.state });
+    return status;
   }
 
   linkClosed(conn: number, reason: number): void {

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
+import type { LinkSecurityLevel } from '../att/smp.ts';
 import type { CpuWorkKind } from '../link/device-cpu.ts';
 import {
   type DeviceEvent,
@@ -70,6 +71,11 @@ export interface DeviceSecurity {
   /** SHA-256 of each trusted public key, 64 hex digits (ble-ota keygen prints it); at most 3. */
   trustedKeyDigests?: string[];
   antiRollback?: boolean;
+  /**
+   * CONFIG_BLE_OTA_LINK_SECURITY: the link the OTA writes need. Absent: open (a firmware built
+   * without NimBLE's security manager).
+   */
+  linkSecurity?: LinkSecurityLevel;
 }
 
 /**
@@ -236,6 +242,7 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
     if (security?.antiRollback !== undefined) {
       args.push('--anti-rollback', security.antiRollback ? 'on' : 'off');
     }
+    if (security?.linkSecurity !== undefined) args.push('--link-security', security.linkSecurity);
     if (opts.restartDelayMs !== undefined) {
       args.push('--restart-delay-ms', String(opts.restartDelayMs));
     }

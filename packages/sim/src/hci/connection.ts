@@ -28,6 +28,11 @@ export interface PeripheralEnd {
   linkClosed(conn: number, reason: number): void;
   /** The central's controller applied a connection update (LE Connection Update Complete). */
   connectionUpdated?(conn: number): void;
+  /**
+   * The central started encryption with this key (LE Start Encryption): the HCI status of the
+   * Encryption Change (0 encrypted, 0x06 no such key, 0x3d the keys differ).
+   */
+  startEncryption?(conn: number, rand: Buffer, ediv: number, key: Buffer): number;
 }
 
 export type Initiator = 'central' | 'peripheral' | 'link';
@@ -49,6 +54,8 @@ export class Connection {
     private readonly central: CentralEnd,
     private readonly peripheral: PeripheralEnd,
     readonly scheduler: AirScheduler,
+    /** The central's public BD address (SMP's initiator address). */
+    readonly centralAddress = '00:00:00:00:00:00',
   ) {}
 
   /**

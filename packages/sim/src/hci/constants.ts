@@ -74,6 +74,7 @@ export const Status = {
   RemoteUserTerminated: 0x13,
   LocalHostTerminated: 0x16,
   UnsupportedRemoteFeature: 0x1a,
+  MicFailure: 0x3d,
 } as const;
 
 /** Maximum LE data channel PDU payload and its time on LE 1M (Core Vol 6 Part B 4.5.10). */

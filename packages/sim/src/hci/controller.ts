@@ -420,16 +420,31 @@ export class VirtualController implements CentralEnd {
         return;
       case Op.LeStartEncryption: {
         const handle = p.readUInt16LE(0) & 0x0fff;
-        if (!this.links.has(handle)) {
-          this.commandStatus(opcode, Status.UnknownConnectionId);
+        const link = this.links.get(handle);
+        if (!link || p.length < 28) {
+          this.commandStatus(opcode, link ? Status.InvalidParameters : Status.UnknownConnectionId);
           return;
         }
         this.commandStatus(opcode, Status.Success);
-        // The virtual peripheral has no keys: the encryption procedure fails the way a peer without the LTK makes it fail.
+        // The peripheral's host gives its key for (Rand, EDIV) and the link layers compare:
+        // encrypted, no such key (the peripheral's LTK negative reply), or different keys, which
+        // a real link finds as a MIC failure and drops.
+        const peer = this.peripheralAt(link.peripheralAddress);
+        const status =
+          peer?.startEncryption?.(
+            link.conn,
+            Buffer.from(p.subarray(2, 10)),
+            p.readUInt16LE(10),
+            Buffer.from(p.subarray(12, 28)),
+          ) ?? Status.PinOrKeyMissing;
+        if (status === Status.MicFailure) {
+          link.terminate('link', Status.MicFailure);
+          return;
+        }
         const ev = Buffer.alloc(4);
-        ev.writeUInt8(Status.PinOrKeyMissing, 0);
+        ev.writeUInt8(status, 0);
         ev.writeUInt16LE(handle, 1);
-        ev.writeUInt8(0, 3);
+        ev.writeUInt8(status === Status.Success ? 1 : 0, 3);
         this.event(EVT_ENCRYPT_CHANGE, ev);
         return;
       }
@@ -556,7 +571,7 @@ export class VirtualController implements CentralEnd {
     // Every connection starts at the default ATT MTU whatever the profile ends up negotiating.
     if (scheduler.params.attMtu !== 23) scheduler.setParams({ attMtu: 23 });
     const handle = this.allocateHandle();
-    const link = new Connection(handle, peer.address, this, peer, scheduler);
+    const link = new Connection(handle, peer.address, this, peer, scheduler, this.config.address);
     this.links.set(handle, link);
     this.inFlight.set(handle, 0);
     this.connectionComplete(Status.Success, link, req);

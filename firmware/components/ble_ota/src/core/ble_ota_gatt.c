@@ -27,6 +27,7 @@ static const ble_ota_chr_def_t s_ota_chrs[] = {
         UUID128(0x7a, 0xd6, 0x71, 0xaa, 0x21, 0xc0, 0x46, 0xa4, 0xb7, 0x22, 0x27, 0x0e, 0x3a, 0xe3,
                 0xd8, 0x30),
         BLE_OTA_PROP_READ | OTA_WRITE_PROPS | BLE_OTA_PROP_NOTIFY,
+        BLE_OTA_ACCESS_SECURED_WRITE,
     },
     {
         BLE_OTA_CHR_OTA_DATA,
@@ -35,6 +36,7 @@ static const ble_ota_chr_def_t s_ota_chrs[] = {
         UUID128(0x23, 0x40, 0x88, 0x88, 0x1f, 0x40, 0x4c, 0xd8, 0x9b, 0x89, 0xca, 0x8d, 0x45, 0xf8,
                 0xa5, 0xb0),
         OTA_WRITE_PROPS,
+        BLE_OTA_ACCESS_SECURED_WRITE,
     },
     {
         BLE_OTA_CHR_V2_CONTROL,
@@ -43,6 +45,7 @@ static const ble_ota_chr_def_t s_ota_chrs[] = {
         UUID128(0x44, 0xd9, 0x06, 0x18, 0x0f, 0x1a, 0x48, 0x04, 0xb9, 0xc7, 0xa5, 0xae, 0x29, 0x11,
                 0x8f, 0xfa),
         BLE_OTA_PROP_READ | BLE_OTA_PROP_WRITE | BLE_OTA_PROP_NOTIFY,
+        BLE_OTA_ACCESS_SECURED_WRITE,
     },
     {
         BLE_OTA_CHR_V2_DATA,
@@ -51,13 +54,14 @@ static const ble_ota_chr_def_t s_ota_chrs[] = {
         UUID128(0xfe, 0x4a, 0x13, 0x0e, 0x14, 0x30, 0x44, 0x9c, 0xbc, 0x25, 0x1c, 0x29, 0x9d, 0x40,
                 0x9d, 0xb4),
         BLE_OTA_PROP_WRITE_NO_RSP | BLE_OTA_PROP_WRITE,
+        BLE_OTA_ACCESS_SECURED_WRITE,
     },
 };
 
 static const ble_ota_chr_def_t s_dis_chrs[] = {
-    { BLE_OTA_CHR_DIS_MANUFACTURER, "manufacturer_name", UUID16(0x2A29), BLE_OTA_PROP_READ },
-    { BLE_OTA_CHR_DIS_MODEL, "model_number", UUID16(0x2A24), BLE_OTA_PROP_READ },
-    { BLE_OTA_CHR_DIS_FW_REV, "firmware_revision", UUID16(0x2A26), BLE_OTA_PROP_READ },
+    { BLE_OTA_CHR_DIS_MANUFACTURER, "manufacturer_name", UUID16(0x2A29), BLE_OTA_PROP_READ, 0 },
+    { BLE_OTA_CHR_DIS_MODEL, "model_number", UUID16(0x2A24), BLE_OTA_PROP_READ, 0 },
+    { BLE_OTA_CHR_DIS_FW_REV, "firmware_revision", UUID16(0x2A26), BLE_OTA_PROP_READ, 0 },
 };
 
 const ble_ota_svc_def_t ble_ota_gatt_services[BLE_OTA_SVC_COUNT] = {
@@ -76,6 +80,20 @@ const ble_ota_svc_def_t ble_ota_gatt_services[BLE_OTA_SVC_COUNT] = {
         sizeof(s_dis_chrs) / sizeof(s_dis_chrs[0]),
     },
 };
+
+const char *ble_ota_link_security_name(ble_ota_link_security_t level)
+{
+    switch (level) {
+    case BLE_OTA_LINK_OPEN:
+        return "open";
+    case BLE_OTA_LINK_ENCRYPTED:
+        return "encrypted";
+    case BLE_OTA_LINK_AUTHENTICATED:
+        return "authenticated";
+    default:
+        return NULL;
+    }
+}
 
 const ble_ota_chr_def_t *ble_ota_gatt_find_chr(ble_ota_chr_id_t id)
 {

@@ -19,6 +19,10 @@
 #include "nimble/nimble_port_freertos.h"
 #include "services/gap/ble_svc_gap.h"
 #include "services/gatt/ble_svc_gatt.h"
+#if CONFIG_BLE_OTA_LINK_SECURITY > 0
+#include "host/ble_store.h"
+#include "esp_random.h"
+#endif
 
 #include "ble_ota.h"
 #include "ble_ota_gatt.h"
@@ -32,7 +36,17 @@
 #error "ble_ota uses legacy advertising, which NimBLE compiles out with extended advertising: disable CONFIG_BT_NIMBLE_EXT_ADV"
 #endif
 
+#if CONFIG_BLE_OTA_LINK_SECURITY > 0 && !CONFIG_BT_NIMBLE_SECURITY_ENABLE
+#error "CONFIG_BLE_OTA_LINK_SECURITY needs NimBLE's security manager: enable CONFIG_BT_NIMBLE_SECURITY_ENABLE (or choose an open link)"
+#endif
+
 static const char *TAG = "ble_ota";
+
+#if CONFIG_BLE_OTA_LINK_SECURITY > 0
+/* NimBLE's persistent bond store (keys in NVS with CONFIG_BT_NIMBLE_NVS_PERSIST); declared by
+ * no public header in IDF v5, as its examples declare it. */
+void ble_store_config_init(void);
+#endif
 
 /* NimBLE keeps pointers into these tables after registration: static storage. */
 static ble_uuid_any_t s_svc_uuids[BLE_OTA_SVC_COUNT];
@@ -50,9 +64,19 @@ static uint8_t s_rx_buf[BLE_OTA_MAX_PACKET];
 
 static void prv_advertise(void);
 
-static ble_gatt_chr_flags prv_flags(uint8_t props)
+static ble_gatt_chr_flags prv_flags(uint8_t props, uint8_t access)
 {
     ble_gatt_chr_flags flags = 0;
+
+    /* CONFIG_BLE_OTA_LINK_SECURITY: NimBLE answers a write on an unencrypted link with ATT
+     * "Insufficient Authentication" (0x05; "Insufficient Encryption" if it holds the peer's
+     * keys), which makes the central pair; a Write Command is dropped. */
+    if ((access & BLE_OTA_ACCESS_SECURED_WRITE) && CONFIG_BLE_OTA_LINK_SECURITY >= BLE_OTA_LINK_ENCRYPTED) {
+        flags |= BLE_GATT_CHR_F_WRITE_ENC;
+    }
+    if ((access & BLE_OTA_ACCESS_SECURED_WRITE) && CONFIG_BLE_OTA_LINK_SECURITY >= BLE_OTA_LINK_AUTHENTICATED) {
+        flags |= BLE_GATT_CHR_F_WRITE_AUTHEN;
+    }
 
     if (props & BLE_OTA_PROP_READ) {
         flags |= BLE_GATT_CHR_F_READ;
@@ -131,7 +155,7 @@ static int prv_build_gatt_table(void)
             def->uuid = &s_chr_uuids[chr->id].u;
             def->access_cb = prv_access;
             def->arg = (void *)(uintptr_t)chr->id;
-            def->flags = prv_flags(chr->properties);
+            def->flags = prv_flags(chr->properties, chr->access);
             def->val_handle = &s_val_handles[chr->id];
         }
         next_chr++; /* terminator, already zeroed */
@@ -264,6 +288,48 @@ static int prv_gap_event(struct ble_gap_event *event, void *arg)
     case BLE_GAP_EVENT_MTU:
         ble_ota_on_mtu(event->mtu.conn_handle, event->mtu.value);
         return 0;
+#if CONFIG_BLE_OTA_LINK_SECURITY > 0
+    case BLE_GAP_EVENT_ENC_CHANGE: {
+        struct ble_gap_conn_desc desc;
+        if (event->enc_change.status == 0 && ble_gap_conn_find(event->enc_change.conn_handle, &desc) == 0) {
+            ESP_LOGI(TAG, "link: connection %u encrypted (%s, %s, key size %u)",
+                     (unsigned)event->enc_change.conn_handle,
+                     desc.sec_state.authenticated ? "authenticated" : "unauthenticated",
+                     desc.sec_state.bonded ? "bonded" : "not bonded", (unsigned)desc.sec_state.key_size);
+        } else {
+            ESP_LOGW(TAG, "link: connection %u not encrypted (status %d): OTA writes stay refused",
+                     (unsigned)event->enc_change.conn_handle, event->enc_change.status);
+        }
+        return 0;
+    }
+    case BLE_GAP_EVENT_REPEAT_PAIRING: {
+        /* A bonded central pairs again (it lost its keys, or a client such as noble keeps
+         * none): drop the old bond and let the new pairing go on, as NimBLE's examples do. */
+        struct ble_gap_conn_desc desc;
+        if (ble_gap_conn_find(event->repeat_pairing.conn_handle, &desc) == 0) {
+            ble_store_util_delete_peer(&desc.peer_id_addr);
+        }
+        return BLE_GAP_REPEAT_PAIRING_RETRY;
+    }
+    case BLE_GAP_EVENT_PASSKEY_ACTION: {
+        struct ble_sm_io io;
+        memset(&io, 0, sizeof(io));
+        io.action = event->passkey.params.action;
+        if (io.action != BLE_SM_IOACT_DISP) {
+            ESP_LOGW(TAG, "pairing asks for IO action %u, which this device cannot do", (unsigned)io.action);
+            return 0;
+        }
+#if CONFIG_BLE_OTA_PASSKEY > 0
+        io.passkey = CONFIG_BLE_OTA_PASSKEY;
+#else
+        io.passkey = esp_random() % 1000000u;
+#endif
+        /* The console is the device's display: whoever pairs must see it (or know the static one). */
+        ESP_LOGW(TAG, "pairing: passkey %06u", (unsigned)io.passkey);
+        ble_sm_inject_io(event->passkey.conn_handle, &io);
+        return 0;
+    }
+#endif
     case BLE_GAP_EVENT_SUBSCRIBE: {
         ble_ota_chr_id_t chr = prv_chr_of_handle(event->subscribe.attr_handle);
         if (chr != BLE_OTA_CHR_COUNT) {
@@ -394,6 +460,20 @@ esp_err_t ble_ota_nimble_start(const char *device_name)
     }
     ble_hs_cfg.sync_cb = prv_on_sync;
     ble_hs_cfg.reset_cb = prv_on_reset;
+#if CONFIG_BLE_OTA_LINK_SECURITY > 0
+    /* Bond, prefer LE Secure Connections, keep the keys in NVS. ENCRYPTED takes Just Works
+     * (no IO): a central that pairs at all gets an encrypted link. AUTHENTICATED shows a passkey
+     * on the console (CONFIG_BLE_OTA_PASSKEY, or a random one) and needs MITM protection. */
+    ble_hs_cfg.sm_bonding = 1;
+    ble_hs_cfg.sm_sc = 1;
+    ble_hs_cfg.sm_mitm = CONFIG_BLE_OTA_LINK_SECURITY >= BLE_OTA_LINK_AUTHENTICATED;
+    ble_hs_cfg.sm_io_cap =
+        CONFIG_BLE_OTA_LINK_SECURITY >= BLE_OTA_LINK_AUTHENTICATED ? BLE_HS_IO_DISPLAY_ONLY : BLE_HS_IO_NO_INPUT_OUTPUT;
+    ble_hs_cfg.sm_our_key_dist = BLE_SM_PAIR_KEY_DIST_ENC | BLE_SM_PAIR_KEY_DIST_ID;
+    ble_hs_cfg.sm_their_key_dist = BLE_SM_PAIR_KEY_DIST_ENC | BLE_SM_PAIR_KEY_DIST_ID;
+    ble_hs_cfg.store_status_cb = ble_store_util_status_rr;
+    ble_store_config_init();
+#endif
 
     ble_svc_gap_init();
     ble_svc_gatt_init();
