@@ -299,10 +299,12 @@ static inline int dh_boots_version(const char *flash, const char *version)
 }
 
 /* Runs ble-ota-device --gatt-json: its stdout into buf (NUL-terminated), returns its exit code. */
-static inline int dh_gatt_json(char *buf, size_t cap)
+static inline int dh_gatt_json_with(char *buf, size_t cap, const char *link_security)
 {
     dh_dev_t d;
-    const char *args[] = {"--gatt-json", NULL};
+    const char *plain[] = {"--gatt-json", NULL};
+    const char *with_level[] = {"--link-security", link_security, "--gatt-json", NULL};
+    const char **args = link_security != NULL ? with_level : plain;
     dh_spawn(&d, args);
     close(d.in);
     size_t got = 0;
@@ -319,6 +321,11 @@ static inline int dh_gatt_json(char *buf, size_t cap)
         return -1;
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static inline int dh_gatt_json(char *buf, size_t cap)
+{
+    return dh_gatt_json_with(buf, cap, NULL);
 }
 
 /* An ESP32 app image carrying the host app (what the bootloader execs), with this version. */

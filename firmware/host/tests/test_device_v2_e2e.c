@@ -523,9 +523,9 @@ TEST(gatt_json_exports_the_v2_characteristics)
     char buf[4096];
     CHECK_EQ_INT(dh_gatt_json(buf, sizeof(buf)), 0);
     CHECK_CONTAINS(buf, "{\"id\":5,\"name\":\"v2_control\",\"uuid\":\"44d90618-0f1a-4804-b9c7-a5ae29118ffa\","
-                        "\"properties\":[\"read\",\"write\",\"notify\"]}");
+                        "\"properties\":[\"read\",\"write\",\"notify\"],\"writeSecurity\":\"open\"}");
     CHECK_CONTAINS(buf, "{\"id\":6,\"name\":\"v2_data\",\"uuid\":\"fe4a130e-1430-449c-bc25-1c299d409db4\","
-                        "\"properties\":[\"write\",\"writeWithoutResponse\"]}");
+                        "\"properties\":[\"write\",\"writeWithoutResponse\"],\"writeSecurity\":\"open\"}");
     /* then the controller's receive buffering, from firmware/sdkconfig.defaults, for the rig */
     char want[128];
     snprintf(want, sizeof(want), "]}],\"controller\":{\"aclRxBuffers\":%u,\"preferredMtu\":%u}}\n",
@@ -533,6 +533,17 @@ TEST(gatt_json_exports_the_v2_characteristics)
     size_t n = strlen(buf), wn = strlen(want);
     CHECK(n > wn && strcmp(buf + n - wn, want) == 0);
     CHECK(strncmp(buf, "{\"services\":[", 13) == 0);
+    /* CONFIG_BLE_OTA_LINK_SECURITY: every OTA write needs it, the Device Information reads do not */
+    CHECK_EQ_INT(dh_gatt_json_with(buf, sizeof(buf), "encrypted"), 0);
+    const char *p = buf;
+    int secured = 0;
+    while ((p = strstr(p, "\"writeSecurity\":\"encrypted\"")) != NULL) {
+        secured++;
+        p++;
+    }
+    CHECK_EQ_INT(secured, 4);
+    CHECK(strstr(buf, "\"name\":\"model_number\",\"uuid\":\"2a24\",\"properties\":[\"read\"]}") != NULL);
+    CHECK_EQ_INT(dh_gatt_json_with(buf, sizeof(buf), "sloppy"), 2);
     CHECK_EQ_INT(BLE_OTA_TEST_ACL_FROM_LL_COUNT, sdkconfig_int(BLE_OTA_TEST_SDKCONFIG_DEFAULTS,
                                                                "CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT", 24));
     CHECK_EQ_INT(BLE_OTA_TEST_PREFERRED_MTU,

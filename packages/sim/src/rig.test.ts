@@ -92,10 +92,16 @@ describe('virtual rig, through the real noble package and a real pty', () => {
     const console = watchConsole(board.serialPath);
     const image = await appImage('2.0.0-rig-test', join(board.flashPath, '..'));
 
+    const pairings: string[] = [];
+    board.peripheral.on('pairing', (_conn, outcome) => pairings.push(outcome.result));
     const p = await findByName(rig.noble, 'esp32');
     expect(p.address).toBe(board.address);
     await p.connectAsync();
     const result = await runBaselineExchange(p, image);
+    // The firmware's secure default: its OTA writes need an encrypted link, so noble's first
+    // write made it pair (LE legacy Just Works) and the device kept the bond.
+    expect(pairings).toEqual(['paired']);
+    expect(board.peripheral.bonds.size).toBe(1);
 
     expect(result.packetSize).toBe(253); // noble asks for MTU 256; the firmware prefers 517
     expect(result.packets).toBe(Math.ceil(image.length / 253));
@@ -110,6 +116,7 @@ describe('virtual rig, through the real noble package and a real pty', () => {
     expect(version).toBe('2.0.0-rig-test');
     await console.waitFor(/ble_ota: Running partition: ota_1 at 0x200000, state pending-verify/);
     await console.waitFor(/main: new image confirmed/);
+    await console.waitFor(/ble_ota_host: link: OTA writes need an encrypted link \(pairing or bonding/);
     await board.waitReady();
     expect(board.device.state).toBe('running');
     expect(board.boots).toBe(2);
