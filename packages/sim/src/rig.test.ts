@@ -116,7 +116,9 @@ describe('virtual rig, through the real noble package and a real pty', () => {
     expect(version).toBe('2.0.0-rig-test');
     await console.waitFor(/ble_ota: Running partition: ota_1 at 0x200000, state pending-verify/);
     await console.waitFor(/main: new image confirmed/);
-    await console.waitFor(/ble_ota_host: link: OTA writes need an encrypted link \(pairing or bonding/);
+    await console.waitFor(
+      /ble_ota_host: link: OTA writes need an encrypted link \(pairing or bonding/,
+    );
     await board.waitReady();
     expect(board.device.state).toBe('running');
     expect(board.boots).toBe(2);
