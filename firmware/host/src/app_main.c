@@ -39,6 +39,7 @@ typedef struct {
     bool anti_rollback;
     const char *flash_journal;
     ble_ota_link_security_t link_security;
+    bool allow_downgrade;
 } app_args_t;
 
 static int prv_usage(void)
@@ -84,6 +85,8 @@ static int prv_parse(int argc, char **argv, app_args_t *a)
             a->anti_rollback = strcmp(v, "on") == 0;
         } else if (strcmp(argv[i], "--flash-journal") == 0) {
             a->flash_journal = v;
+        } else if (strcmp(argv[i], "--allow-downgrade") == 0) {
+            a->allow_downgrade = strcmp(v, "on") == 0;
         } else if (strcmp(argv[i], "--link-security") == 0) {
             a->link_security = strcmp(v, "authenticated") == 0 ? BLE_OTA_LINK_AUTHENTICATED
                                : strcmp(v, "encrypted") == 0   ? BLE_OTA_LINK_ENCRYPTED
@@ -288,15 +291,17 @@ int main(int argc, char **argv)
     /* CONFIG_BLE_OTA_LINK_SECURITY: the rig's ATT server enforces it (the layout it serves says
      * so per characteristic); the app reports it in v2 INFO and says it here. */
     hp.sec.link_security = a.link_security;
+    hp.sec.allow_downgrade = a.allow_downgrade;
     if (a.link_security != BLE_OTA_LINK_OPEN) {
         host_log('I', TAG_APP, "link: OTA writes need an %s link (%s)", ble_ota_link_security_name(a.link_security),
                  a.link_security == BLE_OTA_LINK_AUTHENTICATED ? "pairing with MITM protection"
                                                                : "pairing or bonding, Just Works included");
     }
     if (hp.sec.require_signed || hp.sec.anti_rollback) {
-        host_log('I', TAG_APP, "updates: %s%s (secure_version minimum %u)",
+        host_log('I', TAG_APP, "updates: %s%s (secure_version minimum %u)%s",
                  hp.sec.require_signed ? "signed only" : "unsigned accepted",
-                 hp.sec.anti_rollback ? ", anti-rollback on" : "", (unsigned)host_port_min_secure_version(&hp));
+                 hp.sec.anti_rollback ? ", anti-rollback on" : "", (unsigned)host_port_min_secure_version(&hp),
+                 hp.sec.allow_downgrade ? ", an older app version on request" : "");
     }
     const host_part_t *running = host_ptable_ota(&hp.dev.table, a.slot);
     esp_app_desc_t desc;

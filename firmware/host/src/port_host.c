@@ -645,6 +645,36 @@ static int prv_link_request(void *ctx, uint16_t conn, const ble_ota_link_request
     return host_io_frame(HOST_FRAME_LINK_REQUEST, f, n, NULL, 0) == 0 ? BLE_OTA_OK : BLE_OTA_ERR_STATE;
 }
 
+static void prv_security(void *ctx, ble_ota_security_t *out)
+{
+    host_port_t *hp = ctx;
+
+    memset(out, 0, sizeof(*out));
+    out->signed_only = hp->sec.require_signed;
+    out->anti_rollback = hp->sec.anti_rollback;
+    out->min_secure_version = hp->sec.anti_rollback ? host_port_min_secure_version(hp) : 0u;
+    out->allow_downgrade = hp->sec.allow_downgrade;
+    out->link_security = hp->sec.link_security;
+}
+
+static int prv_verify_signature_blocks(void *ctx, const uint8_t *blocks, size_t count, uint8_t digest[32])
+{
+    host_port_t *hp = ctx;
+    char err[200];
+
+    switch (host_sbv2_verify_blocks(blocks, count, (const uint8_t(*)[32])hp->sec.trusted, hp->sec.n_trusted, digest,
+                                    err, sizeof(err))) {
+    case HOST_SBV2_OK:
+        return BLE_OTA_OK;
+    case HOST_SBV2_UNTRUSTED_KEY:
+        host_log('E', "secure_boot_v2", "manifest: %s", err);
+        return BLE_OTA_ERR_UNTRUSTED_KEY;
+    default:
+        host_log('E', "secure_boot_v2", "manifest: %s", err);
+        return BLE_OTA_ERR_BAD_SIGNATURE;
+    }
+}
+
 void host_port_v2(host_port_t *hp, ble_ota_port_v2_t *v2)
 {
     const host_part_t *p = host_ptable_ota(&hp->dev.table, hp->running_slot);
@@ -677,6 +707,8 @@ void host_port_v2(host_port_t *hp, ble_ota_port_v2_t *v2)
     v2->inflate_update = prv_inflate_update;
     v2->inflate_finish = prv_inflate_finish;
     v2->link_request = prv_link_request;
+    v2->security = prv_security;
+    v2->verify_signature_blocks = prv_verify_signature_blocks;
 }
 
 void host_port_deinit(host_port_t *hp)

@@ -27,6 +27,7 @@ typedef struct {
     bool anti_rollback;
     char efuse_path[600];
     ble_ota_link_security_t link_security; /* CONFIG_BLE_OTA_LINK_SECURITY */
+    bool allow_downgrade;                  /* CONFIG_BLE_OTA_ALLOW_DOWNGRADE */
 } host_security_t;
 
 typedef struct host_port {

@@ -98,12 +98,12 @@ static EVP_PKEY *prv_ec_key(const uint8_t *key)
     return pkey;
 }
 
-/* The block's signature over `signed_data`, with the block's own key. */
-static bool prv_signature_holds(const uint8_t *block, const uint8_t *signed_data, size_t signed_len)
+/* The block's signature over the SHA-256 `digest` of the signed data, with the block's own key
+ * (espsecure signs the digest as a prehashed SHA-256 message, as the ROM verifies it). */
+static bool prv_signature_holds(const uint8_t *block, const uint8_t digest[32])
 {
     bool rsa = block[1] == VERSION_RSA;
     EVP_PKEY *pkey = rsa ? prv_rsa_key(block + KEY_AT) : prv_ec_key(block + KEY_AT);
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
     EVP_PKEY_CTX *pctx = NULL;
     uint8_t sig[RSA_BYTES];
     uint8_t der[80];
@@ -111,7 +111,7 @@ static bool prv_signature_holds(const uint8_t *block, const uint8_t *signed_data
     const uint8_t *sig_ptr = sig;
     bool ok = false;
 
-    if (pkey == NULL || md == NULL) {
+    if (pkey == NULL) {
         goto out;
     }
     if (rsa) {
@@ -139,38 +139,34 @@ static bool prv_signature_holds(const uint8_t *block, const uint8_t *signed_data
         sig_ptr = der;
         ECDSA_SIG_free(es);
     }
-    if (EVP_DigestVerifyInit(md, &pctx, EVP_sha256(), NULL, pkey) != 1) {
+    pctx = EVP_PKEY_CTX_new(pkey, NULL);
+    if (pctx == NULL || EVP_PKEY_verify_init(pctx) != 1 || EVP_PKEY_CTX_set_signature_md(pctx, EVP_sha256()) != 1) {
         goto out;
     }
     if (rsa && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
                 EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) != 1 || EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) != 1)) {
         goto out;
     }
-    ok = EVP_DigestVerify(md, sig_ptr, sig_len, signed_data, signed_len) == 1;
+    ok = EVP_PKEY_verify(pctx, sig_ptr, sig_len, digest, 32) == 1;
     /* On the chip: one public-key operation on the image digest computed once (below) */
     host_io_cpu_work(rsa ? HOST_CPU_RSA3072_VERIFY : HOST_CPU_ECDSA_P256_VERIFY, 1);
 out:
-    EVP_MD_CTX_free(md);
+    EVP_PKEY_CTX_free(pctx);
     EVP_PKEY_free(pkey);
     return ok;
 }
 
-host_sbv2_result_t host_sbv2_verify(const uint8_t *data, size_t len, const uint8_t (*trusted)[32], int n_trusted,
-                                    char *err, size_t errlen)
+/* Checks up to `max` blocks from `blocks`: each over `digest`, or (digest NULL) over the image
+ * digest it carries itself; *verified gets the digest of the block that held. */
+static host_sbv2_result_t prv_check_blocks(const uint8_t *blocks, int max, const uint8_t *digest,
+                                           const uint8_t (*trusted)[32], int n_trusted, uint8_t verified[32],
+                                           char *err, size_t errlen)
 {
-    size_t at = host_sbv2_sector_offset(data, len);
-    uint8_t digest[32];
-    int blocks = 0;
+    int seen = 0;
     bool trusted_seen = false;
 
-    if (at == 0) {
-        snprintf(err, errlen, "the image is not signed (no Secure Boot v2 signature sector at its end)");
-        return HOST_SBV2_UNSIGNED;
-    }
-    (void)EVP_Digest(data, at, digest, NULL, EVP_sha256(), NULL);
-    host_io_cpu_work(HOST_CPU_SHA256, (uint32_t)at);
-    for (int i = 0; i < HOST_SBV2_MAX_KEYS; i++) {
-        const uint8_t *block = data + at + (size_t)i * HOST_SBV2_BLOCK;
+    for (int i = 0; i < max; i++) {
+        const uint8_t *block = blocks + (size_t)i * HOST_SBV2_BLOCK;
         uint8_t key_digest[32];
         size_t key_len;
         bool is_trusted = false;
@@ -178,7 +174,7 @@ host_sbv2_result_t host_sbv2_verify(const uint8_t *data, size_t len, const uint8
         if (block[0] != MAGIC || (block[1] != VERSION_RSA && block[1] != VERSION_ECDSA)) {
             break;
         }
-        blocks++;
+        seen++;
         key_len = block[1] == VERSION_RSA ? RSA_KEY_LEN : ECDSA_KEY_LEN;
         if (block[1] == VERSION_ECDSA && block[KEY_AT] != 2u) {
             continue; /* P-192: not a curve this firmware accepts */
@@ -195,24 +191,52 @@ host_sbv2_result_t host_sbv2_verify(const uint8_t *data, size_t len, const uint8
             snprintf(err, errlen, "signature block %d (a trusted key) is damaged: its CRC is wrong", i + 1);
             continue;
         }
-        if (memcmp(block + DIGEST_AT, digest, 32) != 0) {
+        if (digest != NULL && memcmp(block + DIGEST_AT, digest, 32) != 0) {
             snprintf(err, errlen, "signature block %d (a trusted key) names another image digest: the image changed "
                                   "after it was signed",
                      i + 1);
             continue;
         }
-        if (!prv_signature_holds(block, data, at)) {
+        if (!prv_signature_holds(block, block + DIGEST_AT)) {
             snprintf(err, errlen, "signature block %d (a trusted key) does not verify: the image changed after it "
                                   "was signed, or the signature is forged",
                      i + 1);
             continue;
         }
+        memcpy(verified, block + DIGEST_AT, 32);
         return HOST_SBV2_OK;
     }
     if (trusted_seen) {
         return HOST_SBV2_BAD_SIGNATURE;
     }
     snprintf(err, errlen, "none of the %d signature block(s) is by a key this device trusts (%d trusted key digest(s))",
-             blocks, n_trusted);
+             seen, n_trusted);
     return HOST_SBV2_UNTRUSTED_KEY;
+}
+
+host_sbv2_result_t host_sbv2_verify(const uint8_t *data, size_t len, const uint8_t (*trusted)[32], int n_trusted,
+                                    char *err, size_t errlen)
+{
+    size_t at = host_sbv2_sector_offset(data, len);
+    uint8_t digest[32];
+    uint8_t verified[32];
+
+    if (at == 0) {
+        snprintf(err, errlen, "the image is not signed (no Secure Boot v2 signature sector at its end)");
+        return HOST_SBV2_UNSIGNED;
+    }
+    (void)EVP_Digest(data, at, digest, NULL, EVP_sha256(), NULL);
+    host_io_cpu_work(HOST_CPU_SHA256, (uint32_t)at);
+    return prv_check_blocks(data + at, HOST_SBV2_MAX_KEYS, digest, trusted, n_trusted, verified, err, errlen);
+}
+
+host_sbv2_result_t host_sbv2_verify_blocks(const uint8_t *blocks, size_t count, const uint8_t (*trusted)[32],
+                                           int n_trusted, uint8_t digest[32], char *err, size_t errlen)
+{
+    if (count == 0u || count > HOST_SBV2_MAX_KEYS) {
+        snprintf(err, errlen, "a manifest carries 1 to %d signature blocks, not %u", HOST_SBV2_MAX_KEYS,
+                 (unsigned)count);
+        return HOST_SBV2_BAD_SIGNATURE;
+    }
+    return prv_check_blocks(blocks, (int)count, NULL, trusted, n_trusted, digest, err, errlen);
 }

@@ -30,6 +30,14 @@ typedef enum {
 host_sbv2_result_t host_sbv2_verify(const uint8_t *data, size_t len, const uint8_t (*trusted)[32], int n_trusted,
                                     char *err, size_t errlen);
 
+/*
+ * Checks `count` signature blocks on their own (a v2 manifest at BEGIN, before any of the image
+ * is there): the first block by a trusted key whose CRC holds and whose signature verifies over
+ * the image digest it carries gives OK and that digest.
+ */
+host_sbv2_result_t host_sbv2_verify_blocks(const uint8_t *blocks, size_t count, const uint8_t (*trusted)[32],
+                                           int n_trusted, uint8_t digest[32], char *err, size_t errlen);
+
 /* Where the signature sector starts, or 0 when `data` does not end in one. */
 size_t host_sbv2_sector_offset(const uint8_t *data, size_t len);
 

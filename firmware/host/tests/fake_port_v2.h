@@ -28,6 +28,8 @@ typedef struct {
     bool no_2m;
     uint32_t fail_erase_at; /* 1-based slot_erase call that fails */
     uint32_t open_erases;   /* bytes slot_open erases, as esp_ota_begin(first block) does */
+    ble_ota_security_t sec; /* what the firmware enforces */
+    int verify_rc;          /* what verify_signature_blocks answers */
 
     /* observed */
     uint8_t mem[FV2_SLOT_SIZE];
@@ -43,6 +45,8 @@ typedef struct {
     uint32_t n_notes;
     ble_ota_link_request_t links[8];
     uint32_t n_links;
+    uint32_t verify_calls;
+    size_t verify_count; /* blocks the last verify_signature_blocks call was given */
 
     z_stream zs;
     bool zs_running;
@@ -205,10 +209,29 @@ static int fv2_link_request(void *ctx, uint16_t conn, const ble_ota_link_request
     return req->kind == BLE_OTA_LINK_PHY && fv2.no_2m ? BLE_OTA_ERR_UNSUPPORTED : BLE_OTA_OK;
 }
 
+static void fv2_security(void *ctx, ble_ota_security_t *out)
+{
+    (void)ctx;
+    *out = fv2.sec;
+}
+
+/* Answers verify_rc; on OK the digest is the first block's (bytes 4..36, as in a real block). */
+static int fv2_verify_signature_blocks(void *ctx, const uint8_t *blocks, size_t count, uint8_t digest[32])
+{
+    (void)ctx;
+    fv2.verify_calls++;
+    fv2.verify_count = count;
+    if (fv2.verify_rc == BLE_OTA_OK) {
+        memcpy(digest, blocks + 4, 32);
+    }
+    return fv2.verify_rc;
+}
+
 static const ble_ota_port_v2_t fake_v2_port = {
     fv2_running_sha256, fv2_chip_id,       fv2_slot_size,      fv2_slot_open,
     fv2_slot_erase,     fv2_slot_write_at, fv2_crc32,          fv2_inflate_start,
-    fv2_inflate_update, fv2_inflate_finish, fv2_link_request,
+    fv2_inflate_update, fv2_inflate_finish, fv2_link_request,  fv2_security,
+    fv2_verify_signature_blocks,
 };
 
 static ble_ota_port_t fv2_base_port;

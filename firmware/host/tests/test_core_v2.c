@@ -260,9 +260,9 @@ TEST(info_describes_the_device)
     REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
     connect_as(CONN);
     REQUIRE_EQ_INT(ble_ota_on_read(CONN, BLE_OTA_CHR_V2_CONTROL, info, sizeof(info), &len), 0);
-    REQUIRE_EQ_INT(len, 114);
+    REQUIRE_EQ_INT(len, 119);
     CHECK_EQ_INT(info[0], 2);
-    CHECK_EQ_HEX(info[1], 0x03); /* deflate, resume */
+    CHECK_EQ_HEX(info[1], 0x07); /* deflate, resume, manifest */
     CHECK_EQ_INT(info[2] | info[3] << 8, 9);
     CHECK_EQ_HEX(get_u32(&info[4]), FV2_SLOT_SIZE);
     CHECK_EQ_INT(info[8] | info[9] << 8, MTU - 3);
@@ -271,6 +271,16 @@ TEST(info_describes_the_device)
     CHECK_MEM_EQ(&info[46], version, 32);
     CHECK_EQ_INT(get_u32(&info[78]), 0);
     CHECK_EQ_INT(info[82] | info[113], 0);
+    CHECK_EQ_HEX(info[114], 0x00); /* nothing enforced */
+    CHECK_EQ_INT(get_u32(&info[115]), 0);
+    /* what the firmware enforces: signed only, anti-rollback from secure_version 4, an encrypted link */
+    fv2.sec.signed_only = true;
+    fv2.sec.anti_rollback = true;
+    fv2.sec.min_secure_version = 4;
+    fv2.sec.link_security = BLE_OTA_LINK_ENCRYPTED;
+    REQUIRE_EQ_INT(ble_ota_on_read(CONN, BLE_OTA_CHR_V2_CONTROL, info, sizeof(info), &len), 0);
+    CHECK_EQ_HEX(info[114], 0x13);
+    CHECK_EQ_INT(get_u32(&info[115]), 4);
     CHECK_EQ_INT(ble_ota_on_read(CONN, BLE_OTA_CHR_V2_CONTROL, info, 100, &len), BLE_OTA_ATT_ERR_INSUFFICIENT_RES);
     CHECK_EQ_INT(ble_ota_on_read(CONN, BLE_OTA_CHR_V2_DATA, info, sizeof(info), &len),
                  BLE_OTA_ATT_ERR_READ_NOT_PERMITTED);
@@ -789,17 +799,24 @@ TEST(a_begin_whose_link_drops_before_the_writer_runs_it_leaves_the_session_free)
     CHECK_EQ_INT(end_status(CONN_B), 0);
     CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
 
-    /* END and ABORT from a new link after such a BEGIN are not BUSY either */
+    /* END from a new link after such a BEGIN is NO_SESSION (BEGIN first); ABORT is BUSY: the
+     * held session is its owner's, and only a BEGIN that resumes it makes the new link that */
     REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
     connect_as(CONN);
     REQUIRE_EQ_INT(begin_raw(CONN, 0, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
     ble_ota_on_disconnect(CONN);
     fake_drain();
     connect_as(CONN_B);
-    CHECK_EQ_INT(end_status(CONN_B), 9); /* NO_SESSION: BEGIN first */
+    CHECK_EQ_INT(end_status(CONN_B), 9);
     CHECK_EQ_INT(ble_ota_on_write(CONN_B, BLE_OTA_CHR_V2_CONTROL, &op, 1, true), 0);
     fake_drain();
     CHECK_EQ_HEX(last_note()->data[0], 0x94);
+    CHECK_EQ_INT(last_note()->data[1], 8);
+    CHECK(fake_logged(BLE_OTA_LOG_WARN, "the session is held for its owner"));
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_ABORT), 0);
+    CHECK_EQ_INT(begin_status(CONN_B, 0, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+    CHECK_EQ_INT(ble_ota_on_write(CONN_B, BLE_OTA_CHR_V2_CONTROL, &op, 1, true), 0);
+    fake_drain();
     CHECK_EQ_INT(last_note()->data[1], 0);
     CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_ABORT), 1);
 }
@@ -930,4 +947,196 @@ TEST(a_baseline_request_drops_a_v2_session_and_a_v2_begin_drops_a_baseline_trans
     stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
     CHECK_EQ_INT(end_status(CONN), 0);
     CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
+}
+
+/* --- Signature manifest, downgrade checks, who may abort ------------------------------------ */
+
+/* Gives s_img an app description (esp_app_desc_t after the image and segment headers). */
+static void describe_image(uint32_t secure_version, const char *version)
+{
+    put_u32(&s_img[32], 0xABCD5432u);
+    put_u32(&s_img[36], secure_version);
+    memset(&s_img[48], 0, 32);
+    memcpy(&s_img[48], version, strlen(version));
+    host_sha256(s_img, s_img_len, s_img_sha);
+}
+
+/* Sends a manifest of `blocks` signature blocks (claims as given) in pieces of `piece` bytes. */
+static void send_manifest(uint16_t conn, uint32_t blocks, uint32_t secure_version, const char *version,
+                          size_t piece)
+{
+    static uint8_t m[BLE_OTA_V2_MANIFEST_MAX];
+    size_t len = BLE_OTA_V2_MANIFEST_HDR + blocks * BLE_OTA_SIG_BLOCK_LEN;
+    uint8_t cmd[3 + BLE_OTA_MAX_PACKET];
+
+    memset(m, 0, sizeof(m));
+    m[0] = 1;
+    m[1] = (uint8_t)blocks;
+    put_u32(&m[4], secure_version);
+    memcpy(&m[8], version, strlen(version));
+    for (uint32_t b = 0; b < blocks; b++) {
+        m[BLE_OTA_V2_MANIFEST_HDR + b * BLE_OTA_SIG_BLOCK_LEN] = 0xE7;
+        m[BLE_OTA_V2_MANIFEST_HDR + b * BLE_OTA_SIG_BLOCK_LEN + 1] = 0x03;
+    }
+    for (size_t off = 0; off < len; off += piece) {
+        size_t n = len - off < piece ? len - off : piece;
+        cmd[0] = 0x13;
+        cmd[1] = (uint8_t)off;
+        cmd[2] = (uint8_t)(off >> 8);
+        memcpy(&cmd[3], &m[off], n);
+        CHECK_EQ_INT(ble_ota_on_write(conn, BLE_OTA_CHR_V2_CONTROL, cmd, 3 + n, true), 0);
+        fake_drain(); /* each Write Request waits for its response; the writer keeps up */
+    }
+}
+
+/* A device that takes signed updates only, anti-rollback from secure_version 2, running 1.2.3. */
+static void signed_only_device(size_t len)
+{
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    fv2.sec.signed_only = true;
+    fv2.sec.anti_rollback = true;
+    fv2.sec.min_secure_version = 2;
+    make_image(len, 31);
+    describe_image(2, "1.3.0");
+    connect_as(CONN);
+}
+
+TEST(signed_only_refuses_a_begin_without_a_good_manifest_before_any_erase)
+{
+    signed_only_device(64u * 1024u);
+    /* no manifest */
+    CHECK_EQ_INT(begin_status(CONN, 0, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 12);
+    CHECK(fake_logged(BLE_OTA_LOG_ERROR, "came without the image's signature manifest"));
+    /* a manifest by a key the device does not trust, then one whose signature fails */
+    fv2.verify_rc = BLE_OTA_ERR_UNTRUSTED_KEY;
+    send_manifest(CONN, 1, 2, "1.3.0", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 14);
+    fv2.verify_rc = BLE_OTA_ERR_BAD_SIGNATURE;
+    send_manifest(CONN, 1, 2, "1.3.0", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 13);
+    CHECK_EQ_INT(fv2.verify_calls, 2);
+    fv2.verify_rc = BLE_OTA_OK;
+    /* the manifest flag without a manifest from this connection, a piece out of order, an image
+     * that is not whole sectors */
+    ble_ota_on_connect(CONN_B, MTU);
+    CHECK_EQ_INT(begin_status(CONN_B, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 4);
+    {
+        uint8_t piece[8] = {0x13, 0x10, 0x00, 1, 1, 0, 0, 0};
+        CHECK_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_V2_CONTROL, piece, sizeof(piece), true), 0);
+        fake_drain();
+        CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 4);
+    }
+    send_manifest(CONN, 1, 2, "1.3.0", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len - 16u, s_img_sha, (uint32_t)s_img_len - 16u),
+                 4);
+    /* none of it opened the slot or erased a byte */
+    CHECK_EQ_INT(fv2.opens, 0);
+    CHECK_EQ_INT(fv2.erase_calls, 0);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_BEGIN), 0);
+}
+
+TEST(a_verified_manifest_opens_the_session_and_the_image_goes_in)
+{
+    client_t c;
+
+    signed_only_device(64u * 1024u);
+    send_manifest(CONN, 2, 2, "1.3.0", 100);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+    CHECK_EQ_INT(fv2.verify_count, 2);
+    CHECK(fake_logged(BLE_OTA_LOG_INFO, "manifest signature verified"));
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
+    CHECK_EQ_INT(end_status(CONN), 0);
+    CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
+}
+
+TEST(downgrades_are_refused_at_begin_from_the_manifest_before_any_erase)
+{
+    signed_only_device(64u * 1024u);
+    /* secure_version below the minimum: refused whatever BEGIN asks */
+    send_manifest(CONN, 1, 1, "1.3.0", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4 | 8, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 15);
+    CHECK(fake_logged(BLE_OTA_LOG_ERROR, "secure_version 1 is below the device's minimum 2"));
+    /* an older app version: refused, also when BEGIN asks and the device does not allow it */
+    send_manifest(CONN, 1, 2, "1.2.2", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 16);
+    send_manifest(CONN, 1, 2, "v1.2", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4 | 8, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 16);
+    CHECK(fake_logged(BLE_OTA_LOG_ERROR, "CONFIG_BLE_OTA_ALLOW_DOWNGRADE is off"));
+    CHECK_EQ_INT(fv2.opens, 0);
+    /* a device that allows it on request */
+    fv2.sec.allow_downgrade = true;
+    send_manifest(CONN, 1, 2, "1.2.2", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 16);
+    CHECK(fake_logged(BLE_OTA_LOG_ERROR, "ask for it with --allow-downgrade"));
+    send_manifest(CONN, 1, 2, "1.2.2", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4 | 8, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+    /* a session is open now; a BEGIN without its manifest is still refused */
+    CHECK_EQ_INT(begin_status(CONN, 2, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 12);
+}
+
+TEST(the_image_must_be_what_its_manifest_says_and_is_checked_again_as_it_arrives)
+{
+    signed_only_device(64u * 1024u);
+    /* the manifest claims secure_version 3, the image says 2 */
+    send_manifest(CONN, 1, 3, "1.3.0", 244);
+    stream_until_refused(4, s_img, (uint32_t)s_img_len, 17);
+    CHECK(fake_logged(BLE_OTA_LOG_ERROR, "differs from its manifest's"));
+
+    /* no manifest needed (unsigned accepted), but the image itself is older: refused as its
+     * app description arrives, long before END */
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(64u * 1024u, 32);
+    describe_image(0, "0.9.9");
+    CHECK(stream_until_refused(0, s_img, (uint32_t)s_img_len, 16) < 16u * 1024u);
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    fv2.sec.anti_rollback = true;
+    fv2.sec.min_secure_version = 5;
+    make_image(64u * 1024u, 33);
+    describe_image(4, "2.0.0");
+    stream_until_refused(0, s_img, (uint32_t)s_img_len, 15);
+}
+
+TEST(version_order_compares_major_minor_patch)
+{
+    int order = 9;
+
+    CHECK(ble_ota_version_compare("1.2.3", 32, "1.2.4", 32, &order) && order < 0);
+    CHECK(ble_ota_version_compare("v2", 32, "1.9.9", 32, &order) && order > 0);
+    CHECK(ble_ota_version_compare("1.0.0-hil.ab12cd34", 32, "1.0.0", 32, &order) && order == 0);
+    CHECK(ble_ota_version_compare("1.10.0", 32, "1.9.0", 32, &order) && order > 0);
+    CHECK(ble_ota_version_compare("1.2", 32, "1.2.0", 32, &order) && order == 0);
+    CHECK(!ble_ota_version_compare("abc123", 32, "1.0.0", 32, &order));
+    CHECK(!ble_ota_version_compare("", 32, "1.0.0", 32, &order));
+}
+
+TEST(a_baseline_upload_of_an_older_version_is_refused_unless_the_device_allows_older)
+{
+    uint8_t request = 0x01;
+    uint8_t done = 0x04;
+    uint8_t size[2] = {244, 0};
+
+    for (int allow = 0; allow < 2; allow++) {
+        REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+        fv2.sec.allow_downgrade = allow != 0;
+        make_image(8192u, 34);
+        describe_image(0, "1.0.0");
+        connect_as(CONN);
+        ble_ota_on_subscribe(CONN, BLE_OTA_CHR_OTA_CONTROL, true);
+        REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_DATA, size, 2, true), 0);
+        REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_CONTROL, &request, 1, true), 0);
+        fake_drain();
+        for (size_t off = 0; off < s_img_len; off += 244u) {
+            size_t n = s_img_len - off < 244u ? s_img_len - off : 244u;
+            /* once refused, the device answers the rest with an ATT error */
+            if (ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_DATA, &s_img[off], n, true) != 0) {
+                CHECK(!allow);
+                break;
+            }
+            fake_drain();
+        }
+        REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_CONTROL, &done, 1, true), 0);
+        fake_drain();
+        CHECK_EQ_INT(fake_logged(BLE_OTA_LOG_ERROR, "app version 1.0.0 is older than the running 1.2.3"), !allow);
+        CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_SET_BOOT), allow);
+    }
 }

@@ -136,7 +136,7 @@ static uint32_t v2_crc32(void *ctx, uint32_t crc, const uint8_t *data, size_t le
 
 static const ble_ota_port_v2_t s_v2 = {
     v2_running_sha256, v2_chip_id, v2_slot_size, v2_slot_open, v2_slot_erase, v2_slot_write_at, v2_crc32,
-    NULL,              NULL,       NULL,         NULL,
+    NULL,              NULL,       NULL,         NULL,          NULL,          NULL,
 };
 
 /* The threaded fake has no SHA-256; v2 refuses to run without one. */

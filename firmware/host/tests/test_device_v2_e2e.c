@@ -58,7 +58,7 @@ static const uint8_t *last_answer(const dh_dev_t *d, uint8_t op)
     return NULL;
 }
 
-static void read_info(dh_dev_t *d, uint8_t info[114])
+static void read_info(dh_dev_t *d, uint8_t info[119])
 {
     uint8_t p[4];
     dh_u16(p, CONN);
@@ -67,9 +67,9 @@ static void read_info(dh_dev_t *d, uint8_t info[114])
     REQUIRE(dh_call(d, 0x05, p, 4, NULL, 0) == 0);
     int i = dh_find(d, 0x85, 0, -1, 0);
     REQUIRE(i >= 0);
-    REQUIRE_EQ_INT(d->got[i].len, 5 + 114);
+    REQUIRE_EQ_INT(d->got[i].len, 5 + 119);
     CHECK_EQ_INT(d->got[i].data[4], 0);
-    memcpy(info, d->got[i].data + 5, 114);
+    memcpy(info, d->got[i].data + 5, 119);
 }
 
 /* BEGIN; returns the 16-byte BEGIN_RSP (copied into rsp) status, or -1. */
@@ -197,7 +197,7 @@ TEST(v2_update_end_to_end_with_frame_done_after_every_frame)
     const char *create[] = {"--flash", flash, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, "--restart-delay-ms", "0",
                             NULL};
     dh_dev_t d;
-    uint8_t info[114], rsp[16], running[32];
+    uint8_t info[119], rsp[16], running[32];
     size_t len;
     uint8_t *img = dh_image_of_app("v2-e2e-2.0.0", &len);
     REQUIRE(img != NULL);
@@ -225,7 +225,8 @@ TEST(v2_update_end_to_end_with_frame_done_after_every_frame)
     link_update(&d, 251);
     read_info(&d, info);
     CHECK_EQ_INT(info[0], 2);
-    CHECK_EQ_HEX(info[1], 3);
+    CHECK_EQ_HEX(info[1], 7); /* deflate, resume, manifest */
+    CHECK_EQ_HEX(info[114], 0); /* the device program enforces nothing unless told to */
     CHECK_EQ_INT(info[2] | info[3] << 8, 0);
     CHECK_EQ_HEX(dh_get_u32(info + 4), 0x1F0000); /* ota_1 in firmware/partitions.csv */
     CHECK_EQ_INT(info[8] | info[9] << 8, 244);
@@ -313,7 +314,7 @@ TEST(a_2m_chip_is_asked_for_the_2m_phy_and_link_updates_are_logged)
     uint8_t upd[7] = {1, 0, 6, 0, 251, 0, 2};
     REQUIRE(dh_call(&d, 0x07, upd, sizeof(upd), NULL, 0) == 0);
     CHECK_CONTAINS(d.console, "ble_ota: link: connection 1 now uses interval 7.50 ms, data length 251, 2M PHY");
-    uint8_t info[114];
+    uint8_t info[119];
     read_info(&d, info);
     CHECK_EQ_INT(info[2] | info[3] << 8, 9);
     /* two whole 251-byte packets carry a 495-byte value (MTU 517 alone would give 514,
@@ -336,7 +337,7 @@ TEST(link_update_sizes_max_frame_to_the_data_length)
     const char *flash = htu_fresh_path("v2-e2e-dl.bin");
     const char *create[] = {"--flash", flash, "--create", NULL};
     dh_dev_t d;
-    uint8_t info[114];
+    uint8_t info[119];
     dh_start(&d, create);
     connect_dev(&d, 256);
     /* until the link reports otherwise, 27-byte packets: nine of them carry 236 bytes */
@@ -381,7 +382,7 @@ TEST(compressed_update_resumed_after_a_disconnect)
     size_t len;
     uint8_t *img = dh_image_of_app("v2-e2e-z", &len);
     REQUIRE(img != NULL);
-    uint8_t sha[32], rsp[16], info[114];
+    uint8_t sha[32], rsp[16], info[119];
     host_sha256(img, len, sha);
     uLongf zlen = compressBound(len);
     uint8_t *z = malloc(zlen);

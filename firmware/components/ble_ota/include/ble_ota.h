@@ -195,6 +195,7 @@ typedef enum {
     BLE_OTA_V2_OP_BEGIN = 0x10,
     BLE_OTA_V2_OP_END = 0x11,
     BLE_OTA_V2_OP_ABORT = 0x12,
+    BLE_OTA_V2_OP_MANIFEST = 0x13, /* a piece of the signature manifest, before BEGIN; no answer of its own */
     BLE_OTA_V2_OP_BEGIN_RSP = 0x90,
     BLE_OTA_V2_OP_WINDOW_ACK = 0x91,
     BLE_OTA_V2_OP_END_RSP = 0x93,
@@ -220,19 +221,49 @@ typedef enum {
     BLE_OTA_V2_BAD_SIGNATURE = 13, /* a trusted key's signature is damaged or does not hold */
     BLE_OTA_V2_UNTRUSTED_KEY = 14, /* signed by no key the device trusts */
     BLE_OTA_V2_DOWNGRADE = 15,     /* secure_version below the device's minimum */
+    /* BEGIN (from the manifest) or while streaming (from the image's app description): */
+    BLE_OTA_V2_VERSION_DOWNGRADE = 16, /* app version older than the running one, not allowed */
+    BLE_OTA_V2_MANIFEST_MISMATCH = 17, /* the image is not the one its manifest describes */
 } ble_ota_v2_status_code_t;
 
 #define BLE_OTA_V2_PROTO_VERSION 2u
-#define BLE_OTA_V2_INFO_LEN 114u
+#define BLE_OTA_V2_INFO_LEN 119u
 #define BLE_OTA_V2_BEGIN_LEN 44u
 #define BLE_OTA_V2_BEGIN_RSP_LEN 16u
 #define BLE_OTA_V2_WINDOW_ACK_LEN 10u
 /* INFO flags */
 #define BLE_OTA_V2_INFO_DEFLATE 0x01u
 #define BLE_OTA_V2_INFO_RESUME 0x02u
+#define BLE_OTA_V2_INFO_MANIFEST 0x04u /* takes MANIFEST (0x13) before BEGIN */
+/* INFO security byte (offset 114): what the firmware enforces; bits 4-5 the link security
+ * its OTA writes need (ble_ota_link_security_t). u32 minimum secure_version follows. */
+#define BLE_OTA_V2_SEC_SIGNED_ONLY 0x01u     /* BEGIN needs a manifest signed by a trusted key */
+#define BLE_OTA_V2_SEC_ANTI_ROLLBACK 0x02u   /* secure_version below the minimum is refused */
+#define BLE_OTA_V2_SEC_ALLOW_DOWNGRADE 0x04u /* an older app version is taken when BEGIN asks */
+#define BLE_OTA_V2_SEC_LINK_SHIFT 4u
 /* BEGIN flags */
 #define BLE_OTA_V2_BEGIN_DEFLATE 0x01u
 #define BLE_OTA_V2_BEGIN_RESTART 0x02u
+#define BLE_OTA_V2_BEGIN_MANIFEST 0x04u        /* this connection sent the image's manifest */
+#define BLE_OTA_V2_BEGIN_ALLOW_DOWNGRADE 0x08u /* install an older app version (if the device allows) */
+
+/* The signature manifest (docs/protocol-v2.md): u8 version 1, u8 block count (1..3), u16 0,
+ * u32 secure_version, char[32] app version, then the image's Secure Boot v2 signature blocks
+ * as they open its signature sector (1216 bytes each). MANIFEST carries it in pieces:
+ * u8 op, u16 offset, bytes. */
+#define BLE_OTA_V2_MANIFEST_VERSION 1u
+#define BLE_OTA_V2_MANIFEST_HDR 40u
+#define BLE_OTA_SIG_BLOCK_LEN 1216u
+#define BLE_OTA_SIG_MAX_BLOCKS 3u
+#define BLE_OTA_V2_MANIFEST_MAX (BLE_OTA_V2_MANIFEST_HDR + BLE_OTA_SIG_MAX_BLOCKS * BLE_OTA_SIG_BLOCK_LEN)
+
+/*
+ * Compares two app versions (esp_app_desc_t.version) by their numeric major.minor.patch
+ * ("v1.2", "1.2.3-rc1", "2.0.0-hil.ab12cd34"): *order < 0 when a is older than b, 0 equal,
+ * > 0 newer. Suffixes after the numbers are not compared. Returns false when either does not
+ * start with a number (e.g. a git hash): no order, no refusal.
+ */
+bool ble_ota_version_compare(const char *a, size_t a_len, const char *b, size_t b_len, int *order);
 
 /* Bytes of v2 Data payload buffered between the BLE context and the writer;
  * this is the window announced to clients (a power of two). 32 KB lets a

@@ -46,6 +46,7 @@ typedef enum {
     BLE_OTA_ERR_BAD_SIGNATURE = -10, /* a trusted key's signature is damaged or does not hold */
     BLE_OTA_ERR_UNTRUSTED_KEY = -11, /* signed, but by no key the device trusts */
     BLE_OTA_ERR_DOWNGRADE = -12,    /* secure_version below the device's minimum (anti-rollback) */
+    BLE_OTA_ERR_VERSION_DOWNGRADE = -13, /* app version older than the running one, not allowed */
 } ble_ota_err_t;
 
 /* Same numbers as esp_log_level_t so the IDF port can pass them through. */
@@ -185,6 +186,15 @@ typedef struct {
     uint8_t rx_phys;
 } ble_ota_link_request_t;
 
+/* What the firmware enforces on updates (CONFIG_BLE_OTA_*, eFuses), for INFO and BEGIN. */
+typedef struct {
+    bool signed_only;            /* CONFIG_BLE_OTA_REQUIRE_SIGNED: BEGIN needs a trusted manifest */
+    bool anti_rollback;          /* CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK */
+    uint32_t min_secure_version; /* lowest secure_version the device still boots (eFuse) */
+    bool allow_downgrade;        /* CONFIG_BLE_OTA_ALLOW_DOWNGRADE: an older app version on request */
+    ble_ota_link_security_t link_security; /* CONFIG_BLE_OTA_LINK_SECURITY */
+} ble_ota_security_t;
+
 /* inflate_update's return value once the end of the deflate stream was decoded. */
 #define BLE_OTA_INFLATE_DONE 1
 
@@ -241,6 +251,20 @@ typedef struct ble_ota_port_v2 {
     /* Asks the controller/central for one link change. BLE_OTA_ERR_UNSUPPORTED
      * if this chip cannot (2M PHY on the ESP32); any other error is logged. */
     int (*link_request)(void *ctx, uint16_t conn, const ble_ota_link_request_t *req);
+
+    /* --- Update security (optional: NULL checks nothing at BEGIN) ------- */
+
+    /* What the firmware enforces. Any context; must not block (values read at start-up). */
+    void (*security)(void *ctx, ble_ota_security_t *out);
+    /* Checks `count` Secure Boot v2 signature blocks (1216 bytes each, as they open an
+     * image's signature sector) the way the device checks an image's: a block counts if its
+     * key is trusted (eFuse key digests, or the running app's signer without Secure Boot),
+     * its CRC holds and its signature verifies over the image digest it carries. Nothing of
+     * the image is needed, so BEGIN runs it before anything is erased. Writer context.
+     * BLE_OTA_OK with that image digest in *digest; BLE_OTA_ERR_UNTRUSTED_KEY when no block
+     * is by a trusted key; BLE_OTA_ERR_BAD_SIGNATURE when a trusted key's block fails. */
+    int (*verify_signature_blocks)(void *ctx, const uint8_t *blocks, size_t count,
+                                   uint8_t digest[BLE_OTA_SHA256_LEN]);
 } ble_ota_port_v2_t;
 
 #ifdef __cplusplus

@@ -50,6 +50,7 @@ typedef struct {
     bool sha_ok;
     uint32_t start_ms;
     ble_ota_slot_info_t target;
+    ble_ota_head_t head; /* the image's first bytes, for its app description */
 } writer_state_t;
 
 /* Shared, under lock. */
@@ -610,6 +611,7 @@ static void prv_writer_begin(const item_t *item)
 
     prv_writer_abort();
     memset(&s_writer.target, 0, sizeof(s_writer.target));
+    memset(&s_writer.head, 0, sizeof(s_writer.head));
     rc = s_port->slot_begin(s_port->ctx, BLE_OTA_IMAGE_SIZE_UNKNOWN, &s_writer.target);
     if (rc != BLE_OTA_OK) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR, "OTA request refused: could not open an update slot (error %d): %s",
@@ -647,6 +649,19 @@ static void prv_writer_data(const item_t *item)
     prv_lock();
     offset = s_shared.bytes_written;
     prv_unlock();
+    if (ble_ota_priv_head_feed(&s_writer.head, offset, item->data, item->len)) {
+        /* The baseline cannot ask for an older version: the device's setting decides. */
+        ble_ota_security_t sec;
+        const char *why = NULL;
+        ble_ota_v2_security(&sec);
+        rc = ble_ota_priv_check_head(&s_writer.head, &sec, s_port->app_version(s_port->ctx), true, &why);
+        if (rc == BLE_OTA_ERR_DOWNGRADE || rc == BLE_OTA_ERR_VERSION_DOWNGRADE) {
+            ble_ota_priv_log(BLE_OTA_LOG_ERROR, "image refused: %s; DONE will be answered with DONE_NAK", why);
+            prv_mark_failed(item->session, false);
+            prv_writer_abort();
+            return;
+        }
+    }
     rc = s_port->slot_write(s_port->ctx, item->data, item->len);
     if (rc == BLE_OTA_ERR_INVALID_IMAGE) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR,
@@ -821,6 +836,7 @@ bool ble_ota_writer_run_once(uint32_t timeout_ms)
     case BLE_OTA_ITEM_V2_ABORT:
     case BLE_OTA_ITEM_V2_GAP:
     case BLE_OTA_ITEM_V2_DROP:
+    case BLE_OTA_ITEM_V2_MANIFEST:
         ble_ota_v2_writer_item(item->kind, item->conn, item->data, item->len, item->ring_pos);
         break;
     case ITEM_ABORT:
@@ -876,6 +892,8 @@ const char *ble_ota_priv_security_reason(int rc)
         return "the image is signed by a key this device does not trust (CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS)";
     case BLE_OTA_ERR_DOWNGRADE:
         return "the image's secure_version is below the device's minimum (anti-rollback)";
+    case BLE_OTA_ERR_VERSION_DOWNGRADE:
+        return "the image's app version is older than the running one, which this device does not take";
     default:
         return NULL;
     }

@@ -2,6 +2,8 @@
 #ifndef BLE_OTA_PRIV_H
 #define BLE_OTA_PRIV_H
 
+#include <stdio.h>
+
 #include "ble_ota.h"
 
 #define BLE_OTA_TAG "ble_ota"
@@ -23,6 +25,31 @@ void ble_ota_priv_log(ble_ota_log_level_t level, const char *fmt, ...) BLE_OTA_P
 const char *ble_ota_priv_security_reason(int rc);
 void ble_ota_priv_hex(const uint8_t *data, size_t len, char *out);
 
+/* --- ble_ota_image.c: the first bytes of an incoming image ---------------- */
+
+/* Up to the end of esp_app_desc_t.version: image header, segment header, app description. */
+#define BLE_OTA_HEAD_LEN 80u
+
+typedef struct {
+    uint8_t bytes[BLE_OTA_HEAD_LEN];
+    uint32_t have;
+    bool complete;
+    bool has_desc; /* the app description's magic word is there */
+    uint32_t secure_version;
+    char version[33];
+} ble_ota_head_t;
+
+/* Feeds image bytes at image offset pos; true when this call completed the head. */
+bool ble_ota_priv_head_feed(ble_ota_head_t *head, uint32_t pos, const uint8_t *data, size_t len);
+
+/*
+ * The checks the core makes on an image's app description as soon as it arrives: secure_version
+ * against the device's minimum (BLE_OTA_ERR_DOWNGRADE), the app version against the running one
+ * (BLE_OTA_ERR_VERSION_DOWNGRADE unless asked for and allowed). *why is one sentence for the log.
+ */
+int ble_ota_priv_check_head(const ble_ota_head_t *head, const ble_ota_security_t *sec, const char *running_version,
+                            bool downgrade_requested, const char **why);
+
 /* Queue item kinds. The baseline's are handled in ble_ota_core.c, the v2
  * ones in ble_ota_v2.c. */
 typedef enum {
@@ -35,6 +62,7 @@ typedef enum {
     BLE_OTA_ITEM_V2_ABORT,  /* v2 ABORT: drop the session, answer ABORT_RSP */
     BLE_OTA_ITEM_V2_GAP,    /* a DATA frame was lost: ack with the expected offset */
     BLE_OTA_ITEM_V2_DROP,   /* a baseline REQUEST: drop the v2 session silently */
+    BLE_OTA_ITEM_V2_MANIFEST, /* a piece of the signature manifest (u16 offset, bytes) */
 } ble_ota_item_kind_t;
 
 /* Short critical section of the port (queue counters, shared state). */
@@ -62,6 +90,8 @@ void ble_ota_v2_on_disconnect(uint16_t conn);
 void ble_ota_v2_on_mtu(uint16_t conn, uint16_t mtu);
 void ble_ota_v2_on_data_length(uint16_t conn, uint16_t rx_octets);
 void ble_ota_v2_on_phy(uint16_t conn, uint8_t tx_phy);
+/* What the firmware enforces (the v2 port's security(); all off without one). */
+void ble_ota_v2_security(ble_ota_security_t *out);
 /* A baseline REQUEST is about to start: drop any v2 session. */
 void ble_ota_v2_on_baseline_request(uint16_t conn);
 int ble_ota_v2_on_write(uint16_t conn, ble_ota_chr_id_t chr, const uint8_t *data, size_t len);

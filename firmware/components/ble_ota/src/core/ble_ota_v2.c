@@ -75,7 +75,22 @@ typedef struct {
     uint8_t tail[WRITE_ALIGN];
     uint32_t tail_len;
     ble_ota_slot_info_t target;
+    /* What BEGIN's manifest claimed, checked against the image's app description when its
+     * first bytes arrive; and whether BEGIN asked for an older app version. */
+    bool has_manifest;
+    uint32_t claimed_secure_version;
+    char claimed_version[32];
+    bool allow_downgrade;
+    ble_ota_head_t head;
 } session_t;
+
+/* Writer-owned: the signature manifest a connection is sending (MANIFEST pieces), for its BEGIN. */
+typedef struct {
+    uint16_t conn;
+    uint32_t len;
+    bool bad; /* a piece out of order or too long: BEGIN answers BAD_REQUEST */
+    uint8_t buf[BLE_OTA_V2_MANIFEST_MAX];
+} manifest_t;
 
 /* Shared between the contexts, under the port's lock. */
 typedef struct {
@@ -113,6 +128,7 @@ static shared_t s_sh;
 static session_t s_ses;
 static uint8_t s_ring[BLE_OTA_V2_BUFFER_SIZE];
 static uint8_t s_scratch[CHUNK + WRITE_ALIGN];
+static manifest_t s_manifest;
 
 static const ble_ota_port_t *prv_port(void)
 {
@@ -148,7 +164,7 @@ const char *ble_ota_v2_status_name(uint8_t status)
     static const char *const names[] = {
         "OK",        "ALREADY_INSTALLED", "TOO_LARGE",  "WRONG_CHIP",    "BAD_REQUEST",   "FLASH_ERROR",
         "HASH_MISMATCH", "INVALID_IMAGE", "BUSY",   "NO_SESSION",    "INFLATE_ERROR", "SIZE_MISMATCH",
-        "UNSIGNED",  "BAD_SIGNATURE",     "UNTRUSTED_KEY", "DOWNGRADE",
+        "UNSIGNED",  "BAD_SIGNATURE",     "UNTRUSTED_KEY", "DOWNGRADE",     "VERSION_DOWNGRADE", "MANIFEST_MISMATCH",
     };
 
     return status < sizeof(names) / sizeof(names[0]) ? names[status] : "UNKNOWN";
@@ -172,6 +188,22 @@ void ble_ota_v2_reset(void)
 }
 
 /* Under the lock. The slot of conn, or of BLE_OTA_CONN_NONE for a free one; MAX_LINKS if none. */
+/* What the firmware enforces; all off when the port does not say. */
+static void prv_security(ble_ota_security_t *out)
+{
+    const ble_ota_port_t *port = prv_port();
+
+    memset(out, 0, sizeof(*out));
+    if (s_v2 != NULL && s_v2->security != NULL) {
+        s_v2->security(port->ctx, out);
+    }
+}
+
+void ble_ota_v2_security(ble_ota_security_t *out)
+{
+    prv_security(out);
+}
+
 static uint32_t prv_live_slot(uint16_t conn)
 {
     uint32_t i = 0;
@@ -496,9 +528,19 @@ static int prv_write_command(uint16_t conn, const uint8_t *data, size_t len)
         kind = BLE_OTA_ITEM_V2_ABORT;
         answer = BLE_OTA_V2_OP_ABORT_RSP;
         break;
+    case BLE_OTA_V2_OP_MANIFEST:
+        /* u8 op, u16 offset, at least one byte; the writer assembles them for BEGIN. */
+        if (len < 4u) {
+            return BLE_OTA_ATT_ERR_INVALID_ATTR_VALUE_LEN;
+        }
+        if (!ble_ota_priv_enqueue(BLE_OTA_ITEM_V2_MANIFEST, conn, &data[1], len - 1u, prv_ring_in())) {
+            ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 MANIFEST piece refused: the flash writer is busy; retry");
+            return BLE_OTA_ATT_ERR_INSUFFICIENT_RES;
+        }
+        return BLE_OTA_ATT_OK;
     default:
-        ble_ota_priv_log(BLE_OTA_LOG_WARN, "unknown v2 command 0x%02x refused (BEGIN 0x10, END 0x11, ABORT 0x12)",
-                         data[0]);
+        ble_ota_priv_log(BLE_OTA_LOG_WARN,
+                         "unknown v2 command 0x%02x refused (BEGIN 0x10, END 0x11, ABORT 0x12, MANIFEST 0x13)", data[0]);
         return BLE_OTA_ATT_ERR_VALUE_NOT_ALLOWED;
     }
     if ((kind == BLE_OTA_ITEM_V2_BEGIN && len != BLE_OTA_V2_BEGIN_LEN) ||
@@ -645,7 +687,8 @@ int ble_ota_v2_on_read(uint16_t conn, ble_ota_chr_id_t chr, uint8_t *out, size_t
     }
     memset(out, 0, BLE_OTA_V2_INFO_LEN);
     out[0] = BLE_OTA_V2_PROTO_VERSION;
-    out[1] = BLE_OTA_V2_INFO_RESUME | (prv_has_inflate() ? BLE_OTA_V2_INFO_DEFLATE : 0u);
+    out[1] = BLE_OTA_V2_INFO_RESUME | (prv_has_inflate() ? BLE_OTA_V2_INFO_DEFLATE : 0u) |
+             (s_v2->verify_signature_blocks != NULL ? BLE_OTA_V2_INFO_MANIFEST : 0u);
     prv_put_u16(&out[2], s_v2->chip_id(port->ctx));
     prv_put_u32(&out[4], s_v2->slot_size(port->ctx));
     ble_ota_priv_lock();
@@ -664,6 +707,15 @@ int ble_ota_v2_on_read(uint16_t conn, ble_ota_chr_id_t chr, uint8_t *out, size_t
         memcpy(&out[82], s_sh.held_sha256, BLE_OTA_SHA256_LEN);
     }
     ble_ota_priv_unlock();
+    {
+        ble_ota_security_t sec;
+        prv_security(&sec);
+        out[114] = (uint8_t)((sec.signed_only ? BLE_OTA_V2_SEC_SIGNED_ONLY : 0u) |
+                             (sec.anti_rollback ? BLE_OTA_V2_SEC_ANTI_ROLLBACK : 0u) |
+                             (sec.allow_downgrade ? BLE_OTA_V2_SEC_ALLOW_DOWNGRADE : 0u) |
+                             (((unsigned)sec.link_security & 0x3u) << BLE_OTA_V2_SEC_LINK_SHIFT));
+        prv_put_u32(&out[115], sec.anti_rollback ? sec.min_secure_version : 0u);
+    }
     *out_len = BLE_OTA_V2_INFO_LEN;
     return BLE_OTA_ATT_OK;
 }
@@ -808,6 +860,34 @@ static bool prv_flash_write(const uint8_t *data, uint32_t len)
     return true;
 }
 
+/* The image's app description arrived: it must be what the manifest said, and not a downgrade
+ * the device refuses. Failing here ends the transfer long before END. */
+static bool prv_check_head(void)
+{
+    const ble_ota_port_t *port = prv_port();
+    ble_ota_security_t sec;
+    const char *why = NULL;
+    int rc;
+
+    if (s_ses.has_manifest && s_ses.head.has_desc &&
+        (s_ses.head.secure_version != s_ses.claimed_secure_version ||
+         strncmp(s_ses.head.version, s_ses.claimed_version, sizeof(s_ses.claimed_version)) != 0)) {
+        prv_fail(BLE_OTA_V2_MANIFEST_MISMATCH, "the image's app description differs from its manifest's "
+                                               "(secure_version, version)");
+        return false;
+    }
+    prv_security(&sec);
+    rc = ble_ota_priv_check_head(&s_ses.head, &sec, port->app_version(port->ctx), s_ses.allow_downgrade, &why);
+    if (rc == BLE_OTA_ERR_INVALID_IMAGE) {
+        return true; /* no app description: esp_ota_end's image check answers for it */
+    }
+    if (rc != BLE_OTA_OK) {
+        prv_fail(rc == BLE_OTA_ERR_DOWNGRADE ? BLE_OTA_V2_DOWNGRADE : BLE_OTA_V2_VERSION_DOWNGRADE, why);
+        return false;
+    }
+    return true;
+}
+
 /* Appends image bytes: hash them and write them in 16-byte multiples, the
  * remainder waiting in tail for the next bytes (or END). */
 static bool prv_emit(const uint8_t *data, size_t len)
@@ -820,6 +900,9 @@ static bool prv_emit(const uint8_t *data, size_t len)
     }
     if (s_ses.image_pos == 0u && len > 0u && data[0] != 0xE9u) {
         prv_fail(BLE_OTA_V2_INVALID_IMAGE, "not an ESP app image (it must start with 0xE9)");
+        return false;
+    }
+    if (ble_ota_priv_head_feed(&s_ses.head, s_ses.image_pos, data, len) && !prv_check_head()) {
         return false;
     }
     if (s_ses.sha_running && port->sha256_update(port->ctx, data, len) != BLE_OTA_OK) {
@@ -1046,6 +1129,115 @@ static const char *prv_open_hint(int rc)
     }
 }
 
+/* MANIFEST: pieces of one connection's manifest, in order, for its next BEGIN. */
+static void prv_writer_manifest(uint16_t conn, const uint8_t *data, size_t len)
+{
+    uint16_t offset = prv_get_u16(data);
+    size_t n = len - 2u;
+
+    if (offset == 0u) {
+        s_manifest.conn = conn;
+        s_manifest.len = 0u;
+        s_manifest.bad = false;
+    } else if (s_manifest.conn != conn) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 MANIFEST piece at %u from conn %u ignored: conn %u is sending one",
+                         (unsigned)offset, (unsigned)conn, (unsigned)s_manifest.conn);
+        return;
+    }
+    if (s_manifest.bad) {
+        return;
+    }
+    if (offset != s_manifest.len || n > sizeof(s_manifest.buf) - s_manifest.len) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 MANIFEST piece at %u (%u bytes) refused: expected offset %lu, at "
+                                           "most %u bytes in all",
+                         (unsigned)offset, (unsigned)n, (unsigned long)s_manifest.len,
+                         (unsigned)sizeof(s_manifest.buf));
+        s_manifest.bad = true;
+        return;
+    }
+    memcpy(&s_manifest.buf[s_manifest.len], &data[2], n);
+    s_manifest.len += (uint32_t)n;
+}
+
+/*
+ * What BEGIN checks before anything is erased: with signed updates only, the image's manifest
+ * must carry a Secure Boot v2 signature block of a trusted key that verifies (as Nordic's Secure
+ * DFU checks its init packet); the secure_version and app version it claims must not be a
+ * downgrade the device refuses. The claims are checked again against the image itself when
+ * its first bytes arrive, and the signature over the whole image at END (esp_ota_end).
+ */
+static uint8_t prv_begin_security(uint16_t conn, uint8_t flags, uint32_t image_size, session_t *claims)
+{
+    const ble_ota_port_t *port = prv_port();
+    ble_ota_security_t sec;
+    uint8_t digest[BLE_OTA_SHA256_LEN];
+    const char *why = NULL;
+    uint32_t count;
+    int rc;
+
+    memset(claims, 0, sizeof(*claims));
+    claims->allow_downgrade = (flags & BLE_OTA_V2_BEGIN_ALLOW_DOWNGRADE) != 0u;
+    prv_security(&sec);
+    if (claims->allow_downgrade && !sec.allow_downgrade) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 BEGIN asks to allow an older app version; this device does not "
+                                           "(CONFIG_BLE_OTA_ALLOW_DOWNGRADE is off)");
+    }
+    if ((flags & BLE_OTA_V2_BEGIN_MANIFEST) == 0u) {
+        if (sec.signed_only) {
+            ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused before any erase: signed updates only, and BEGIN "
+                                                "came without the image's signature manifest (sign the image)");
+            return BLE_OTA_V2_UNSIGNED;
+        }
+        return BLE_OTA_V2_OK;
+    }
+    if (s_v2->verify_signature_blocks == NULL) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused: a manifest was sent, but this port cannot check one");
+        return BLE_OTA_V2_BAD_REQUEST;
+    }
+    count = s_manifest.len >= BLE_OTA_V2_MANIFEST_HDR ? s_manifest.buf[1] : 0u;
+    if (s_manifest.conn != conn || s_manifest.bad || s_manifest.buf[0] != BLE_OTA_V2_MANIFEST_VERSION ||
+        count == 0u || count > BLE_OTA_SIG_MAX_BLOCKS ||
+        s_manifest.len != BLE_OTA_V2_MANIFEST_HDR + count * BLE_OTA_SIG_BLOCK_LEN) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused: its manifest is incomplete or malformed (%lu bytes "
+                                            "from this connection; version 1 and 1 to 3 signature blocks expected)",
+                         s_manifest.conn == conn ? (unsigned long)s_manifest.len : 0ul);
+        return BLE_OTA_V2_BAD_REQUEST;
+    }
+    if (image_size % SECTOR != 0u || image_size < 2u * SECTOR) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused: a signed image is whole 4 KB sectors ending in its "
+                                            "signature sector; %lu bytes is not",
+                         (unsigned long)image_size);
+        return BLE_OTA_V2_BAD_REQUEST;
+    }
+    rc = s_v2->verify_signature_blocks(port->ctx, &s_manifest.buf[BLE_OTA_V2_MANIFEST_HDR], count, digest);
+    if (rc != BLE_OTA_OK) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused before any erase: %s",
+                         ble_ota_priv_security_reason(rc) != NULL ? ble_ota_priv_security_reason(rc)
+                                                                  : "the manifest's signature check failed");
+        return rc == BLE_OTA_ERR_UNTRUSTED_KEY ? BLE_OTA_V2_UNTRUSTED_KEY : BLE_OTA_V2_BAD_SIGNATURE;
+    }
+    claims->has_manifest = true;
+    claims->claimed_secure_version = prv_get_u32(&s_manifest.buf[4]);
+    memcpy(claims->claimed_version, &s_manifest.buf[8], sizeof(claims->claimed_version));
+    /* The same checks as on the image, on what the manifest says of it. */
+    claims->head.has_desc = true;
+    claims->head.secure_version = claims->claimed_secure_version;
+    memcpy(claims->head.version, claims->claimed_version, sizeof(claims->claimed_version));
+    rc = ble_ota_priv_check_head(&claims->head, &sec, port->app_version(port->ctx), claims->allow_downgrade, &why);
+    if (rc != BLE_OTA_OK) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused before any erase: %s", why);
+        return rc == BLE_OTA_ERR_DOWNGRADE ? BLE_OTA_V2_DOWNGRADE : BLE_OTA_V2_VERSION_DOWNGRADE;
+    }
+    {
+        char hex[2 * BLE_OTA_SHA256_LEN + 1];
+        ble_ota_priv_hex(digest, BLE_OTA_SHA256_LEN, hex);
+        ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 BEGIN: manifest signature verified (image digest %.16s..., "
+                                           "secure_version %lu, version %.32s)",
+                         hex, (unsigned long)claims->claimed_secure_version, claims->claimed_version);
+    }
+    return BLE_OTA_V2_OK;
+}
+
 static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
 {
     const ble_ota_port_t *port = prv_port();
@@ -1059,6 +1251,8 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
     uint32_t slot = s_v2->slot_size(port->ctx);
     uint16_t own_chip = s_v2->chip_id(port->ctx);
     uint32_t erased = 0u;
+    uint8_t status;
+    session_t claims;
     int rc;
 
     if (chip != own_chip) {
@@ -1093,11 +1287,17 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
         prv_begin_rsp(conn, BLE_OTA_V2_BUSY);
         return;
     }
+    status = prv_begin_security(conn, flags, image_size, &claims);
+    if (status != BLE_OTA_V2_OK) {
+        prv_begin_rsp(conn, status);
+        return;
+    }
     if (s_ses.exists && s_ses.failed == 0u && (flags & BLE_OTA_V2_BEGIN_RESTART) == 0u &&
         s_ses.image_size == image_size && s_ses.stream_size == stream_size && s_ses.compressed == compressed &&
         memcmp(s_ses.sha256, sha, BLE_OTA_SHA256_LEN) == 0) {
         ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 session resumed at stream offset %lu of %lu",
                          (unsigned long)s_ses.committed, (unsigned long)s_ses.stream_size);
+        s_ses.allow_downgrade = claims.allow_downgrade;
         prv_accept(conn);
         prv_begin_rsp(conn, BLE_OTA_V2_OK);
         return;
@@ -1131,6 +1331,10 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
         s_ses.inflating = true;
     }
     s_ses.exists = true;
+    s_ses.has_manifest = claims.has_manifest;
+    s_ses.claimed_secure_version = claims.claimed_secure_version;
+    memcpy(s_ses.claimed_version, claims.claimed_version, sizeof(s_ses.claimed_version));
+    s_ses.allow_downgrade = claims.allow_downgrade;
     s_ses.compressed = compressed;
     s_ses.image_size = image_size;
     s_ses.stream_size = stream_size;
@@ -1186,6 +1390,7 @@ static uint8_t prv_finish_image(void)
         return rc == BLE_OTA_ERR_UNSIGNED        ? BLE_OTA_V2_UNSIGNED
                : rc == BLE_OTA_ERR_BAD_SIGNATURE ? BLE_OTA_V2_BAD_SIGNATURE
                : rc == BLE_OTA_ERR_UNTRUSTED_KEY ? BLE_OTA_V2_UNTRUSTED_KEY
+               : rc == BLE_OTA_ERR_VERSION_DOWNGRADE ? BLE_OTA_V2_VERSION_DOWNGRADE
                                                  : BLE_OTA_V2_DOWNGRADE;
     }
     if (rc != BLE_OTA_OK) {
@@ -1269,7 +1474,13 @@ void ble_ota_v2_writer_item(ble_ota_item_kind_t kind, uint16_t conn, const uint8
         break;
     case BLE_OTA_ITEM_V2_ABORT:
         prv_discard_until(ring_pos);
-        if (prv_owned_by_other(conn)) {
+        /* Only the session's owner aborts it: another link, or any link while the session is
+         * held after its owner's disconnect, gets BUSY (the owner resumes with BEGIN, then aborts). */
+        if (s_ses.exists && prv_owner() != conn) {
+            ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 ABORT from conn %u refused: %s", (unsigned)conn,
+                             prv_owner() == BLE_OTA_CONN_NONE
+                                 ? "the session is held for its owner; BEGIN with the same image resumes it first"
+                                 : "another connection owns the session");
             prv_answer(conn, BLE_OTA_V2_OP_ABORT_RSP, BLE_OTA_V2_BUSY);
             break;
         }
@@ -1278,6 +1489,11 @@ void ble_ota_v2_writer_item(ble_ota_item_kind_t kind, uint16_t conn, const uint8
         }
         prv_drop_session(NULL);
         prv_answer(conn, BLE_OTA_V2_OP_ABORT_RSP, BLE_OTA_V2_OK);
+        break;
+    case BLE_OTA_ITEM_V2_MANIFEST:
+        if (len >= 3u) {
+            prv_writer_manifest(conn, data, len);
+        }
         break;
     case BLE_OTA_ITEM_V2_DROP:
         prv_discard_until(ring_pos);
