@@ -18,6 +18,7 @@ export const V2Op = {
   BEGIN: 0x10,
   END: 0x11,
   ABORT: 0x12,
+  MANIFEST: 0x13,
   BEGIN_RSP: 0x90,
   WINDOW_ACK: 0x91,
   END_RSP: 0x93,
@@ -41,6 +42,8 @@ export const V2Status = {
   BAD_SIGNATURE: 13,
   UNTRUSTED_KEY: 14,
   DOWNGRADE: 15,
+  VERSION_DOWNGRADE: 16,
+  MANIFEST_MISMATCH: 17,
 } as const;
 
 export type V2StatusName = keyof typeof V2Status;
@@ -67,6 +70,8 @@ const STATUS_TEXT: Record<V2StatusName, string> = {
   BAD_SIGNATURE: "the image's signature does not hold (changed after signing, or forged)",
   UNTRUSTED_KEY: 'the image is signed by a key the device does not trust',
   DOWNGRADE: "the image's secure_version is below the device's minimum (anti-rollback)",
+  VERSION_DOWNGRADE: "the image's app version is older than the running one",
+  MANIFEST_MISMATCH: 'the image is not the one its signature manifest describes',
 };
 
 /** What the user can do about each refusal. */
@@ -89,6 +94,9 @@ const STATUS_HINT: Partial<Record<V2StatusName, string>> = {
     "sign with a key whose digest the device trusts (CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS; `ble-ota info` shows the image's key digests)",
   DOWNGRADE:
     'build the image with a secure_version at least the running one (CONFIG_BOOTLOADER_APP_SECURE_VERSION)',
+  VERSION_DOWNGRADE:
+    'build a newer version, or pass --allow-downgrade to a device built with CONFIG_BLE_OTA_ALLOW_DOWNGRADE',
+  MANIFEST_MISMATCH: 'upload the signed file unchanged; its manifest is taken from it',
 };
 
 export function v2StatusName(status: number): string {
@@ -126,18 +134,40 @@ export function crc32(data: Uint8Array, previous = 0): number {
 // ---------------------------------------------------------------------------------------------
 // INFO
 
-export const INFO_LENGTH = 114;
+export const INFO_LENGTH = 119;
+/** INFO of firmware before the security byte (a client still takes it). */
+export const INFO_LENGTH_BEFORE_SECURITY = 114;
 /** The fields a client cannot work without (up to `window`); the rest may be cut off. */
 export const INFO_MIN_LENGTH = 14;
 
-export const InfoFlag = { DEFLATE: 1, RESUME: 2 } as const;
+export const InfoFlag = { DEFLATE: 1, RESUME: 2, MANIFEST: 4 } as const;
+
+/** INFO's security byte (offset 114): what the firmware enforces. */
+export const SecurityFlag = { SIGNED_ONLY: 1, ANTI_ROLLBACK: 2, ALLOW_DOWNGRADE: 4 } as const;
+export const LINK_SECURITY_LEVELS = ['open', 'encrypted', 'authenticated'] as const;
+export type LinkSecurity = (typeof LINK_SECURITY_LEVELS)[number];
+
+/** What the device says it enforces on updates (INFO bytes 114-118). */
+export interface V2Security {
+  /** BEGIN needs the image's signature manifest, by a key the device trusts. */
+  signedOnly: boolean;
+  antiRollback: boolean;
+  /** The lowest secure_version it takes (with anti-rollback). */
+  minSecureVersion: number;
+  /** It takes an older app version when BEGIN asks for it. */
+  allowDowngrade: boolean;
+  /** The link its OTA writes need (CONFIG_BLE_OTA_LINK_SECURITY). */
+  linkSecurity: LinkSecurity;
+}
 
 export interface V2Info {
   protoVersion: number;
-  /** Raw flags byte; see `deflate` and `resume`. */
+  /** Raw flags byte; see `deflate`, `resume` and `manifest`. */
   flags: number;
   deflate: boolean;
   resume: boolean;
+  /** The device takes the signature manifest (MANIFEST) before BEGIN. */
+  manifest: boolean;
   chipId: number;
   slotSize: number;
   maxFrame: number;
@@ -151,7 +181,9 @@ export interface V2Info {
   sessionOffset: number | undefined;
   /** undefined when cut short, and when the device holds no session (all zeros). */
   sessionSha256: Uint8Array | undefined;
-  /** true when all 114 bytes arrived. */
+  /** What the device enforces; undefined for firmware before it said so, or a cut-short read. */
+  security: V2Security | undefined;
+  /** true when all bytes arrived (114 from firmware before the security byte, else 119). */
   complete: boolean;
 }
 
@@ -167,13 +199,21 @@ export interface V2InfoInput {
   runningVersion: string;
   sessionOffset: number;
   sessionSha256?: Uint8Array | undefined;
+  manifest?: boolean;
+  /** Absent: INFO as firmware before the security byte sent it (114 bytes). */
+  security?: V2Security | undefined;
 }
 
 export function encodeInfo(info: V2InfoInput): Uint8Array {
-  const out = new Uint8Array(INFO_LENGTH);
+  const out = new Uint8Array(
+    info.security === undefined ? INFO_LENGTH_BEFORE_SECURITY : INFO_LENGTH,
+  );
   const view = viewOf(out);
   out[0] = u8(info.protoVersion ?? V2_PROTO_VERSION, 'proto_version');
-  out[1] = (info.deflate ? InfoFlag.DEFLATE : 0) | (info.resume ? InfoFlag.RESUME : 0);
+  out[1] =
+    (info.deflate ? InfoFlag.DEFLATE : 0) |
+    (info.resume ? InfoFlag.RESUME : 0) |
+    (info.manifest ? InfoFlag.MANIFEST : 0);
   view.setUint16(2, u16(info.chipId, 'chip_id'), true);
   view.setUint32(4, u32(info.slotSize, 'slot_size'), true);
   view.setUint16(8, u16(info.maxFrame, 'max_frame'), true);
@@ -188,6 +228,15 @@ export function encodeInfo(info: V2InfoInput): Uint8Array {
   out.set(version, 46);
   view.setUint32(78, u32(info.sessionOffset, 'session_offset'), true);
   if (info.sessionSha256 !== undefined) out.set(sha(info.sessionSha256, 'session_sha256'), 82);
+  const sec = info.security;
+  if (sec !== undefined) {
+    out[114] =
+      (sec.signedOnly ? SecurityFlag.SIGNED_ONLY : 0) |
+      (sec.antiRollback ? SecurityFlag.ANTI_ROLLBACK : 0) |
+      (sec.allowDowngrade ? SecurityFlag.ALLOW_DOWNGRADE : 0) |
+      (LINK_SECURITY_LEVELS.indexOf(sec.linkSecurity) << 4);
+    view.setUint32(115, u32(sec.minSecureVersion, 'min_secure_version'), true);
+  }
   return out;
 }
 
@@ -201,11 +250,23 @@ export function decodeInfo(data: Uint8Array): V2Info {
   const flags = data[1] as number;
   const has = (end: number) => data.length >= end;
   const sessionSha = has(114) ? data.slice(82, 114) : undefined;
+  const secByte = data[114] ?? 0;
+  const security: V2Security | undefined = has(INFO_LENGTH)
+    ? {
+        signedOnly: (secByte & SecurityFlag.SIGNED_ONLY) !== 0,
+        antiRollback: (secByte & SecurityFlag.ANTI_ROLLBACK) !== 0,
+        minSecureVersion: view.getUint32(115, true),
+        allowDowngrade: (secByte & SecurityFlag.ALLOW_DOWNGRADE) !== 0,
+        linkSecurity: LINK_SECURITY_LEVELS[(secByte >> 4) & 3] ?? 'authenticated',
+      }
+    : undefined;
   return {
     protoVersion: data[0] as number,
     flags,
     deflate: (flags & InfoFlag.DEFLATE) !== 0,
     resume: (flags & InfoFlag.RESUME) !== 0,
+    manifest: (flags & InfoFlag.MANIFEST) !== 0,
+    security,
     chipId: view.getUint16(2, true),
     slotSize: view.getUint32(4, true),
     maxFrame: view.getUint16(8, true),
@@ -214,7 +275,7 @@ export function decodeInfo(data: Uint8Array): V2Info {
     runningVersion: has(78) ? decodeCString(data.subarray(46, 78)) : undefined,
     sessionOffset: has(82) ? view.getUint32(78, true) : undefined,
     sessionSha256: sessionSha?.some((b) => b !== 0) ? sessionSha : undefined,
-    complete: has(INFO_LENGTH),
+    complete: has(security === undefined ? INFO_LENGTH_BEFORE_SECURITY : INFO_LENGTH),
   };
 }
 
@@ -222,13 +283,17 @@ export function decodeInfo(data: Uint8Array): V2Info {
 // BEGIN / BEGIN_RSP
 
 export const BEGIN_LENGTH = 44;
-export const BeginFlag = { DEFLATE: 1, RESTART: 2 } as const;
+export const BeginFlag = { DEFLATE: 1, RESTART: 2, MANIFEST: 4, ALLOW_DOWNGRADE: 8 } as const;
 
 export interface V2Begin {
   /** The stream on v2 Data is zlib-format deflate of the image. */
   deflate: boolean;
   /** Discard any session the device holds and start from 0. */
   restart: boolean;
+  /** This connection sent the image's signature manifest (MANIFEST) just before. */
+  manifest?: boolean;
+  /** Install an older app version, if the device allows it. */
+  allowDowngrade?: boolean;
   chipId: number;
   imageSize: number;
   imageSha256: Uint8Array;
@@ -239,7 +304,11 @@ export function encodeBegin(begin: V2Begin): Uint8Array {
   const out = new Uint8Array(BEGIN_LENGTH);
   const view = viewOf(out);
   out[0] = V2Op.BEGIN;
-  out[1] = (begin.deflate ? BeginFlag.DEFLATE : 0) | (begin.restart ? BeginFlag.RESTART : 0);
+  out[1] =
+    (begin.deflate ? BeginFlag.DEFLATE : 0) |
+    (begin.restart ? BeginFlag.RESTART : 0) |
+    (begin.manifest ? BeginFlag.MANIFEST : 0) |
+    (begin.allowDowngrade ? BeginFlag.ALLOW_DOWNGRADE : 0);
   view.setUint16(2, u16(begin.chipId, 'chip_id'), true);
   view.setUint32(4, u32(begin.imageSize, 'image_size'), true);
   out.set(sha(begin.imageSha256, 'image_sha256'), 8);
@@ -256,6 +325,8 @@ export function decodeBegin(data: Uint8Array): V2Begin & { flags: number } {
     flags,
     deflate: (flags & BeginFlag.DEFLATE) !== 0,
     restart: (flags & BeginFlag.RESTART) !== 0,
+    manifest: (flags & BeginFlag.MANIFEST) !== 0,
+    allowDowngrade: (flags & BeginFlag.ALLOW_DOWNGRADE) !== 0,
     chipId: view.getUint16(2, true),
     imageSize: view.getUint32(4, true),
     imageSha256: data.slice(8, 40),
@@ -390,19 +461,85 @@ export function decodeAbortRsp(data: Uint8Array): { status: number } {
 }
 
 // ---------------------------------------------------------------------------------------------
+// MANIFEST: the image's signature blocks with what it claims, checked at BEGIN before any erase
+
+export const MANIFEST_VERSION = 1;
+export const MANIFEST_HEADER_LENGTH = 40;
+export const SIGNATURE_BLOCK_LENGTH = 1216;
+
+export interface V2Manifest {
+  secureVersion: number;
+  /** esp_app_desc_t.version, at most 32 bytes. */
+  version: string;
+  /** The image's Secure Boot v2 signature blocks (1 to 3), as they open its signature sector. */
+  blocks: Uint8Array[];
+}
+
+export function encodeManifest(manifest: V2Manifest): Uint8Array {
+  const n = manifest.blocks.length;
+  if (n < 1 || n > 3) {
+    throw new BadArgumentError(`a manifest carries 1 to 3 signature blocks, got ${n}`);
+  }
+  const out = new Uint8Array(MANIFEST_HEADER_LENGTH + n * SIGNATURE_BLOCK_LENGTH);
+  const view = viewOf(out);
+  out[0] = MANIFEST_VERSION;
+  out[1] = n;
+  view.setUint32(4, u32(manifest.secureVersion, 'secure_version'), true);
+  const version = new TextEncoder().encode(manifest.version);
+  if (version.length > 32) {
+    throw new BadArgumentError(`version is at most 32 bytes of UTF-8, got ${version.length}`);
+  }
+  out.set(version, 8);
+  manifest.blocks.forEach((block, i) => {
+    if (block.length !== SIGNATURE_BLOCK_LENGTH) {
+      throw new BadArgumentError(
+        `signature block ${i + 1} is ${SIGNATURE_BLOCK_LENGTH} bytes, got ${block.length}`,
+      );
+    }
+    out.set(block, MANIFEST_HEADER_LENGTH + i * SIGNATURE_BLOCK_LENGTH);
+  });
+  return out;
+}
+
+/**
+ * The MANIFEST commands that carry `manifest` (encoded) in pieces of at most `maxValue` bytes
+ * each (a Write Request's value: MTU - 3, at most 512): `u8 0x13, u16 offset, bytes`.
+ */
+export function manifestPieces(manifest: Uint8Array, maxValue: number): Uint8Array[] {
+  const room = Math.min(maxValue, 512) - 3;
+  if (room < 1) {
+    throw new BadArgumentError(`a MANIFEST piece needs at least 4 bytes of value, got ${maxValue}`);
+  }
+  const pieces: Uint8Array[] = [];
+  for (let offset = 0; offset < manifest.length; offset += room) {
+    const part = manifest.subarray(offset, offset + room);
+    const piece = new Uint8Array(3 + part.length);
+    piece[0] = V2Op.MANIFEST;
+    viewOf(piece).setUint16(1, offset, true);
+    piece.set(part, 3);
+    pieces.push(piece);
+  }
+  return pieces;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Everything on v2 Control
 
 /** A command written to v2 Control (device side). */
 export type V2Command =
   | ({ op: 'BEGIN' } & V2Begin & { flags: number })
   | { op: 'END' }
-  | { op: 'ABORT' };
+  | { op: 'ABORT' }
+  | { op: 'MANIFEST'; offset: number; bytes: Uint8Array };
 
 export function decodeCommand(data: Uint8Array): V2Command {
   const op = data[0];
   if (op === V2Op.BEGIN) return { op: 'BEGIN', ...decodeBegin(data) };
   if (op === V2Op.END && data.length === 1) return { op: 'END' };
   if (op === V2Op.ABORT && data.length === 1) return { op: 'ABORT' };
+  if (op === V2Op.MANIFEST && data.length >= 4) {
+    return { op: 'MANIFEST', offset: viewOf(data).getUint16(1, true), bytes: data.slice(3) };
+  }
   throw new ProtocolError(
     `not a v2 command: ${data.length} byte(s) starting with ${op === undefined ? 'nothing' : hexByte(op)}`,
   );

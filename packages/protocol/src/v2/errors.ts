@@ -14,10 +14,26 @@ export class V2RefusedError extends OtaError {
   /** The readable part without the hint, e.g. `device refused the update: ... (WRONG_CHIP)`. */
   readonly reason: string;
 
-  constructor(step: V2Step, status: number, options?: OtaErrorOptions) {
-    const reason = v2StatusMessage(status);
+  /** The client refused before sending anything, from what the device's INFO says it enforces. */
+  readonly preflight: boolean;
+
+  constructor(
+    step: V2Step,
+    status: number,
+    options?: OtaErrorOptions & { preflight?: { detail: string } },
+  ) {
+    const preflight = options?.preflight;
+    const reason =
+      preflight === undefined
+        ? v2StatusMessage(status)
+        : `${v2StatusMessage(status).replace('device refused the update', 'the device would refuse the update')}: ${preflight.detail}; nothing was sent`;
     const hint = v2StatusHint(status);
-    super('REFUSED', `${reason} at ${step}${hint === undefined ? '' : `; ${hint}`}`, options);
+    super(
+      'REFUSED',
+      `${reason}${preflight === undefined ? ` at ${step}` : ''}${hint === undefined ? '' : `; ${hint}`}`,
+      options,
+    );
+    this.preflight = preflight !== undefined;
     this.name = 'V2RefusedError';
     this.step = step;
     this.status = status;

@@ -15,6 +15,8 @@ import {
   TimeoutError,
   UnknownCharacteristicError,
 } from '../errors.ts';
+import { parseAppImage } from '../image/parse.ts';
+import { findSignatureSector, MAX_SIG_BLOCKS, SIG_BLOCK_MAGIC } from '../image/signature.ts';
 import {
   type Clock,
   type ProgressSnapshot,
@@ -44,6 +46,9 @@ import {
   encodeBegin,
   encodeData,
   encodeEnd,
+  encodeManifest,
+  manifestPieces,
+  SIGNATURE_BLOCK_LENGTH,
   V2_CONTROL_UUID,
   V2_DATA_UUID,
   V2_PROTO_VERSION,
@@ -131,6 +136,53 @@ export interface V2UploadOptions {
   waitForRestart?: boolean;
   /** Time constant of the rate smoothing, ms. */
   rateSmoothingMs?: number;
+  /**
+   * Install an image whose app version is older than the running one. The device takes it
+   * only if its firmware allows that (CONFIG_BLE_OTA_ALLOW_DOWNGRADE); a secure_version below
+   * the device's minimum is refused whatever this says.
+   */
+  allowDowngrade?: boolean;
+}
+
+/**
+ * Orders two app versions as the firmware does (ble_ota_version_compare): by their numeric
+ * major.minor.patch, a leading `v` allowed, suffixes not compared. < 0 when `a` is older,
+ * undefined when either does not start with a number (then no order and no refusal).
+ */
+export function compareAppVersions(a: string, b: string): number | undefined {
+  const parse = (v: string) => {
+    const m = /^[vV]?(\d+)(?:\.(\d+))?(?:\.(\d+))?/.exec(v);
+    return m ? [m[1], m[2], m[3]].map((x) => Math.min(Number(x ?? 0), 1e8)) : undefined;
+  };
+  const pa = parse(a);
+  const pb = parse(b);
+  if (!pa || !pb) return undefined;
+  for (let i = 0; i < 3; i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return Math.sign(d);
+  }
+  return 0;
+}
+
+/**
+ * The signature manifest of a signed image (its Secure Boot v2 blocks, secure_version and
+ * version), which a device that takes signed updates only checks at BEGIN before it erases
+ * anything; undefined for an image without a signature sector.
+ */
+export function imageManifest(image: Uint8Array): Uint8Array | undefined {
+  const at = findSignatureSector(image);
+  if (at === undefined) return undefined;
+  const blocks: Uint8Array[] = [];
+  for (let i = 0; i < MAX_SIG_BLOCKS; i++) {
+    const block = image.subarray(
+      at + i * SIGNATURE_BLOCK_LENGTH,
+      at + (i + 1) * SIGNATURE_BLOCK_LENGTH,
+    );
+    if (block[0] !== SIG_BLOCK_MAGIC || (block[1] !== 0x02 && block[1] !== 0x03)) break;
+    blocks.push(block);
+  }
+  const app = parseAppImage(image);
+  return encodeManifest({ secureVersion: app.secureVersion, version: app.version, blocks });
 }
 
 export interface V2ProgressSnapshot extends ProgressSnapshot {
@@ -414,6 +466,7 @@ class Run {
           `protocol v2 needs an ATT MTU of at least ${V2_MIN_MTU} (BEGIN is a ${BEGIN_LENGTH}-byte write) but the link has ${mtu}; use the baseline protocol (uploadAuto does) or a central that negotiates a larger MTU`,
         );
       }
+      const manifest = this.#preflight(info);
       const imageSha = new Uint8Array(createHash('sha256').update(image).digest());
       const { stream, compression } = this.#prepareStream(info);
       this.#stream = stream;
@@ -428,7 +481,8 @@ class Run {
           },
           (signal) => this.#t.subscribe(V2_CONTROL_UUID, this.#onNotification, { signal }),
         );
-        return this.#begin(chipId, imageSha, compression.used, info);
+        if (manifest !== undefined) await this.#sendManifest(manifest);
+        return this.#begin(chipId, imageSha, compression.used, info, manifest !== undefined);
       });
 
       const base = {
@@ -546,6 +600,62 @@ class Run {
     );
   }
 
+  /**
+   * What the device's INFO says it enforces, checked before anything is sent (the device checks
+   * it all again). Returns the manifest to send when the device takes one and the image is signed.
+   */
+  #preflight(info: V2Info): Uint8Array | undefined {
+    const image = this.#image;
+    const manifest = info.manifest ? imageManifest(image) : undefined;
+    const sec = info.security;
+    if (sec === undefined) return manifest;
+    const refuse = (status: number, detail: string) =>
+      new V2RefusedError('BEGIN', status, { preflight: { detail } });
+    if (sec.signedOnly && findSignatureSector(image) === undefined) {
+      throw refuse(
+        V2Status.UNSIGNED,
+        'its INFO says it takes signed updates only, and this image has no Secure Boot v2 signature sector',
+      );
+    }
+    let app: ReturnType<typeof parseAppImage> | undefined;
+    try {
+      app = parseAppImage(image);
+    } catch {
+      return manifest; // not an app image the client can read: the device answers for it
+    }
+    if (sec.antiRollback && app.secureVersion < sec.minSecureVersion) {
+      throw refuse(
+        V2Status.DOWNGRADE,
+        `the image's secure_version is ${app.secureVersion}, the device takes ${sec.minSecureVersion} or higher`,
+      );
+    }
+    const running = info.runningVersion;
+    const order = running === undefined ? undefined : compareAppVersions(app.version, running);
+    if (order !== undefined && order < 0 && !(this.#opts.allowDowngrade && sec.allowDowngrade)) {
+      throw refuse(
+        V2Status.VERSION_DOWNGRADE,
+        `the image is version ${app.version}, the device runs ${running}${
+          this.#opts.allowDowngrade ? ' and its firmware takes no older version' : ''
+        }`,
+      );
+    }
+    return manifest;
+  }
+
+  /** MANIFEST in pieces (Write Requests), right before BEGIN on the same connection. */
+  async #sendManifest(manifest: Uint8Array): Promise<void> {
+    for (const piece of manifestPieces(manifest, this.#t.mtu - 3)) {
+      await this.#link.step(
+        {
+          timeoutMs: this.#timeouts.writeMs,
+          waitingFor: 'waiting for the device to take the signature manifest',
+          during: 'while sending the signature manifest',
+        },
+        (signal) => this.#t.write(V2_CONTROL_UUID, piece, { withResponse: true, signal }),
+      );
+    }
+  }
+
   #prepareStream(info: V2Info): { stream: Uint8Array; compression: V2CompressionOutcome } {
     const mode = this.#opts.compression ?? 'auto';
     if (mode === 'never')
@@ -567,6 +677,7 @@ class Run {
     imageSha: Uint8Array,
     deflate: boolean,
     info: V2Info,
+    manifest: boolean,
   ): Promise<{ rsp: V2BeginRsp | 'already-installed'; sessionRestarted: boolean }> {
     const stream = this.#stream;
     let restart = false;
@@ -574,6 +685,8 @@ class Run {
       const command = encodeBegin({
         deflate,
         restart,
+        manifest,
+        allowDowngrade: this.#opts.allowDowngrade === true,
         chipId,
         imageSize: this.#image.length,
         imageSha256: imageSha,

@@ -76,6 +76,8 @@ export interface DeviceSecurity {
    * without NimBLE's security manager).
    */
   linkSecurity?: LinkSecurityLevel;
+  /** CONFIG_BLE_OTA_ALLOW_DOWNGRADE: an older app version when the client asks (default off). */
+  allowDowngrade?: boolean;
 }
 
 /**
@@ -243,6 +245,9 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
       args.push('--anti-rollback', security.antiRollback ? 'on' : 'off');
     }
     if (security?.linkSecurity !== undefined) args.push('--link-security', security.linkSecurity);
+    if (security?.allowDowngrade !== undefined) {
+      args.push('--allow-downgrade', security.allowDowngrade ? 'on' : 'off');
+    }
     if (opts.restartDelayMs !== undefined) {
       args.push('--restart-delay-ms', String(opts.restartDelayMs));
     }

@@ -28,6 +28,12 @@
 #include "freertos/task.h"
 #include "mbedtls/sha256.h"
 #include "spi_flash_mmap.h" /* SPI_FLASH_SEC_SIZE */
+#if CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK
+#include "esp_efuse.h" /* esp_efuse_read_secure_version */
+#endif
+#if CONFIG_BLE_OTA_REQUIRE_SIGNED
+#include "esp_secure_boot.h" /* esp_secure_boot_verify_sbv2_signature_block, ets_secure_boot_signature_t */
+#endif
 
 #include "ble_ota.h"
 #include "ble_ota_idf.h"
@@ -695,6 +701,61 @@ static int prv_inflate_update(void *ctx, const uint8_t **in, size_t *in_len, con
     return BLE_OTA_ERR_INVALID_ARG;
 }
 
+/* --- Update security --------------------------------------------------- */
+
+static void prv_security(void *ctx, ble_ota_security_t *out)
+{
+    (void)ctx;
+    memset(out, 0, sizeof(*out));
+    out->signed_only = CONFIG_BLE_OTA_REQUIRE_SIGNED;
+#if CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK
+    out->anti_rollback = true;
+    out->min_secure_version = esp_efuse_read_secure_version();
+#endif
+#if CONFIG_BLE_OTA_ALLOW_DOWNGRADE
+    out->allow_downgrade = true;
+#endif
+    out->link_security = (ble_ota_link_security_t)CONFIG_BLE_OTA_LINK_SECURITY;
+}
+
+#if CONFIG_BLE_OTA_REQUIRE_SIGNED
+/*
+ * The manifest's signature blocks, checked by IDF's own Secure Boot v2 code before anything is
+ * erased: esp_secure_boot_verify_sbv2_signature_block() takes a whole signature sector and the
+ * image digest, and checks each block against the trusted keys (the eFuse key digests under
+ * Secure Boot v2, the running app's signer with SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT), its
+ * CRC and its signature, with the chip's RSA/ECDSA hardware. The sector is rebuilt here as the
+ * image carries it: the blocks, then 0xFF.
+ */
+static int prv_verify_signature_blocks(void *ctx, const uint8_t *blocks, size_t count,
+                                       uint8_t digest[BLE_OTA_SHA256_LEN])
+{
+    ets_secure_boot_signature_t *sector;
+    uint8_t image_digest[BLE_OTA_SHA256_LEN];
+    esp_err_t err;
+
+    (void)ctx;
+    if (count == 0u || count * BLE_OTA_SIG_BLOCK_LEN > sizeof(ets_secure_boot_signature_t)) {
+        return BLE_OTA_ERR_BAD_SIGNATURE;
+    }
+    sector = malloc(sizeof(*sector));
+    if (sector == NULL) {
+        return BLE_OTA_ERR_NO_MEM;
+    }
+    memset(sector, 0xFF, sizeof(*sector));
+    memcpy(sector, blocks, count * BLE_OTA_SIG_BLOCK_LEN);
+    /* Every block of a sector signs the same image: its digest is the first block's. */
+    memcpy(image_digest, blocks + 4, sizeof(image_digest));
+    err = esp_secure_boot_verify_sbv2_signature_block(sector, image_digest, digest);
+    free(sector);
+    if (err == ESP_OK) {
+        return BLE_OTA_OK;
+    }
+    ESP_LOGE(TAG, "manifest refused by Secure Boot v2 verification: %s", esp_err_to_name(err));
+    return BLE_OTA_ERR_BAD_SIGNATURE;
+}
+#endif
+
 static const ble_ota_port_v2_t s_port_v2 = {
     .running_sha256 = prv_running_sha256,
     .chip_id = prv_chip_id,
@@ -707,6 +768,10 @@ static const ble_ota_port_v2_t s_port_v2 = {
     .inflate_update = prv_inflate_update,
     .inflate_finish = prv_inflate_finish,
     .link_request = ble_ota_nimble_link_request,
+    .security = prv_security,
+#if CONFIG_BLE_OTA_REQUIRE_SIGNED
+    .verify_signature_blocks = prv_verify_signature_blocks,
+#endif
 };
 
 /* --- Wiring ------------------------------------------------------------- */
