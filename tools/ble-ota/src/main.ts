@@ -191,6 +191,10 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         'sign the image with this key before sending it (RSA-3072 or ECDSA P-256 PEM; up to 3 times); with --sim the board trusts .ble-ota/rig-signing-key.pem',
       ).argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]),
     )
+    .option(
+      '--allow-downgrade',
+      "protocol v2: install an older app version than the running one, where the device allows it (CONFIG_BLE_OTA_ALLOW_DOWNGRADE); a secure_version below the device's minimum is refused whatever this says",
+    )
     .option('--skip-chip-check', "do not compare the image's chip with the device's model")
     .option('--no-verify', 'do not reconnect after the restart to check the running version')
     .addOption(

@@ -21,8 +21,10 @@ import {
   encodeEnd,
   encodeEndRsp,
   encodeInfo,
+  encodeManifest,
   encodeWindowAck,
   INFO_LENGTH,
+  manifestPieces,
   V2_CONTROL_UUID,
   V2_DATA_UUID,
   V2Status,
@@ -58,6 +60,8 @@ describe('v2 constants', () => {
       BAD_SIGNATURE: 13,
       UNTRUSTED_KEY: 14,
       DOWNGRADE: 15,
+      VERSION_DOWNGRADE: 16,
+      MANIFEST_MISMATCH: 17,
     });
   });
 
@@ -67,6 +71,37 @@ describe('v2 constants', () => {
     expect(crc32(data.subarray(4), crc32(data.subarray(0, 4)))).toBe(0xcbf43926);
     expect(crc32(new Uint8Array(0))).toBe(0);
     expect(crc32(data)).toBe(zlibCrc32(data) >>> 0);
+  });
+});
+
+describe('MANIFEST', () => {
+  it('lays out version, block count, secure_version, version and the blocks, and travels in pieces', () => {
+    const blocks = [new Uint8Array(1216).fill(0xe7), new Uint8Array(1216).fill(0x11)];
+    const m = encodeManifest({ secureVersion: 7, version: '2.1.0', blocks });
+    expect(m.length).toBe(40 + 2 * 1216);
+    expect(hex(m.subarray(0, 13))).toBe('010200000700000032 2e 31 2e 30'.replaceAll(' ', ''));
+    expect(m[40]).toBe(0xe7);
+    expect(m[40 + 1216]).toBe(0x11);
+    const pieces = manifestPieces(m, 244);
+    expect(pieces.map((p) => p.length)).toEqual([
+      ...new Array(10).fill(244),
+      m.length - 10 * 241 + 3,
+    ]);
+    let joined = new Uint8Array(0);
+    for (const piece of pieces) {
+      const cmd = decodeCommand(piece);
+      if (cmd.op !== 'MANIFEST') throw new Error('not a MANIFEST piece');
+      expect(cmd.offset).toBe(joined.length);
+      joined = new Uint8Array([...joined, ...cmd.bytes]);
+    }
+    expect(joined).toEqual(m);
+    expect(manifestPieces(m, 600)[0]?.length).toBe(512);
+    expect(() => encodeManifest({ secureVersion: 0, version: 'x', blocks: [] })).toThrow(
+      /1 to 3 signature blocks, got 0/,
+    );
+    expect(() =>
+      encodeManifest({ secureVersion: 0, version: 'x', blocks: [new Uint8Array(100)] }),
+    ).toThrow(/signature block 1 is 1216 bytes, got 100/);
   });
 });
 
@@ -132,7 +167,7 @@ describe('layouts (pinned bytes)', () => {
     expect(hex(encodeAbort())).toBe('12');
   });
 
-  it('INFO is 114 bytes with the fields at the spec offsets', () => {
+  it('INFO is 119 bytes with the fields at the spec offsets; what the device enforces at 114', () => {
     const bytes = encodeInfo({
       deflate: true,
       resume: true,
@@ -144,9 +179,34 @@ describe('layouts (pinned bytes)', () => {
       runningVersion: 'v1.2.3',
       sessionOffset: 77,
       sessionSha256: new Uint8Array(32).fill(2),
+      manifest: true,
+      security: {
+        signedOnly: true,
+        antiRollback: true,
+        minSecureVersion: 3,
+        allowDowngrade: false,
+        linkSecurity: 'encrypted',
+      },
     });
     expect(bytes.length).toBe(INFO_LENGTH);
-    expect(hex(bytes.subarray(0, 14))).toBe('0203050000001800000200400000');
+    expect(INFO_LENGTH).toBe(119);
+    expect(hex(bytes.subarray(0, 14))).toBe('0207050000001800000200400000');
+    expect(hex(bytes.subarray(114))).toBe('1303000000');
+    expect(decodeInfo(bytes)).toMatchObject({
+      manifest: true,
+      complete: true,
+      security: {
+        signedOnly: true,
+        antiRollback: true,
+        minSecureVersion: 3,
+        allowDowngrade: false,
+        linkSecurity: 'encrypted',
+      },
+    });
+    // Firmware before the security byte: 114 bytes, complete, nothing known of its security.
+    const older = decodeInfo(bytes.subarray(0, 114));
+    expect(older.complete).toBe(true);
+    expect(older.security).toBeUndefined();
     expect(bytes[14]).toBe(1);
     expect(new TextDecoder().decode(bytes.subarray(46, 52))).toBe('v1.2.3');
     expect(bytes[52]).toBe(0);
@@ -225,6 +285,8 @@ describe('round trips (property)', () => {
         fc.record({
           deflate: fc.boolean(),
           restart: fc.boolean(),
+          manifest: fc.boolean(),
+          allowDowngrade: fc.boolean(),
           chipId: u16,
           imageSize: u32,
           imageSha256: sha32,
@@ -234,7 +296,11 @@ describe('round trips (property)', () => {
           const decoded = decodeBegin(encodeBegin(begin));
           expect(decoded).toEqual({
             ...begin,
-            flags: (begin.deflate ? 1 : 0) | (begin.restart ? 2 : 0),
+            flags:
+              (begin.deflate ? 1 : 0) |
+              (begin.restart ? 2 : 0) |
+              (begin.manifest ? 4 : 0) |
+              (begin.allowDowngrade ? 8 : 0),
           });
           expect(decodeCommand(encodeBegin(begin))).toMatchObject({ op: 'BEGIN', ...begin });
         },

@@ -77,6 +77,8 @@ export interface FlashOptions {
   compression?: V2Compression;
   /** v2 only: how many times to reconnect and resume after the link drops. */
   resumeAttempts?: number;
+  /** v2 only: ask the device to take an older app version (if its firmware allows it). */
+  allowDowngrade?: boolean;
   verify: boolean;
   /** How long to wait for the device to come back with the new image, ms. */
   verifyTimeout: number;
@@ -240,6 +242,7 @@ export async function flashCommand(
             },
             v2: {
               compression: options.compression ?? 'auto',
+              ...(options.allowDowngrade ? { allowDowngrade: true } : {}),
               ...(step === undefined
                 ? {}
                 : {
