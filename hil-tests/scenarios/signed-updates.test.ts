@@ -2,9 +2,11 @@ import { generateKeyPairSync } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Scenario } from '@esp-ble-ota/hil';
 import {
+  crc32,
   publicKeyDigest,
   signImage,
   V2RefusedError,
+  withAppVersion,
   withSecureVersion,
 } from '@esp-ble-ota/protocol';
 import { describe, expect, it } from 'vitest';
@@ -24,10 +26,27 @@ async function open(t: Parameters<typeof Scenario.open>[0], antiRollback = false
   });
 }
 
-async function refusal(s: Scenario, image: Uint8Array): Promise<V2RefusedError> {
-  const refused = await s.flash(image, { protocol: 'v2' }).catch((e: unknown) => e);
+async function refusal(
+  s: Scenario,
+  image: Uint8Array,
+  opts: { skipPreflight?: boolean; allowDowngrade?: boolean } = {},
+): Promise<V2RefusedError> {
+  const refused = await s.flash(image, { protocol: 'v2', ...opts }).catch((e: unknown) => e);
   expect(refused).toBeInstanceOf(V2RefusedError);
   return refused as V2RefusedError;
+}
+
+/**
+ * The device refused at BEGIN from the image's manifest: its console says so, and no update
+ * slot was opened (it prints "v2 update: ..." when it opens one, before the first erase).
+ */
+async function expectRefusedBeforeAnyErase(s: Scenario, refused: V2RefusedError): Promise<void> {
+  const seen = await s.console.expectAny([
+    /v2 update: /,
+    /v2 BEGIN refused before any erase: ([^\r\n]*)/,
+  ]);
+  expect(seen.index).toBe(1);
+  s.check('refused at BEGIN, before any erase', true, `${refused.statusName}: ${seen.match}`);
 }
 
 describe('signed updates', () => {
@@ -40,19 +59,30 @@ describe('signed updates', () => {
       [trusted],
     );
     const { upload } = await s.flash(image, { protocol: 'v2' });
-    if (upload.protocol === 'v2') expect(upload.result.outcome).toBe('installed');
+    if (upload.protocol === 'v2') {
+      expect(upload.result.outcome).toBe('installed');
+      // INFO said what the board enforces; the client sent the image's manifest before BEGIN.
+      expect(upload.result.info.security).toMatchObject({ signedOnly: true });
+    }
+    const verified = await s.console.expect(/v2 BEGIN: manifest signature verified[^\r\n]*/);
+    s.check('manifest verified at BEGIN', true, verified.match);
     await s.expectUpdated(before, s.images.firmware.version);
   });
 
-  it('an unsigned image is refused (UNSIGNED) and the old firmware stays', async (t) => {
+  it('an unsigned image is refused (UNSIGNED) before any erase and the old firmware stays', async (t) => {
     const s = await open(t);
     const before = await s.boot();
-    const refused = await refusal(
-      s,
-      new Uint8Array(await readFile(s.images.unsignedImage ?? s.images.image)),
-    );
+    const unsigned = new Uint8Array(await readFile(s.images.unsignedImage ?? s.images.image));
+    // The client reads in INFO that the board takes signed images only and sends nothing...
+    const early = await refusal(s, unsigned);
+    expect(early.statusName).toBe('UNSIGNED');
+    expect(early.preflight).toBe(true);
+    s.check('client refused from INFO, nothing sent', true, early.message);
+    // ...and a client that sends it anyway is refused by the board at BEGIN.
+    const refused = await refusal(s, unsigned, { skipPreflight: true });
     expect(refused.statusName).toBe('UNSIGNED');
-    s.check('refused at END', true, refused.message);
+    expect(refused.preflight).toBe(false);
+    await expectRefusedBeforeAnyErase(s, refused);
     expect(await s.boot()).toEqual(before);
   });
 
@@ -67,7 +97,20 @@ describe('signed updates', () => {
     signed[signed.length - 4097] = 0;
     const refused = await refusal(s, signed);
     expect(refused.statusName).toBe('BAD_SIGNATURE');
+    // Its signature block is intact, so the manifest holds at BEGIN; END checks the image.
+    expect(refused.step).toBe('END');
     s.check('refused at END', true, refused.message);
+    // A signature block changed after signing is refused at BEGIN already.
+    const forged = signImage(
+      new Uint8Array(await readFile(s.images.unsignedImage ?? s.images.image)),
+      [trusted],
+    );
+    const sigByte = forged.length - 4096 + 812 + 10; // a byte of the RSA-PSS signature in the block
+    forged[sigByte] = (forged[sigByte] ?? 0) ^ 1;
+    forged.set(crcOfBlock(forged.subarray(forged.length - 4096)), forged.length - 4096 + 1196);
+    const early = await refusal(s, forged);
+    expect(early.statusName).toBe('BAD_SIGNATURE');
+    await expectRefusedBeforeAnyErase(s, early);
     expect(await s.boot()).toEqual(before);
   });
 
@@ -81,7 +124,7 @@ describe('signed updates', () => {
       ]),
     );
     expect(refused.statusName).toBe('UNTRUSTED_KEY');
-    s.check('refused at END', true, refused.message);
+    await expectRefusedBeforeAnyErase(s, refused);
     expect(await s.boot()).toEqual(before);
   });
 
@@ -91,9 +134,49 @@ describe('signed updates', () => {
     const before = await s.boot();
     await s.flash(signImage(withSecureVersion(built, 2), [trusted]), { protocol: 'v2' });
     const updated = await s.expectUpdated(before, s.images.firmware.version);
-    const refused = await refusal(s, signImage(withSecureVersion(built, 1), [trusted]));
+    const older = signImage(withSecureVersion(built, 1), [trusted]);
+    // The board's INFO says its minimum is now 2: the client refuses without sending...
+    const early = await refusal(s, older);
+    expect(early.statusName).toBe('DOWNGRADE');
+    expect(early.preflight).toBe(true);
+    // ...and the board refuses it at BEGIN from the manifest, --allow-downgrade or not.
+    const refused = await refusal(s, older, { skipPreflight: true, allowDowngrade: true });
     expect(refused.statusName).toBe('DOWNGRADE');
-    s.check('refused at END', true, refused.message);
+    await expectRefusedBeforeAnyErase(s, refused);
     expect((await s.boot()).version).toBe(updated.version);
   });
+
+  it('an older app version is refused (VERSION_DOWNGRADE); --allow-downgrade installs it where the firmware allows', async (t) => {
+    const s = await Scenario.open(t, {
+      board: {
+        security: {
+          trustedKeyDigests: [publicKeyDigest(trusted)],
+          antiRollback: true,
+          allowDowngrade: true,
+        },
+      },
+      benchNeeds: `${BENCH_NEEDS} and CONFIG_BLE_OTA_ALLOW_DOWNGRADE`,
+    });
+    const built = new Uint8Array(await readFile(s.images.unsignedImage ?? s.images.image));
+    const before = await s.boot();
+    const newer = signImage(withAppVersion(built, '9.0.0'), [trusted]);
+    await s.flash(newer, { protocol: 'v2' });
+    const updated = await s.expectUpdated(before, '9.0.0');
+    const older = signImage(built, [trusted]);
+    const refused = await refusal(s, older, { skipPreflight: true });
+    expect(refused.statusName).toBe('VERSION_DOWNGRADE');
+    await expectRefusedBeforeAnyErase(s, refused);
+    expect((await s.boot()).version).toBe(updated.version);
+    // Asked for, on a board built to allow it: the older version goes in.
+    const { upload } = await s.flash(older, { protocol: 'v2', allowDowngrade: true });
+    if (upload.protocol === 'v2') expect(upload.result.outcome).toBe('installed');
+    await s.expectUpdated(updated, s.images.firmware.version);
+  });
 });
+
+/** The CRC-32 a signature block carries over its first 1196 bytes, little-endian. */
+function crcOfBlock(block: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, crc32(block.subarray(0, 1196)), true);
+  return out;
+}

@@ -60,8 +60,13 @@ export interface ScenarioOptions {
 export interface FlashOptions {
   /** `command` writes REQUEST/DONE as Write Commands, as the baseline's Python client does. */
   requestWriteType?: 'request' | 'command';
-  /** Skip the chip and slot-size pre-flight checks (to test that the device refuses). */
+  /**
+   * Skip the client's pre-flight checks (chip, slot size, and what the device's v2 INFO says it
+   * enforces: signed only, secure_version, older versions), to test that the device refuses.
+   */
   skipPreflight?: boolean;
+  /** v2: ask the device to take an older app version (where its firmware allows it). */
+  allowDowngrade?: boolean;
   /** Send an image whose checksum or hash is wrong (to test that the device refuses it). */
   allowCorrupt?: boolean;
   /** 'auto' (default): v2 when the device offers it, else the baseline protocol. */
@@ -367,7 +372,11 @@ export class Scenario {
       ...(clock ? { clock } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       baseline: { requestWriteType: opts.requestWriteType ?? 'request' },
-      v2: { compression: opts.compression ?? 'auto' },
+      v2: {
+        compression: opts.compression ?? 'auto',
+        ...(opts.skipPreflight ? { preflight: false } : {}),
+        ...(opts.allowDowngrade ? { allowDowngrade: true } : {}),
+      },
       onPhase,
       onProgress,
     }).catch(async (error: unknown) => {

@@ -462,6 +462,8 @@ export class NobleTransport implements Transport {
     const settle = pending.settle;
     pending.settle = undefined;
     this.#forget(pending);
+    // noble's ATT queue waits behind that request for ever: the link is of no more use.
+    void this.disconnect().catch(() => {});
     settle?.(
       new InsecureLinkError(
         pending.characteristic,

@@ -24,6 +24,7 @@ export function exitCodeFor(error: unknown): ExitCodeValue {
       return ExitCode.DEVICE_NOT_FOUND;
     case 'REFUSED':
     case 'ATT_ERROR':
+    case 'INSECURE_LINK':
     case 'UNKNOWN_CHARACTERISTIC':
       return ExitCode.DEVICE_REFUSED;
     case 'LINK_LOST':

@@ -37,7 +37,10 @@ export const EXIT_CODE_HELP: readonly [code: number, meaning: string][] = [
   [ExitCode.USAGE, 'usage error (bad option or argument, image file not found)'],
   [ExitCode.IMAGE_INVALID, 'image invalid (not an ESP app image, bad checksum or SHA-256)'],
   [ExitCode.DEVICE_NOT_FOUND, 'device not found'],
-  [ExitCode.DEVICE_REFUSED, 'device refused (REQUEST_NAK, DONE_NAK, a v2 status, ATT error)'],
+  [
+    ExitCode.DEVICE_REFUSED,
+    'device refused (REQUEST_NAK, DONE_NAK, a v2 status, ATT error, a pairing it needs and this client cannot make)',
+  ],
   [ExitCode.LINK_LOST, 'link lost'],
   [ExitCode.TIMEOUT, 'timeout'],
   [ExitCode.NO_ADAPTER, 'no usable Bluetooth adapter'],

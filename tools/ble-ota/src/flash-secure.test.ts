@@ -54,17 +54,24 @@ describe('signed updates on the virtual rig (device trusts one key)', () => {
         startRig,
       });
       expect(unsigned.code).toBe(ExitCode.DEVICE_REFUSED);
+      // The device's INFO says it takes signed images only: refused before anything is sent.
       expect(unsigned.stderr).toMatch(
-        /the image is not signed and the device takes signed updates only \(UNSIGNED\)/,
+        /the device would refuse the update: the image is not signed and the device takes signed updates only \(UNSIGNED\): its INFO says .*; nothing was sent; sign it with/,
       );
-      await console.expect('the image is not signed (no Secure Boot v2 signature sector');
 
       const foreign = await run(
         ['flash', await sign(secureImage('5.0.1'), otherKey), '--sim', '--no-verify'],
         { startRig },
       );
       expect(foreign.code).toBe(ExitCode.DEVICE_REFUSED);
-      expect(foreign.stderr).toMatch(/signed by a key the device does not trust \(UNTRUSTED_KEY\)/);
+      expect(foreign.stderr).toMatch(
+        /signed by a key the device does not trust \(UNTRUSTED_KEY\) at BEGIN/,
+      );
+      // The manifest (the image's signature block) was checked before anything was erased.
+      await console.expect(
+        /manifest: none of the 1 signature block\(s\) is by a key this device trusts/,
+      );
+      await console.expect('v2 BEGIN refused before any erase');
 
       // One byte of the padding changed after signing: the image itself is still a valid image.
       const signed = new Uint8Array(readFileSync(await sign(secureImage('5.0.2'), trustedKey)));
@@ -72,7 +79,9 @@ describe('signed updates on the virtual rig (device trusts one key)', () => {
       const tampered = writeBytes('secure-tampered.bin', signed);
       const bad = await run(['flash', tampered, '--sim', '--no-verify'], { startRig });
       expect(bad.code).toBe(ExitCode.DEVICE_REFUSED);
-      expect(bad.stderr).toMatch(/signature does not hold .* \(BAD_SIGNATURE\)/);
+      // Its signature block is intact, so BEGIN takes the manifest; END finds the change.
+      await console.expect('v2 BEGIN: manifest signature verified');
+      expect(bad.stderr).toMatch(/signature does not hold .* \(BAD_SIGNATURE\) at END/);
       await console.expect(/names another image digest: the image changed after it was signed/);
 
       const goodImage = await sign(secureImage('5.1.0'), trustedKey);
@@ -133,8 +142,24 @@ describe('anti-rollback on the virtual rig', () => {
         { startRig },
       );
       expect(v2.code).toBe(ExitCode.DEVICE_REFUSED);
-      expect(v2.stderr).toMatch(/secure_version is below the device's minimum .* \(DOWNGRADE\)/);
-      await console.expect("secure_version 2 is below the device's minimum 3");
+      expect(v2.stderr).toMatch(
+        /secure_version is below the device's minimum .* \(DOWNGRADE\): the image's secure_version is 2, the device takes 3 or higher; nothing was sent/,
+      );
+      // The baseline cannot read INFO's security byte: the device refuses when the image's
+      // app description arrives, long before DONE.
+      const v2Baseline = await run(
+        [
+          'flash',
+          await sign(secureImage('6.0.1', 2), trustedKey),
+          '--sim',
+          '--protocol',
+          'baseline',
+          '--no-verify',
+        ],
+        { startRig },
+      );
+      expect(v2Baseline.code).toBe(ExitCode.DEVICE_REFUSED);
+      await console.expect("image refused: secure_version 2 is below the device's minimum 3");
       expect(readFileSync(`${board.flashPath}.efuse`, 'utf8')).toBe('secure_version 3\n');
       // the same secure_version is no downgrade
       const same = await run(['flash', await sign(secureImage('6.0.2', 3), trustedKey), '--sim'], {
@@ -146,4 +171,57 @@ describe('anti-rollback on the virtual rig', () => {
       await rig.close();
     }
   }, 180_000);
+});
+
+describe('older app versions on the virtual rig', () => {
+  it('refuses an older app version; --allow-downgrade installs it only where the firmware allows', async () => {
+    for (const allowDowngrade of [false, true]) {
+      const { rig, board, startRig } = await secureRig({
+        trustedKeyDigests: [trustedDigest],
+        allowDowngrade,
+      });
+      const console = await SerialConsole.open(board.serialPath);
+      try {
+        const newer = await run(['flash', await sign(secureImage('8.0.0'), trustedKey), '--sim'], {
+          startRig,
+        });
+        expect(newer.code).toBe(ExitCode.OK);
+        const older = await sign(secureImage('7.9.0'), trustedKey);
+        const refused = await run(['flash', older, '--sim', '--no-verify'], { startRig });
+        expect(refused.code).toBe(ExitCode.DEVICE_REFUSED);
+        expect(refused.stderr).toMatch(
+          /the image is version 7\.9\.0, the device runs 8\.0\.0; nothing was sent; build a newer version, or pass --allow-downgrade/,
+        );
+        const asked = await run(['flash', older, '--sim', '--allow-downgrade'], { startRig });
+        if (allowDowngrade) {
+          expect(asked.code).toBe(ExitCode.OK);
+          expect(asked.stdout).toMatch(/^verified: the device runs 7\.9\.0$/m);
+        } else {
+          expect(asked.code).toBe(ExitCode.DEVICE_REFUSED);
+          expect(asked.stderr).toMatch(/its firmware takes no older version; nothing was sent/);
+        }
+      } finally {
+        await console.close();
+        await rig.close();
+      }
+    }
+  }, 180_000);
+});
+
+describe('link security on the virtual rig', () => {
+  it('a board that needs a pairing noble cannot make refuses the upload (exit 5) and says why', async () => {
+    const { rig, board, startRig } = await secureRig({ linkSecurity: 'authenticated' });
+    const console = await SerialConsole.open(board.serialPath);
+    try {
+      const r = await run(['flash', secureImage('9.0.0'), '--sim', '--no-verify'], { startRig });
+      expect(r.code).toBe(ExitCode.DEVICE_REFUSED);
+      expect(r.stderr).toMatch(
+        /the device refused to pair \(SMP authentication requirements \(0x03\)\).*noble pairs LE legacy Just Works only/,
+      );
+      expect(board.peripheral.bonds.size).toBe(0);
+    } finally {
+      await console.close();
+      await rig.close();
+    }
+  }, 120_000);
 });

@@ -369,9 +369,15 @@ describe('ble-ota on the virtual rig (firmware host build)', () => {
 
   it("Ctrl-C during an upload stops it cleanly with exit code 130 (before noble's own SIGINT exit)", async () => {
     const bin = fileURLToPath(new URL('../bin/ble-ota.js', import.meta.url));
-    const child = spawn(process.execPath, [bin, 'flash', hostImage('9.9.7'), '--sim'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    // Signed with the rig's key: an unsigned image is refused from INFO before any progress.
+    const key = await rigKey();
+    const child = spawn(
+      process.execPath,
+      [bin, 'flash', hostImage('9.9.7'), '--sim', '--key', key],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stdout = '';
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => {

@@ -385,6 +385,23 @@ const u32 = (v: number, f: string) => uint(v, 32, f);
  * a signature would no longer hold, so sign the result afterwards.
  */
 export function withSecureVersion(image: Uint8Array, secureVersion: number): Uint8Array {
+  const bytes = new Uint8Array(4);
+  new DataView(bytes.buffer).setUint32(0, u32(secureVersion, 'secureVersion'), true);
+  return withAppDescField(image, APP_DESC.secureVersion, bytes);
+}
+
+/**
+ * A copy of `image` with its `esp_app_desc_t.version` (PROJECT_VER) set, as a build of another
+ * version would have it; like {@link withSecureVersion}, sign the result afterwards.
+ */
+export function withAppVersion(image: Uint8Array, version: string): Uint8Array {
+  const field = new Uint8Array(APP_DESC.versionSize);
+  writeCString(field, 0, APP_DESC.versionSize, version, 'version');
+  return withAppDescField(image, APP_DESC.version, field);
+}
+
+/** Writes `bytes` at `offset` into the app description, then mends checksum and hash. */
+function withAppDescField(image: Uint8Array, offset: number, bytes: Uint8Array): Uint8Array {
   const info = parseAppImage(image);
   if (!info.checksumValid || info.hashValid === false) {
     throw new RangeError('the image is corrupt (checksum or SHA-256); rebuild it first');
@@ -392,12 +409,13 @@ export function withSecureVersion(image: Uint8Array, secureVersion: number): Uin
   const first = info.segments[0];
   if (first === undefined) throw new RangeError('the image has no segment, so no app descriptor');
   const out = Uint8Array.from(image);
-  const at = first.dataOffset + APP_DESC.secureVersion;
-  const before = out.slice(at, at + 4);
-  new DataView(out.buffer).setUint32(at, u32(secureVersion, 'secureVersion'), true);
+  const at = first.dataOffset + offset;
+  const before = out.slice(at, at + bytes.length);
+  out.set(bytes, at);
   // The checksum is the XOR of all segment data: only the changed bytes move it.
   let checksum = out[info.checksum.offset] as number;
-  for (let i = 0; i < 4; i++) checksum ^= (before[i] as number) ^ (out[at + i] as number);
+  for (let i = 0; i < bytes.length; i++)
+    checksum ^= (before[i] as number) ^ (out[at + i] as number);
   out[info.checksum.offset] = checksum;
   if (info.hash.appended) {
     const end = info.imageLength - SHA256_LENGTH;

@@ -2,6 +2,7 @@ export {
   type BuildAppImageOptions,
   buildAppImage,
   type SegmentInput,
+  withAppVersion,
   withSecureVersion,
 } from './build.ts';
 export {

@@ -142,6 +142,11 @@ export interface V2UploadOptions {
    * the device's minimum is refused whatever this says.
    */
   allowDowngrade?: boolean;
+  /**
+   * Check what the device's INFO says it enforces before sending anything (default true). Off,
+   * the image goes out and the device's own checks answer: for tests of the device.
+   */
+  preflight?: boolean;
 }
 
 /**
@@ -608,7 +613,9 @@ class Run {
     const image = this.#image;
     const manifest = info.manifest ? imageManifest(image) : undefined;
     const sec = info.security;
-    if (sec === undefined) return manifest;
+    if (sec === undefined || this.#opts.preflight === false) return manifest;
+    // The device refuses a wrong chip or a too large image first: leave those to its answer.
+    if (imageChipId(image) !== info.chipId || image.length > info.slotSize) return manifest;
     const refuse = (status: number, detail: string) =>
       new V2RefusedError('BEGIN', status, { preflight: { detail } });
     if (sec.signedOnly && findSignatureSector(image) === undefined) {
