@@ -99,6 +99,7 @@ describe('signed updates', () => {
     expect(refused.statusName).toBe('BAD_SIGNATURE');
     // Its signature block is intact, so the manifest holds at BEGIN; END checks the image.
     expect(refused.step).toBe('END');
+    await s.console.expect(/v2 END refused: the image's signature does not hold/);
     s.check('refused at END', true, refused.message);
     // A signature block changed after signing is refused at BEGIN already.
     const forged = signImage(

@@ -380,6 +380,9 @@ export class Scenario {
       onPhase,
       onProgress,
     }).catch(async (error: unknown) => {
+      // Free the board for the scenario's next step (a connected board does not advertise).
+      await opened.transport.close().catch(() => {});
+      this.transport = undefined;
       throw await this.withDeviceErrors(error);
     });
     this.result.protocol = upload.protocol;
