@@ -155,16 +155,41 @@ describe('the sensitivity table', () => {
 });
 
 describe('the signature check cost', () => {
-  it('says what each signature adds to END over the unsigned update', () => {
+  it('says what each signature (and the encrypted link) adds to BEGIN and END over the unsigned update', () => {
     const v = verificationResult('linux-noble-esp32c3', [
-      { signature: 'none', endSeconds: 0.27, totalSeconds: 11.11 },
-      { signature: 'RSA-3072', endSeconds: 0.36, totalSeconds: 11.2 },
+      {
+        signature: 'none',
+        encryptedLink: false,
+        beginSeconds: 0.2,
+        endSeconds: 0.27,
+        totalSeconds: 11.11,
+      },
+      {
+        signature: 'RSA-3072',
+        encryptedLink: false,
+        beginSeconds: 0.28,
+        endSeconds: 0.36,
+        totalSeconds: 11.2,
+      },
+      {
+        signature: 'ECDSA P-256',
+        encryptedLink: true,
+        beginSeconds: 0.45,
+        endSeconds: 0.5,
+        totalSeconds: 11.4,
+      },
     ]);
     const text = renderVerification(v);
-    expect(text).toMatch(/unsigned, any image taken: END 270\.0 ms, update 11\.11 s/);
     expect(text).toMatch(
-      /signed RSA-3072, only the trusted key taken: END 360\.0 ms \(\+90\.0 ms\)/,
+      /unsigned, any image taken: BEGIN 200\.0 ms, END 270\.0 ms, update 11\.11 s/,
     );
+    expect(text).toMatch(
+      /signed RSA-3072, only the trusted key taken: BEGIN 280\.0 ms \(\+80\.0 ms\), END 360\.0 ms \(\+90\.0 ms\)/,
+    );
+    expect(text).toMatch(
+      /signed ECDSA P-256, only the trusted key taken, encrypted link: BEGIN 450\.0 ms \(\+250\.0 ms\)/,
+    );
+    expect(text).toMatch(/the link layer's encryption start is not modeled/);
     expect(renderVerification(verificationResult('x', { skipped: 'no rig' }))).toMatch(
       /not measured \(no rig\)/,
     );

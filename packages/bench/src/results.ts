@@ -185,8 +185,12 @@ export interface VerificationCost {
   runs:
     | Array<{
         signature: string;
+        encryptedLink: boolean;
+        beginSeconds: number;
         endSeconds: number;
         totalSeconds: number;
+        /** Modeled seconds more than the unsigned update, BEGIN phase only (manifest, pairing). */
+        extraBeginSeconds: number;
         /** Modeled seconds more than the unsigned update, END phase only. */
         extraEndSeconds: number;
       }>
@@ -195,13 +199,25 @@ export interface VerificationCost {
 
 export function verificationResult(
   profile: string,
-  runs: ReadonlyArray<{ signature: string; endSeconds: number; totalSeconds: number }> | Skipped,
+  runs:
+    | ReadonlyArray<{
+        signature: string;
+        encryptedLink: boolean;
+        beginSeconds: number;
+        endSeconds: number;
+        totalSeconds: number;
+      }>
+    | Skipped,
 ): VerificationCost {
   if ('skipped' in runs) return { profile, runs };
   const unsigned = runs.find((r) => r.signature === 'none');
   return {
     profile,
-    runs: runs.map((r) => ({ ...r, extraEndSeconds: r.endSeconds - (unsigned?.endSeconds ?? 0) })),
+    runs: runs.map((r) => ({
+      ...r,
+      extraBeginSeconds: r.beginSeconds - (unsigned?.beginSeconds ?? 0),
+      extraEndSeconds: r.endSeconds - (unsigned?.endSeconds ?? 0),
+    })),
   };
 }
 
@@ -211,10 +227,16 @@ export function renderVerification(v: VerificationCost): string {
   const ms = (s: number) => `${(s * 1000).toFixed(1)} ms`;
   return [
     `signature check cost, ${v.profile}, v2 without deflate (modeled device time; device-cpu.ts estimates, not measured):`,
-    ...v.runs.map(
-      (r) =>
-        `  ${r.signature === 'none' ? 'unsigned, any image taken' : `signed ${r.signature}, only the trusted key taken`}: END ${ms(r.endSeconds)}${r.signature === 'none' ? '' : ` (+${ms(r.extraEndSeconds)})`}, update ${r.totalSeconds.toFixed(2)} s`,
-    ),
+    ...v.runs.map((r) => {
+      const what =
+        r.signature === 'none'
+          ? 'unsigned, any image taken'
+          : `signed ${r.signature}, only the trusted key taken${r.encryptedLink ? ', encrypted link' : ''}`;
+      const extra = (s: number) =>
+        r.signature === 'none' ? '' : ` (${s >= 0 ? '+' : ''}${ms(s)})`;
+      return `  ${what}: BEGIN ${ms(r.beginSeconds)}${extra(r.extraBeginSeconds)}, END ${ms(r.endSeconds)}${extra(r.extraEndSeconds)}, update ${r.totalSeconds.toFixed(2)} s`;
+    }),
+    "  BEGIN holds the first 64 KB block erase; a signed image adds its manifest (1256 bytes in Write Requests) and one public-key operation before that erase; an encrypted link adds the pairing (LE legacy Just Works: 4 SMP exchanges and the key distribution; the link layer's encryption start is not modeled)",
     '  END holds two esp_image_verify passes (esp_ota_end, esp_ota_set_boot_partition); a signed image adds a SHA-256 over the image and one public-key operation per signature block',
   ].join('\n');
 }

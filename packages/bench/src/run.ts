@@ -438,6 +438,14 @@ export const STACK_MTU = 517;
 /** One signed (or unsigned) v2 update and how long its END took in modeled time. */
 export interface VerificationRun {
   signature: 'none' | 'RSA-3072' | 'ECDSA P-256';
+  /** The board's OTA writes need an encrypted link: the client paired first (the rig's default). */
+  encryptedLink: boolean;
+  /**
+   * Modeled seconds of the BEGIN phase: subscribing, the signature manifest (signed images:
+   * 1256 bytes in Write Requests, then one public-key check before anything is erased), the
+   * first 64 KB block erase, and the pairing where the link must be encrypted.
+   */
+  beginSeconds: number;
   /** Modeled seconds of the END phase (image checks, signature check, boot partition). */
   endSeconds: number;
   /** Modeled seconds of the whole update, BEGIN to END_RSP. */
@@ -457,13 +465,16 @@ export async function runVerificationCost(
   const profile = runProfileVariant(base, {});
   const size = options.imageBytes ?? MIB;
   const log = options.log ?? (() => {});
+  const ecdsa = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
   const kinds = [
-    ['none', undefined],
-    ['RSA-3072', generateKeyPairSync('rsa', { modulusLength: 3072 }).privateKey],
-    ['ECDSA P-256', generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey],
+    ['none', undefined, false],
+    ['RSA-3072', generateKeyPairSync('rsa', { modulusLength: 3072 }).privateKey, false],
+    ['ECDSA P-256', ecdsa, false],
+    // The firmware's secure default: signed, and OTA writes only on an encrypted link.
+    ['ECDSA P-256', ecdsa, true],
   ] as const;
   const runs: VerificationRun[] = [];
-  for (const [signature, key] of kinds) {
+  for (const [signature, key, encryptedLink] of kinds) {
     // The signature sector (4 KB) is part of the image: the signed one is built that much
     // smaller, so that both send the same number of bytes.
     const plain = await benchImage(
@@ -481,7 +492,12 @@ export async function runVerificationCost(
           chip: profile.chip,
           restartDelayMs: 0,
           // Unsigned: a firmware built with signature checks off; signed: one key trusted.
-          security: key ? { trustedKeyDigests: [publicKeyDigest(key)] } : TAKES_ANY_IMAGE,
+          security: key
+            ? {
+                trustedKeyDigests: [publicKeyDigest(key)],
+                ...(encryptedLink ? { linkSecurity: 'encrypted' as const } : {}),
+              }
+            : TAKES_ANY_IMAGE,
         },
       ],
     });
@@ -497,7 +513,9 @@ export async function runVerificationCost(
           characteristics: CHARACTERISTICS,
         })
       ).transport;
-      log(`${profile.name}: v2, ${signature === 'none' ? 'unsigned' : `signed ${signature}`}`);
+      log(
+        `${profile.name}: v2, ${signature === 'none' ? 'unsigned' : `signed ${signature}`}${encryptedLink ? ', encrypted link' : ''}`,
+      );
       const r = await uploadV2(transport, image, {
         compression: 'never',
         clock: modeledClock(board),
@@ -505,6 +523,8 @@ export async function runVerificationCost(
       if (r.outcome !== 'installed') return { skipped: `the ${signature} run ended ${r.outcome}` };
       runs.push({
         signature,
+        encryptedLink,
+        beginSeconds: span(r.phases, 'begin', 'begin'),
         endSeconds: span(r.phases, 'end', 'end'),
         totalSeconds: span(r.phases, 'begin', 'end'),
       });
