@@ -40,6 +40,7 @@ typedef struct {
     const char *flash_journal;
     ble_ota_link_security_t link_security;
     bool allow_downgrade;
+    bool disable_baseline;
 } app_args_t;
 
 static int prv_usage(void)
@@ -85,6 +86,8 @@ static int prv_parse(int argc, char **argv, app_args_t *a)
             a->anti_rollback = strcmp(v, "on") == 0;
         } else if (strcmp(argv[i], "--flash-journal") == 0) {
             a->flash_journal = v;
+        } else if (strcmp(argv[i], "--baseline") == 0) {
+            a->disable_baseline = strcmp(v, "off") == 0;
         } else if (strcmp(argv[i], "--allow-downgrade") == 0) {
             a->allow_downgrade = strcmp(v, "on") == 0;
         } else if (strcmp(argv[i], "--link-security") == 0) {
@@ -311,6 +314,7 @@ int main(int argc, char **argv)
     ble_ota_config_t cfg = BLE_OTA_CONFIG_DEFAULT_INIT;
     cfg.device_name = a.name;
     cfg.restart_delay_ms = a.restart_delay_ms;
+    cfg.disable_baseline = a.disable_baseline;
     static ble_ota_port_v2_t port_v2;
     host_port_v2(&hp, &port_v2);
     if (ble_ota_init(&port, &cfg) != BLE_OTA_OK || ble_ota_v2_attach(&port_v2) != BLE_OTA_OK) {

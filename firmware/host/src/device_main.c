@@ -25,7 +25,7 @@ static void prv_usage(FILE *out)
             "                      [--power-cut-at N [--power-cut-mode skip|torn]] [--name NAME]\n"
             "                      [--reset-reason poweron|sw]\n"
             "                      [--restart-delay-ms MS] [--trusted-key-digest HEX]... [--anti-rollback on|off]\n"
-            "                      [--allow-downgrade on|off]\n"
+            "                      [--allow-downgrade on|off] [--baseline on|off]\n"
             "                      [--flash-journal FILE] [--link-security open|encrypted|authenticated]\n"
             "       ble-ota-device [--link-security LEVEL] --gatt-json\n"
             "chips: %s\n"
@@ -93,6 +93,7 @@ int main(int argc, char **argv)
     int n_trusted = 0;
     const char *anti_rollback = NULL;
     const char *allow_downgrade = NULL;
+    const char *baseline = NULL;
     const char *flash_journal = NULL;
     const char *link_security = NULL;
     ble_ota_link_security_t link_level = BLE_OTA_LINK_OPEN;
@@ -160,6 +161,14 @@ int main(int argc, char **argv)
                 return 2;
             }
             anti_rollback = v;
+        } else if (strcmp(arg, "--baseline") == 0) {
+            if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0) {
+                fprintf(stderr, "ble-ota-device: --baseline is on (the baseline protocol's REQUEST is taken) or off "
+                                "(v2 only), got '%s'\n",
+                        v);
+                return 2;
+            }
+            baseline = v;
         } else if (strcmp(arg, "--allow-downgrade") == 0) {
             if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0) {
                 fprintf(stderr, "ble-ota-device: --allow-downgrade is on (an older app version when the client "
@@ -320,6 +329,10 @@ int main(int argc, char **argv)
     if (anti_rollback != NULL) {
         app_argv[n++] = "--anti-rollback";
         app_argv[n++] = (char *)anti_rollback;
+    }
+    if (baseline != NULL) {
+        app_argv[n++] = "--baseline";
+        app_argv[n++] = (char *)baseline;
     }
     if (allow_downgrade != NULL) {
         app_argv[n++] = "--allow-downgrade";

@@ -149,6 +149,13 @@ static inline int dh_read_frame(dh_dev_t *d, uint8_t *last_done_type)
             d->reset_seen = true;
             d->reset_reason = buf[0];
         }
+        if (d->n_got == DH_MAX_NOTES && d->n_taken > 0) {
+            /* A long exchange (a baseline upload files a WRITE_RSP and a FRAME_DONE per packet):
+             * make room by dropping what dh_expect already took, instead of the new frame. */
+            memmove(d->got, d->got + d->n_taken, (d->n_got - d->n_taken) * sizeof(d->got[0]));
+            d->n_got -= d->n_taken;
+            d->n_taken = 0;
+        }
         if (d->n_got < DH_MAX_NOTES) {
             dh_frame_t *f = &d->got[d->n_got++];
             f->type = hdr[0];

@@ -1140,3 +1140,27 @@ TEST(a_baseline_upload_of_an_older_version_is_refused_unless_the_device_allows_o
         CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_SET_BOOT), allow);
     }
 }
+
+TEST(with_the_baseline_protocol_off_request_is_refused_and_v2_still_updates)
+{
+    static const ble_ota_config_t v2_only = { "esp32", "Espressif Systems", 500u, true };
+    uint8_t size[2] = {244, 0};
+    uint8_t request = 0x01;
+    client_t c;
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    REQUIRE_EQ_INT(ble_ota_init(&fv2_base_port, &v2_only), BLE_OTA_OK);
+    REQUIRE_EQ_INT(ble_ota_v2_attach(&fake_v2_port), BLE_OTA_OK);
+    make_image(30000u, 41);
+    connect_as(CONN);
+    ble_ota_on_subscribe(CONN, BLE_OTA_CHR_OTA_CONTROL, true);
+    REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_DATA, size, 2, true), 0);
+    REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_CONTROL, &request, 1, true), 0);
+    fake_drain();
+    CHECK_EQ_HEX(last_note()->data[0], 0x03); /* REQUEST_NAK */
+    CHECK(fake_logged(BLE_OTA_LOG_ERROR, "CONFIG_BLE_OTA_BASELINE_PROTOCOL is off"));
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_BEGIN), 0); /* nothing opened, nothing erased */
+    REQUIRE(begin(CONN, 0) != NULL);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
+    CHECK_EQ_INT(end_status(CONN), 0);
+}

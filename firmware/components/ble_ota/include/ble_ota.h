@@ -79,9 +79,12 @@ typedef struct {
     const char *manufacturer;
     /* Delay between the DONE_ACK notification and the restart. */
     uint32_t restart_delay_ms;
+    /* Refuse the baseline protocol's REQUEST (CONFIG_BLE_OTA_BASELINE_PROTOCOL off): it cannot
+     * carry a signature manifest, so it erases the update slot before anything is checked. */
+    bool disable_baseline;
 } ble_ota_config_t;
 
-#define BLE_OTA_CONFIG_DEFAULT_INIT { "esp32", "Espressif Systems", 500u }
+#define BLE_OTA_CONFIG_DEFAULT_INIT { "esp32", "Espressif Systems", 500u, false }
 
 /* Session state as seen from the BLE side. */
 typedef enum {

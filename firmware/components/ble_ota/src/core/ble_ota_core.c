@@ -296,6 +296,12 @@ static int prv_failed_data_error(void)
 
 static void prv_handle_request(uint16_t conn)
 {
+    if (s_cfg.disable_baseline) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "REQUEST refused: this firmware takes protocol v2 only "
+                                            "(CONFIG_BLE_OTA_BASELINE_PROTOCOL is off); use a v2 client");
+        prv_notify_control(conn, BLE_OTA_OP_REQUEST_NAK);
+        return;
+    }
     ble_ota_v2_on_baseline_request(conn);
     if (s_ble.state != BLE_OTA_STATE_IDLE) {
         if (!prv_session_failed()) {

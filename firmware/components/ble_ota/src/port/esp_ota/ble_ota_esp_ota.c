@@ -805,6 +805,11 @@ static const ble_ota_config_t s_config = {
     .device_name = CONFIG_BLE_OTA_DEVICE_NAME,
     .manufacturer = CONFIG_BLE_OTA_MANUFACTURER,
     .restart_delay_ms = CONFIG_BLE_OTA_RESTART_DELAY_MS,
+#if CONFIG_BLE_OTA_BASELINE_PROTOCOL
+    .disable_baseline = false,
+#else
+    .disable_baseline = true,
+#endif
 };
 
 static void prv_writer_task(void *arg)
