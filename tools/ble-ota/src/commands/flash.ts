@@ -636,6 +636,7 @@ class Reporter {
         totalMs,
         wallMs,
         restarted: result.restart.observed,
+        ...(result.info.security ? { deviceSecurity: result.info.security } : {}),
       });
       return;
     }
@@ -667,7 +668,7 @@ class Reporter {
         : '';
     line(
       this.#io.stdout,
-      `uploaded ${result.imageSize} bytes with protocol v2 (${how}): ${took}${last}${overall}; device checked the SHA-256${result.restart.observed ? ' and restarted' : ''}`,
+      `uploaded ${result.imageSize} bytes with protocol v2 (${how}): ${took}${last}${overall}; device checked the SHA-256${result.info.security?.signedOnly ? ', the signature manifest before erasing and the signature' : ''}${result.restart.observed ? ' and restarted' : ''}`,
     );
   }
 
