@@ -84,6 +84,14 @@ typedef struct {
     ble_ota_head_t head;
 } session_t;
 
+/* What BEGIN learnt from its flags and the manifest, for the session it opens or resumes. */
+typedef struct {
+    bool has_manifest;
+    uint32_t secure_version;
+    char version[32];
+    bool allow_downgrade;
+} begin_claims_t;
+
 /* Writer-owned: the signature manifest a connection is sending (MANIFEST pieces), for its BEGIN. */
 typedef struct {
     uint16_t conn;
@@ -187,7 +195,6 @@ void ble_ota_v2_reset(void)
     }
 }
 
-/* Under the lock. The slot of conn, or of BLE_OTA_CONN_NONE for a free one; MAX_LINKS if none. */
 /* What the firmware enforces; all off when the port does not say. */
 static void prv_security(ble_ota_security_t *out)
 {
@@ -204,6 +211,7 @@ void ble_ota_v2_security(ble_ota_security_t *out)
     prv_security(out);
 }
 
+/* Under the lock. The slot of conn, or of BLE_OTA_CONN_NONE for a free one; MAX_LINKS if none. */
 static uint32_t prv_live_slot(uint16_t conn)
 {
     uint32_t i = 0;
@@ -1166,10 +1174,11 @@ static void prv_writer_manifest(uint16_t conn, const uint8_t *data, size_t len)
  * downgrade the device refuses. The claims are checked again against the image itself when
  * its first bytes arrive, and the signature over the whole image at END (esp_ota_end).
  */
-static uint8_t prv_begin_security(uint16_t conn, uint8_t flags, uint32_t image_size, session_t *claims)
+static uint8_t prv_begin_security(uint16_t conn, uint8_t flags, uint32_t image_size, begin_claims_t *claims)
 {
     const ble_ota_port_t *port = prv_port();
     ble_ota_security_t sec;
+    ble_ota_head_t head;
     uint8_t digest[BLE_OTA_SHA256_LEN];
     const char *why = NULL;
     uint32_t count;
@@ -1217,13 +1226,14 @@ static uint8_t prv_begin_security(uint16_t conn, uint8_t flags, uint32_t image_s
         return rc == BLE_OTA_ERR_UNTRUSTED_KEY ? BLE_OTA_V2_UNTRUSTED_KEY : BLE_OTA_V2_BAD_SIGNATURE;
     }
     claims->has_manifest = true;
-    claims->claimed_secure_version = prv_get_u32(&s_manifest.buf[4]);
-    memcpy(claims->claimed_version, &s_manifest.buf[8], sizeof(claims->claimed_version));
+    claims->secure_version = prv_get_u32(&s_manifest.buf[4]);
+    memcpy(claims->version, &s_manifest.buf[8], sizeof(claims->version));
     /* The same checks as on the image, on what the manifest says of it. */
-    claims->head.has_desc = true;
-    claims->head.secure_version = claims->claimed_secure_version;
-    memcpy(claims->head.version, claims->claimed_version, sizeof(claims->claimed_version));
-    rc = ble_ota_priv_check_head(&claims->head, &sec, port->app_version(port->ctx), claims->allow_downgrade, &why);
+    memset(&head, 0, sizeof(head));
+    head.has_desc = true;
+    head.secure_version = claims->secure_version;
+    memcpy(head.version, claims->version, sizeof(claims->version));
+    rc = ble_ota_priv_check_head(&head, &sec, port->app_version(port->ctx), claims->allow_downgrade, &why);
     if (rc != BLE_OTA_OK) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused before any erase: %s", why);
         return rc == BLE_OTA_ERR_DOWNGRADE ? BLE_OTA_V2_DOWNGRADE : BLE_OTA_V2_VERSION_DOWNGRADE;
@@ -1233,7 +1243,7 @@ static uint8_t prv_begin_security(uint16_t conn, uint8_t flags, uint32_t image_s
         ble_ota_priv_hex(digest, BLE_OTA_SHA256_LEN, hex);
         ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 BEGIN: manifest signature verified (image digest %.16s..., "
                                            "secure_version %lu, version %.32s)",
-                         hex, (unsigned long)claims->claimed_secure_version, claims->claimed_version);
+                         hex, (unsigned long)claims->secure_version, claims->version);
     }
     return BLE_OTA_V2_OK;
 }
@@ -1252,7 +1262,7 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
     uint16_t own_chip = s_v2->chip_id(port->ctx);
     uint32_t erased = 0u;
     uint8_t status;
-    session_t claims;
+    begin_claims_t claims;
     int rc;
 
     if (chip != own_chip) {
@@ -1332,8 +1342,8 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
     }
     s_ses.exists = true;
     s_ses.has_manifest = claims.has_manifest;
-    s_ses.claimed_secure_version = claims.claimed_secure_version;
-    memcpy(s_ses.claimed_version, claims.claimed_version, sizeof(s_ses.claimed_version));
+    s_ses.claimed_secure_version = claims.secure_version;
+    memcpy(s_ses.claimed_version, claims.version, sizeof(s_ses.claimed_version));
     s_ses.allow_downgrade = claims.allow_downgrade;
     s_ses.compressed = compressed;
     s_ses.image_size = image_size;

@@ -707,7 +707,9 @@ static void prv_security(void *ctx, ble_ota_security_t *out)
 {
     (void)ctx;
     memset(out, 0, sizeof(*out));
-    out->signed_only = CONFIG_BLE_OTA_REQUIRE_SIGNED;
+#if CONFIG_BLE_OTA_REQUIRE_SIGNED /* a bool option set to n is not defined at all in sdkconfig.h */
+    out->signed_only = true;
+#endif
 #if CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK
     out->anti_rollback = true;
     out->min_secure_version = esp_efuse_read_secure_version();
