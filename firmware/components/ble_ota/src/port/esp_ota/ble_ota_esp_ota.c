@@ -78,6 +78,9 @@ typedef struct {
     tinfl_decompressor *inflater; /* heap, only while a compressed transfer runs */
     uint8_t *dict;                /* TINFL_LZ_DICT_SIZE bytes, the inflater's output window */
     size_t dict_ofs;
+    /* CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS, parsed at init */
+    uint8_t pinned[3][BLE_OTA_SHA256_LEN];
+    int n_pinned;
 } idf_port_t;
 
 static idf_port_t s_idf;
@@ -232,6 +235,97 @@ static int prv_refusal(const esp_partition_t *part)
 }
 #endif
 
+#if CONFIG_BLE_OTA_REQUIRE_SIGNED
+/* ets_secure_boot_sig_block_t: magic 0xE7, version 2 (RSA-3072) or 3 (ECDSA), 2 reserved bytes,
+ * the image digest, then the public key: RSA n, e, rinv, mdash (776 bytes) or ECDSA curve id and
+ * point (65 bytes). ble-ota keygen's digest is the SHA-256 of those key bytes. */
+#define SIG_KEY_AT 36u
+#define SIG_RSA_KEY_LEN 776u
+#define SIG_ECDSA_KEY_LEN 65u
+
+/* Whether one of `count` signature blocks is by a key CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS names
+ * (always, when it names none). */
+static bool prv_pinned_key(const idf_port_t *p, const uint8_t *blocks, size_t count)
+{
+    if (p->n_pinned == 0) {
+        return true;
+    }
+    for (size_t b = 0; b < count; b++) {
+        const uint8_t *block = blocks + b * BLE_OTA_SIG_BLOCK_LEN;
+        uint8_t digest[BLE_OTA_SHA256_LEN];
+
+        if (block[0] != 0xE7u || (block[1] != 0x02u && block[1] != 0x03u)) {
+            break;
+        }
+        if (mbedtls_sha256(block + SIG_KEY_AT, block[1] == 0x02u ? SIG_RSA_KEY_LEN : SIG_ECDSA_KEY_LEN, digest, 0) !=
+            0) {
+            return false;
+        }
+        for (int k = 0; k < p->n_pinned; k++) {
+            if (memcmp(digest, p->pinned[k], sizeof(digest)) == 0) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* The written image's signature blocks, against CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS. */
+static bool prv_image_by_pinned_key(const idf_port_t *p, const esp_partition_t *part)
+{
+    esp_partition_pos_t pos = {.offset = part->address, .size = part->size};
+    esp_image_metadata_t md;
+    uint8_t *blocks;
+    uint32_t at;
+    bool ok;
+
+    if (p->n_pinned == 0) {
+        return true;
+    }
+    if (esp_image_get_metadata(&pos, &md) != ESP_OK) {
+        return false;
+    }
+    at = (md.image_len + 4095u) & ~4095u;
+    blocks = malloc(BLE_OTA_SIG_MAX_BLOCKS * BLE_OTA_SIG_BLOCK_LEN);
+    if (blocks == NULL || at + 4096u > part->size ||
+        esp_partition_read(part, at, blocks, BLE_OTA_SIG_MAX_BLOCKS * BLE_OTA_SIG_BLOCK_LEN) != ESP_OK) {
+        free(blocks);
+        return false;
+    }
+    ok = prv_pinned_key(p, blocks, BLE_OTA_SIG_MAX_BLOCKS);
+    free(blocks);
+    return ok;
+}
+
+/* CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS: up to three 64-hex-digit digests; false if malformed. */
+static bool prv_parse_pinned(idf_port_t *p, const char *text)
+{
+    p->n_pinned = 0;
+    while (*text != '\0') {
+        if (*text == ',' || isspace((unsigned char)*text)) {
+            text++;
+            continue;
+        }
+        if (p->n_pinned == 3) {
+            return false;
+        }
+        for (int i = 0; i < BLE_OTA_SHA256_LEN; i++) {
+            if (!isxdigit((unsigned char)text[0]) || !isxdigit((unsigned char)text[1])) {
+                return false;
+            }
+            char byte[3] = {text[0], text[1], '\0'};
+            p->pinned[p->n_pinned][i] = (uint8_t)strtoul(byte, NULL, 16);
+            text += 2;
+        }
+        if (*text != '\0' && *text != ',' && !isspace((unsigned char)*text)) {
+            return false;
+        }
+        p->n_pinned++;
+    }
+    return true;
+}
+#endif
+
 static int prv_slot_end(void *ctx)
 {
     idf_port_t *p = ctx;
@@ -244,6 +338,12 @@ static int prv_slot_end(void *ctx)
     p->slot_open = false;
     err = esp_ota_end(p->handle);
     if (err == ESP_OK) {
+#if CONFIG_BLE_OTA_REQUIRE_SIGNED
+        if (!prv_image_by_pinned_key(p, p->target)) {
+            ESP_LOGE(TAG, "image refused: not signed by a key in CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS");
+            return BLE_OTA_ERR_UNTRUSTED_KEY;
+        }
+#endif
         p->finished = p->target;
         return BLE_OTA_OK;
     }
@@ -736,7 +836,6 @@ static int prv_verify_signature_blocks(void *ctx, const uint8_t *blocks, size_t 
     uint8_t image_digest[BLE_OTA_SHA256_LEN];
     esp_err_t err;
 
-    (void)ctx;
     if (count == 0u || count * BLE_OTA_SIG_BLOCK_LEN > sizeof(ets_secure_boot_signature_t)) {
         return BLE_OTA_ERR_BAD_SIGNATURE;
     }
@@ -751,6 +850,10 @@ static int prv_verify_signature_blocks(void *ctx, const uint8_t *blocks, size_t 
     err = esp_secure_boot_verify_sbv2_signature_block(sector, image_digest, digest);
     free(sector);
     if (err == ESP_OK) {
+        if (!prv_pinned_key(ctx, blocks, count)) {
+            ESP_LOGE(TAG, "manifest refused: no signature block by a key in CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS");
+            return BLE_OTA_ERR_UNTRUSTED_KEY;
+        }
         return BLE_OTA_OK;
     }
     ESP_LOGE(TAG, "manifest refused by Secure Boot v2 verification: %s", esp_err_to_name(err));
@@ -843,6 +946,14 @@ esp_err_t ble_ota_idf_init(void)
         return err;
     }
     prv_compute_chip_name(s_idf.chip_name, sizeof(s_idf.chip_name));
+#if CONFIG_BLE_OTA_REQUIRE_SIGNED
+    if (!prv_parse_pinned(&s_idf, CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS)) {
+        ESP_LOGE(TAG, "CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS is not a list of up to three 64-hex-digit key digests "
+                      "(ble-ota keygen prints them): \"%s\"; fix it in menuconfig",
+                 CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS);
+        return ESP_ERR_INVALID_ARG;
+    }
+#endif
     prv_hash_running_image(&s_idf);
     if (ble_ota_init(&s_port, &s_config) != BLE_OTA_OK || ble_ota_v2_attach(&s_port_v2) != BLE_OTA_OK) {
         return ESP_ERR_INVALID_ARG;
