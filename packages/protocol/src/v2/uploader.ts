@@ -15,8 +15,16 @@ import {
   TimeoutError,
   UnknownCharacteristicError,
 } from '../errors.ts';
+import { APP_DESC_MAGIC } from '../image/layout.ts';
 import { parseAppImage } from '../image/parse.ts';
-import { findSignatureSector, MAX_SIG_BLOCKS, SIG_BLOCK_MAGIC } from '../image/signature.ts';
+import {
+  findSignatureSector,
+  MAX_SIG_BLOCKS,
+  SIG_BLOCK_MAGIC,
+  SIG_BLOCK_VERSION_ECDSA,
+  SIG_BLOCK_VERSION_RSA,
+} from '../image/signature.ts';
+
 import {
   type Clock,
   type ProgressSnapshot,
@@ -183,11 +191,27 @@ export function imageManifest(image: Uint8Array): Uint8Array | undefined {
       at + i * SIGNATURE_BLOCK_LENGTH,
       at + (i + 1) * SIGNATURE_BLOCK_LENGTH,
     );
-    if (block[0] !== SIG_BLOCK_MAGIC || (block[1] !== 0x02 && block[1] !== 0x03)) break;
+    const version = block[1];
+    if (
+      block[0] !== SIG_BLOCK_MAGIC ||
+      (version !== SIG_BLOCK_VERSION_RSA && version !== SIG_BLOCK_VERSION_ECDSA)
+    ) {
+      break;
+    }
     blocks.push(block);
   }
-  const app = parseAppImage(image);
-  return encodeManifest({ secureVersion: app.secureVersion, version: app.version, blocks });
+  // Read where the device reads them (ble_ota_image.c): esp_app_desc_t after the image header
+  // (24 bytes) and the first segment header (8), so an image the client cannot parse still gets
+  // the claims the device will compare.
+  const view = new DataView(image.buffer, image.byteOffset, image.byteLength);
+  const hasDesc = image.length >= 80 && view.getUint32(32, true) === APP_DESC_MAGIC;
+  const raw = hasDesc ? image.subarray(48, 80) : new Uint8Array(0);
+  const end = raw.indexOf(0);
+  return encodeManifest({
+    secureVersion: hasDesc ? view.getUint32(36, true) : 0,
+    version: new TextDecoder().decode(end < 0 ? raw : raw.subarray(0, end)),
+    blocks,
+  });
 }
 
 export interface V2ProgressSnapshot extends ProgressSnapshot {
