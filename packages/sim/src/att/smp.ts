@@ -49,7 +49,6 @@ export const SmpReason = {
 } as const;
 
 const AUTHREQ_BONDING = 0x01;
-const AUTHREQ_MITM = 0x04;
 const AUTHREQ_SC = 0x08;
 const IO_NO_INPUT_NO_OUTPUT = 0x03;
 const KEY_DIST_ENC = 0x01;
@@ -191,7 +190,10 @@ export class SmpResponder {
     const authReq = pdu[3] ?? 0;
     const maxKeySize = pdu[4] ?? 0;
     if (maxKeySize < MIN_KEY_SIZE || maxKeySize > 16) {
-      this.refuse(SmpReason.EncryptionKeySize, `a key of ${maxKeySize} bytes is too weak`);
+      this.refuse(
+        SmpReason.EncryptionKeySize,
+        `a maximum key size of ${maxKeySize} bytes (NimBLE takes 7 to 16)`,
+      );
       return;
     }
     if (authReq & AUTHREQ_SC) {
@@ -370,5 +372,3 @@ function equal(a: Buffer, b: Buffer): boolean {
 function addressLe(address: string): Buffer {
   return Buffer.from(address.split(':').reverse().join(''), 'hex');
 }
-
-export const AUTHREQ = { bonding: AUTHREQ_BONDING, mitm: AUTHREQ_MITM, sc: AUTHREQ_SC } as const;
