@@ -768,6 +768,18 @@ TEST(a_second_connection_is_busy_while_the_first_holds_the_session)
     fake_drain();
     CHECK_EQ_HEX(last_note()->data[0], 0x94);
     CHECK_EQ_INT(last_note()->data[1], 8);
+    /* nor does a baseline REQUEST from it end the session the first central is running */
+    {
+        uint8_t size_le[2] = {244, 0};
+        uint8_t request = 0x01;
+        ble_ota_on_subscribe(CONN_B, BLE_OTA_CHR_OTA_CONTROL, true);
+        REQUIRE_EQ_INT(ble_ota_on_write(CONN_B, BLE_OTA_CHR_OTA_DATA, size_le, 2, true), 0);
+        REQUIRE_EQ_INT(ble_ota_on_write(CONN_B, BLE_OTA_CHR_OTA_CONTROL, &request, 1, true), 0);
+        fake_drain();
+        CHECK_EQ_HEX(last_note()->data[0], 0x03); /* REQUEST_NAK */
+        CHECK(fake_logged(BLE_OTA_LOG_WARN, "is running a v2 update"));
+        CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_ABORT), 0);
+    }
     /* the owner may abort */
     CHECK_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_V2_CONTROL, &op, 1, true), 0);
     fake_drain();

@@ -302,7 +302,10 @@ static void prv_handle_request(uint16_t conn)
         prv_notify_control(conn, BLE_OTA_OP_REQUEST_NAK);
         return;
     }
-    ble_ota_v2_on_baseline_request(conn);
+    if (!ble_ota_v2_on_baseline_request(conn)) {
+        prv_notify_control(conn, BLE_OTA_OP_REQUEST_NAK);
+        return;
+    }
     if (s_ble.state != BLE_OTA_STATE_IDLE) {
         if (!prv_session_failed()) {
             ble_ota_priv_log(BLE_OTA_LOG_WARN, "REQUEST during a transfer: dropping it and starting over");

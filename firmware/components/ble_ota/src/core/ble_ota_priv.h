@@ -92,8 +92,9 @@ void ble_ota_v2_on_data_length(uint16_t conn, uint16_t rx_octets);
 void ble_ota_v2_on_phy(uint16_t conn, uint8_t tx_phy);
 /* What the firmware enforces (the v2 port's security(); all off without one). */
 void ble_ota_v2_security(ble_ota_security_t *out);
-/* A baseline REQUEST is about to start: drop any v2 session. */
-void ble_ota_v2_on_baseline_request(uint16_t conn);
+/* A baseline REQUEST is about to start: drop any v2 session; false (refuse the REQUEST) while
+ * another connected link owns one. */
+bool ble_ota_v2_on_baseline_request(uint16_t conn);
 int ble_ota_v2_on_write(uint16_t conn, ble_ota_chr_id_t chr, const uint8_t *data, size_t len);
 int ble_ota_v2_on_read(uint16_t conn, ble_ota_chr_id_t chr, uint8_t *out, size_t cap, size_t *out_len);
 /* Writer: one v2 item; the buffered data before it is consumed first. */

@@ -502,17 +502,30 @@ static uint32_t prv_ring_in(void)
     return in;
 }
 
-void ble_ota_v2_on_baseline_request(uint16_t conn)
+bool ble_ota_v2_on_baseline_request(uint16_t conn)
 {
+    uint16_t owner;
+    bool live;
+
     if (s_v2 == NULL || !s_begin_sent) {
-        return;
+        return true;
     }
     ble_ota_priv_lock();
+    owner = s_sh.owner;
+    live = owner != BLE_OTA_CONN_NONE && prv_live_slot(owner) < MAX_LINKS;
+    if (live && owner != conn) {
+        ble_ota_priv_unlock();
+        /* Only the owner ends a v2 session; it is still connected. */
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "REQUEST from conn %u refused: conn %u is running a v2 update",
+                         (unsigned)conn, (unsigned)owner);
+        return false;
+    }
     s_sh.accepting = false;
     ble_ota_priv_unlock();
     if (ble_ota_priv_enqueue(BLE_OTA_ITEM_V2_DROP, conn, NULL, 0u, prv_ring_in())) {
         s_begin_sent = false;
     }
+    return true;
 }
 
 static int prv_write_command(uint16_t conn, const uint8_t *data, size_t len)
