@@ -45,6 +45,7 @@ import {
   V2_DATA_UUID,
   type V2Begin,
   V2Op,
+  type V2Security,
   V2Status,
 } from './codec.ts';
 
@@ -114,6 +115,12 @@ export interface FakeV2DeviceOptions {
   /** esp_ota_end's verdict on the written image; default: first byte is the 0xE9 magic. */
   validateImage?: (image: Uint8Array) => boolean;
   faults?: FakeV2Faults;
+  /**
+   * What the firmware enforces, as INFO says it: with it the device takes MANIFEST pieces, and
+   * with `signedOnly` refuses a BEGIN without a manifest (UNSIGNED). The fake checks no
+   * signature: the firmware's own checks are tested against the device program.
+   */
+  security?: V2Security;
 }
 
 interface Session {
@@ -150,6 +157,12 @@ export class FakeV2Device implements FakePeripheral {
   readonly gatt: readonly GattService[];
   faults: FakeV2Faults;
   readonly log: string[] = [];
+  /** Each manifest BEGIN took (reassembled from its MANIFEST pieces), in order. */
+  readonly manifests: Uint8Array[] = [];
+  /** Flags of each BEGIN. */
+  readonly beginFlags: number[] = [];
+  readonly security: V2Security | undefined;
+  #manifest: Uint8Array = new Uint8Array(0);
   readonly chipId: number;
   readonly slotSize: number;
   readonly window: number;
@@ -218,6 +231,7 @@ export class FakeV2Device implements FakePeripheral {
     this.runningImage = options.runningImage ?? Uint8Array.of(0xe9, 0, 0, 0);
     this.runningVersion = options.runningVersion ?? 'v0.0.1';
     this.faults = { ...options.faults };
+    this.security = options.security;
     this.baseline = options.baseline
       ? new FakeBaselineDevice({
           address: this.address,
@@ -362,6 +376,8 @@ export class FakeV2Device implements FakePeripheral {
       runningVersion: this.runningVersion,
       sessionOffset: s?.committed ?? 0,
       sessionSha256: s?.begin.imageSha256,
+      manifest: this.security !== undefined,
+      security: this.security,
     });
   }
 
@@ -393,6 +409,18 @@ export class FakeV2Device implements FakePeripheral {
     }
     // Answers go out after the Write Response, as NimBLE sends a notification queued in the
     // write callback after the response to that write.
+    if (command.op === 'MANIFEST') {
+      // Pieces in order from 0; no answer of its own, as the firmware.
+      if (this.security === undefined) return ATT_VALUE_NOT_ALLOWED;
+      const before = command.offset === 0 ? new Uint8Array(0) : this.#manifest;
+      if (command.offset !== before.length) {
+        this.log.push(`MANIFEST piece at ${command.offset}, expected ${before.length}`);
+        this.#manifest = new Uint8Array(0);
+        return AttStatus.SUCCESS;
+      }
+      this.#manifest = new Uint8Array([...before, ...command.bytes]);
+      return AttStatus.SUCCESS;
+    }
     if (command.op === 'BEGIN') {
       const answer = this.#begin(command);
       queueMicrotask(() => this.#notify(answer));
@@ -417,6 +445,7 @@ export class FakeV2Device implements FakePeripheral {
 
   #begin(begin: V2Begin & { flags: number }): Uint8Array {
     this.beginCount++;
+    this.beginFlags.push(begin.flags);
     this.#noSessionReported = false;
     const refuse = this.faults.refuse;
     if (refuse?.step === 'BEGIN') return this.#beginRsp(refuse.status);
@@ -425,8 +454,15 @@ export class FakeV2Device implements FakePeripheral {
     if (equal(begin.imageSha256, sha256(this.runningImage))) {
       return this.#beginRsp(V2Status.ALREADY_INSTALLED);
     }
-    if ((begin.flags & ~3) !== 0 || (begin.deflate && !this.#deflate)) {
+    const known = this.security === undefined ? 3 : 15;
+    if ((begin.flags & ~known) !== 0 || (begin.deflate && !this.#deflate)) {
       return this.#beginRsp(V2Status.BAD_REQUEST);
+    }
+    if (begin.manifest) {
+      if (this.#manifest.length === 0) return this.#beginRsp(V2Status.BAD_REQUEST);
+      this.manifests.push(this.#manifest);
+    } else if (this.security?.signedOnly) {
+      return this.#beginRsp(V2Status.UNSIGNED);
     }
     if (
       begin.imageSize === 0 ||

@@ -1,8 +1,10 @@
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { normalizeUuid } from '../baseline.ts';
 import { AbortError, TimeoutError } from '../errors.ts';
 import { FakeDeviceRegistry, FakeTransport, type FakeTransportOptions } from '../fake-transport.ts';
+import { buildAppImage } from '../image/build.ts';
+import { signImage } from '../image/signature.ts';
 import { hex, randomAppImage, sha256Hex, trafficLines } from '../test-support.ts';
 import {
   crc32,
@@ -18,7 +20,13 @@ import {
 } from './codec.ts';
 import { V2LinkLostError, V2RefusedError } from './errors.ts';
 import { FakeV2Device, type FakeV2DeviceOptions } from './fake-device.ts';
-import { uploadV2, type V2PhaseEvent, type V2ProgressSnapshot, V2Uploader } from './uploader.ts';
+import {
+  imageManifest,
+  uploadV2,
+  type V2PhaseEvent,
+  type V2ProgressSnapshot,
+  V2Uploader,
+} from './uploader.ts';
 
 let registry: FakeDeviceRegistry;
 const devices: FakeV2Device[] = [];
@@ -621,5 +629,97 @@ describe('abort and timeouts', () => {
     const error = await uploadV2(transport, makeImage(1000)).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(V2LinkLostError);
     expect((error as V2LinkLostError).resumable).toBe(false);
+  });
+});
+
+describe('what the device enforces (INFO security byte)', () => {
+  const key = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+  const signedOnly = {
+    signedOnly: true,
+    antiRollback: true,
+    minSecureVersion: 2,
+    allowDowngrade: false,
+    linkSecurity: 'encrypted' as const,
+  };
+  const app = (version: string, secureVersion = 2) =>
+    buildAppImage({
+      chip: 'esp32',
+      project: 'p',
+      version,
+      secureVersion,
+      payload: new Uint8Array(20_000).fill(3),
+    });
+
+  it("sends a signed image's manifest in pieces before BEGIN, with BEGIN's manifest flag", async () => {
+    const { device, transport } = setup({ security: signedOnly, runningVersion: '1.0.0' });
+    const image = signImage(app('1.1.0'), [key]);
+    const result = await uploadV2(transport, image, { compression: 'never' });
+    expect(result.outcome).toBe('installed');
+    expect(result.info.security).toEqual(signedOnly);
+    expect(device.manifests).toEqual([imageManifest(image)]);
+    expect(device.beginFlags).toEqual([4]);
+    // The manifest pieces came before BEGIN, each a Write Request of at most MTU - 3 bytes.
+    const control = transport.writes().filter((w) => w.characteristic === V2_CONTROL_UUID);
+    const opcodes = control.map((w) => w.data[0]);
+    expect(opcodes.slice(0, 6)).toEqual([0x13, 0x13, 0x13, 0x13, 0x13, 0x13]);
+    expect(opcodes[6]).toBe(0x10);
+    expect(control.every((w) => w.data.length <= 244 && w.withResponse)).toBe(true);
+  });
+
+  it('refuses what the device would refuse before sending anything, and says so', async () => {
+    const cases: Array<[Uint8Array, V2StatusName, RegExp]> = [
+      [app('1.1.0'), 'UNSIGNED', /takes signed updates only, and this image has no Secure Boot/],
+      [signImage(app('1.1.0', 1), [key]), 'DOWNGRADE', /secure_version is 1, the device takes 2/],
+      [
+        signImage(app('0.9.0'), [key]),
+        'VERSION_DOWNGRADE',
+        /version 0\.9\.0, the device runs 1\.0\.0/,
+      ],
+    ];
+    for (const [i, [image, status, detail]] of cases.entries()) {
+      const { device, transport } = setup({
+        address: `fa:ke:00:00:03:0${i}`,
+        security: signedOnly,
+        runningVersion: '1.0.0',
+      });
+      const error = await uploadV2(transport, image).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(V2RefusedError);
+      expect((error as V2RefusedError).statusName).toBe(status);
+      expect((error as V2RefusedError).preflight).toBe(true);
+      expect((error as Error).message).toMatch(detail);
+      expect((error as Error).message).toMatch(/; nothing was sent/);
+      expect(device.beginCount).toBe(0);
+      expect(dataWrites(transport)).toEqual([]);
+    }
+  });
+
+  it('asks for an older version only when told to, and the device decides', async () => {
+    const older = signImage(app('0.9.0'), [key]);
+    const refusing = setup({ security: signedOnly, runningVersion: '1.0.0' });
+    const asked = await uploadV2(refusing.transport, older, { allowDowngrade: true }).catch(
+      (e: unknown) => e,
+    );
+    expect((asked as Error).message).toMatch(/and its firmware takes no older version/);
+    const allowing = setup({
+      address: 'fa:ke:00:00:03:10',
+      security: { ...signedOnly, allowDowngrade: true },
+      runningVersion: '1.0.0',
+    });
+    const result = await uploadV2(allowing.transport, older, {
+      allowDowngrade: true,
+      compression: 'never',
+    });
+    expect(result.outcome).toBe('installed');
+    expect(allowing.device.beginFlags).toEqual([4 | 8]);
+  });
+
+  it('with preflight off, sends it anyway and the device answers (UNSIGNED at BEGIN)', async () => {
+    const { device, transport } = setup({ security: signedOnly, runningVersion: '1.0.0' });
+    const error = await uploadV2(transport, app('1.1.0'), { preflight: false }).catch(
+      (e: unknown) => e,
+    );
+    expect((error as V2RefusedError).statusName).toBe('UNSIGNED');
+    expect((error as V2RefusedError).preflight).toBe(false);
+    expect(device.beginCount).toBe(1);
   });
 });
