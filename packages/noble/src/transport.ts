@@ -58,7 +58,14 @@ const CANCEL_SETTLE_MS = 2000;
 const ATT_OP_READ_REQ = 0x0a;
 const ATT_OP_READ_BLOB_REQ = 0x0c;
 /** Statuses after which noble pairs and repeats the request instead of failing it. */
-const ATT_STATUSES_NOBLE_RETRIES = new Set([0x05, 0x08, 0x0f]);
+const ATT_INSUFFICIENT_AUTHENTICATION = 0x05;
+const ATT_INSUFFICIENT_ENCRYPTION = 0x0f;
+/** The ATT errors after which noble pairs and repeats the request (lib/hci-socket/gatt.js). */
+const ATT_STATUSES_NOBLE_RETRIES = new Set([
+  ATT_INSUFFICIENT_AUTHENTICATION,
+  0x08,
+  ATT_INSUFFICIENT_ENCRYPTION,
+]);
 
 const HCI_REASONS: Record<number, string> = {
   8: 'supervision timeout (the device stopped answering: reset, out of range or powered off)',
@@ -440,9 +447,12 @@ export class NobleTransport implements Transport {
       pending.awaitingPairing = true;
       return;
     }
-    const error = ATT_STATUSES_NOBLE_RETRIES.has(status)
-      ? new InsecureLinkError(pending.characteristic, { attStatus: status })
-      : new AttError(pending.characteristic, operation, status);
+    // On an encrypted link, Insufficient Authentication or Encryption means the keys are not
+    // good enough (no MITM protection); Insufficient Authorization stays an ATT error.
+    const error =
+      status === ATT_INSUFFICIENT_AUTHENTICATION || status === ATT_INSUFFICIENT_ENCRYPTION
+        ? new InsecureLinkError(pending.characteristic, { attStatus: status })
+        : new AttError(pending.characteristic, operation, status);
     const settle = pending.settle;
     pending.settle = undefined;
     // noble still reports a failed read (as an empty value): that entry stays queued, without
