@@ -206,6 +206,21 @@ static int prv_slot_write(void *ctx, const uint8_t *data, size_t len)
 #endif
 
 #if CONFIG_BLE_OTA_REQUIRE_SIGNED
+/* Where a written image's Secure Boot v2 signature sector would start: the image rounded up to
+ * 4 KB (esp_image_get_metadata's image_len). ESP_ERR_IMAGE_INVALID if the image cannot be read,
+ * ESP_ERR_INVALID_SIZE if no sector fits after it. */
+static esp_err_t prv_signature_sector_at(const esp_partition_t *part, uint32_t *at)
+{
+    esp_partition_pos_t pos = {.offset = part->address, .size = part->size};
+    esp_image_metadata_t md;
+
+    if (esp_image_get_metadata(&pos, &md) != ESP_OK) {
+        return ESP_ERR_IMAGE_INVALID;
+    }
+    *at = (md.image_len + 4095u) & ~4095u;
+    return *at + 4096u <= part->size ? ESP_OK : ESP_ERR_INVALID_SIZE;
+}
+
 /*
  * esp_ota_end answers ESP_ERR_OTA_VALIDATE_FAILED for a broken image and for a signature that
  * does not hold alike; the client is told which: an image without a Secure Boot v2 signature
@@ -215,16 +230,14 @@ static int prv_slot_write(void *ctx, const uint8_t *data, size_t len)
  */
 static int prv_refusal(const esp_partition_t *part)
 {
-    esp_partition_pos_t pos = {.offset = part->address, .size = part->size};
-    esp_image_metadata_t md;
     uint8_t head[2];
-    uint32_t at;
+    uint32_t at = 0;
+    esp_err_t err = prv_signature_sector_at(part, &at);
 
-    if (esp_image_get_metadata(&pos, &md) != ESP_OK) {
+    if (err == ESP_ERR_IMAGE_INVALID) {
         return BLE_OTA_ERR_INVALID_IMAGE;
     }
-    at = (md.image_len + 4095u) & ~4095u;
-    if (at + 4096u > part->size || esp_partition_read(part, at, head, sizeof(head)) != ESP_OK || head[0] != 0xE7u ||
+    if (err != ESP_OK || esp_partition_read(part, at, head, sizeof(head)) != ESP_OK || head[0] != 0xE7u ||
         (head[1] != 0x02u && head[1] != 0x03u)) {
         ESP_LOGE(TAG, "image refused: it is not signed and this device takes signed updates only "
                       "(sign it with ble-ota sign or espsecure.py sign_data --version 2)");
@@ -273,21 +286,18 @@ static bool prv_pinned_key(const idf_port_t *p, const uint8_t *blocks, size_t co
 /* The written image's signature blocks, against CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS. */
 static bool prv_image_by_pinned_key(const idf_port_t *p, const esp_partition_t *part)
 {
-    esp_partition_pos_t pos = {.offset = part->address, .size = part->size};
-    esp_image_metadata_t md;
     uint8_t *blocks;
-    uint32_t at;
+    uint32_t at = 0;
     bool ok;
 
     if (p->n_pinned == 0) {
         return true;
     }
-    if (esp_image_get_metadata(&pos, &md) != ESP_OK) {
+    if (prv_signature_sector_at(part, &at) != ESP_OK) {
         return false;
     }
-    at = (md.image_len + 4095u) & ~4095u;
     blocks = malloc(BLE_OTA_SIG_MAX_BLOCKS * BLE_OTA_SIG_BLOCK_LEN);
-    if (blocks == NULL || at + 4096u > part->size ||
+    if (blocks == NULL ||
         esp_partition_read(part, at, blocks, BLE_OTA_SIG_MAX_BLOCKS * BLE_OTA_SIG_BLOCK_LEN) != ESP_OK) {
         free(blocks);
         return false;
