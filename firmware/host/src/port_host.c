@@ -662,17 +662,13 @@ static int prv_verify_signature_blocks(void *ctx, const uint8_t *blocks, size_t 
     host_port_t *hp = ctx;
     char err[200];
 
-    switch (host_sbv2_verify_blocks(blocks, count, (const uint8_t(*)[32])hp->sec.trusted, hp->sec.n_trusted, digest,
-                                    err, sizeof(err))) {
-    case HOST_SBV2_OK:
+    host_sbv2_result_t r = host_sbv2_verify_blocks(blocks, count, (const uint8_t(*)[32])hp->sec.trusted,
+                                                   hp->sec.n_trusted, digest, err, sizeof(err));
+    if (r == HOST_SBV2_OK) {
         return BLE_OTA_OK;
-    case HOST_SBV2_UNTRUSTED_KEY:
-        host_log('E', "secure_boot_v2", "manifest: %s", err);
-        return BLE_OTA_ERR_UNTRUSTED_KEY;
-    default:
-        host_log('E', "secure_boot_v2", "manifest: %s", err);
-        return BLE_OTA_ERR_BAD_SIGNATURE;
     }
+    host_log('E', "secure_boot_v2", "manifest: %s", err);
+    return r == HOST_SBV2_UNTRUSTED_KEY ? BLE_OTA_ERR_UNTRUSTED_KEY : BLE_OTA_ERR_BAD_SIGNATURE;
 }
 
 void host_port_v2(host_port_t *hp, ble_ota_port_v2_t *v2)

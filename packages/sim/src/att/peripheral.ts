@@ -72,8 +72,6 @@ type PeripheralEvents = {
   connectionUpdated: [number];
   /** A pairing on this connection ended: paired, refused by the device, or failed. */
   pairing: [conn: number, outcome: PairingOutcome];
-  /** The link's encryption changed (HCI status 0: now encrypted). */
-  encryption: [conn: number, status: number, state: LinkSecurityState];
   /** A write was refused for the link's security (ATT 0x05 or 0x0f; a Write Command is dropped). */
   insecureWrite: [conn: number, chrId: number, code: number, withResponse: boolean];
 };
@@ -394,9 +392,7 @@ export class VirtualPeripheral extends EventEmitter<PeripheralEvents> implements
   startEncryption(conn: number, rand: Buffer, ediv: number, key: Buffer): number {
     const c = this.conns.get(conn);
     if (!c) return Status.UnknownConnectionId;
-    const status = c.smp.startEncryption(rand, ediv, key);
-    this.emit('encryption', conn, status, { ...c.smp.state });
-    return status;
+    return c.smp.startEncryption(rand, ediv, key);
   }
 
   linkClosed(conn: number, reason: number): void {
