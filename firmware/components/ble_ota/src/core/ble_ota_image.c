@@ -94,7 +94,7 @@ bool ble_ota_version_compare(const char *a, size_t a_len, const char *b, size_t 
 int ble_ota_priv_check_head(const ble_ota_head_t *head, const ble_ota_security_t *sec, const char *running_version,
                             bool downgrade_requested, const char **why)
 {
-    static char s_why[160];
+    static char s_why[256]; /* the longest message below is 179 characters with two 32-character versions */
     int order = 0;
 
     if (!head->has_desc) {
