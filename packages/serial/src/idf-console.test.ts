@@ -510,6 +510,66 @@ describe('BootLogParser behind a serial monitor', () => {
     expect(boots[0]?.appInfo?.version).toBe('1.2.0');
   });
 
+  it('keeps the application-information block whole across foreign lines: a monitor warning, another task', () => {
+    // idf_monitor prints some warnings without its `--- ` prefix; another task can log under its
+    // own tag between two ESP_LOG lines of app_init.
+    const text = [
+      'ESP-ROM:esp32s3-20210327',
+      '\x1b[0;32mI (272) app_init: Application information:\x1b[0m',
+      '\x1b[0;32mI (275) app_init: Project name:     ble-ota-app\x1b[0m',
+      '\x1b[0;33mWarning: ELF file not found: build/ble-ota-app.elf; addresses will not be decoded\x1b[0m',
+      '\x1b[0;32mI (280) app_init: App version:      2.0.0\x1b[0m',
+      '\x1b[0;33mW (281) ble_ota: another task logs between the fields\x1b[0m',
+      '\x1b[0;32mI (286) app_init: Compile time:     Nov 24 2026 22:10:01\x1b[0m',
+      'some bytes a noisy line left',
+      '\x1b[0;32mI (292) app_init: ELF file SHA256:  61c5d1f0e84b2a93...\x1b[0m',
+      '\x1b[0;32mI (298) app_init: ESP-IDF:          v5.3.1\x1b[0m',
+    ].join('\r\n');
+    const { events, boots } = parseBootLog(text);
+    expect(ofKind(events, 'appInfo')).toEqual([
+      {
+        kind: 'appInfo',
+        line: 'I (298) app_init: ESP-IDF:          v5.3.1',
+        project: 'ble-ota-app',
+        version: '2.0.0',
+        compileTime: 'Nov 24 2026 22:10:01',
+        elfSha256: '61c5d1f0e84b2a93',
+        idfVersion: 'v5.3.1',
+      },
+    ]);
+    expect(boots).toHaveLength(1);
+    expect(boots[0]?.appInfo).toMatchObject({ project: 'ble-ota-app', version: '2.0.0' });
+    // The foreign ESP_LOG line is still an event of its own.
+    expect(ofKind(events, 'log').map((e) => e.tag)).toContain('ble_ota');
+  });
+
+  it('ends a cut-short application-information block at the next boot, in the boot it belongs to', () => {
+    const { events, boots } = parseBootLog(
+      [
+        'ESP-ROM:esp32s3-20210327',
+        'I (272) app_init: Application information:',
+        'I (275) app_init: Project name:     ble-ota-app',
+        'I (280) app_init: App version:      2.0.0',
+        'ELF file not found: build/ble-ota-app.elf',
+        'ESP-ROM:esp32s3-20210327',
+        'rst:0xc (RTC_SW_CPU_RST),boot:0x8 (SPI_FAST_FLASH_BOOT)',
+        'I (272) app_init: Application information:',
+        'I (275) app_init: Project name:     ble-ota-app',
+        'I (280) app_init: App version:      2.0.1',
+        "Guru Meditation Error: Core  0 panic'ed (LoadProhibited). Exception was unhandled.",
+      ].join('\r\n'),
+    );
+    expect(events.map((e) => e.kind).filter((k) => k !== 'log')).toEqual([
+      'rom',
+      'appInfo',
+      'rom',
+      'reset',
+      'appInfo',
+      'panic',
+    ]);
+    expect(boots.map((b) => b.appInfo?.version)).toEqual(['2.0.0', '2.0.1']);
+  });
+
   it('names the chip of every boot, the classic ESP32 (whose ROM names none) from boot.esp32', () => {
     const chips = (name: string) => parseBootLog(fixture(name)).boots.map((b) => b.chip);
     expect(new Set(chips('v44-esp32-ota'))).toEqual(new Set(['esp32']));

@@ -368,39 +368,54 @@ export class BootLogParser {
         .replace(/[\r\n]+$/, '')
         .replace(/\r/g, ''),
     );
+    // The monitor's own lines say nothing about the device and end no block.
+    if (isMonitorLine(line)) return [];
     const out: ConsoleEvent[] = [];
     const emit = (e: ConsoleEvent) => out.push(e);
-    // The monitor's own lines say nothing about the device and end no block.
-    if (isMonitorLine(line)) return out;
-
-    // Anything but the next field ends an application-information block, even if the app
-    // was built to print fewer fields than usual.
     const log = matchLogLine(line);
-    if (this.appInfo && !(log && APP_INFO_TAGS.has(log.tag) && APP_INFO_FIELD.test(log.message))) {
+    // A line of the application-information tag that is not the next field ends the block,
+    // even if the app was built to print fewer fields than usual.
+    if (this.appInfo && log && APP_INFO_TAGS.has(log.tag) && !APP_INFO_FIELD.test(log.message)) {
       this.finishAppInfo(emit);
     }
+    const events = this.lineEvents(line, log);
+    // Lines from elsewhere (a monitor's warning without its `--- `, another task's ESP_LOG line,
+    // noise) fall between the fields without ending the block; a line that moves the boot on
+    // (a reset, the bootloader, a panic) ends it, before its own events, so the block stays in
+    // the boot that printed it.
+    if (this.appInfo && events.some((e) => e.kind !== 'log' && e.kind !== 'appInfo')) {
+      this.finishAppInfo(emit);
+    }
+    out.push(...events);
+    return this.record(out);
+  }
+
+  /** The events of one line, not yet recorded; the application-information block is the caller's. */
+  private lineEvents(line: string, log: LogLine | undefined): ConsoleEvent[] {
+    const out: ConsoleEvent[] = [];
+    const emit = (e: ConsoleEvent) => out.push(e);
     if (this.coreDumpData && !CORE_DUMP_MARKER.test(line.trim())) {
       if (line.trim() !== '') this.coreDumpData.push(line.trim());
-      return this.record(out);
+      return out;
     }
 
     if (log) {
       emit({ kind: 'log', line, ...log });
       this.onLog(log, line, emit);
-      return this.record(out);
+      return out;
     }
 
     const trimmed = line.trim();
     const reset = parseResetLine(line);
     if (reset) {
       emit(reset);
-      return this.record(out);
+      return out;
     }
     // Unanchored: a board that was just reset often prints a few garbage bytes first.
     const ets = /ets \w{3} [ \d]\d \d{4} \d\d:\d\d:\d\d/.exec(trimmed);
     if (ets) {
       emit({ kind: 'rom', line, banner: ets[0] });
-      return this.record(out);
+      return out;
     }
     const rom = /ESP-ROM:(\S+)/.exec(trimmed);
     if (rom) {
@@ -408,17 +423,17 @@ export class BootLogParser {
       const chip = /^(esp[0-9a-z]+)-/i.exec(rom[1] ?? '');
       if (chip?.[1]) event.chip = chip[1];
       emit(event);
-      return this.record(out);
+      return out;
     }
     const panic = parsePanicLine(line);
     if (panic) {
       emit(panic);
-      return this.record(out);
+      return out;
     }
     const bt = parseBacktrace(line);
     if (bt) {
       emit(bt);
-      return this.record(out);
+      return out;
     }
     const marker = CORE_DUMP_MARKER.exec(trimmed);
     if (marker) {
@@ -430,12 +445,12 @@ export class BootLogParser {
         this.coreDumpData = undefined;
         emit({ kind: 'coreDump', line, phase: 'dataEnd', target: 'uart', message: trimmed, data });
       }
-      return this.record(out);
+      return out;
     }
     if (trimmed === 'Rebooting...') emit({ kind: 'rebooting', line });
     else if (trimmed === 'CPU halted.') emit({ kind: 'halted', line });
     else if (trimmed === 'Brownout detector was triggered') emit({ kind: 'brownout', line });
-    return this.record(out);
+    return out;
   }
 
   /** Completes blocks cut short by the end of the input (a partial line is parsed as is). */
