@@ -441,6 +441,10 @@ export class VirtualController implements CentralEnd {
           link.terminate('link', Status.MicFailure);
           return;
         }
+        // From now on every data PDU with a payload carries a 4-byte MIC on air (Core Vol 6
+        // Part B 2.4: present on encrypted links, absent on empty PDUs), so the link's timing
+        // model must count it.
+        if (status === Status.Success) link.scheduler.setParams({ encrypted: true });
         const ev = Buffer.alloc(4);
         ev.writeUInt8(status, 0);
         ev.writeUInt16LE(handle, 1);

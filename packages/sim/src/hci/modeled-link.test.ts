@@ -1,5 +1,6 @@
 import type { Characteristic, Peripheral } from '@abandonware/noble';
 import { beforeAll, describe, expect, it } from 'vitest';
+import type { GattLayout } from '../att/gatt-layout.ts';
 import { ceilingKBps } from '../link/ceilings.ts';
 import type { ModeledAirScheduler } from '../link/modeled-scheduler.ts';
 import { createProfileLink, getProfile } from '../link/profiles.ts';
@@ -11,18 +12,27 @@ import { BASELINE_LAYOUT, BaselineTestApp, poweredOn, scanFor, waitFor } from '.
 // on the model's acknowledgements and freeze modeled time while hosts react, or these figures drift.
 const profile = getProfile('linux-noble-esp32');
 const OTA_DATA = '234088881f404cd89b89ca8d45f8a5b0';
+const BOARD = '24:0a:c4:00:00:01';
+// Two more boards on a 15 ms interval, where full 253-byte writes (a 251-byte and a 9-byte
+// link-layer PDU each) lose an exchange per event to the MIC: one whose writes are open, one
+// whose writes need an encrypted link (noble pairs when it refuses one).
+const OPEN_BOARD = '24:0a:c4:00:00:02';
+const SECURED_BOARD = '24:0a:c4:00:00:03';
+const AT_15_MS = [OPEN_BOARD, SECURED_BOARD];
 
 let noble: Noble;
 let radio: VirtualRadio;
 let app: BaselineTestApp;
+let openApp: BaselineTestApp;
+let securedApp: BaselineTestApp;
 const links: ModeledAirScheduler[] = [];
 
-async function connectData(): Promise<{
+async function connectData(address = BOARD): Promise<{
   peripheral: Peripheral;
   data: Characteristic;
   link: ModeledAirScheduler;
 }> {
-  const peripheral = await scanFor(noble);
+  const peripheral = await scanFor(noble, address);
   await peripheral.connectAsync();
   const { characteristics } = await peripheral.discoverSomeServicesAndCharacteristicsAsync(
     [],
@@ -36,8 +46,11 @@ async function connectData(): Promise<{
 
 beforeAll(async () => {
   radio = new VirtualRadio({
-    createLink: () => {
-      const link = createProfileLink(profile, { attMtu: 23 });
+    createLink: (req) => {
+      const link = createProfileLink(profile, {
+        attMtu: 23,
+        ...(AT_15_MS.includes(req.peripheralAddress.toLowerCase()) ? { connIntervalMs: 15 } : {}),
+      });
       links.push(link);
       return link;
     },
@@ -45,10 +58,26 @@ beforeAll(async () => {
   });
   app = new BaselineTestApp();
   app.peripheral = radio.addPeripheral({
-    address: '24:0a:c4:00:00:01',
+    address: BOARD,
     name: 'esp32',
     gatt: BASELINE_LAYOUT,
     app,
+  });
+  openApp = new BaselineTestApp();
+  openApp.peripheral = radio.addPeripheral({
+    address: OPEN_BOARD,
+    name: 'esp32',
+    gatt: BASELINE_LAYOUT,
+    app: openApp,
+  });
+  const secured = structuredClone(BASELINE_LAYOUT) as GattLayout;
+  for (const chr of secured.services[0]?.characteristics ?? []) chr.writeSecurity = 'encrypted';
+  securedApp = new BaselineTestApp();
+  securedApp.peripheral = radio.addPeripheral({
+    address: SECURED_BOARD,
+    name: 'esp32',
+    gatt: secured,
+    app: securedApp,
   });
   installVirtualHci(radio);
   noble = loadNoble();
@@ -95,5 +124,54 @@ describe('noble over the modeled link (linux-noble-esp32)', () => {
     expect(kBps).toBeGreaterThan(ceiling * 0.85);
     expect(kBps).toBeLessThanOrEqual(ceiling * 1.05);
     await peripheral.disconnectAsync();
+  });
+});
+
+describe('an encrypted link on the modeled link', () => {
+  /** 300 full-MTU Write Commands after one Write Request (which makes noble pair if refused). */
+  async function stream(address: string, target: BaselineTestApp) {
+    const { peripheral, data, link } = await connectData(address);
+    await data.writeAsync(Buffer.from([0xf4, 0x00]), false);
+    const chunk = Buffer.alloc(253, 0x3c);
+    const n = 300;
+    const before = target.writes.length;
+    const t0 = link.nowUs;
+    await Promise.all(Array.from({ length: n }, () => data.writeAsync(chunk, true)));
+    await waitFor<void>(
+      (resolve) => {
+        const timer = setInterval(() => target.writes.length === before + n && resolve(), 5);
+        return () => clearInterval(timer);
+      },
+      5000,
+      'every Write Command to reach the app',
+    );
+    const kBps = (n * chunk.length) / ((link.nowUs - t0) / 1e6) / 1000;
+    const params = { ...link.params };
+    await peripheral.disconnectAsync();
+    return { kBps, params };
+  }
+
+  it('puts the 4-byte MIC on air once LE Start Encryption succeeded; an unencrypted link is unchanged', async () => {
+    const open = await stream(OPEN_BOARD, openApp);
+    const secured = await stream(SECURED_BOARD, securedApp);
+    expect(open.params.encrypted).toBe(false);
+    expect(secured.params.encrypted).toBe(true);
+    expect({ ...secured.params, encrypted: false }).toEqual(open.params);
+
+    // At 15 ms the MIC's 32 us per data PDU leave room for one exchange fewer per event:
+    // 84.3 kB/s without it, 75.9 kB/s with it (LINK-MODEL.md "packet on air": + 4 MIC).
+    const openCeiling = ceilingKBps(open.params);
+    const securedCeiling = ceilingKBps(secured.params);
+    expect(openCeiling).toBeCloseTo(84.33, 1);
+    expect(securedCeiling).toBeCloseTo(75.9, 1);
+    for (const [kBps, ceiling] of [
+      [open.kBps, openCeiling],
+      [secured.kBps, securedCeiling],
+    ] as const) {
+      expect(kBps).toBeGreaterThan(ceiling * 0.85);
+      expect(kBps).toBeLessThanOrEqual(ceiling * 1.05);
+    }
+    // The same transfer, the same pacing: only the MIC differs.
+    expect(Math.abs(secured.kBps / open.kBps - securedCeiling / openCeiling)).toBeLessThan(0.02);
   });
 });
