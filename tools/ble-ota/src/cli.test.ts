@@ -1,7 +1,15 @@
 import { buildAppImage, parseAppImage } from '@esp-ble-ota/protocol';
 import { describe, expect, it } from 'vitest';
 import { ExitCode } from './exit-codes.ts';
-import { run, tmp, writeBytes, writeImage } from './test/harness.ts';
+import {
+  makeFifo,
+  run,
+  runNearFifo,
+  tmp,
+  writeBytes,
+  writeImage,
+  writeSparse,
+} from './test/harness.ts';
 
 const IMAGE = { chip: 'esp32', project: 'blink', version: '2.1.0' } as const;
 
@@ -116,6 +124,47 @@ describe('bad input is refused before any radio traffic', () => {
     });
   }
 
+  it.skipIf(process.platform === 'win32')(
+    'info, flash and sign refuse a FIFO at once, without opening it',
+    async () => {
+      const fifo = makeFifo('image.fifo');
+      for (const argv of [
+        ['info', fifo],
+        ['flash', fifo],
+        ['flash', fifo, '--sim', '--json'],
+        ['sign', fifo, '--key', `${tmp}/unused.pem`],
+      ]) {
+        const result = await runNearFifo(argv, fifo);
+        expect(result.blocked, `${argv.join(' ')} blocked on the FIFO`).toBe(false);
+        expect(result.code).toBe(ExitCode.USAGE);
+        expect(result.stderr).toContain(
+          `error: ${fifo} is a FIFO (named pipe), not a regular file; pass the app image that ESP-IDF builds (build/<project>.bin)`,
+        );
+        expect(result.radioOpened).toBe(0);
+      }
+    },
+  );
+
+  it('refuses a file too large to be an app image without reading it, over 2 GiB too', async () => {
+    const cases = [
+      [writeSparse('huge.bin', 3 * 2 ** 30), '3.00 GiB'],
+      [writeSparse('just-too-large.bin', 128 * 2 ** 20 + 1), '128.00 MiB'],
+    ] as const;
+    for (const [path, size] of cases) {
+      for (const argv of [
+        ['info', path],
+        ['flash', path, '--sim'],
+      ]) {
+        const result = await run(argv);
+        expect(result.code).toBe(ExitCode.IMAGE_INVALID);
+        expect(result.stderr).toBe(
+          `error: ${path} is ${size}, too large to be an ESP app image: one is at most 128 MiB (the largest flash its header can name); pass the app image that ESP-IDF builds (build/<project>.bin)\n`,
+        );
+        expect(result.radioOpened).toBe(0);
+      }
+    }
+  });
+
   it('flash --json reports the refusal as an error event', async () => {
     const result = await run(['flash', badHashImage(), '--json']);
     const events = result.out.jsonLines();
@@ -218,6 +267,12 @@ describe('usage errors', () => {
           new RegExp(`^\\s+${code}  \\S`, 'm'),
         );
       }
+      expect(result.stdout).toMatch(
+        /^\s+2 {2}usage error \(.*an image, key or port path that names no file or the wrong kind; an encrypted key\)$/m,
+      );
+      expect(result.stdout).toMatch(
+        /^\s+3 {2}image invalid \(not an ESP app image or larger than one can be/m,
+      );
     }
   });
 });

@@ -6,9 +6,12 @@ export const ExitCode = {
   OK: 0,
   /** Something unexpected; the message says what. */
   ERROR: 1,
-  /** Bad command line: unknown option, missing argument, or an image path that names no file. */
+  /**
+   * Bad command line: unknown option, missing argument, or a path that names no file or the
+   * wrong kind (a directory or FIFO for an image or key, a file for a serial port, an encrypted key).
+   */
   USAGE: 2,
-  /** The file is not an ESP app image, or its checksum or SHA-256 is wrong. */
+  /** The file is not an ESP app image (or too large to be one), or its checksum or SHA-256 is wrong. */
   IMAGE_INVALID: 3,
   /** No device matching --name/--address (or offering the OTA service) answered the scan. */
   DEVICE_NOT_FOUND: 4,
@@ -34,8 +37,14 @@ export type ExitCodeValue = (typeof ExitCode)[ExitCodeName];
 export const EXIT_CODE_HELP: readonly [code: number, meaning: string][] = [
   [ExitCode.OK, 'success'],
   [ExitCode.ERROR, 'unexpected error'],
-  [ExitCode.USAGE, 'usage error (bad option or argument, image file not found)'],
-  [ExitCode.IMAGE_INVALID, 'image invalid (not an ESP app image, bad checksum or SHA-256)'],
+  [
+    ExitCode.USAGE,
+    'usage error (bad option or argument; an image, key or port path that names no file or the wrong kind; an encrypted key)',
+  ],
+  [
+    ExitCode.IMAGE_INVALID,
+    'image invalid (not an ESP app image or larger than one can be, bad checksum or SHA-256)',
+  ],
   [ExitCode.DEVICE_NOT_FOUND, 'device not found'],
   [
     ExitCode.DEVICE_REFUSED,

@@ -1,6 +1,6 @@
-import { readFile } from 'node:fs/promises';
 import {
   type AppImageInfo,
+  FLASH_SIZES,
   ImageFormatError,
   parseAppImage,
   readSignatures,
@@ -8,6 +8,7 @@ import {
 } from '@esp-ble-ota/protocol';
 import { CliError } from './errors.ts';
 import { ExitCode } from './exit-codes.ts';
+import { readInputFile } from './files.ts';
 
 export interface LoadedImage {
   path: string;
@@ -19,31 +20,23 @@ export interface LoadedImage {
 
 const BUILD_HINT = 'pass the app image that ESP-IDF builds (build/<project>.bin)';
 
+/**
+ * The largest file that can be an app image: the largest flash an image header can name (its
+ * size code n means 2^n MiB). A larger file is refused before it is read.
+ */
+export const MAX_IMAGE_BYTES = 2 ** (FLASH_SIZES.length - 1) * 1024 * 1024;
+
 /** Read and parse an image file; a file that cannot be read is a usage error, not a bad image. */
 export async function loadImage(path: string): Promise<LoadedImage> {
-  let bytes: Uint8Array;
-  try {
-    bytes = new Uint8Array(await readFile(path));
-  } catch (error) {
-    const code = (error as { code?: unknown }).code;
-    if (code === 'ENOENT') {
-      throw new CliError(ExitCode.USAGE, `image file not found: ${path}; ${BUILD_HINT}`, {
-        cause: error,
-      });
-    }
-    if (code === 'EISDIR') {
-      throw new CliError(
-        ExitCode.USAGE,
-        `${path} is a directory, not an image file; ${BUILD_HINT}`,
-      );
-    }
-    if (code === 'EACCES' || code === 'EPERM') {
-      throw new CliError(ExitCode.USAGE, `cannot read ${path}: permission denied`, {
-        cause: error,
-      });
-    }
-    throw new CliError(ExitCode.USAGE, `cannot read ${path}: ${String(error)}`, { cause: error });
-  }
+  const bytes = await readInputFile(path, {
+    noun: 'image file',
+    hint: BUILD_HINT,
+    maxBytes: MAX_IMAGE_BYTES,
+    tooLarge: (size) => ({
+      exitCode: ExitCode.IMAGE_INVALID,
+      message: `${path} is ${size}, too large to be an ESP app image: one is at most ${MAX_IMAGE_BYTES / 1024 / 1024} MiB (the largest flash its header can name); ${BUILD_HINT}`,
+    }),
+  });
   try {
     const info = parseAppImage(bytes);
     const signatures = readSignatures(bytes);

@@ -1,8 +1,9 @@
 // The virtual board's UART bridge: a pty, opened like /dev/ttyUSB0 on a bench.
+import { existsSync } from 'node:fs';
 import { UartBridge } from '@esp-ble-ota/sim';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ExitCode } from './exit-codes.ts';
-import { run } from './test/harness.ts';
+import { run, tmp, writeBytes } from './test/harness.ts';
 
 const bridges: UartBridge[] = [];
 afterEach(async () => {
@@ -58,6 +59,33 @@ describe('ble-ota monitor', () => {
     expect(result.code).toBe(ExitCode.USAGE);
     expect(result.stderr).toMatch(/cannot reset the board through .*DTR\/RTS/);
   });
+
+  it('refuses a regular file and a directory as not a serial port, saying what they are', async () => {
+    const file = writeBytes('console.log', new TextEncoder().encode('I (10) boot: saved\n'));
+    for (const [path, what] of [
+      [file, 'a regular file'],
+      [tmp, 'a directory'],
+    ] as const) {
+      const result = await run(['monitor', path, '--timeout', '1s']);
+      expect(result.code).toBe(ExitCode.USAGE);
+      expect(result.stderr).toBe(
+        `error: ${path} is ${what}, not a serial port; pass the board's serial port (e.g. /dev/ttyUSB0 or /dev/ttyACM0; ls /dev/ttyUSB* /dev/ttyACM*), or --sim for the virtual rig\n`,
+      );
+    }
+  });
+
+  it.skipIf(!existsSync('/dev/null'))(
+    'refuses a character device that is no terminal (/dev/null) as not a serial port',
+    async () => {
+      const result = await run(['monitor', '/dev/null', '--timeout', '1s']);
+      expect(result.code).toBe(ExitCode.USAGE);
+      expect(result.stderr).toMatch(
+        /^error: \/dev\/null is a character device but not a serial port \(it takes no serial settings: .*\); pass the board's serial port \(e\.g\. \/dev\/ttyUSB0/,
+      );
+      // a usage error: no stack trace
+      expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    },
+  );
 
   it('names a serial port that does not exist', async () => {
     const result = await run(['monitor', '/dev/ttyNOPE0', '--timeout', '1s']);

@@ -1,8 +1,17 @@
-import { readFileSync, statSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from './exit-codes.ts';
-import { run, tmp, writeBytes, writeImage } from './test/harness.ts';
+import {
+  makeFifo,
+  run,
+  runNearFifo,
+  tmp,
+  writeBytes,
+  writeImage,
+  writeSparse,
+} from './test/harness.ts';
 
 const key = join(tmp, 'sign-test-rsa.pem');
 const ecKey = join(tmp, 'sign-test-ec.pem');
@@ -96,5 +105,95 @@ describe('ble-ota keygen, sign and info', () => {
     const twice = await run(['sign', out, '-k', key]);
     expect(twice.code).toBe(ExitCode.USAGE);
     expect(twice.stderr).toMatch(/is already signed \(1 signature block\(s\)\)/);
+  });
+
+  it('says a passphrase-protected key is encrypted and how to get an unencrypted one', async () => {
+    const image = writeImage('encrypted-key.bin');
+    const encrypted = { cipher: 'aes-256-cbc', passphrase: 'secret' } as const;
+    const pkcs8 = join(tmp, 'encrypted-pkcs8.pem');
+    writeFileSync(
+      pkcs8,
+      generateKeyPairSync('ec', {
+        namedCurve: 'prime256v1',
+        publicKeyEncoding: { type: 'spki', format: 'pem' },
+        privateKeyEncoding: { type: 'pkcs8', format: 'pem', ...encrypted },
+      }).privateKey,
+    );
+    // The older OpenSSL form: "Proc-Type: 4,ENCRYPTED" inside BEGIN EC PRIVATE KEY.
+    const sec1 = join(tmp, 'encrypted-sec1.pem');
+    writeFileSync(
+      sec1,
+      generateKeyPairSync('ec', {
+        namedCurve: 'prime256v1',
+        publicKeyEncoding: { type: 'spki', format: 'pem' },
+        privateKeyEncoding: { type: 'sec1', format: 'pem', ...encrypted },
+      }).privateKey,
+    );
+    for (const pem of [pkcs8, sec1]) {
+      for (const argv of [
+        ['sign', image, '--key', pem],
+        ['flash', image, '--sim', '--key', pem],
+      ]) {
+        const result = await run(argv);
+        expect(result.code).toBe(ExitCode.USAGE);
+        expect(result.stderr).toBe(
+          `error: ${pem} is encrypted with a passphrase; ble-ota needs an unencrypted key: write one with \`openssl pkey -in ${pem} -out plain.pem\` (it asks for the passphrase), pass plain.pem and keep it as safe as the encrypted one\n`,
+        );
+        expect(result.radioOpened).toBe(0);
+      }
+    }
+  });
+
+  it('says what a --key that is no key file is: a directory, a FIFO, a huge file', async () => {
+    const image = writeImage('key-paths.bin');
+    const hint =
+      'pass the PEM file that ble-ota keygen (or espsecure.py generate_signing_key --version 2) wrote';
+    const dir = await run(['sign', image, '--key', tmp]);
+    expect(dir.code).toBe(ExitCode.USAGE);
+    expect(dir.stderr).toBe(`error: ${tmp} is a directory, not a key file; ${hint}\n`);
+    const huge = writeSparse('huge.pem', 3 * 2 ** 30);
+    const big = await run(['flash', image, '--sim', '--key', huge]);
+    expect(big.code).toBe(ExitCode.USAGE);
+    expect(big.stderr).toBe(
+      `error: ${huge} is 3.00 GiB, too large to be a PEM signing key (a few KiB; at most 1 MiB here); ${hint}\n`,
+    );
+    expect(big.radioOpened).toBe(0);
+    if (process.platform !== 'win32') {
+      const fifo = makeFifo('key.fifo');
+      const piped = await runNearFifo(['sign', image, '--key', fifo], fifo);
+      expect(piped.blocked).toBe(false);
+      expect(piped.code).toBe(ExitCode.USAGE);
+      expect(piped.stderr).toBe(
+        `error: ${fifo} is a FIFO (named pipe), not a regular file; ${hint}\n`,
+      );
+    }
+  });
+
+  it('keygen on a directory says it is a directory and asks for a file path', async () => {
+    const dir = join(tmp, 'keys');
+    mkdirSync(dir);
+    const result = await run(['keygen', dir]);
+    expect(result.code).toBe(ExitCode.USAGE);
+    expect(result.stderr).toBe(
+      `error: ${dir} is a directory; give the path of a new key file, e.g. ${join(dir, 'signing-key.pem')}\n`,
+    );
+  });
+
+  it('sign -o on a directory or a FIFO says what it is, and never blocks', async () => {
+    const image = writeImage('output-paths.bin');
+    const dir = await run(['sign', image, '--key', key, '-o', tmp]);
+    expect(dir.code).toBe(ExitCode.USAGE);
+    expect(dir.stderr).toBe(
+      `error: ${tmp} is a directory; give the path of the signed image file, e.g. ${join(tmp, 'output-paths-signed.bin')}\n`,
+    );
+    if (process.platform !== 'win32') {
+      const fifo = makeFifo('signed.fifo');
+      const piped = await runNearFifo(['sign', image, '--key', key, '-o', fifo], fifo);
+      expect(piped.blocked).toBe(false);
+      expect(piped.code).toBe(ExitCode.USAGE);
+      expect(piped.stderr).toBe(
+        `error: ${fifo} is a FIFO (named pipe), not a regular file; give the path of the signed image file\n`,
+      );
+    }
   });
 });

@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import {
   hardResetSequence,
   ResetLinesUnsupportedError,
@@ -6,6 +7,7 @@ import {
 import { SerialPort } from 'serialport';
 import { CliError } from '../errors.ts';
 import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
+import { fileKind } from '../files.ts';
 import { type CliIo, line, type VirtualRigBoard } from '../io.ts';
 import { openRadio, type Radio, simOptions } from '../rig.ts';
 
@@ -49,6 +51,7 @@ export async function monitorCommand(
       'monitor needs a serial port (e.g. /dev/ttyUSB0), or --sim for the virtual rig',
     );
   }
+  await checkSerialPath(path);
   const serial = new SerialPort({ path, baudRate: options.baud, autoOpen: false });
   try {
     await new Promise<void>((resolve, reject) => {
@@ -80,8 +83,33 @@ export async function monitorCommand(
   }
 }
 
+const PORT_HINT =
+  "pass the board's serial port (e.g. /dev/ttyUSB0 or /dev/ttyACM0; ls /dev/ttyUSB* /dev/ttyACM*), or --sim for the virtual rig";
+
+/**
+ * A serial port is a character device; refuse anything else before opening it (serialport would
+ * fail on a file with a bare ioctl error, and an open() of a FIFO blocks). A path stat cannot
+ * see is left to the open, which names a missing port (and Windows' COM3 is no path).
+ */
+async function checkSerialPath(path: string): Promise<void> {
+  const stats = await stat(path).catch(() => undefined);
+  if (stats === undefined || stats.isCharacterDevice()) return;
+  throw new CliError(
+    ExitCode.USAGE,
+    `${path} is ${fileKind(stats)}, not a serial port; ${PORT_HINT}`,
+  );
+}
+
 function openError(path: string, error: unknown): CliError {
   const message = error instanceof Error ? error.message : String(error);
+  if (/ENOTTY|Inappropriate ioctl/i.test(message)) {
+    // A character device that is no terminal (/dev/null, /dev/zero): no baud rate to set.
+    return new CliError(
+      ExitCode.USAGE,
+      `${path} is a character device but not a serial port (it takes no serial settings: ${message.replace(/^Error: /, '')}); ${PORT_HINT}`,
+      { cause: error },
+    );
+  }
   if (/ENOENT|No such file/i.test(message)) {
     return new CliError(
       ExitCode.USAGE,

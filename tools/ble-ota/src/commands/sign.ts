@@ -1,5 +1,5 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import {
   loadSigningKey,
@@ -11,6 +11,7 @@ import {
 } from '@esp-ble-ota/protocol';
 import { CliError } from '../errors.ts';
 import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
+import { checkOutputPath, readInputFile } from '../files.ts';
 import { assertImageIntact, type LoadedImage, loadImage } from '../image.ts';
 import { type CliIo, json, line } from '../io.ts';
 
@@ -20,18 +21,31 @@ export interface SignOptions {
   json?: boolean;
 }
 
+const KEY_HINT =
+  'pass the PEM file that ble-ota keygen (or espsecure.py generate_signing_key --version 2) wrote';
+
+/** A PEM signing key is a few KiB (RSA-3072 about 2.5); a larger file is no key. */
+const MAX_KEY_BYTES = 1024 * 1024;
+
+/** PKCS#8 `ENCRYPTED PRIVATE KEY`, or the older OpenSSL form with a `Proc-Type: 4,ENCRYPTED` header. */
+const ENCRYPTED_PEM = /-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type:\s*4,ENCRYPTED/m;
+
 async function readKey(path: string): Promise<KeyObject> {
-  let pem: Buffer;
-  try {
-    pem = await readFile(path);
-  } catch (error) {
-    const code = (error as { code?: unknown }).code;
+  const pem = await readInputFile(path, {
+    noun: 'key file',
+    hint: KEY_HINT,
+    missingHint: 'make one with ble-ota keygen (or espsecure.py generate_signing_key --version 2)',
+    maxBytes: MAX_KEY_BYTES,
+    tooLarge: (size) => ({
+      exitCode: ExitCode.USAGE,
+      message: `${path} is ${size}, too large to be a PEM signing key (a few KiB; at most 1 MiB here); ${KEY_HINT}`,
+    }),
+  });
+  // OpenSSL only says "interrupted or cancelled" when it finds no passphrase to decrypt with.
+  if (ENCRYPTED_PEM.test(new TextDecoder().decode(pem))) {
     throw new CliError(
       ExitCode.USAGE,
-      code === 'ENOENT'
-        ? `key file not found: ${path}; make one with ble-ota keygen (or espsecure.py generate_signing_key --version 2)`
-        : `cannot read key file ${path}: ${String(error)}`,
-      { cause: error },
+      `${path} is encrypted with a passphrase; ble-ota needs an unencrypted key: write one with \`openssl pkey -in ${path} -out plain.pem\` (it asks for the passphrase), pass plain.pem and keep it as safe as the encrypted one`,
     );
   }
   try {
@@ -91,6 +105,7 @@ export async function signCommand(
     'sign the unsigned image, with every --key at once',
   );
   const output = options.output ?? signedPath(path);
+  await checkOutputPath(output, 'the signed image file', join(output, basename(signedPath(path))));
   await writeFile(output, signed);
   const sig = readSignatures(signed);
   if (options.json) {
@@ -139,13 +154,20 @@ export async function keygenCommand(
     await writeFile(path, pem, { mode: 0o600, flag: 'wx' });
   } catch (error) {
     const code = (error as { code?: unknown }).code;
-    throw new CliError(
-      ExitCode.USAGE,
-      code === 'EEXIST'
-        ? `${path} exists; keygen never overwrites a key (an image signed with the old one would lose its only key): choose another file name`
-        : `cannot write ${path}: ${String(error)}`,
-      { cause: error },
-    );
+    if (code === 'EEXIST') {
+      const isDirectory = await stat(path).then(
+        (s) => s.isDirectory(),
+        () => false,
+      );
+      throw new CliError(
+        ExitCode.USAGE,
+        isDirectory
+          ? `${path} is a directory; give the path of a new key file, e.g. ${join(path, 'signing-key.pem')}`
+          : `${path} exists; keygen never overwrites a key (an image signed with the old one would lose its only key): choose another file name`,
+        { cause: error },
+      );
+    }
+    throw new CliError(ExitCode.USAGE, `cannot write ${path}: ${String(error)}`, { cause: error });
   }
   const digest = publicKeyDigest(privateKey);
   if (options.json) {

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, mkdtempSync, openSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,6 +71,45 @@ export function writeBytes(name: string, bytes: Uint8Array): string {
   const path = join(tmp, name);
   writeFileSync(path, bytes);
   return path;
+}
+
+/** A sparse file of `size` zero bytes: a huge file that takes no disk space. */
+export function writeSparse(name: string, size: number): string {
+  const path = join(tmp, name);
+  writeFileSync(path, '');
+  truncateSync(path, size);
+  return path;
+}
+
+/** A named pipe (POSIX only). */
+export function makeFifo(name: string): string {
+  const path = join(tmp, name);
+  execFileSync('mkfifo', [path]);
+  return path;
+}
+
+/**
+ * Runs the CLI with `fifo` among its paths. An open() of a FIFO blocks until the other end is
+ * opened, forever with nobody there: after `ms` this opens the other end (read and write, which
+ * never blocks) and closes it again, so a command stuck there ends and the test can fail on
+ * `blocked` rather than hang.
+ */
+export async function runNearFifo(
+  argv: string[],
+  fifo: string,
+  ms = 3000,
+): Promise<RunResult & { blocked: boolean }> {
+  let blocked = false;
+  const timer = setTimeout(() => {
+    blocked = true;
+    const fd = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK);
+    setTimeout(() => closeSync(fd), 100);
+  }, ms);
+  try {
+    return { ...(await run(argv)), blocked };
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** The firmware's host build (device program, app, image tool). */
