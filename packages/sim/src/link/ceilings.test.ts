@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { bestStreamCeilingKBps, ceilingKBps, type TransferMode } from './ceilings.ts';
+import { exchangeUs } from './air.ts';
+import {
+  bestStreamCeilingKBps,
+  ceilingKBps,
+  profileCeilingKBps,
+  streamCeilingKBps,
+  type TransferMode,
+} from './ceilings.ts';
+import { getProfile } from './profiles.ts';
 import { simulateStream, simulateWriteRequests } from './scenarios.ts';
 import type { LinkParams, Phy } from './types.ts';
 
@@ -228,45 +236,131 @@ describe('analytic ceilings and the discrete-event model agree', () => {
   });
 });
 
-describe('the best ATT size up to the MTU', () => {
+describe('the best write size up to the MTU', () => {
   const link = (
     phy: Phy,
     dataLength: number,
     attMtu: number,
     connIntervalMs: number,
-  ): LinkParams => ({
-    phy,
-    dataLength,
-    attMtu,
-    connIntervalMs,
-    encrypted: false,
+    encrypted = false,
+  ): LinkParams => ({ phy, dataLength, attMtu, connIntervalMs, encrypted });
+  /** Write Commands of `writeBytes` that one connection event carries, in the steady state. */
+  const writesPerEvent = (params: LinkParams, writeBytes: number) =>
+    (streamCeilingKBps({ ...params, attMtu: writeBytes + 3 }) * params.connIntervalMs) / writeBytes;
+
+  it('macos-esp32: 171-byte writes fit 8 exchanges in a 15 ms event, 91.2 kB/s against the full MTU 84.9', async () => {
+    const profile = getProfile('macos-esp32');
+    const c = profileCeilingKBps(profile);
+    expect(c.linkWriteBytes).toBe(171);
+    expect(c.linkAttPduBytes).toBe(174);
+    expect(c.linkKBps).toBeCloseTo(91.2, 6);
+    expect(writesPerEvent(profile.params, 171)).toBeCloseTo(8, 9);
+    // One byte more and the eighth exchange no longer fits; the full MTU's 182 bytes fit 7.
+    expect(writesPerEvent(profile.params, 172)).toBeCloseTo(7, 9);
+    expect(writesPerEvent(profile.params, 182)).toBeCloseTo(7, 9);
+    expect(streamCeilingKBps(profile.params)).toBeCloseTo(84.93, 2);
+    // The discrete-event model gives the same.
+    const sim = await simulateStream({ params: { ...profile.params, attMtu: 174 }, bytes: 60_000 });
+    expect(within(sim.kBps, 91.2, 0.02)).toBe(true);
   });
 
-  it('MTU 256 on DLE 251 does best with 247-byte PDUs (one link-layer PDU each): the MTU 247 row', () => {
-    for (const [phy, published] of [
-      ['1M', 97.6],
-      ['2M', 162.7],
-    ] as const) {
-      const best = bestStreamCeilingKBps(link(phy, 251, 256, 7.5));
-      expect(best.attPduBytes, phy).toBe(247);
-      expect(Math.abs(best.kBps - published) / published, phy).toBeLessThan(0.01);
-      // The full 256-byte PDU needs a second, 9-byte PDU and loses 17-31%.
-      expect(ceilingKBps(link(phy, 251, 256, 7.5)) / best.kBps, phy).toBeLessThan(0.85);
-    }
+  it('android-esp32: 218-byte writes fit 5 exchanges in an 11.25 ms event, 96.9 kB/s against 91.4', async () => {
+    const profile = getProfile('android-esp32');
+    const c = profileCeilingKBps(profile);
+    expect(c.linkWriteBytes).toBe(218);
+    expect(c.linkKBps).toBeCloseTo(96.89, 2);
+    expect(writesPerEvent(profile.params, 218)).toBeCloseTo(5, 9);
+    // What a search over the full MTU and whole link-layer PDUs (k x 251 - 4) found.
+    expect(
+      Math.max(
+        streamCeilingKBps(profile.params),
+        ...[247, 498].map((attMtu) => streamCeilingKBps({ ...profile.params, attMtu })),
+      ),
+    ).toBeCloseTo(91.38, 2);
+    const sim = await simulateStream({ params: { ...profile.params, attMtu: 221 }, bytes: 60_000 });
+    expect(within(sim.kBps, 96.89, 0.02)).toBe(true);
   });
 
-  it('keeps the full MTU when it already fills whole PDUs or cannot reach the next', () => {
-    expect(bestStreamCeilingKBps(link('1M', 251, 185, 15)).attPduBytes).toBe(185);
-    expect(bestStreamCeilingKBps(link('2M', 251, 247, 7.5)).attPduBytes).toBe(247);
+  it('MTU 256 on DLE 251, 1M, 7.5 ms does best with 247-byte PDUs (one link-layer PDU each): the MTU 247 row', () => {
+    const best = bestStreamCeilingKBps(link('1M', 251, 256, 7.5));
+    expect(best.attPduBytes).toBe(247);
+    expect(Math.abs(best.kBps - 97.6) / 97.6).toBeLessThan(0.01);
+    // The full 256-byte PDU needs a second, 9-byte PDU and loses 31%.
+    expect(ceilingKBps(link('1M', 251, 256, 7.5)) / best.kBps).toBeLessThan(0.85);
+  });
+
+  it('on 2M at 7.5 ms, 212-byte writes fit a sixth exchange: 169.6 kB/s against 162.7 for 244', () => {
+    const params = link('2M', 251, 256, 7.5);
+    const best = bestStreamCeilingKBps(params);
+    expect(best.writeBytes).toBe(212);
+    expect(best.kBps).toBeCloseTo(169.6, 6);
+    expect(writesPerEvent(params, 212)).toBeCloseTo(6, 9);
+    expect(streamCeilingKBps(link('2M', 251, 247, 7.5))).toBeCloseTo(162.67, 2);
+  });
+
+  it('keeps the full MTU when no shorter write does better', () => {
+    expect(bestStreamCeilingKBps(link('2M', 251, 185, 15)).attPduBytes).toBe(185);
     expect(bestStreamCeilingKBps(link('1M', 27, 23, 7.5)).attPduBytes).toBe(23);
   });
 
-  it('is never below the full-MTU ceiling', () => {
-    for (const mtu of [23, 100, 185, 247, 256, 300, 498, 517]) {
+  it('is never below any write size from 20 bytes up to MTU - 3', () => {
+    for (const mtu of [23, 100, 185, 247, 256, 517]) {
       for (const dl of [27, 100, 251]) {
-        const params = link('1M', dl, mtu, 15);
-        expect(bestStreamCeilingKBps(params).kBps).toBeGreaterThanOrEqual(ceilingKBps(params));
+        for (const ci of [7.5, 15]) {
+          const params = link('1M', dl, mtu, ci);
+          const best = bestStreamCeilingKBps(params);
+          expect(best.attPduBytes).toBeLessThanOrEqual(mtu);
+          expect(best.writeBytes).toBe(best.attPduBytes - 3);
+          expect(best.kBps).toBe(streamCeilingKBps({ ...params, attMtu: best.attPduBytes }));
+          for (let attMtu = 23; attMtu <= mtu; attMtu++) {
+            expect(best.kBps).toBeGreaterThanOrEqual(streamCeilingKBps({ ...params, attMtu }));
+          }
+        }
       }
     }
+  });
+});
+
+describe('an encrypted link: a 4-byte MIC on every data PDU with a payload', () => {
+  const link = (phy: Phy, encrypted: boolean, connIntervalMs = 4000): LinkParams => ({
+    phy,
+    dataLength: 251,
+    attMtu: 247,
+    connIntervalMs,
+    encrypted,
+  });
+
+  it("loses the MIC's share of air time: one exchange of a 251-byte PDU takes 32 us more on 1M, 16 us on 2M", async () => {
+    for (const [phy, extra] of [
+      ['1M', 32],
+      ['2M', 16],
+    ] as const) {
+      expect(exchangeUs(251, phy, true) - exchangeUs(251, phy, false)).toBe(extra);
+      // A 4 s event carries about 1600 exchanges, so the event's end hardly rounds the figure.
+      const share = exchangeUs(251, phy, false) / exchangeUs(251, phy, true);
+      const ratio = ceilingKBps(link(phy, true)) / ceilingKBps(link(phy, false));
+      expect(Math.abs(ratio - share), phy).toBeLessThan(0.001);
+      // 1000 writes within one event of the modeled link.
+      const [open, sealed] = await Promise.all(
+        [false, true].map((encrypted) =>
+          simulateStream({ params: link(phy, encrypted), bytes: 244_000 }),
+        ),
+      );
+      if (!open || !sealed) throw new Error('no result');
+      expect(Math.abs(sealed.kBps / open.kBps - share), phy).toBeLessThan(0.001);
+    }
+  });
+
+  it('leaves an unencrypted link as it was: the LINK-MODEL.md figures', () => {
+    expect(ceilingKBps(link('1M', false, 7.5))).toBeCloseTo(97.6, 1);
+    expect(ceilingKBps(link('2M', false, 7.5))).toBeCloseTo(162.67, 2);
+    expect(exchangeUs(251, '1M', false)).toBe(2468);
+  });
+
+  it('macos-esp32 encrypted: 167-byte writes fit 8 exchanges a 15 ms event, 89.1 kB/s', () => {
+    const profile = getProfile('macos-esp32');
+    const c = profileCeilingKBps({ ...profile, params: { ...profile.params, encrypted: true } });
+    expect(c.linkWriteBytes).toBe(167);
+    expect(c.linkKBps).toBeCloseTo((8 * 167) / 15, 6);
   });
 });

@@ -4,14 +4,7 @@
  * kB = 1000 bytes, attribute value bytes only, one direction, as in the LINK-MODEL.md table.
  */
 import { ATT_MTU_MIN } from '@esp-ble-ota/protocol';
-import {
-  attFragments,
-  attValueBytes,
-  DATA_LENGTH_MAX,
-  L2CAP_HEADER_BYTES,
-  pduAirUs,
-  T_IFS_US,
-} from './air.ts';
+import { attFragments, attValueBytes, DATA_LENGTH_MAX, pduAirUs, T_IFS_US } from './air.ts';
 import { flashCeilingKBps } from './flash.ts';
 import { DEFAULT_MODEL_OPTIONS, type ModelOptions } from './modeled-scheduler.ts';
 import type { LinkProfile } from './profiles.ts';
@@ -101,23 +94,27 @@ export function streamCeilingKBps(
 
 /**
  * The best stream any sender can make of this link: Write Commands of whatever size up to the
- * MTU carry the most value bytes per second. A full-MTU PDU is not always best: with MTU 256 and
- * data length 251 its 260 bytes of L2CAP need a second, 9-byte link-layer PDU that costs almost a
- * whole exchange, while 244 value bytes fill exactly one (LINK-MODEL.md "an ATT PDU of MTU M").
+ * MTU (values of 20 bytes, the default MTU's, to ATT_MTU - 3) carry the most value bytes per
+ * second. Every size is tried, because two effects pick it and neither is only about whole
+ * link-layer PDUs:
+ * - a full-MTU PDU can overshoot a link-layer PDU: with MTU 256 and data length 251 its 260
+ *   bytes of L2CAP need a second, 9-byte link-layer PDU that costs almost a whole exchange,
+ *   while 244 value bytes fill exactly one (LINK-MODEL.md "an ATT PDU of MTU M");
+ * - a shorter PDU can fit one more exchange into a connection event: at MTU 185, 1M and 15 ms,
+ *   182-byte values (189-byte link-layer PDUs) fit 7 exchanges, 171-byte ones (178) fit 8, and
+ *   8 x 171 B per 15 ms is 91.2 kB/s against 84.9.
+ * Ties go to the larger write (fewer PDUs for the host to handle).
  */
 export function bestStreamCeilingKBps(
   params: LinkParams,
   options: Partial<CeilingOptions> = {},
-): { kBps: number; attPduBytes: number } {
+): { kBps: number; attPduBytes: number; writeBytes: number } {
   let best = { kBps: streamCeilingKBps(params, options), attPduBytes: params.attMtu };
-  // Only sizes that end a link-layer PDU exactly can beat the full MTU; the ATT minimum is 23.
-  for (let pdus = 1; pdus * params.dataLength - L2CAP_HEADER_BYTES < params.attMtu; pdus++) {
-    const attPduBytes = pdus * params.dataLength - L2CAP_HEADER_BYTES;
-    if (attPduBytes < ATT_MTU_MIN) continue;
+  for (let attPduBytes = params.attMtu - 1; attPduBytes >= ATT_MTU_MIN; attPduBytes--) {
     const kBps = streamCeilingKBps({ ...params, attMtu: attPduBytes }, options);
     if (kBps > best.kBps) best = { kBps, attPduBytes };
   }
-  return best;
+  return { ...best, writeBytes: attValueBytes(best.attPduBytes) };
 }
 
 /**
@@ -157,6 +154,8 @@ export interface ProfileCeiling {
   linkKBps: number;
   /** The ATT PDU size (MTU or less) that reaches `linkKBps`. */
   linkAttPduBytes: number;
+  /** The Write Command value size that reaches `linkKBps`: `linkAttPduBytes` - 3. */
+  linkWriteBytes: number;
   /** What the flash alone can take (erase + program), the radio idle. */
   flashKBps: number;
   /** The lesser of the two: no protocol can beat it on this profile. */
@@ -166,7 +165,8 @@ export interface ProfileCeiling {
 /**
  * A profile's ceiling for an OTA transfer (issue 7's "the lesser of link and flash"). With 4 KB
  * sector erases (`OTA_WITH_SEQUENTIAL_WRITES`) the flash is the limit on fast links; erasing 64 KB
- * blocks ahead lifts it.
+ * blocks ahead lifts it. The link is taken as `profile.params` says, its MIC included when
+ * `params.encrypted` (a link that paired).
  */
 export function profileCeilingKBps(
   profile: Pick<LinkProfile, 'params' | 'model' | 'flash'>,
@@ -183,6 +183,7 @@ export function profileCeilingKBps(
   return {
     linkKBps: link.kBps,
     linkAttPduBytes: link.attPduBytes,
+    linkWriteBytes: link.writeBytes,
     flashKBps,
     ceilingKBps: Math.min(link.kBps, flashKBps),
   };

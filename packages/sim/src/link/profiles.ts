@@ -170,7 +170,8 @@ function makeProfile(central: CentralName, chip: ChipName): LinkProfile {
       ...k.sources,
       attMtu:
         'min(central request, NimBLE maximum 527: LINK-MODEL.md ESP32 facts "ATT MTU at most 527")',
-      encrypted: 'assumption: the baseline does not pair, so the link is not encrypted',
+      encrypted:
+        "a new link is not encrypted (the baseline never pairs); the virtual controller marks it encrypted when LE Start Encryption succeeds (the firmware's secure default makes the central pair), and from then on every data PDU with a payload carries a 4-byte MIC (LINK-MODEL.md Air time)",
       peripheralRxBuffers:
         'LINK-MODEL.md ESP32 facts: "ACL buffers 24 x 255"; on the rig a firmware that declares its own count (--gatt-json controller.aclRxBuffers) replaces it',
       ceRule:
@@ -205,12 +206,12 @@ export function getProfile(name: string): LinkProfile {
 
 /**
  * A new connection's link before anything is negotiated: the central's interval, but the link
- * layer's defaults for data length (27) and PHY (1M). Data Length Extension and 2M come only
- * when one side asks for them (the firmware does, protocol-v2.md "Link tuning");
+ * layer's defaults for data length (27) and PHY (1M), and no encryption. Data Length Extension and
+ * 2M come only when one side asks for them, encryption once the central pairs or uses a bond (the firmware does, protocol-v2.md "Link tuning");
  * `profile.params` is where a link ends up when everything is asked for and granted.
  */
 export function connectionStartParams(profile: LinkProfile): LinkParams {
-  return { ...profile.params, dataLength: 27, phy: '1M' };
+  return { ...profile.params, dataLength: 27, phy: '1M', encrypted: false };
 }
 
 /**
