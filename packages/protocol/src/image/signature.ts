@@ -302,6 +302,11 @@ export function checkSignatureBlock(
   index = 0,
   signedDigest: string = toHex(sha256(signedData)),
 ): SignatureBlockInfo {
+  if (block.length < SIG_BLOCK_SIZE) {
+    throw new SignatureError(
+      `a signature block is ${SIG_BLOCK_SIZE} bytes, got ${block.length}; pass a whole block from the signature sector`,
+    );
+  }
   const view = new DataView(block.buffer, block.byteOffset, block.byteLength);
   const isRsa = block[1] === SIG_BLOCK_VERSION_RSA;
   const keyBytes = block.subarray(KEY_AT, KEY_AT + (isRsa ? RSA_KEY_LENGTH : ECDSA_KEY_LENGTH));
