@@ -17,8 +17,10 @@ function profile(over: Partial<ProfileMeasurement> = {}): ProfileMeasurement {
     phy: '1M',
     mtu: 185,
     connIntervalMs: 15,
-    linkCeilingKBps: 84.9,
+    linkCeilingKBps: 89.1,
+    linkCeilingWriteBytes: 167,
     flashCeilingKBps: 72.9,
+    encryptedLink: { baseline: true, v2: true },
     device: { eraseUnit: 'block', rxBuffers: 128, frameBytes: 182 },
     flash: 'measured',
     baseline: { seconds: 200, imageBytes: 1_000_000, streamBytes: 1_000_000 },
@@ -100,6 +102,45 @@ describe('bench figures', () => {
     expect(table).toMatch(
       /device in the v2 run: 64 KB block erases, 128 receive buffers, 182-byte DATA frames \(macos-esp32, linux-noble-esp32\)/,
     );
+  });
+
+  it('says whether the runs were on an encrypted link and the write size the link ceiling takes', () => {
+    const r = benchResult(
+      1_000_000,
+      [
+        profile(),
+        profile({
+          name: 'linux-noble-esp32',
+          linkCeilingKBps: 97.6,
+          linkCeilingWriteBytes: 244,
+          encryptedLink: { baseline: false, v2: false },
+        }),
+        profile({ name: 'android-esp32', encryptedLink: { baseline: false, v2: true } }),
+      ],
+      { bytes: 1_000_000, wallSeconds: 0.1, protocol: 'v2' },
+    );
+    expect(r.profiles[0]).toMatchObject({
+      linkCeilingWriteBytes: 167,
+      encryptedLink: { baseline: true, v2: true },
+    });
+    const table = renderTable(r);
+    expect(table).toMatch(
+      /link ceiling at its best write size: 167 B \(macos-esp32, android-esp32\); 244 B \(linux-noble-esp32\)/,
+    );
+    expect(table).toMatch(/link of the runs: encrypted \(macos-esp32\)/);
+    expect(table).toMatch(/link of the runs: not encrypted \(linux-noble-esp32\)/);
+    expect(table).toMatch(
+      /link of the runs: baseline not encrypted, v2 encrypted \(android-esp32\)/,
+    );
+    expect(table).toMatch(/every data PDU with a payload carries a 4-byte MIC/);
+    // Nothing encrypted: no word about the MIC.
+    const open = renderTable(
+      benchResult(1_000_000, [profile({ encryptedLink: { baseline: false, v2: false } })], {
+        skipped: 'not run',
+      }),
+    );
+    expect(open).toMatch(/link of the runs: not encrypted \(macos-esp32\)/);
+    expect(open).not.toMatch(/MIC/);
   });
 
   it('reports a column that could not run as skipped with its reason, never as a number', () => {

@@ -28,7 +28,15 @@ export interface ProfileMeasurement {
   mtu: number;
   connIntervalMs: number;
   linkCeilingKBps: number;
+  /** The Write Command value size that reaches `linkCeilingKBps` (every size up to MTU - 3 tried). */
+  linkCeilingWriteBytes: number;
   flashCeilingKBps: number;
+  /**
+   * Whether each transfer ran on an encrypted link (LE Start Encryption succeeded: every data
+   * PDU with a payload carries a 4-byte MIC), read from the link as the transfer ended; null when
+   * it did not run. The ceiling is computed for the v2 run's link, MIC included.
+   */
+  encryptedLink: EncryptedLink;
   /** What the firmware did in the v2 run, which decides how close it gets to the ceiling. */
   device: DeviceFacts;
   /** The flash profile of the device: `measured` (LINK-MODEL.md's ESP32 figures) or `datasheet`. */
@@ -38,6 +46,11 @@ export interface ProfileMeasurement {
   v2Compressed: TransferMeasurement | Skipped;
   /** Each LINK_REQUEST of the v2 run and its outcome, one line each. */
   linkTuning: string[];
+}
+
+export interface EncryptedLink {
+  baseline: boolean | null;
+  v2: boolean | null;
 }
 
 export interface DeviceFacts {
@@ -78,7 +91,9 @@ export interface ProfileResult {
   /** The lesser of the link's streaming ceiling and the flash's (src/link ceilings). */
   ceilingKBps: number;
   linkCeilingKBps: number;
+  linkCeilingWriteBytes: number;
   flashCeilingKBps: number;
+  encryptedLink: EncryptedLink;
   device: DeviceFacts;
   flash: string;
   baseline: (BenchFigures & { imageBytes: number }) | Skipped;
@@ -236,7 +251,7 @@ export function renderVerification(v: VerificationCost): string {
         r.signature === 'none' ? '' : ` (${s >= 0 ? '+' : ''}${ms(s)})`;
       return `  ${what}: BEGIN ${ms(r.beginSeconds)}${extra(r.extraBeginSeconds)}, END ${ms(r.endSeconds)}${extra(r.extraEndSeconds)}, update ${r.totalSeconds.toFixed(2)} s`;
     }),
-    "  BEGIN holds the first 64 KB block erase; a signed image adds its manifest (1256 bytes in Write Requests) and one public-key operation before that erase; an encrypted link adds the pairing (LE legacy Just Works: 4 SMP exchanges and the key distribution; the link layer's encryption start is not modeled)",
+    "  BEGIN holds the first 64 KB block erase; a signed image adds its manifest (1256 bytes in Write Requests) and one public-key operation before that erase; an encrypted link adds the pairing (LE legacy Just Works: 4 SMP exchanges and the key distribution; the link layer's encryption start is not modeled) and a 4-byte MIC on every data PDU after it",
     '  END holds two esp_image_verify passes (esp_ota_end, esp_ota_set_boot_partition); a signed image adds a SHA-256 over the image and one public-key operation per signature block',
   ].join('\n');
 }
@@ -293,7 +308,9 @@ export function profileResult(m: ProfileMeasurement): ProfileResult {
     connIntervalMs: m.connIntervalMs,
     ceilingKBps,
     linkCeilingKBps: m.linkCeilingKBps,
+    linkCeilingWriteBytes: m.linkCeilingWriteBytes,
     flashCeilingKBps: m.flashCeilingKBps,
+    encryptedLink: m.encryptedLink,
     device: m.device,
     flash: m.flash,
     baseline,
@@ -401,6 +418,37 @@ function describeDevices(profiles: readonly ProfileResult[]): string[] {
   return [...groups].map(([what, names]) => `device in the v2 run: ${what} (${names.join(', ')})`);
 }
 
+/** One line per write size the link ceilings take, naming the profiles, beside v2's frames. */
+function describeCeilingWrites(profiles: readonly ProfileResult[]): string[] {
+  const groups = new Map<number, string[]>();
+  for (const p of profiles) {
+    groups.set(p.linkCeilingWriteBytes, [...(groups.get(p.linkCeilingWriteBytes) ?? []), p.name]);
+  }
+  return [
+    `link ceiling at its best write size: ${[...groups].map(([bytes, names]) => `${bytes} B (${names.join(', ')})`).join('; ')}`,
+  ];
+}
+
+/** Whether the runs were on an encrypted link, per distinct answer, naming the profiles. */
+function describeEncryption(profiles: readonly ProfileResult[]): string[] {
+  const word = (e: boolean | null) => (e === null ? 'not run' : e ? 'encrypted' : 'not encrypted');
+  const groups = new Map<string, string[]>();
+  for (const p of profiles) {
+    const { baseline, v2 } = p.encryptedLink;
+    const key = baseline === v2 ? word(v2) : `baseline ${word(baseline)}, v2 ${word(v2)}`;
+    groups.set(key, [...(groups.get(key) ?? []), p.name]);
+  }
+  const lines = [...groups].map(
+    ([what, names]) => `link of the runs: ${what} (${names.join(', ')})`,
+  );
+  if (profiles.some((p) => p.encryptedLink.baseline || p.encryptedLink.v2)) {
+    lines.push(
+      "  encrypted: the firmware's secure default takes OTA writes on an encrypted link only, so noble paired (LE legacy Just Works); from LE Start Encryption on, every data PDU with a payload carries a 4-byte MIC (the ceilings count it; the LL encryption procedure's own PDUs are not modeled)",
+    );
+  }
+  return lines;
+}
+
 /** The table `pnpm bench` prints. */
 export function renderTable(result: BenchResult): string {
   const table = new Table({
@@ -438,7 +486,9 @@ export function renderTable(result: BenchResult): string {
   const lines = [
     `image: ${result.imageBytes} bytes; modeled time on the virtual rig (kB = 1000 B); device flash: ${flashes}`,
     table.toString(),
-    'ceiling: the lesser of the link (best ATT PDU size up to the MTU) and the flash (erase + program with the erase unit the firmware used)',
+    'ceiling: the lesser of the link (the best any write size from 20 bytes to MTU - 3 can do, on the link the v2 run had: PHY, data length, interval, MTU, encryption; one direction, no retransmissions) and the flash (erase + program with the erase unit the firmware used)',
+    ...describeCeilingWrites(result.profiles),
+    ...describeEncryption(result.profiles),
     ...describeDevices(result.profiles),
     ...(result.deflateImage ? [describeDeflateImage(result.deflateImage)] : []),
     `client stack (protocol + noble transport + noble + virtual controller, zero-latency link): ${

@@ -25,6 +25,12 @@ describe('pnpm bench on the virtual rig (firmware host build, real noble)', () =
       expect(a.linkTuning.join('\n')).toMatch(/asked data length 251 .*granted/);
       expect(a.linkTuning.join('\n')).not.toMatch(/asked PHY/);
       expect(a.phy).toBe('1M');
+      // The board runs the firmware's secure default: noble paired, so both transfers went
+      // over an encrypted link, and the ceiling counts the MIC: 8 writes of 167 bytes in a
+      // 15 ms event (171 bytes without the MIC).
+      expect(a.encryptedLink).toEqual({ baseline: true, v2: true });
+      expect(a.linkCeilingWriteBytes).toBe(167);
+      expect(a.linkCeilingKBps).toBeCloseTo((8 * 167) / 15, 6);
     }
   }, 120_000);
 

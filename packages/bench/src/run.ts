@@ -163,7 +163,9 @@ export async function runProfile(
     mtu: profile.params.attMtu,
     connIntervalMs: profile.params.connIntervalMs,
     linkCeilingKBps: ceiling.linkKBps,
+    linkCeilingWriteBytes: ceiling.linkWriteBytes,
     flashCeilingKBps: ceiling.flashKBps,
+    encryptedLink: { baseline: null, v2: null },
     device: { eraseUnit: 'sector', rxBuffers: null, frameBytes: null },
     flash: profile.flash.name === 'typical' ? 'datasheet' : profile.flash.name,
     baseline: { skipped: 'not run' },
@@ -195,8 +197,18 @@ export async function runProfile(
       try {
         const clock = modeledClock(board);
         log(`${profile.name}: baseline, ${size} B`);
-        const r = await uploadBaseline(t, images.baseline.bytes, { clock });
+        let encrypted: boolean | undefined;
+        const r = await uploadBaseline(t, images.baseline.bytes, {
+          clock,
+          onPhase: (e) => {
+            // The link as the data went over it (DONE is the last command on it).
+            if (e.phase === 'done' && e.state === 'start') {
+              encrypted = board.currentLink?.params.encrypted;
+            }
+          },
+        });
         result.baseline = measurement(span(r.phases, 'request', 'done'), size, size);
+        result.encryptedLink.baseline = encrypted ?? null;
       } catch (error) {
         result.baseline = { skipped: `baseline upload failed: ${errorText(error)}` };
       }
@@ -215,6 +227,7 @@ export async function runProfile(
         : await runV2({}, await connect(), board, images.v2z.bytes, 'always', log, profile.name);
     const link = used.params;
     if (link) {
+      result.encryptedLink.v2 = link.encrypted;
       // What the v2 transfer ran on: link tuning decides PHY and interval, and the MTU is what
       // noble (asking for the profile central's MTU) and the firmware settled on. The ceiling
       // is the profile's with the MTU that was actually negotiated.
@@ -224,21 +237,37 @@ export async function runProfile(
       // A device that erases 64 KB blocks (one FLASH_OP per block) lifts the flash ceiling.
       // The device may ask for another interval than the profile's first (11.25 ms on 2M); the
       // ceiling is the better of both, so a well-chosen interval is not counted as beating it.
+      // An encrypted link (the firmware's secure default) has its MIC on every data PDU.
       const eraseUnit = used.blockErase ? 'block' : 'sector';
       const ceilings = [profile.params.connIntervalMs, link.connIntervalMs].map((connIntervalMs) =>
         profileCeilingKBps(
-          { ...profile, params: { ...profile.params, attMtu: link.attMtu, connIntervalMs } },
+          {
+            ...profile,
+            params: {
+              ...profile.params,
+              attMtu: link.attMtu,
+              connIntervalMs,
+              encrypted: link.encrypted,
+            },
+          },
           eraseUnit,
         ),
       );
       const c = ceilings.reduce((a, b) => (b.linkKBps > a.linkKBps ? b : a));
       result.linkCeilingKBps = c.linkKBps;
+      result.linkCeilingWriteBytes = c.linkWriteBytes;
       result.flashCeilingKBps = c.flashKBps;
       result.device = {
         eraseUnit: used.blockErase ? 'block' : 'sector',
         rxBuffers: used.rxBuffers ?? null,
         frameBytes: used.frameBytes ?? null,
       };
+    } else if (result.encryptedLink.baseline) {
+      // No v2 run to read the link from: the profile's link, encrypted as the baseline's was.
+      const c = profileCeilingKBps({ ...profile, params: { ...profile.params, encrypted: true } });
+      result.linkCeilingKBps = c.linkKBps;
+      result.linkCeilingWriteBytes = c.linkWriteBytes;
+      result.flashCeilingKBps = c.flashKBps;
     }
   } finally {
     await transport?.close().catch(() => {});
