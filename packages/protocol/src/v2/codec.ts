@@ -469,8 +469,11 @@ export const SIGNATURE_BLOCK_LENGTH = 1216;
 
 export interface V2Manifest {
   secureVersion: number;
-  /** esp_app_desc_t.version, at most 32 bytes. */
-  version: string;
+  /**
+   * esp_app_desc_t.version, at most 32 bytes: a string (sent as UTF-8), or the bytes an image
+   * holds, which the device compares as they are (strncmp), valid UTF-8 or not.
+   */
+  version: string | Uint8Array;
   /** The image's Secure Boot v2 signature blocks (1 to 3), as they open its signature sector. */
   blocks: Uint8Array[];
 }
@@ -485,9 +488,12 @@ export function encodeManifest(manifest: V2Manifest): Uint8Array {
   out[0] = MANIFEST_VERSION;
   out[1] = n;
   view.setUint32(4, u32(manifest.secureVersion, 'secure_version'), true);
-  const version = new TextEncoder().encode(manifest.version);
+  const version =
+    typeof manifest.version === 'string'
+      ? new TextEncoder().encode(manifest.version)
+      : manifest.version;
   if (version.length > 32) {
-    throw new BadArgumentError(`version is at most 32 bytes of UTF-8, got ${version.length}`);
+    throw new BadArgumentError(`version is at most 32 bytes, got ${version.length}`);
   }
   out.set(version, 8);
   manifest.blocks.forEach((block, i) => {

@@ -205,11 +205,13 @@ export function imageManifest(image: Uint8Array): Uint8Array | undefined {
   // the claims the device will compare.
   const view = new DataView(image.buffer, image.byteOffset, image.byteLength);
   const hasDesc = image.length >= 80 && view.getUint32(32, true) === APP_DESC_MAGIC;
+  // The version goes as the bytes it is: the device compares them with the image's own, and a
+  // decoded and re-encoded string would differ wherever they are not valid UTF-8.
   const raw = hasDesc ? image.subarray(48, 80) : new Uint8Array(0);
   const end = raw.indexOf(0);
   return encodeManifest({
     secureVersion: hasDesc ? view.getUint32(36, true) : 0,
-    version: new TextDecoder().decode(end < 0 ? raw : raw.subarray(0, end)),
+    version: end < 0 ? raw : raw.subarray(0, end),
     blocks,
   });
 }
