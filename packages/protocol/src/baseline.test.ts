@@ -162,6 +162,32 @@ describe('UUID bytes', () => {
   });
 });
 
+describe('baseline decoders on arbitrary bytes (property)', () => {
+  it('return a value or throw BadArgumentError, nothing else', () => {
+    const decoders: [string, (data: Uint8Array) => unknown][] = [
+      ['decodeControlValue', decodeControlValue],
+      ['decodePacketSize', decodePacketSize],
+      ['uuidFromBytesLE', uuidFromBytesLE],
+    ];
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 24 }), fc.nat(7), (bytes, skew) => {
+        const backing = new Uint8Array(bytes.length + skew);
+        backing.set(bytes, skew);
+        const data = backing.subarray(skew);
+        for (const [name, decode] of decoders) {
+          try {
+            decode(data);
+          } catch (error) {
+            expect(error, name).toBeInstanceOf(BadArgumentError);
+            expect((error as Error).message, name).toMatch(/got \d+/);
+          }
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
 describe('opcodes', () => {
   it('have the baseline values', () => {
     expect(Opcode).toEqual({

@@ -113,6 +113,36 @@ describe('parseAppImage on arbitrary input', () => {
     );
   });
 
+  it('reads a view into a larger buffer as it reads a copy, damaged or not', () => {
+    fc.assert(
+      fc.property(
+        seedImageArb,
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 })), { maxLength: 4 }),
+        fc.integer({ min: 1, max: 7 }),
+        (image, flips, skew) => {
+          const bytes = image.slice();
+          for (const [at, flip] of flips) {
+            const i = at % bytes.length;
+            bytes[i] = (bytes[i] ?? 0) ^ flip;
+          }
+          // Garbage around the view: a parser that reads its buffer, not its view, sees it.
+          const backing = new Uint8Array(bytes.length + skew + 64).fill(0xa5);
+          backing.set(bytes, skew);
+          const view = backing.subarray(skew, skew + bytes.length);
+          const fromView = parseOrRefuse(view);
+          const fromCopy = parseOrRefuse(bytes);
+          if (fromCopy instanceof ImageFormatError) {
+            expect(fromView).toBeInstanceOf(ImageFormatError);
+            expect((fromView as ImageFormatError).code).toBe(fromCopy.code);
+          } else {
+            expect(fromView).toEqual(fromCopy);
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
   it('refuses every truncation of a valid image as truncated', () => {
     fc.assert(
       fc.property(seedImageArb, fc.nat(), (image, cut) => {

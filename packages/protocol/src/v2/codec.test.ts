@@ -361,7 +361,7 @@ describe('decoders on random input', () => {
     fc.uint8Array({ maxLength: 130 }),
     fc
       .tuple(
-        fc.constantFrom(0x10, 0x11, 0x12, 0x90, 0x91, 0x93, 0x94, 0x02),
+        fc.constantFrom(0x10, 0x11, 0x12, 0x13, 0x90, 0x91, 0x93, 0x94, 0x02),
         fc.uint8Array({ maxLength: 130 }),
       )
       .map(([op, rest]) => Uint8Array.of(op, ...rest)),
@@ -381,7 +381,63 @@ describe('decoders on random input', () => {
             expect(error).toBeInstanceOf(ProtocolError);
           }
         }),
+        { numRuns: 300 },
       );
     });
   }
+
+  it('decodeInfo of any prefix of an INFO: the fields that arrived, the rest undefined (property)', () => {
+    const infoArb = fc.record({
+      deflate: fc.boolean(),
+      resume: fc.boolean(),
+      manifest: fc.boolean(),
+      chipId: u16,
+      slotSize: u32,
+      maxFrame: u16,
+      window: u32,
+      runningSha256: sha32,
+      runningVersion: fc.string({ unit: 'grapheme-ascii', minLength: 1, maxLength: 32 }),
+      sessionOffset: u32,
+      sessionSha256: sha32,
+      security: fc.option(
+        fc.record({
+          signedOnly: fc.boolean(),
+          antiRollback: fc.boolean(),
+          minSecureVersion: u32,
+          allowDowngrade: fc.boolean(),
+          linkSecurity: fc.constantFrom('open', 'encrypted', 'authenticated' as const),
+        }),
+        { nil: undefined },
+      ),
+    });
+    fc.assert(
+      fc.property(infoArb, fc.nat(INFO_LENGTH + 8), fc.nat(7), (info, cut, skew) => {
+        const full = encodeInfo(info);
+        const backing = new Uint8Array(full.length + skew);
+        backing.set(full, skew);
+        const prefix = backing.subarray(skew, skew + Math.min(cut, full.length));
+        let decoded: ReturnType<typeof decodeInfo>;
+        try {
+          decoded = decodeInfo(prefix);
+        } catch (error) {
+          expect(error).toBeInstanceOf(ProtocolError);
+          expect(prefix.length).toBeLessThan(14);
+          return;
+        }
+        expect(decoded).toMatchObject({
+          chipId: info.chipId,
+          slotSize: info.slotSize,
+          maxFrame: info.maxFrame,
+          window: info.window,
+        });
+        const has = (end: number) => prefix.length >= end;
+        expect(decoded.runningSha256).toEqual(has(46) ? info.runningSha256 : undefined);
+        expect(decoded.sessionOffset).toBe(has(82) ? info.sessionOffset : undefined);
+        expect(decoded.security).toEqual(has(INFO_LENGTH) ? info.security : undefined);
+        // 114 bytes are a whole INFO of firmware before the security byte.
+        expect(decoded.complete).toBe(has(114));
+      }),
+      { numRuns: 300 },
+    );
+  });
 });
