@@ -41,6 +41,7 @@ typedef struct {
     ble_ota_link_security_t link_security;
     bool allow_downgrade;
     bool disable_baseline;
+    const char *pinned; /* CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS */
 } app_args_t;
 
 static int prv_usage(void)
@@ -88,6 +89,8 @@ static int prv_parse(int argc, char **argv, app_args_t *a)
             a->flash_journal = v;
         } else if (strcmp(argv[i], "--baseline") == 0) {
             a->disable_baseline = strcmp(v, "off") == 0;
+        } else if (strcmp(argv[i], "--pinned-key-digests") == 0) {
+            a->pinned = v;
         } else if (strcmp(argv[i], "--allow-downgrade") == 0) {
             a->allow_downgrade = strcmp(v, "on") == 0;
         } else if (strcmp(argv[i], "--link-security") == 0) {
@@ -315,10 +318,11 @@ int main(int argc, char **argv)
     cfg.device_name = a.name;
     cfg.restart_delay_ms = a.restart_delay_ms;
     cfg.disable_baseline = a.disable_baseline;
+    cfg.trusted_key_digests = a.pinned;
     static ble_ota_port_v2_t port_v2;
     host_port_v2(&hp, &port_v2);
     if (ble_ota_init(&port, &cfg) != BLE_OTA_OK || ble_ota_v2_attach(&port_v2) != BLE_OTA_OK) {
-        host_log('E', TAG_APP, "ble_ota_init failed: the host port is incomplete");
+        host_log('E', TAG_APP, "ble_ota_init failed: the host port is incomplete, or --pinned-key-digests is malformed");
         return 1;
     }
     /* Same decisions and lines as firmware/main/main.c. */

@@ -25,7 +25,7 @@ static void prv_usage(FILE *out)
             "                      [--power-cut-at N [--power-cut-mode skip|torn]] [--name NAME]\n"
             "                      [--reset-reason poweron|sw]\n"
             "                      [--restart-delay-ms MS] [--trusted-key-digest HEX]... [--anti-rollback on|off]\n"
-            "                      [--allow-downgrade on|off] [--baseline on|off]\n"
+            "                      [--allow-downgrade on|off] [--baseline on|off] [--pinned-key-digests LIST]\n"
             "                      [--flash-journal FILE] [--link-security open|encrypted|authenticated]\n"
             "       ble-ota-device [--link-security LEVEL] --gatt-json\n"
             "chips: %s\n"
@@ -94,6 +94,7 @@ int main(int argc, char **argv)
     const char *anti_rollback = NULL;
     const char *allow_downgrade = NULL;
     const char *baseline = NULL;
+    const char *pinned = NULL;
     const char *flash_journal = NULL;
     const char *link_security = NULL;
     ble_ota_link_security_t link_level = BLE_OTA_LINK_OPEN;
@@ -161,6 +162,9 @@ int main(int argc, char **argv)
                 return 2;
             }
             anti_rollback = v;
+        } else if (strcmp(arg, "--pinned-key-digests") == 0) {
+            /* CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS: the firmware's core parses it, as on the chip */
+            pinned = v;
         } else if (strcmp(arg, "--baseline") == 0) {
             if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0) {
                 fprintf(stderr, "ble-ota-device: --baseline is on (the baseline protocol's REQUEST is taken) or off "
@@ -333,6 +337,10 @@ int main(int argc, char **argv)
     if (baseline != NULL) {
         app_argv[n++] = "--baseline";
         app_argv[n++] = (char *)baseline;
+    }
+    if (pinned != NULL) {
+        app_argv[n++] = "--pinned-key-digests";
+        app_argv[n++] = (char *)pinned;
     }
     if (allow_downgrade != NULL) {
         app_argv[n++] = "--allow-downgrade";

@@ -191,47 +191,6 @@ static uint32_t prv_slot_secure_version(const host_port_t *hp, int slot)
     return d == NULL ? 0u : (uint32_t)d[0] | (uint32_t)d[1] << 8 | (uint32_t)d[2] << 16 | (uint32_t)d[3] << 24;
 }
 
-/* Anti-rollback and signature, as esp_ota_write/esp_ota_end check them under those Kconfigs. */
-static int prv_check_security(host_port_t *hp, int slot)
-{
-    const host_part_t *p = host_ptable_ota(&hp->dev.table, slot);
-    char err[300];
-
-    if (hp->sec.anti_rollback) {
-        uint32_t v = prv_slot_secure_version(hp, slot);
-        uint32_t min = host_port_min_secure_version(hp);
-        if (v < min) {
-            host_log('E', TAG_PORT, "image refused: secure_version %u is below the device's minimum %u "
-                                    "(ESP_ERR_OTA_SMALL_SEC_VER); build it with a higher CONFIG_BOOTLOADER_APP_SECURE_VERSION",
-                     (unsigned)v, (unsigned)min);
-            return BLE_OTA_ERR_DOWNGRADE;
-        }
-    }
-    if (!hp->sec.require_signed) {
-        return BLE_OTA_OK;
-    }
-    const uint8_t *data = host_flash_peek(hp->dev.flash, p->offset, hp->wrote);
-    if (data == NULL) {
-        return BLE_OTA_ERR_FLASH;
-    }
-    switch (host_sbv2_verify(data, hp->wrote, (const uint8_t(*)[32])hp->sec.trusted, hp->sec.n_trusted, err,
-                             sizeof(err))) {
-    case HOST_SBV2_OK:
-        host_log('I', "secure_boot_v2", "Verifying with RSA-PSS/ECDSA... signature of the new image verified");
-        return BLE_OTA_OK;
-    case HOST_SBV2_UNSIGNED:
-        host_log('E', "secure_boot_v2", "%s", err);
-        return BLE_OTA_ERR_UNSIGNED;
-    case HOST_SBV2_UNTRUSTED_KEY:
-        host_log('E', "secure_boot_v2", "%s", err);
-        return BLE_OTA_ERR_UNTRUSTED_KEY;
-    case HOST_SBV2_BAD_SIGNATURE:
-    default:
-        host_log('E', "secure_boot_v2", "%s", err);
-        return BLE_OTA_ERR_BAD_SIGNATURE;
-    }
-}
-
 static int prv_slot_end(void *ctx)
 {
     host_port_t *hp = ctx;
@@ -248,10 +207,8 @@ static int prv_slot_end(void *ctx)
         host_log('E', TAG_PORT, "esp_ota_end failed: %s", "ESP_ERR_OTA_VALIDATE_FAILED");
         return BLE_OTA_ERR_INVALID_IMAGE;
     }
-    int rc = prv_check_security(hp, hp->target_slot);
-    if (rc != BLE_OTA_OK) {
-        return rc;
-    }
+    /* The signature and the secure_version were the core's to check (ble_ota_sbv2.c,
+     * ble_ota_image.c), before this call, as on the chip. */
     hp->finished_slot = hp->target_slot;
     return BLE_OTA_OK;
 }
@@ -657,18 +614,51 @@ static void prv_security(void *ctx, ble_ota_security_t *out)
     out->link_security = hp->sec.link_security;
 }
 
-static int prv_verify_signature_blocks(void *ctx, const uint8_t *blocks, size_t count, uint8_t digest[32])
+/* The rig's trusted keys stand for the eFuse key digests of a chip with Secure Boot v2, whose
+ * esp_ota_end reads all three signature blocks. */
+static int prv_trusted_keys(void *ctx, ble_ota_trust_t *out)
 {
     host_port_t *hp = ctx;
-    char err[200];
 
-    host_sbv2_result_t r = host_sbv2_verify_blocks(blocks, count, (const uint8_t(*)[32])hp->sec.trusted,
-                                                   hp->sec.n_trusted, digest, err, sizeof(err));
-    if (r == HOST_SBV2_OK) {
-        return BLE_OTA_OK;
+    memset(out, 0, sizeof(*out));
+    for (int k = 0; k < hp->sec.n_trusted && k < 3; k++) {
+        memcpy(out->digests[k], hp->sec.trusted[k], BLE_OTA_SHA256_LEN);
+        out->count++;
     }
-    host_log('E', "secure_boot_v2", "manifest: %s", err);
-    return r == HOST_SBV2_UNTRUSTED_KEY ? BLE_OTA_ERR_UNTRUSTED_KEY : BLE_OTA_ERR_BAD_SIGNATURE;
+    out->blocks_checked = 3;
+    return BLE_OTA_OK;
+}
+
+static int prv_sha256_buf(void *ctx, const uint8_t *data, size_t len, uint8_t out[32])
+{
+    (void)ctx;
+    host_sha256(data, len, out);
+    host_io_cpu_work(HOST_CPU_SHA256, (uint32_t)len);
+    return BLE_OTA_OK;
+}
+
+static int prv_verify_block(void *ctx, const uint8_t *block, const uint8_t digest[32])
+{
+    (void)ctx;
+    if (block[1] != 0x02u && block[1] != 0x03u) {
+        return BLE_OTA_ERR_UNSUPPORTED;
+    }
+    return host_sbv2_verify_block(block, digest) ? BLE_OTA_OK : BLE_OTA_ERR_BAD_SIGNATURE;
+}
+
+static int prv_slot_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
+{
+    host_port_t *hp = ctx;
+    const host_part_t *p;
+
+    if (!hp->open) {
+        return BLE_OTA_ERR_STATE;
+    }
+    p = host_ptable_ota(&hp->dev.table, hp->target_slot);
+    if ((uint64_t)offset + len > p->size) {
+        return BLE_OTA_ERR_INVALID_ARG;
+    }
+    return host_flash_read(hp->dev.flash, p->offset + offset, buf, len) == 0 ? BLE_OTA_OK : BLE_OTA_ERR_FLASH;
 }
 
 void host_port_v2(host_port_t *hp, ble_ota_port_v2_t *v2)
@@ -704,7 +694,10 @@ void host_port_v2(host_port_t *hp, ble_ota_port_v2_t *v2)
     v2->inflate_finish = prv_inflate_finish;
     v2->link_request = prv_link_request;
     v2->security = prv_security;
-    v2->verify_signature_blocks = prv_verify_signature_blocks;
+    v2->trusted_keys = prv_trusted_keys;
+    v2->sha256_buf = prv_sha256_buf;
+    v2->verify_block = prv_verify_block;
+    v2->slot_read = prv_slot_read;
 }
 
 void host_port_deinit(host_port_t *hp)

@@ -11,24 +11,16 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
-#include <zlib.h>
 
 #define MAGIC 0xE7u
 #define VERSION_RSA 0x02u
 #define VERSION_ECDSA 0x03u
-#define DIGEST_AT 4u
 #define KEY_AT 36u
 #define RSA_BYTES 384u
 #define RSA_KEY_LEN (RSA_BYTES + 4u + RSA_BYTES + 4u)
 #define RSA_SIG_AT (KEY_AT + RSA_KEY_LEN)
 #define ECDSA_KEY_LEN 65u
 #define ECDSA_SIG_AT (KEY_AT + ECDSA_KEY_LEN)
-#define CRC_AT 1196u
-
-static uint32_t prv_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 static void prv_reverse(uint8_t *out, const uint8_t *in, size_t n)
 {
@@ -156,87 +148,13 @@ out:
     return ok;
 }
 
-/* Checks up to `max` blocks from `blocks`: each over `digest`, or (digest NULL) over the image
- * digest it carries itself; *verified gets the digest of the block that held. */
-static host_sbv2_result_t prv_check_blocks(const uint8_t *blocks, int max, const uint8_t *digest,
-                                           const uint8_t (*trusted)[32], int n_trusted, uint8_t verified[32],
-                                           char *err, size_t errlen)
+bool host_sbv2_verify_block(const uint8_t *block, const uint8_t digest[32])
 {
-    int seen = 0;
-    bool trusted_seen = false;
-
-    for (int i = 0; i < max; i++) {
-        const uint8_t *block = blocks + (size_t)i * HOST_SBV2_BLOCK;
-        uint8_t key_digest[32];
-        size_t key_len;
-        bool is_trusted = false;
-
-        if (block[0] != MAGIC || (block[1] != VERSION_RSA && block[1] != VERSION_ECDSA)) {
-            break;
-        }
-        seen++;
-        key_len = block[1] == VERSION_RSA ? RSA_KEY_LEN : ECDSA_KEY_LEN;
-        if (block[1] == VERSION_ECDSA && block[KEY_AT] != 2u) {
-            continue; /* P-192: not a curve this firmware accepts */
-        }
-        (void)EVP_Digest(block + KEY_AT, key_len, key_digest, NULL, EVP_sha256(), NULL);
-        for (int k = 0; k < n_trusted; k++) {
-            is_trusted = is_trusted || memcmp(key_digest, trusted[k], 32) == 0;
-        }
-        if (!is_trusted) {
-            continue;
-        }
-        trusted_seen = true;
-        if (prv_u32(block + CRC_AT) != (uint32_t)crc32(0, block, CRC_AT)) {
-            snprintf(err, errlen, "signature block %d (a trusted key) is damaged: its CRC is wrong", i + 1);
-            continue;
-        }
-        if (digest != NULL && memcmp(block + DIGEST_AT, digest, 32) != 0) {
-            snprintf(err, errlen, "signature block %d (a trusted key) names another image digest: the image changed "
-                                  "after it was signed",
-                     i + 1);
-            continue;
-        }
-        if (!prv_signature_holds(block, block + DIGEST_AT)) {
-            snprintf(err, errlen, "signature block %d (a trusted key) does not verify: the image changed after it "
-                                  "was signed, or the signature is forged",
-                     i + 1);
-            continue;
-        }
-        memcpy(verified, block + DIGEST_AT, 32);
-        return HOST_SBV2_OK;
+    if (block[0] != MAGIC || (block[1] != VERSION_RSA && block[1] != VERSION_ECDSA)) {
+        return false;
     }
-    if (trusted_seen) {
-        return HOST_SBV2_BAD_SIGNATURE;
+    if (block[1] == VERSION_ECDSA && block[KEY_AT] != 2u) {
+        return false; /* P-192: not a curve this firmware accepts */
     }
-    snprintf(err, errlen, "none of the %d signature block(s) is by a key this device trusts (%d trusted key digest(s))",
-             seen, n_trusted);
-    return HOST_SBV2_UNTRUSTED_KEY;
-}
-
-host_sbv2_result_t host_sbv2_verify(const uint8_t *data, size_t len, const uint8_t (*trusted)[32], int n_trusted,
-                                    char *err, size_t errlen)
-{
-    size_t at = host_sbv2_sector_offset(data, len);
-    uint8_t digest[32];
-    uint8_t verified[32];
-
-    if (at == 0) {
-        snprintf(err, errlen, "the image is not signed (no Secure Boot v2 signature sector at its end)");
-        return HOST_SBV2_UNSIGNED;
-    }
-    (void)EVP_Digest(data, at, digest, NULL, EVP_sha256(), NULL);
-    host_io_cpu_work(HOST_CPU_SHA256, (uint32_t)at);
-    return prv_check_blocks(data + at, HOST_SBV2_MAX_KEYS, digest, trusted, n_trusted, verified, err, errlen);
-}
-
-host_sbv2_result_t host_sbv2_verify_blocks(const uint8_t *blocks, size_t count, const uint8_t (*trusted)[32],
-                                           int n_trusted, uint8_t digest[32], char *err, size_t errlen)
-{
-    if (count == 0u || count > HOST_SBV2_MAX_KEYS) {
-        snprintf(err, errlen, "a manifest carries 1 to %d signature blocks, not %u", HOST_SBV2_MAX_KEYS,
-                 (unsigned)count);
-        return HOST_SBV2_BAD_SIGNATURE;
-    }
-    return prv_check_blocks(blocks, (int)count, NULL, trusted, n_trusted, digest, err, errlen);
+    return prv_signature_holds(block, digest);
 }

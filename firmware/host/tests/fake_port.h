@@ -66,7 +66,7 @@ typedef struct {
     uint32_t now;
     fake_event_t events[FAKE_MAX_EVENTS];
     uint32_t n_events;
-    char log[FAKE_MAX_LOG][160];
+    char log[FAKE_MAX_LOG][320];
     ble_ota_log_level_t log_level[FAKE_MAX_LOG];
     uint32_t n_log;
 

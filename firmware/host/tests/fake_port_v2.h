@@ -10,6 +10,8 @@
 #include <zlib.h>
 
 #include "fake_port.h"
+#include "image.h"
+#include "sbv2.h"
 
 #define FV2_SLOT_SIZE (256u * 1024u)
 #define FV2_MAX_NOTES 2048u
@@ -29,7 +31,7 @@ typedef struct {
     uint32_t fail_erase_at; /* 1-based slot_erase call that fails */
     uint32_t open_erases;   /* bytes slot_open erases, as esp_ota_begin(first block) does */
     ble_ota_security_t sec; /* what the firmware enforces */
-    int verify_rc;          /* what verify_signature_blocks answers */
+    ble_ota_trust_t trust;  /* the keys the "platform" trusts (eFuse digests on a chip) */
 
     /* observed */
     uint8_t mem[FV2_SLOT_SIZE];
@@ -41,12 +43,12 @@ typedef struct {
     uint32_t bytes_written;
     bool nor_violation;
     uint32_t opens;
+    bool v2_open; /* the open session is v2's (slot_open), not the baseline's (slot_begin) */
     fv2_note_t notes[FV2_MAX_NOTES];
     uint32_t n_notes;
     ble_ota_link_request_t links[8];
     uint32_t n_links;
-    uint32_t verify_calls;
-    size_t verify_count; /* blocks the last verify_signature_blocks call was given */
+    uint32_t verify_calls; /* verify_block calls: one per block whose key was trusted */
 
     z_stream zs;
     bool zs_running;
@@ -98,6 +100,7 @@ static int fv2_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *ta
     if (rc != BLE_OTA_OK) {
         return rc;
     }
+    fv2.v2_open = true;
     memset(fv2.erased, 0, sizeof(fv2.erased));
     memset(fv2.mem, 0x00, sizeof(fv2.mem)); /* an old image: never 0xFF by chance */
     memset(fv2.mem, 0xFF, fv2.open_erases);
@@ -215,24 +218,66 @@ static void fv2_security(void *ctx, ble_ota_security_t *out)
     *out = fv2.sec;
 }
 
-/* Answers verify_rc; on OK the digest is the first block's (bytes 4..36, as in a real block). */
-static int fv2_verify_signature_blocks(void *ctx, const uint8_t *blocks, size_t count, uint8_t digest[32])
+static int fv2_trusted_keys(void *ctx, ble_ota_trust_t *out)
+{
+    (void)ctx;
+    *out = fv2.trust;
+    return BLE_OTA_OK;
+}
+
+static int fv2_sha256_buf(void *ctx, const uint8_t *data, size_t len, uint8_t out[32])
+{
+    (void)ctx;
+    host_sha256(data, len, out);
+    return BLE_OTA_OK;
+}
+
+/* The host port's own primitive (OpenSSL): a real signature check. */
+static int fv2_verify_block(void *ctx, const uint8_t *block, const uint8_t digest[32])
 {
     (void)ctx;
     fv2.verify_calls++;
-    fv2.verify_count = count;
-    if (fv2.verify_rc == BLE_OTA_OK) {
-        memcpy(digest, blocks + 4, 32);
+    return host_sbv2_verify_block(block, digest) ? BLE_OTA_OK : BLE_OTA_ERR_BAD_SIGNATURE;
+}
+
+/* The slot the open session writes: the baseline half's (slot_begin) or the v2 half's (slot_open). */
+static int fv2_slot_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
+{
+    (void)ctx;
+    if (!fv2.v2_open) {
+        if ((uint64_t)offset + len > FAKE_SLOT_SIZE) {
+            return BLE_OTA_ERR_INVALID_ARG;
+        }
+        memcpy(buf, &fake.slot[offset], len);
+        return BLE_OTA_OK;
     }
-    return fv2.verify_rc;
+    if ((uint64_t)offset + len > FV2_SLOT_SIZE) {
+        return BLE_OTA_ERR_INVALID_ARG;
+    }
+    memcpy(buf, &fv2.mem[offset], len);
+    return BLE_OTA_OK;
 }
 
 static const ble_ota_port_v2_t fake_v2_port = {
-    fv2_running_sha256, fv2_chip_id,       fv2_slot_size,      fv2_slot_open,
-    fv2_slot_erase,     fv2_slot_write_at, fv2_crc32,          fv2_inflate_start,
-    fv2_inflate_update, fv2_inflate_finish, fv2_link_request,  fv2_security,
-    fv2_verify_signature_blocks,
+    .running_sha256 = fv2_running_sha256,
+    .chip_id = fv2_chip_id,
+    .slot_size = fv2_slot_size,
+    .slot_open = fv2_slot_open,
+    .slot_erase = fv2_slot_erase,
+    .slot_write_at = fv2_slot_write_at,
+    .crc32 = fv2_crc32,
+    .inflate_start = fv2_inflate_start,
+    .inflate_update = fv2_inflate_update,
+    .inflate_finish = fv2_inflate_finish,
+    .link_request = fv2_link_request,
+    .security = fv2_security,
+    .trusted_keys = fv2_trusted_keys,
+    .sha256_buf = fv2_sha256_buf,
+    .verify_block = fv2_verify_block,
+    .slot_read = fv2_slot_read,
 };
+
+static ble_ota_port_v2_t fake_v2_port_unsigned; /* fake_v2_port without the signature primitives */
 
 static ble_ota_port_t fv2_base_port;
 
@@ -249,6 +294,11 @@ static inline int fake_v2_reset(void)
     if (ble_ota_init(&fv2_base_port, NULL) != BLE_OTA_OK) {
         return -1;
     }
+    fake_v2_port_unsigned = fake_v2_port;
+    fake_v2_port_unsigned.trusted_keys = NULL;
+    fake_v2_port_unsigned.sha256_buf = NULL;
+    fake_v2_port_unsigned.verify_block = NULL;
+    fake_v2_port_unsigned.slot_read = NULL;
     return ble_ota_v2_attach(&fake_v2_port);
 }
 

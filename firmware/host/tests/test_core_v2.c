@@ -9,6 +9,7 @@
 
 #include "ble_ota.h"
 #include "fake_port_v2.h"
+#include "test_sign.h"
 #include "image.h"
 
 #define CONN 1u
@@ -973,7 +974,52 @@ static void describe_image(uint32_t secure_version, const char *version)
     host_sha256(s_img, s_img_len, s_img_sha);
 }
 
-/* Sends a manifest of `blocks` signature blocks (claims as given) in pieces of `piece` bytes. */
+/* Three ECDSA P-256 keys, made once per run. */
+static test_key_t s_key[3];
+static uint8_t s_img_digest[32]; /* what the signatures of s_img cover */
+
+static void keys_once(void)
+{
+    static bool made;
+
+    if (!made) {
+        for (int i = 0; i < 3; i++) {
+            REQUIRE_EQ_INT(test_key_new(&s_key[i]), 0);
+        }
+        made = true;
+    }
+}
+
+/* Signs s_img as espsecure does, with keys k[0..n), and hashes the signed file. */
+static void sign_img(const int *k, int n)
+{
+    const test_key_t *keys[3];
+    size_t len;
+
+    keys_once();
+    for (int i = 0; i < n; i++) {
+        keys[i] = &s_key[k[i]];
+    }
+    len = test_sign_image(s_img, s_img_len, sizeof(s_img), keys, n, s_img_digest);
+    REQUIRE(len != 0u);
+    s_img_len = len;
+    host_sha256(s_img, s_img_len, s_img_sha);
+}
+
+/* The fake platform trusts keys k[0..n) and reads `blocks` signature blocks of an image. */
+static void trust_keys(const int *k, int n, size_t blocks)
+{
+    keys_once();
+    memset(&fv2.trust, 0, sizeof(fv2.trust));
+    for (int i = 0; i < n; i++) {
+        memcpy(fv2.trust.digests[i], s_key[k[i]].digest, 32);
+    }
+    fv2.trust.count = (size_t)n;
+    fv2.trust.blocks_checked = blocks;
+}
+
+/* Sends s_img's manifest: its first `blocks` signature blocks with the claims given, in
+ * pieces of `piece` bytes. */
 static void send_manifest(uint16_t conn, uint32_t blocks, uint32_t secure_version, const char *version,
                           size_t piece)
 {
@@ -986,10 +1032,7 @@ static void send_manifest(uint16_t conn, uint32_t blocks, uint32_t secure_versio
     m[1] = (uint8_t)blocks;
     put_u32(&m[4], secure_version);
     memcpy(&m[8], version, strlen(version));
-    for (uint32_t b = 0; b < blocks; b++) {
-        m[BLE_OTA_V2_MANIFEST_HDR + b * BLE_OTA_SIG_BLOCK_LEN] = 0xE7;
-        m[BLE_OTA_V2_MANIFEST_HDR + b * BLE_OTA_SIG_BLOCK_LEN + 1] = 0x03;
-    }
+    memcpy(&m[BLE_OTA_V2_MANIFEST_HDR], &s_img[s_img_len - BLE_OTA_SBV2_SECTOR], blocks * BLE_OTA_SIG_BLOCK_LEN);
     for (size_t off = 0; off < len; off += piece) {
         size_t n = len - off < piece ? len - off : piece;
         cmd[0] = 0x13;
@@ -1001,33 +1044,75 @@ static void send_manifest(uint16_t conn, uint32_t blocks, uint32_t secure_versio
     }
 }
 
-/* A device that takes signed updates only, anti-rollback from secure_version 2, running 1.2.3. */
-static void signed_only_device(size_t len)
+/* A device that takes signed updates only, anti-rollback from secure_version 2, running 1.2.3,
+ * trusting key 0; s_img is len bytes of app signed by key 0 (and key 1 when two_keys). */
+static void signed_device_with(size_t len, bool two_keys)
 {
+    static const int both[2] = {0, 1};
+
     REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
     fv2.sec.signed_only = true;
     fv2.sec.anti_rollback = true;
     fv2.sec.min_secure_version = 2;
+    trust_keys(both, 1, 3);
     make_image(len, 31);
     describe_image(2, "1.3.0");
+    sign_img(both, two_keys ? 2 : 1);
     connect_as(CONN);
+}
+
+static void signed_only_device(size_t len)
+{
+    signed_device_with(len, false);
+}
+
+/* "prefix<64 hex digits of d>" was logged at INFO. */
+static bool logged_digest(const char *prefix, const uint8_t d[32])
+{
+    char line[160];
+    char hex[65];
+
+    for (int i = 0; i < 32; i++) {
+        (void)snprintf(&hex[2 * i], 3, "%02x", d[i]);
+    }
+    (void)snprintf(line, sizeof(line), "%s%s", prefix, hex);
+    return fake_logged(BLE_OTA_LOG_INFO, line);
 }
 
 TEST(signed_only_refuses_a_begin_without_a_good_manifest_before_any_erase)
 {
+    static const int other[1] = {2};
+
     signed_only_device(64u * 1024u);
     /* no manifest */
     CHECK_EQ_INT(begin_status(CONN, 0, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 12);
     CHECK(fake_logged(BLE_OTA_LOG_ERROR, "came without the image's signature manifest"));
-    /* a manifest by a key the device does not trust, then one whose signature fails */
-    fv2.verify_rc = BLE_OTA_ERR_UNTRUSTED_KEY;
+    /* a manifest by a key the device does not trust: no signature is even checked */
+    trust_keys(other, 1, 3);
     send_manifest(CONN, 1, 2, "1.3.0", 244);
     CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 14);
-    fv2.verify_rc = BLE_OTA_ERR_BAD_SIGNATURE;
-    send_manifest(CONN, 1, 2, "1.3.0", 244);
-    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 13);
-    CHECK_EQ_INT(fv2.verify_calls, 2);
-    fv2.verify_rc = BLE_OTA_OK;
+    CHECK(fake_logged(BLE_OTA_LOG_ERROR, "is by a key this device trusts"));
+    CHECK_EQ_INT(fv2.verify_calls, 0);
+    /* a block of the trusted key whose signature is forged (its CRC made right again) */
+    trust_keys((const int[]){0}, 1, 3);
+    {
+        uint8_t *block = &s_img[s_img_len - BLE_OTA_SBV2_SECTOR];
+        uint32_t crc;
+        block[BLE_OTA_SBV2_ECDSA_SIG_AT + 5] ^= 0x40u;
+        crc = (uint32_t)crc32(0, block, BLE_OTA_SBV2_CRC_AT);
+        put_u32(&block[BLE_OTA_SBV2_CRC_AT], crc);
+        send_manifest(CONN, 1, 2, "1.3.0", 244);
+        CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 13);
+        CHECK(fake_logged(BLE_OTA_LOG_ERROR, "does not verify"));
+        CHECK_EQ_INT(fv2.verify_calls, 1);
+        /* and one whose CRC no longer holds: damaged, not checked further */
+        block[BLE_OTA_SBV2_CRC_AT] ^= 0x01u;
+        send_manifest(CONN, 1, 2, "1.3.0", 244);
+        CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 13);
+        CHECK(fake_logged(BLE_OTA_LOG_ERROR, "is damaged: its CRC is wrong"));
+        CHECK_EQ_INT(fv2.verify_calls, 1);
+    }
+    signed_only_device(64u * 1024u);
     /* the manifest flag without a manifest from this connection, a piece out of order, an image
      * that is not whole sectors */
     ble_ota_on_connect(CONN_B, MTU);
@@ -1047,18 +1132,163 @@ TEST(signed_only_refuses_a_begin_without_a_good_manifest_before_any_erase)
     CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_BEGIN), 0);
 }
 
-TEST(a_verified_manifest_opens_the_session_and_the_image_goes_in)
+TEST(a_verified_manifest_opens_the_session_and_the_logged_digests_are_the_images)
+{
+    client_t c;
+    uint8_t signed_part[32];
+
+    signed_device_with(64u * 1024u, true);
+    /* the digest the signatures cover is the SHA-256 of the image up to its signature sector */
+    host_sha256(s_img, s_img_len - BLE_OTA_SBV2_SECTOR, signed_part);
+    CHECK_MEM_EQ(signed_part, s_img_digest, 32);
+    send_manifest(CONN, 2, 2, "1.3.0", 100);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+    CHECK(logged_digest("v2 BEGIN: manifest signature verified (image digest ", signed_part));
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
+    CHECK_EQ_INT(end_status(CONN), 0);
+    CHECK(logged_digest("signature of the written image verified (image digest ", signed_part));
+    CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_SET_BOOT), 1);
+}
+
+TEST(end_refuses_an_image_that_is_not_what_was_signed_and_nothing_boots)
 {
     client_t c;
 
+    /* the manifest is genuine, the image streamed after it was changed in one byte (and its
+     * SHA-256 in BEGIN with it, as a tampering client would) */
     signed_only_device(64u * 1024u);
-    send_manifest(CONN, 2, 2, "1.3.0", 100);
+    send_manifest(CONN, 1, 2, "1.3.0", 244);
+    s_img[40000] ^= 0x01u;
+    host_sha256(s_img, s_img_len, s_img_sha);
     CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
-    CHECK_EQ_INT(fv2.verify_count, 2);
-    CHECK(fake_logged(BLE_OTA_LOG_INFO, "manifest signature verified"));
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
+    CHECK_EQ_INT(end_status(CONN), 13);
+    CHECK(fake_logged(BLE_OTA_LOG_ERROR, "names another image digest"));
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_SET_BOOT), 0);
+
+    /* the signature sector replaced by 0xFF after a genuine manifest: not signed */
+    signed_only_device(64u * 1024u);
+    send_manifest(CONN, 1, 2, "1.3.0", 244);
+    memset(&s_img[s_img_len - BLE_OTA_SBV2_SECTOR], 0xFF, BLE_OTA_SBV2_SECTOR);
+    host_sha256(s_img, s_img_len, s_img_sha);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
+    CHECK_EQ_INT(end_status(CONN), 12);
+    CHECK(fake_logged(BLE_OTA_LOG_ERROR, "holds no Secure Boot v2 signature block"));
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_SET_BOOT), 0);
+}
+
+TEST(pinned_key_digests_narrow_the_platforms_trust)
+{
+    static const int both[2] = {0, 1};
+    ble_ota_config_t cfg = BLE_OTA_CONFIG_DEFAULT_INIT;
+    char pin[80];
+    client_t c;
+
+    keys_once();
+    for (int i = 0; i < 32; i++) {
+        (void)snprintf(&pin[2 * i], 3, "%02X", s_key[1].digest[i]);
+    }
+    (void)snprintf(&pin[64], sizeof(pin) - 64u, " ,");
+    /* key 0 and key 1 trusted by the platform, key 1 pinned; an image signed by key 0 only */
+    signed_only_device(32u * 1024u);
+    trust_keys(both, 2, 3);
+    cfg.trusted_key_digests = pin;
+    REQUIRE_EQ_INT(ble_ota_init(&fv2_base_port, &cfg), BLE_OTA_OK);
+    REQUIRE_EQ_INT(ble_ota_v2_attach(&fake_v2_port), BLE_OTA_OK);
+    connect_as(CONN);
+    send_manifest(CONN, 1, 2, "1.3.0", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 14);
+    CHECK(fake_logged(BLE_OTA_LOG_ERROR, "no signature block is by a key in CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS"));
+    /* signed by both: the second block is by the pinned key, and counts */
+    make_image(32u * 1024u, 31);
+    describe_image(2, "1.3.0");
+    sign_img(both, 2);
+    send_manifest(CONN, 2, 2, "1.3.0", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
     stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
     CHECK_EQ_INT(end_status(CONN), 0);
-    CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
+    /* a malformed list stops the core from starting, with the reason */
+    cfg.trusted_key_digests = "0123abc";
+    CHECK_EQ_INT(ble_ota_init(&fv2_base_port, &cfg), BLE_OTA_ERR_INVALID_ARG);
+    cfg.trusted_key_digests = "";
+    CHECK_EQ_INT(ble_ota_init(&fv2_base_port, &cfg), BLE_OTA_OK);
+}
+
+TEST(without_secure_boot_only_the_first_block_counts_as_esp_ota_end_reads_it)
+{
+    static const int both[2] = {0, 1};
+
+    /* signed by keys 0 and 1; the platform trusts key 1 but, like esp_ota_end without Secure
+     * Boot, reads only the first block: the core takes no image the platform would refuse */
+    signed_device_with(32u * 1024u, true);
+    trust_keys(&both[1], 1, 1);
+    send_manifest(CONN, 2, 2, "1.3.0", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 14);
+    trust_keys(&both[1], 1, 3);
+    send_manifest(CONN, 2, 2, "1.3.0", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+}
+
+TEST(a_device_that_takes_any_image_also_takes_a_signed_one_it_cannot_trust)
+{
+    static const int none[1] = {2};
+    client_t c;
+
+    /* signed updates off, no trusted key at all (an unsigned running app) */
+    signed_only_device(32u * 1024u);
+    fv2.sec.signed_only = false;
+    trust_keys(none, 0, 1);
+    send_manifest(CONN, 1, 2, "1.3.0", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+    CHECK(fake_logged(BLE_OTA_LOG_WARN, "v2 BEGIN: this device takes unsigned images, so the update goes on"));
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
+    CHECK_EQ_INT(end_status(CONN), 0);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_SET_BOOT), 1);
+    /* a port without the signature primitives says so in INFO and refuses a manifest */
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    REQUIRE_EQ_INT(ble_ota_v2_attach(&fake_v2_port_unsigned), BLE_OTA_OK);
+    connect_as(CONN);
+    send_manifest(CONN, 1, 2, "1.3.0", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 4);
+}
+
+TEST(a_baseline_upload_to_a_signed_only_device_is_checked_by_the_same_policy)
+{
+    uint8_t request = 0x01;
+    uint8_t done = 0x04;
+    uint8_t size[2] = {244, 0};
+
+    for (int signed_img = 0; signed_img < 2; signed_img++) {
+        REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+        fv2.sec.signed_only = true;
+        trust_keys((const int[]){0}, 1, 3);
+        make_image(24000u, 35);
+        describe_image(0, "1.3.0");
+        if (signed_img) {
+            sign_img((const int[]){0}, 1);
+        }
+        connect_as(CONN);
+        ble_ota_on_subscribe(CONN, BLE_OTA_CHR_OTA_CONTROL, true);
+        REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_DATA, size, 2, true), 0);
+        REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_CONTROL, &request, 1, true), 0);
+        fake_drain();
+        for (size_t off = 0; off < s_img_len; off += 244u) {
+            size_t n = s_img_len - off < 244u ? s_img_len - off : 244u;
+            REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_DATA, &s_img[off], n, true), 0);
+            fake_drain();
+        }
+        REQUIRE_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_CONTROL, &done, 1, true), 0);
+        fake_drain();
+        CHECK_EQ_HEX(last_note()->data[0], signed_img ? 0x05 : 0x06); /* DONE_ACK : DONE_NAK */
+        CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_SET_BOOT), signed_img);
+        if (signed_img) {
+            CHECK(logged_digest("signature of the written image verified (image digest ", s_img_digest));
+        } else {
+            CHECK(fake_logged(BLE_OTA_LOG_ERROR, "the image is not signed"));
+        }
+    }
 }
 
 TEST(downgrades_are_refused_at_begin_from_the_manifest_before_any_erase)
@@ -1155,7 +1385,7 @@ TEST(a_baseline_upload_of_an_older_version_is_refused_unless_the_device_allows_o
 
 TEST(with_the_baseline_protocol_off_request_is_refused_and_v2_still_updates)
 {
-    static const ble_ota_config_t v2_only = { "esp32", "Espressif Systems", 500u, true };
+    static const ble_ota_config_t v2_only = { "esp32", "Espressif Systems", 500u, true, NULL };
     uint8_t size[2] = {244, 0};
     uint8_t request = 0x01;
     client_t c;

@@ -134,9 +134,15 @@ static uint32_t v2_crc32(void *ctx, uint32_t crc, const uint8_t *data, size_t le
     return (uint32_t)crc32(crc, data, (uInt)len);
 }
 
+/* No inflate, link tuning or signature primitives: the threaded fake streams plain images. */
 static const ble_ota_port_v2_t s_v2 = {
-    v2_running_sha256, v2_chip_id, v2_slot_size, v2_slot_open, v2_slot_erase, v2_slot_write_at, v2_crc32,
-    NULL,              NULL,       NULL,         NULL,          NULL,          NULL,
+    .running_sha256 = v2_running_sha256,
+    .chip_id = v2_chip_id,
+    .slot_size = v2_slot_size,
+    .slot_open = v2_slot_open,
+    .slot_erase = v2_slot_erase,
+    .slot_write_at = v2_slot_write_at,
+    .crc32 = v2_crc32,
 };
 
 /* The threaded fake has no SHA-256; v2 refuses to run without one. */

@@ -82,9 +82,13 @@ typedef struct {
     /* Refuse the baseline protocol's REQUEST (CONFIG_BLE_OTA_BASELINE_PROTOCOL off): it cannot
      * carry a signature manifest, so it erases the update slot before anything is checked. */
     bool disable_baseline;
+    /* CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS: up to three key digests (64 hex digits each,
+     * separated by commas or spaces) that an image's signature must be by, on top of the keys
+     * the platform trusts. NULL or "" pins none. ble_ota_init refuses a malformed list. */
+    const char *trusted_key_digests;
 } ble_ota_config_t;
 
-#define BLE_OTA_CONFIG_DEFAULT_INIT { "esp32", "Espressif Systems", 500u, false }
+#define BLE_OTA_CONFIG_DEFAULT_INIT { "esp32", "Espressif Systems", 500u, false, NULL }
 
 /* Session state as seen from the BLE side. */
 typedef enum {

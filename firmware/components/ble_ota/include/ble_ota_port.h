@@ -195,6 +195,16 @@ typedef struct {
     ble_ota_link_security_t link_security; /* CONFIG_BLE_OTA_LINK_SECURITY */
 } ble_ota_security_t;
 
+/* The keys a device trusts for Secure Boot v2 signatures, from the platform (trusted_keys). */
+typedef struct {
+    uint8_t digests[3][BLE_OTA_SHA256_LEN]; /* SHA-256 of each trusted public key, as espsecure prints it */
+    size_t count;
+    /* How many signature blocks of an image the platform's own check reads: esp_ota_end reads
+     * all three under Secure Boot v2 and only the first without Secure Boot. The core reads no
+     * more, so that it never takes an image the platform would refuse at the end. */
+    size_t blocks_checked;
+} ble_ota_trust_t;
+
 /* inflate_update's return value once the end of the deflate stream was decoded. */
 #define BLE_OTA_INFLATE_DONE 1
 
@@ -252,19 +262,33 @@ typedef struct ble_ota_port_v2 {
      * if this chip cannot (2M PHY on the ESP32); any other error is logged. */
     int (*link_request)(void *ctx, uint16_t conn, const ble_ota_link_request_t *req);
 
-    /* --- Update security (optional: NULL checks nothing at BEGIN) ------- */
+    /* --- Update security (optional) ------------------------------------ */
+    /*
+     * Which images to take is the core's policy (ble_ota_sbv2.c): which signature blocks count,
+     * the refusal reason, CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS, the secure_version and version
+     * rules. A port gives only the primitives below. Without them (NULL) the device can check
+     * no signature: a manifest is then a BAD_REQUEST, and signed-only refuses every image.
+     */
 
     /* What the firmware enforces. Any context; must not block (values read at start-up). */
     void (*security)(void *ctx, ble_ota_security_t *out);
-    /* Checks `count` Secure Boot v2 signature blocks (1216 bytes each, as they open an
-     * image's signature sector) the way the device checks an image's: a block counts if its
-     * key is trusted (eFuse key digests, or the running app's signer without Secure Boot),
-     * its CRC holds and its signature verifies over the image digest it carries. Nothing of
-     * the image is needed, so BEGIN runs it before anything is erased. Writer context.
-     * BLE_OTA_OK with that image digest in *digest; BLE_OTA_ERR_UNTRUSTED_KEY when no block
-     * is by a trusted key; BLE_OTA_ERR_BAD_SIGNATURE when a trusted key's block fails. */
-    int (*verify_signature_blocks)(void *ctx, const uint8_t *blocks, size_t count,
-                                   uint8_t digest[BLE_OTA_SHA256_LEN]);
+    /* The Secure Boot v2 key digests the platform trusts (IDF: the eFuse digests that are
+     * not revoked under Secure Boot v2; without Secure Boot, the keys of the running app's
+     * signature blocks, as esp_ota_end trusts them) and how many of an image's blocks the
+     * platform itself looks at. Writer context. */
+    int (*trusted_keys)(void *ctx, ble_ota_trust_t *out);
+    /* SHA-256 of one buffer, without touching the sha256_* digest that may be running for an
+     * upload (IDF: mbedtls_sha256). Any context the core calls it from is the writer's. */
+    int (*sha256_buf)(void *ctx, const uint8_t *data, size_t len, uint8_t out[BLE_OTA_SHA256_LEN]);
+    /* Verifies one signature block's signature with the block's own public key over `digest`
+     * (RSA-3072-PSS for version 2, ECDSA P-256 for version 3; IDF: mbedTLS, as
+     * esp_secure_boot_verify_sbv2_signature_block does it). Nothing else: the core checks
+     * the CRC, the key's trust and the digest. BLE_OTA_OK if it holds, BLE_OTA_ERR_BAD_SIGNATURE
+     * if not, BLE_OTA_ERR_UNSUPPORTED for a scheme this platform does not check. */
+    int (*verify_block)(void *ctx, const uint8_t *block, const uint8_t digest[BLE_OTA_SHA256_LEN]);
+    /* Reads back bytes the open session wrote to its slot (IDF: esp_partition_read), for the
+     * core's signature check of the written image before slot_end. Writer context. */
+    int (*slot_read)(void *ctx, uint32_t offset, uint8_t *buf, size_t len);
 } ble_ota_port_v2_t;
 
 #ifdef __cplusplus

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "ble_ota_priv.h"
+#include "ble_ota_sbv2.h"
 
 #if BLE_OTA_QUEUE_DEPTH < 2
 #error "BLE_OTA_QUEUE_DEPTH must be at least 2: one slot is reserved for the end of a session"
@@ -48,6 +49,8 @@ typedef struct {
 typedef struct {
     bool slot_open;
     bool sha_ok;
+    uint8_t sha_digest[BLE_OTA_SHA256_LEN]; /* the upload's digest between its end and DONE_ACK */
+    bool sha_digest_ok;
     uint32_t start_ms;
     ble_ota_slot_info_t target;
     ble_ota_head_t head; /* the image's first bytes, for its app description */
@@ -162,6 +165,15 @@ int ble_ota_init(const ble_ota_port_t *port, const ble_ota_config_t *cfg)
     s_ble.state = BLE_OTA_STATE_IDLE;
     s_ble.conn = BLE_OTA_CONN_NONE;
     ble_ota_v2_reset();
+    if (!ble_ota_sbv2_pin(s_cfg.trusted_key_digests)) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR,
+                         "CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS is not a list of up to three 64-hex-digit key digests "
+                         "(ble-ota keygen and espsecure.py digest_sbv2_public_key print them): \"%s\"; fix it in "
+                         "menuconfig",
+                         s_cfg.trusted_key_digests);
+        s_port = NULL;
+        return BLE_OTA_ERR_INVALID_ARG;
+    }
     return BLE_OTA_OK;
 }
 
@@ -563,21 +575,28 @@ static void prv_publish_open(bool open)
 }
 
 /* Ends the running digest; the value is only kept when keep is true. */
+/* Ends the image digest; with keep, it is published as the last completed image's (at once,
+ * or by prv_sha_publish once the image is in, if finish_only). */
 static void prv_sha_finish(bool keep)
 {
-    uint8_t digest[BLE_OTA_SHA256_LEN];
     int rc;
 
     if (!s_writer.sha_ok) {
         return;
     }
     s_writer.sha_ok = false;
-    rc = s_port->sha256_finish(s_port->ctx, digest);
-    if (!keep || rc != BLE_OTA_OK) {
+    rc = s_port->sha256_finish(s_port->ctx, s_writer.sha_digest);
+    s_writer.sha_digest_ok = keep && rc == BLE_OTA_OK;
+}
+
+static void prv_sha_publish(void)
+{
+    if (!s_writer.sha_digest_ok) {
         return;
     }
+    s_writer.sha_digest_ok = false;
     prv_lock();
-    memcpy(s_shared.image_sha256, digest, sizeof(digest));
+    memcpy(s_shared.image_sha256, s_writer.sha_digest, sizeof(s_writer.sha_digest));
     s_shared.image_sha256_valid = true;
     prv_unlock();
 }
@@ -720,7 +739,9 @@ static void prv_writer_end(const item_t *item)
 {
     ble_ota_status_t st;
     uint32_t elapsed;
+    uint32_t image_len;
     char hex[2 * BLE_OTA_SHA256_LEN + 1];
+    const char *why = NULL;
     int rc;
 
     if (!s_writer.slot_open) {
@@ -730,9 +751,26 @@ static void prv_writer_end(const item_t *item)
         return;
     }
     prv_publish_open(false);
+    /* The upload's digest ends first: the signature check below hashes the image again. */
+    prv_sha_finish(true);
+    prv_lock();
+    image_len = s_shared.bytes_written;
+    prv_unlock();
+    rc = ble_ota_sbv2_end_check(image_len, &why);
+    if (rc != BLE_OTA_OK) {
+        s_writer.sha_digest_ok = false;
+        s_port->slot_abort(s_port->ctx);
+        s_writer.slot_open = false;
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "DONE refused: %s [%s]; the running image stays in place",
+                         ble_ota_priv_security_reason(rc) != NULL ? ble_ota_priv_security_reason(rc)
+                                                                  : "the signature check failed",
+                         why != NULL ? why : "no detail");
+        prv_notify_control(item->conn, BLE_OTA_OP_DONE_NAK);
+        return;
+    }
     rc = s_port->slot_end(s_port->ctx);
     if (rc != BLE_OTA_OK) {
-        prv_sha_finish(false);
+        s_writer.sha_digest_ok = false;
         if (ble_ota_priv_security_reason(rc) != NULL) {
             ble_ota_priv_log(BLE_OTA_LOG_ERROR, "DONE refused: %s; the running image stays in place",
                              ble_ota_priv_security_reason(rc));
@@ -747,7 +785,7 @@ static void prv_writer_end(const item_t *item)
     }
     rc = s_port->slot_set_boot(s_port->ctx);
     if (rc != BLE_OTA_OK) {
-        prv_sha_finish(false);
+        s_writer.sha_digest_ok = false;
         ble_ota_priv_log(BLE_OTA_LOG_ERROR,
                          "could not select %s as boot slot (error %d); the running image stays "
                          "in place",
@@ -755,7 +793,7 @@ static void prv_writer_end(const item_t *item)
         prv_notify_control(item->conn, BLE_OTA_OP_DONE_NAK);
         return;
     }
-    prv_sha_finish(true);
+    prv_sha_publish();
     ble_ota_get_status(&st);
     elapsed = s_port->now_ms(s_port->ctx) - s_writer.start_ms;
     ble_ota_priv_log(BLE_OTA_LOG_INFO, "OTA done: %lu bytes in %lu packets, %lu ms, boot slot %s",

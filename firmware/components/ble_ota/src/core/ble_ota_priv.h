@@ -16,6 +16,8 @@
 
 /* The port bound by ble_ota_init(), or NULL before it. */
 const ble_ota_port_t *ble_ota_priv_port(void);
+/* The v2 table bound by ble_ota_v2_attach(), or NULL. */
+const ble_ota_port_v2_t *ble_ota_priv_port_v2(void);
 
 void ble_ota_priv_log(ble_ota_log_level_t level, const char *fmt, ...) BLE_OTA_PRINTF(2, 3);
 

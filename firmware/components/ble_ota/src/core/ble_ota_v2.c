@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "ble_ota_priv.h"
+#include "ble_ota_sbv2.h"
 
 #if (BLE_OTA_V2_BUFFER_SIZE & (BLE_OTA_V2_BUFFER_SIZE - 1)) != 0 || BLE_OTA_V2_BUFFER_SIZE < 2048
 #error "BLE_OTA_V2_BUFFER_SIZE must be a power of two of at least 2048"
@@ -235,6 +236,11 @@ int ble_ota_v2_attach(const ble_ota_port_v2_t *v2)
     }
     s_v2 = v2;
     return BLE_OTA_OK;
+}
+
+const ble_ota_port_v2_t *ble_ota_priv_port_v2(void)
+{
+    return s_v2;
 }
 
 bool ble_ota_v2_enabled(void)
@@ -709,7 +715,7 @@ int ble_ota_v2_on_read(uint16_t conn, ble_ota_chr_id_t chr, uint8_t *out, size_t
     memset(out, 0, BLE_OTA_V2_INFO_LEN);
     out[0] = BLE_OTA_V2_PROTO_VERSION;
     out[1] = BLE_OTA_V2_INFO_RESUME | (prv_has_inflate() ? BLE_OTA_V2_INFO_DEFLATE : 0u) |
-             (s_v2->verify_signature_blocks != NULL ? BLE_OTA_V2_INFO_MANIFEST : 0u);
+             (ble_ota_sbv2_available() ? BLE_OTA_V2_INFO_MANIFEST : 0u);
     prv_put_u16(&out[2], s_v2->chip_id(port->ctx));
     prv_put_u32(&out[4], s_v2->slot_size(port->ctx));
     ble_ota_priv_lock();
@@ -1195,6 +1201,7 @@ static uint8_t prv_begin_security(uint16_t conn, uint8_t flags, uint32_t image_s
     uint8_t digest[BLE_OTA_SHA256_LEN];
     const char *why = NULL;
     uint32_t count;
+    int sig_rc;
     int rc;
 
     memset(claims, 0, sizeof(*claims));
@@ -1212,7 +1219,7 @@ static uint8_t prv_begin_security(uint16_t conn, uint8_t flags, uint32_t image_s
         }
         return BLE_OTA_V2_OK;
     }
-    if (s_v2->verify_signature_blocks == NULL) {
+    if (!ble_ota_sbv2_available()) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused: a manifest was sent, but this port cannot check one");
         return BLE_OTA_V2_BAD_REQUEST;
     }
@@ -1231,12 +1238,18 @@ static uint8_t prv_begin_security(uint16_t conn, uint8_t flags, uint32_t image_s
                          (unsigned long)image_size);
         return BLE_OTA_V2_BAD_REQUEST;
     }
-    rc = s_v2->verify_signature_blocks(port->ctx, &s_manifest.buf[BLE_OTA_V2_MANIFEST_HDR], count, digest);
-    if (rc != BLE_OTA_OK) {
+    sig_rc = ble_ota_sbv2_check_blocks(&s_manifest.buf[BLE_OTA_V2_MANIFEST_HDR], count, NULL, digest, &why);
+    if (sig_rc != BLE_OTA_OK && sec.signed_only) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused before any erase: %s",
-                         ble_ota_priv_security_reason(rc) != NULL ? ble_ota_priv_security_reason(rc)
-                                                                  : "the manifest's signature check failed");
-        return rc == BLE_OTA_ERR_UNTRUSTED_KEY ? BLE_OTA_V2_UNTRUSTED_KEY : BLE_OTA_V2_BAD_SIGNATURE;
+                         why != NULL ? why : "the manifest's signature check failed");
+        return sig_rc == BLE_OTA_ERR_UNTRUSTED_KEY ? BLE_OTA_V2_UNTRUSTED_KEY : BLE_OTA_V2_BAD_SIGNATURE;
+    }
+    if (sig_rc != BLE_OTA_OK) {
+        /* This firmware takes unsigned images: a signature it cannot trust keeps nothing out that
+         * stripping the signature would not let in, so it is reported and the update goes on. */
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 BEGIN: this device takes unsigned images, so the update goes on "
+                                           "although its manifest's signature was not verified: %s",
+                         why != NULL ? why : "the check failed");
     }
     claims->has_manifest = true;
     claims->secure_version = prv_get_u32(&s_manifest.buf[4]);
@@ -1251,10 +1264,10 @@ static uint8_t prv_begin_security(uint16_t conn, uint8_t flags, uint32_t image_s
         ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused before any erase: %s", why);
         return rc == BLE_OTA_ERR_DOWNGRADE ? BLE_OTA_V2_DOWNGRADE : BLE_OTA_V2_VERSION_DOWNGRADE;
     }
-    {
+    if (sig_rc == BLE_OTA_OK) {
         char hex[2 * BLE_OTA_SHA256_LEN + 1];
         ble_ota_priv_hex(digest, BLE_OTA_SHA256_LEN, hex);
-        ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 BEGIN: manifest signature verified (image digest %.16s..., "
+        ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 BEGIN: manifest signature verified (image digest %s, "
                                            "secure_version %lu, version %.32s)",
                          hex, (unsigned long)claims->secure_version, claims->version);
     }
@@ -1376,6 +1389,7 @@ static uint8_t prv_finish_image(void)
 {
     const ble_ota_port_t *port = prv_port();
     uint8_t digest[BLE_OTA_SHA256_LEN];
+    const char *why = NULL;
     int rc;
 
     if (s_ses.committed != s_ses.stream_size) {
@@ -1404,6 +1418,19 @@ static uint8_t prv_finish_image(void)
         ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 END refused: the SHA-256 of the written image differs from "
                                             "BEGIN's; the running image stays");
         return BLE_OTA_V2_HASH_MISMATCH;
+    }
+    rc = ble_ota_sbv2_end_check(s_ses.image_size, &why);
+    if (rc != BLE_OTA_OK) {
+        s_ses.slot_open = false;
+        port->slot_abort(port->ctx);
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 END refused: %s [%s]; the running image stays",
+                         ble_ota_priv_security_reason(rc) != NULL ? ble_ota_priv_security_reason(rc)
+                                                                  : "the signature check failed",
+                         why != NULL ? why : "no detail");
+        return rc == BLE_OTA_ERR_UNSIGNED      ? BLE_OTA_V2_UNSIGNED
+               : rc == BLE_OTA_ERR_UNTRUSTED_KEY ? BLE_OTA_V2_UNTRUSTED_KEY
+               : rc == BLE_OTA_ERR_FLASH         ? BLE_OTA_V2_FLASH_ERROR
+                                                 : BLE_OTA_V2_BAD_SIGNATURE;
     }
     s_ses.slot_open = false; /* slot_end closes it whatever it returns */
     rc = port->slot_end(port->ctx);

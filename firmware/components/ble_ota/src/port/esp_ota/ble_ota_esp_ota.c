@@ -2,7 +2,7 @@
  * ESP-IDF port: flash slots through esp_ota_ops, the writer task, time, logs,
  * restart, SHA-256 through mbedtls. Notifications come from the NimBLE port.
  */
-#include <ctype.h>
+#include <ctype.h> /* toupper */
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,13 +31,20 @@
 #if CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK
 #include "esp_efuse.h" /* esp_efuse_read_secure_version */
 #endif
-#if CONFIG_BLE_OTA_REQUIRE_SIGNED
-#include "esp_secure_boot.h" /* esp_secure_boot_verify_sbv2_signature_block, ets_secure_boot_signature_t */
+#include "mbedtls/ecdsa.h"
+#include "mbedtls/ecp.h"
+#include "mbedtls/rsa.h"
+#if CONFIG_SECURE_BOOT_V2_ENABLED
+#include "esp_efuse.h" /* esp_secure_boot_read_key_digests */
+#endif
+#if CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT
+#include "esp_secure_boot.h" /* esp_secure_boot_get_signature_blocks_for_running_app */
 #endif
 
 #include "ble_ota.h"
 #include "ble_ota_idf.h"
 #include "ble_ota_idf_priv.h"
+#include "ble_ota_sbv2.h" /* the Secure Boot v2 layout the primitives read */
 
 static const char *TAG = "ble_ota";
 
@@ -78,9 +85,6 @@ typedef struct {
     tinfl_decompressor *inflater; /* heap, only while a compressed transfer runs */
     uint8_t *dict;                /* TINFL_LZ_DICT_SIZE bytes, the inflater's output window */
     size_t dict_ofs;
-    /* CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS, parsed at init */
-    uint8_t pinned[3][BLE_OTA_SHA256_LEN];
-    int n_pinned;
 } idf_port_t;
 
 static idf_port_t s_idf;
@@ -205,137 +209,6 @@ static int prv_slot_write(void *ctx, const uint8_t *data, size_t len)
 #error "CONFIG_BLE_OTA_REQUIRE_SIGNED (the default) needs ESP-IDF to verify signed apps on update: enable Secure Boot v2, or CONFIG_SECURE_SIGNED_APPS_NO_SECURE_BOOT with CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT and a signing key (docs/security.md); or turn CONFIG_BLE_OTA_REQUIRE_SIGNED off to take any image (any BLE central in range can then install one)"
 #endif
 
-#if CONFIG_BLE_OTA_REQUIRE_SIGNED
-/* Where a written image's Secure Boot v2 signature sector would start: the image rounded up to
- * 4 KB (esp_image_get_metadata's image_len). ESP_ERR_IMAGE_INVALID if the image cannot be read,
- * ESP_ERR_INVALID_SIZE if no sector fits after it. */
-static esp_err_t prv_signature_sector_at(const esp_partition_t *part, uint32_t *at)
-{
-    esp_partition_pos_t pos = {.offset = part->address, .size = part->size};
-    esp_image_metadata_t md;
-
-    if (esp_image_get_metadata(&pos, &md) != ESP_OK) {
-        return ESP_ERR_IMAGE_INVALID;
-    }
-    *at = (md.image_len + 4095u) & ~4095u;
-    return *at + 4096u <= part->size ? ESP_OK : ESP_ERR_INVALID_SIZE;
-}
-
-/*
- * esp_ota_end answers ESP_ERR_OTA_VALIDATE_FAILED for a broken image and for a signature that
- * does not hold alike; the client is told which: an image without a Secure Boot v2 signature
- * sector (magic 0xE7, version 2 RSA or 3 ECDSA, at the 4 KB boundary after the image) is
- * UNSIGNED, one with a sector that IDF refused is BAD_SIGNATURE (IDF's log says whether the
- * key was not trusted or the signature did not hold).
- */
-static int prv_refusal(const esp_partition_t *part)
-{
-    uint8_t head[2];
-    uint32_t at = 0;
-    esp_err_t err = prv_signature_sector_at(part, &at);
-
-    if (err == ESP_ERR_IMAGE_INVALID) {
-        return BLE_OTA_ERR_INVALID_IMAGE;
-    }
-    if (err != ESP_OK || esp_partition_read(part, at, head, sizeof(head)) != ESP_OK || head[0] != 0xE7u ||
-        (head[1] != 0x02u && head[1] != 0x03u)) {
-        ESP_LOGE(TAG, "image refused: it is not signed and this device takes signed updates only "
-                      "(sign it with ble-ota sign or espsecure.py sign_data --version 2)");
-        return BLE_OTA_ERR_UNSIGNED;
-    }
-    ESP_LOGE(TAG, "image refused: its signature does not hold or is by a key this device does not trust");
-    return BLE_OTA_ERR_BAD_SIGNATURE;
-}
-#endif
-
-#if CONFIG_BLE_OTA_REQUIRE_SIGNED
-/* ets_secure_boot_sig_block_t: magic 0xE7, version 2 (RSA-3072) or 3 (ECDSA), 2 reserved bytes,
- * the image digest, then the public key: RSA n, e, rinv, mdash (776 bytes) or ECDSA curve id and
- * point (65 bytes). ble-ota keygen's digest is the SHA-256 of those key bytes. */
-#define SIG_KEY_AT 36u
-#define SIG_RSA_KEY_LEN 776u
-#define SIG_ECDSA_KEY_LEN 65u
-
-/* Whether one of `count` signature blocks is by a key CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS names
- * (always, when it names none). */
-static bool prv_pinned_key(const idf_port_t *p, const uint8_t *blocks, size_t count)
-{
-    if (p->n_pinned == 0) {
-        return true;
-    }
-    for (size_t b = 0; b < count; b++) {
-        const uint8_t *block = blocks + b * BLE_OTA_SIG_BLOCK_LEN;
-        uint8_t digest[BLE_OTA_SHA256_LEN];
-
-        if (block[0] != 0xE7u || (block[1] != 0x02u && block[1] != 0x03u)) {
-            break;
-        }
-        if (mbedtls_sha256(block + SIG_KEY_AT, block[1] == 0x02u ? SIG_RSA_KEY_LEN : SIG_ECDSA_KEY_LEN, digest, 0) !=
-            0) {
-            return false;
-        }
-        for (int k = 0; k < p->n_pinned; k++) {
-            if (memcmp(digest, p->pinned[k], sizeof(digest)) == 0) {
-                return true;
-            }
-        }
-    }
-    return false;
-}
-
-/* The written image's signature blocks, against CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS. */
-static bool prv_image_by_pinned_key(const idf_port_t *p, const esp_partition_t *part)
-{
-    uint8_t *blocks;
-    uint32_t at = 0;
-    bool ok;
-
-    if (p->n_pinned == 0) {
-        return true;
-    }
-    if (prv_signature_sector_at(part, &at) != ESP_OK) {
-        return false;
-    }
-    blocks = malloc(BLE_OTA_SIG_MAX_BLOCKS * BLE_OTA_SIG_BLOCK_LEN);
-    if (blocks == NULL ||
-        esp_partition_read(part, at, blocks, BLE_OTA_SIG_MAX_BLOCKS * BLE_OTA_SIG_BLOCK_LEN) != ESP_OK) {
-        free(blocks);
-        return false;
-    }
-    ok = prv_pinned_key(p, blocks, BLE_OTA_SIG_MAX_BLOCKS);
-    free(blocks);
-    return ok;
-}
-
-/* CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS: up to three 64-hex-digit digests; false if malformed. */
-static bool prv_parse_pinned(idf_port_t *p, const char *text)
-{
-    p->n_pinned = 0;
-    while (*text != '\0') {
-        if (*text == ',' || isspace((unsigned char)*text)) {
-            text++;
-            continue;
-        }
-        if (p->n_pinned == 3) {
-            return false;
-        }
-        for (int i = 0; i < BLE_OTA_SHA256_LEN; i++) {
-            if (!isxdigit((unsigned char)text[0]) || !isxdigit((unsigned char)text[1])) {
-                return false;
-            }
-            char byte[3] = {text[0], text[1], '\0'};
-            p->pinned[p->n_pinned][i] = (uint8_t)strtoul(byte, NULL, 16);
-            text += 2;
-        }
-        if (*text != '\0' && *text != ',' && !isspace((unsigned char)*text)) {
-            return false;
-        }
-        p->n_pinned++;
-    }
-    return true;
-}
-#endif
-
 static int prv_slot_end(void *ctx)
 {
     idf_port_t *p = ctx;
@@ -344,25 +217,16 @@ static int prv_slot_end(void *ctx)
     if (!p->slot_open) {
         return BLE_OTA_ERR_STATE;
     }
-    /* esp_ota_end releases the handle whatever it returns. */
+    /* esp_ota_end releases the handle whatever it returns. Under CONFIG_SECURE_SIGNED_ON_UPDATE it
+     * checks the signature again with ESP-IDF's own code, after the core's check (ble_ota_sbv2.c)
+     * passed: a refusal here is IDF disagreeing with the core, reported as an invalid image. */
     p->slot_open = false;
     err = esp_ota_end(p->handle);
     if (err == ESP_OK) {
-#if CONFIG_BLE_OTA_REQUIRE_SIGNED
-        if (!prv_image_by_pinned_key(p, p->target)) {
-            ESP_LOGE(TAG, "image refused: not signed by a key in CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS");
-            return BLE_OTA_ERR_UNTRUSTED_KEY;
-        }
-#endif
         p->finished = p->target;
         return BLE_OTA_OK;
     }
     ESP_LOGE(TAG, "esp_ota_end failed: %s", esp_err_to_name(err));
-#if CONFIG_BLE_OTA_REQUIRE_SIGNED
-    if (err == ESP_ERR_OTA_VALIDATE_FAILED) {
-        return prv_refusal(p->target);
-    }
-#endif
     return err == ESP_ERR_OTA_VALIDATE_FAILED ? BLE_OTA_ERR_INVALID_IMAGE : BLE_OTA_ERR_FLASH;
 }
 
@@ -638,11 +502,12 @@ static void prv_hash_running_image(idf_port_t *p)
     /* A file signed for Secure Boot v2 goes on: 0xFF up to a 4 KB sector, then the signature
      * sector (ets_secure_boot_sig_block_t: magic 0xE7, version 2 RSA or 3 ECDSA). */
     uint32_t len = md.image_len;
-    uint32_t sig_at = (md.image_len + 4095u) & ~4095u;
+    uint32_t sig_at = (md.image_len + BLE_OTA_SBV2_SECTOR - 1u) & ~(BLE_OTA_SBV2_SECTOR - 1u);
     uint8_t sig_head[2];
-    if (sig_at + 4096u <= running->size && esp_partition_read(running, sig_at, sig_head, sizeof(sig_head)) == ESP_OK &&
-        sig_head[0] == 0xE7u && (sig_head[1] == 0x02u || sig_head[1] == 0x03u)) {
-        len = sig_at + 4096u;
+    if (sig_at + BLE_OTA_SBV2_SECTOR <= running->size &&
+        esp_partition_read(running, sig_at, sig_head, sizeof(sig_head)) == ESP_OK && sig_head[0] == BLE_OTA_SBV2_MAGIC &&
+        (sig_head[1] == BLE_OTA_SBV2_VERSION_RSA || sig_head[1] == BLE_OTA_SBV2_VERSION_ECDSA)) {
+        len = sig_at + BLE_OTA_SBV2_SECTOR;
     }
     mbedtls_sha256_init(&sha);
     ok = mbedtls_sha256_starts(&sha, 0) == 0;
@@ -830,46 +695,163 @@ static void prv_security(void *ctx, ble_ota_security_t *out)
     out->link_security = (ble_ota_link_security_t)CONFIG_BLE_OTA_LINK_SECURITY;
 }
 
-#if CONFIG_BLE_OTA_REQUIRE_SIGNED
 /*
- * The manifest's signature blocks, checked by IDF's own Secure Boot v2 code before anything is
- * erased: esp_secure_boot_verify_sbv2_signature_block() takes a whole signature sector and the
- * image digest, and checks each block against the trusted keys (the eFuse key digests under
- * Secure Boot v2, the running app's signer with SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT), its
- * CRC and its signature, with the chip's RSA/ECDSA hardware. The sector is rebuilt here as the
- * image carries it: the blocks, then 0xFF.
+ * The primitives of the core's signature policy (ble_ota_sbv2.c). Which keys the platform trusts
+ * is ESP-IDF's answer, as esp_ota_end uses it: the eFuse key digests that are not revoked under
+ * Secure Boot v2 (all three blocks of an image read), or without Secure Boot the keys of the
+ * running app's signature blocks (only an image's first block read).
  */
-static int prv_verify_signature_blocks(void *ctx, const uint8_t *blocks, size_t count,
-                                       uint8_t digest[BLE_OTA_SHA256_LEN])
+static int prv_trusted_keys(void *ctx, ble_ota_trust_t *out)
 {
-    ets_secure_boot_signature_t *sector;
-    uint8_t image_digest[BLE_OTA_SHA256_LEN];
-    esp_err_t err;
-
-    if (count == 0u || count * BLE_OTA_SIG_BLOCK_LEN > sizeof(ets_secure_boot_signature_t)) {
-        return BLE_OTA_ERR_BAD_SIGNATURE;
+    (void)ctx;
+    memset(out, 0, sizeof(*out));
+#if CONFIG_SECURE_BOOT_V2_ENABLED
+    esp_secure_boot_key_digests_t efuse;
+    out->blocks_checked = BLE_OTA_SIG_MAX_BLOCKS;
+    if (esp_secure_boot_read_key_digests(&efuse) != ESP_OK) {
+        return BLE_OTA_OK; /* none: nothing is trusted */
     }
-    sector = malloc(sizeof(*sector));
-    if (sector == NULL) {
-        return BLE_OTA_ERR_NO_MEM;
-    }
-    memset(sector, 0xFF, sizeof(*sector));
-    memcpy(sector, blocks, count * BLE_OTA_SIG_BLOCK_LEN);
-    /* Every block of a sector signs the same image: its digest is the first block's. */
-    memcpy(image_digest, blocks + 4, sizeof(image_digest));
-    err = esp_secure_boot_verify_sbv2_signature_block(sector, image_digest, digest);
-    free(sector);
-    if (err == ESP_OK) {
-        if (!prv_pinned_key(ctx, blocks, count)) {
-            ESP_LOGE(TAG, "manifest refused: no signature block by a key in CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS");
-            return BLE_OTA_ERR_UNTRUSTED_KEY;
+    for (size_t i = 0; i < SOC_EFUSE_SECURE_BOOT_KEY_DIGESTS && out->count < BLE_OTA_SIG_MAX_BLOCKS; i++) {
+        if (efuse.key_digests[i] != NULL) {
+            memcpy(out->digests[out->count++], efuse.key_digests[i], BLE_OTA_SHA256_LEN);
         }
+    }
+#elif CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT
+    esp_image_sig_public_key_digests_t running;
+    out->blocks_checked = 1u; /* esp_secure_boot_verify_sbv2_signature_block without Secure Boot */
+    memset(&running, 0, sizeof(running));
+    if (esp_secure_boot_get_signature_blocks_for_running_app(true, &running) != ESP_OK) {
         return BLE_OTA_OK;
     }
-    ESP_LOGE(TAG, "manifest refused by Secure Boot v2 verification: %s", esp_err_to_name(err));
-    return BLE_OTA_ERR_BAD_SIGNATURE;
-}
+    for (size_t i = 0; i < running.num_digests && out->count < BLE_OTA_SIG_MAX_BLOCKS; i++) {
+        memcpy(out->digests[out->count++], running.key_digests[i], BLE_OTA_SHA256_LEN);
+    }
+#else
+    out->blocks_checked = 1u; /* no signed apps in this build: no key is trusted */
 #endif
+    return BLE_OTA_OK;
+}
+
+static int prv_sha256_buf(void *ctx, const uint8_t *data, size_t len, uint8_t out[BLE_OTA_SHA256_LEN])
+{
+    (void)ctx;
+    return mbedtls_sha256(data, len, out, 0) == 0 ? BLE_OTA_OK : BLE_OTA_ERR_UNSUPPORTED;
+}
+
+static void prv_reverse(uint8_t *out, const uint8_t *in, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[i] = in[n - 1u - i];
+    }
+}
+
+/* RSA-3072-PSS (SHA-256, MGF1, any salt length) with the block's n and e, as IDF's
+ * verify_rsa_signature_block does it; the block stores n, e and the signature little-endian. */
+static int prv_verify_rsa(const uint8_t *block, const uint8_t digest[BLE_OTA_SHA256_LEN])
+{
+    const uint8_t *key = block + BLE_OTA_SBV2_KEY_AT;
+    uint8_t *buf = malloc(3u * BLE_OTA_SBV2_RSA_SIG_LEN);
+    mbedtls_rsa_context rsa;
+    int rc;
+
+    if (buf == NULL) {
+        return BLE_OTA_ERR_NO_MEM;
+    }
+    uint8_t *n_be = buf;
+    uint8_t *sig_be = buf + BLE_OTA_SBV2_RSA_SIG_LEN;
+    uint8_t e_be[4];
+    prv_reverse(n_be, key, BLE_OTA_SBV2_RSA_SIG_LEN);
+    prv_reverse(e_be, key + BLE_OTA_SBV2_RSA_SIG_LEN, sizeof(e_be));
+    prv_reverse(sig_be, block + BLE_OTA_SBV2_RSA_SIG_AT, BLE_OTA_SBV2_RSA_SIG_LEN);
+    mbedtls_rsa_init(&rsa);
+    rc = mbedtls_rsa_set_padding(&rsa, MBEDTLS_RSA_PKCS_V21, MBEDTLS_MD_SHA256);
+    if (rc == 0) {
+        rc = mbedtls_rsa_import_raw(&rsa, n_be, BLE_OTA_SBV2_RSA_SIG_LEN, NULL, 0, NULL, 0, NULL, 0, e_be, sizeof(e_be));
+    }
+    if (rc == 0) {
+        rc = mbedtls_rsa_complete(&rsa);
+    }
+    if (rc == 0) {
+        rc = mbedtls_rsa_rsassa_pss_verify(&rsa, MBEDTLS_MD_SHA256, BLE_OTA_SHA256_LEN, digest, sig_be);
+    }
+    mbedtls_rsa_free(&rsa);
+    free(buf);
+    return rc == 0 ? BLE_OTA_OK : BLE_OTA_ERR_BAD_SIGNATURE;
+}
+
+/* ECDSA P-256 with the block's point, as IDF's verify_ecdsa_signature_block does it; the block
+ * stores x, y, r and s little-endian. */
+static int prv_verify_ecdsa(const uint8_t *block, const uint8_t digest[BLE_OTA_SHA256_LEN])
+{
+    const uint8_t *key = block + BLE_OTA_SBV2_KEY_AT;
+    const uint8_t *sig = block + BLE_OTA_SBV2_ECDSA_SIG_AT;
+    uint8_t point[65];
+    uint8_t be[32];
+    mbedtls_ecp_group grp;
+    mbedtls_ecp_point q;
+    mbedtls_mpi r;
+    mbedtls_mpi s;
+    int rc;
+
+    point[0] = 0x04u; /* uncompressed: x then y, big-endian */
+    prv_reverse(&point[1], key + 1, 32);
+    prv_reverse(&point[33], key + 33, 32);
+    mbedtls_ecp_group_init(&grp);
+    mbedtls_ecp_point_init(&q);
+    mbedtls_mpi_init(&r);
+    mbedtls_mpi_init(&s);
+    rc = mbedtls_ecp_group_load(&grp, MBEDTLS_ECP_DP_SECP256R1);
+    if (rc == 0) {
+        rc = mbedtls_ecp_point_read_binary(&grp, &q, point, sizeof(point));
+    }
+    if (rc == 0) {
+        prv_reverse(be, sig, 32);
+        rc = mbedtls_mpi_read_binary(&r, be, 32);
+    }
+    if (rc == 0) {
+        prv_reverse(be, sig + 32, 32);
+        rc = mbedtls_mpi_read_binary(&s, be, 32);
+    }
+    if (rc == 0) {
+        rc = mbedtls_ecdsa_verify(&grp, digest, BLE_OTA_SHA256_LEN, &q, &r, &s);
+    }
+    mbedtls_mpi_free(&s);
+    mbedtls_mpi_free(&r);
+    mbedtls_ecp_point_free(&q);
+    mbedtls_ecp_group_free(&grp);
+    return rc == 0 ? BLE_OTA_OK : BLE_OTA_ERR_BAD_SIGNATURE;
+}
+
+static int prv_verify_block(void *ctx, const uint8_t *block, const uint8_t digest[BLE_OTA_SHA256_LEN])
+{
+    (void)ctx;
+    switch (block[1]) {
+    case BLE_OTA_SBV2_VERSION_RSA:
+        return prv_verify_rsa(block, digest);
+    case BLE_OTA_SBV2_VERSION_ECDSA:
+        return block[BLE_OTA_SBV2_KEY_AT] == BLE_OTA_SBV2_ECDSA_P256 ? prv_verify_ecdsa(block, digest)
+                                                                    : BLE_OTA_ERR_UNSUPPORTED;
+    default:
+        return BLE_OTA_ERR_UNSUPPORTED;
+    }
+}
+
+static int prv_slot_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
+{
+    idf_port_t *p = ctx;
+    esp_err_t err;
+
+    if (!p->slot_open || p->target == NULL) {
+        return BLE_OTA_ERR_STATE;
+    }
+    err = esp_partition_read(p->target, offset, buf, len);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "reading %s at 0x%lx back failed: %s", p->target->label, (unsigned long)offset,
+                 esp_err_to_name(err));
+        return BLE_OTA_ERR_FLASH;
+    }
+    return BLE_OTA_OK;
+}
 
 static const ble_ota_port_v2_t s_port_v2 = {
     .running_sha256 = prv_running_sha256,
@@ -884,9 +866,10 @@ static const ble_ota_port_v2_t s_port_v2 = {
     .inflate_finish = prv_inflate_finish,
     .link_request = ble_ota_nimble_link_request,
     .security = prv_security,
-#if CONFIG_BLE_OTA_REQUIRE_SIGNED
-    .verify_signature_blocks = prv_verify_signature_blocks,
-#endif
+    .trusted_keys = prv_trusted_keys,
+    .sha256_buf = prv_sha256_buf,
+    .verify_block = prv_verify_block,
+    .slot_read = prv_slot_read,
 };
 
 /* --- Wiring ------------------------------------------------------------- */
@@ -925,6 +908,11 @@ static const ble_ota_config_t s_config = {
 #else
     .disable_baseline = true,
 #endif
+#ifdef CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS /* only with CONFIG_BLE_OTA_REQUIRE_SIGNED */
+    .trusted_key_digests = CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS,
+#else
+    .trusted_key_digests = NULL,
+#endif
 };
 
 static void prv_writer_task(void *arg)
@@ -956,15 +944,8 @@ esp_err_t ble_ota_idf_init(void)
         return err;
     }
     prv_compute_chip_name(s_idf.chip_name, sizeof(s_idf.chip_name));
-#if CONFIG_BLE_OTA_REQUIRE_SIGNED
-    if (!prv_parse_pinned(&s_idf, CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS)) {
-        ESP_LOGE(TAG, "CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS is not a list of up to three 64-hex-digit key digests "
-                      "(ble-ota keygen prints them): \"%s\"; fix it in menuconfig",
-                 CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS);
-        return ESP_ERR_INVALID_ARG;
-    }
-#endif
     prv_hash_running_image(&s_idf);
+    /* ble_ota_init logs why it refused CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS, if that was it. */
     if (ble_ota_init(&s_port, &s_config) != BLE_OTA_OK || ble_ota_v2_attach(&s_port_v2) != BLE_OTA_OK) {
         return ESP_ERR_INVALID_ARG;
     }
