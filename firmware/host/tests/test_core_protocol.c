@@ -354,10 +354,37 @@ TEST(image_refused_by_the_slot_is_reported_and_dropped)
     send_image(PACKET, PACKET, true);
     CHECK(fake_logged(BLE_OTA_LOG_ERROR, "not an ESP app image"));
     CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_ABORT), 1);
+    /* the next packet learns that the image was refused, not a bare "unlikely error" */
+    CHECK_EQ_HEX(write_data(&s_image[PACKET], PACKET, true), BLE_OTA_ATT_ERR_IMAGE_REFUSED);
     REQUIRE_EQ_INT(write_ctrl(BLE_OTA_OP_DONE, true), 0);
     fake_drain();
     check_notified(fake_find_event(FAKE_EV_NOTIFY, 1), 0x06);
     CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_SET_BOOT), 0);
+}
+
+TEST(a_security_refusal_of_baseline_data_is_said_in_the_att_error_and_done_gets_nak)
+{
+    static const int refusals[] = { BLE_OTA_ERR_DOWNGRADE, BLE_OTA_ERR_VERSION_DOWNGRADE, BLE_OTA_ERR_UNSIGNED,
+                                    BLE_OTA_ERR_BAD_SIGNATURE, BLE_OTA_ERR_UNTRUSTED_KEY };
+
+    for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++) {
+        REQUIRE_EQ_INT(fake_reset(), BLE_OTA_OK);
+        fill_image(PACKET * 3u);
+        fake.fail_write_at = 1;
+        fake.fail_write_rc = refusals[i]; /* esp_ota_write: ESP_ERR_OTA_SMALL_SEC_VER and the like */
+        connect_and_size(PACKET);
+        REQUIRE_EQ_INT(write_ctrl(BLE_OTA_OP_REQUEST, true), 0);
+        fake_drain();
+        send_image(PACKET, PACKET, true);
+        CHECK(fake_logged(BLE_OTA_LOG_ERROR, "image refused at offset 0: "));
+        /* every further packet gets the application error "image refused", DONE a DONE_NAK */
+        CHECK_EQ_HEX(write_data(&s_image[PACKET], PACKET, true), BLE_OTA_ATT_ERR_IMAGE_REFUSED);
+        CHECK_EQ_HEX(write_data(&s_image[PACKET * 2u], PACKET, false), BLE_OTA_ATT_ERR_IMAGE_REFUSED);
+        REQUIRE_EQ_INT(write_ctrl(BLE_OTA_OP_DONE, true), 0);
+        fake_drain();
+        check_notified(fake_find_event(FAKE_EV_NOTIFY, 1), 0x06);
+        CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_SET_BOOT), 0);
+    }
 }
 
 TEST(write_commands_are_accepted_on_both_characteristics)

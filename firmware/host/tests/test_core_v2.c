@@ -1369,9 +1369,11 @@ TEST(a_baseline_upload_of_an_older_version_is_refused_unless_the_device_allows_o
         fake_drain();
         for (size_t off = 0; off < s_img_len; off += 244u) {
             size_t n = s_img_len - off < 244u ? s_img_len - off : 244u;
-            /* once refused, the device answers the rest with an ATT error */
-            if (ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_DATA, &s_img[off], n, true) != 0) {
+            /* once refused, the device answers the rest with its "image refused" ATT error */
+            int att = ble_ota_on_write(CONN, BLE_OTA_CHR_OTA_DATA, &s_img[off], n, true);
+            if (att != 0) {
                 CHECK(!allow);
+                CHECK_EQ_HEX(att, BLE_OTA_ATT_ERR_IMAGE_REFUSED);
                 break;
             }
             fake_drain();
@@ -1380,6 +1382,7 @@ TEST(a_baseline_upload_of_an_older_version_is_refused_unless_the_device_allows_o
         fake_drain();
         CHECK_EQ_INT(fake_logged(BLE_OTA_LOG_ERROR, "app version 1.0.0 is older than the running 1.2.3"), !allow);
         CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_SET_BOOT), allow);
+        CHECK_EQ_HEX(last_note()->data[0], allow ? 0x05 : 0x06); /* DONE_ACK : DONE_NAK */
     }
 }
 

@@ -137,6 +137,13 @@ export const AttStatus = {
    * past the end of the update slot. A baseline device answers UNLIKELY_ERROR instead.
    */
   IMAGE_TOO_LARGE: 0x80,
+  /**
+   * This firmware's application error: it refused the image (anti-rollback, an older version,
+   * the signature, not an ESP app image) and answers all further baseline image data with this;
+   * DONE then gets DONE_NAK. Its console names the reason. A baseline device answers
+   * UNLIKELY_ERROR instead.
+   */
+  IMAGE_REFUSED: 0x81,
 } as const;
 
 const ATT_STATUS_NAMES: Record<number, string> = Object.fromEntries(

@@ -690,6 +690,11 @@ export interface FakeBaselineFaults {
   noAnswerTo?: 'REQUEST' | 'DONE' | 'DATA';
   /** After DONE_ACK the device does not restart (and answers the DONE write). */
   noRestart?: boolean;
+  /**
+   * Our firmware once it gave up on the image: data packets that arrive after this many bytes
+   * are answered with this ATT status (e.g. IMAGE_REFUSED) and not written.
+   */
+  refuseDataAfterBytes?: { bytes: number; status: number };
 }
 
 export interface FakeBaselineDeviceOptions {
@@ -930,6 +935,11 @@ export class FakeBaselineDevice implements FakePeripheral {
         this.#link?.disconnect(HciReason.CONNECTION_TIMEOUT);
         return 'never';
       }
+    }
+    const refuse = this.faults.refuseDataAfterBytes;
+    if (this.updating && refuse !== undefined && this.receivedBytes >= refuse.bytes) {
+      this.log.push(`image data refused with ATT error ${refuse.status} (fault injected)`);
+      return refuse.status;
     }
     this.dataValue.set(data);
     if (!this.updating) return AttStatus.SUCCESS;

@@ -8,6 +8,7 @@ import {
 } from './baseline.ts';
 import {
   AbortError,
+  AttStatus,
   BadImageError,
   DeviceRefusedError,
   LinkLostError,
@@ -265,6 +266,31 @@ describe('uploadBaseline, refusals', () => {
     );
     expect(phases.at(-1)).toMatchObject({ phase: 'done', state: 'fail', error });
     expect(transport.connected).toBe(true);
+  });
+
+  it('says the device refused the image when image data gets its IMAGE_REFUSED ATT error', async () => {
+    const { transport } = setup({
+      preferredMtu: 256,
+      faults: { refuseDataAfterBytes: { bytes: 253, status: AttStatus.IMAGE_REFUSED } },
+    });
+    await transport.connect();
+    const error = await uploadBaseline(transport, makeImage(1000)).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DeviceRefusedError);
+    expect(error).toMatchObject({ code: 'REFUSED', step: 'DATA' });
+    expect((error as Error).message).toBe(
+      'device refused image data at byte 253 of 1000: the device refused the image; its console says why (an app version older than the running one, a secure_version below its anti-rollback minimum, a missing or untrusted signature, or not an ESP app image). The running image stays in place',
+    );
+    expect((error as Error).cause).toMatchObject({ status: 0x81 });
+  });
+
+  it('leaves any other ATT error on image data as it is', async () => {
+    const { transport } = setup({
+      preferredMtu: 256,
+      faults: { refuseDataAfterBytes: { bytes: 253, status: AttStatus.UNLIKELY_ERROR } },
+    });
+    await transport.connect();
+    const error = await uploadBaseline(transport, makeImage(1000)).catch((e: unknown) => e);
+    expect((error as Error).message).toMatch(/ATT error UNLIKELY_ERROR \(0x0e\)/);
   });
 
   it('fails with BAD_IMAGE on an empty image before touching the link', async () => {

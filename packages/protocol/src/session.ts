@@ -450,12 +450,23 @@ class UploadRun {
 
   /** An ATT error on image data that says why the device gave up becomes a refusal that does. */
   #explainDataError(error: unknown, offset: number): unknown {
-    if (!(error instanceof AttError) || error.status !== AttStatus.IMAGE_TOO_LARGE) return error;
-    return new DeviceRefusedError(
-      'DATA',
-      `device refused image data at byte ${offset} of ${this.#image.length}: image larger than the update slot; build a smaller image or give the device larger OTA partitions`,
-      { cause: error },
-    );
+    if (!(error instanceof AttError)) return error;
+    const at = `device refused image data at byte ${offset} of ${this.#image.length}`;
+    if (error.status === AttStatus.IMAGE_TOO_LARGE) {
+      return new DeviceRefusedError(
+        'DATA',
+        `${at}: image larger than the update slot; build a smaller image or give the device larger OTA partitions`,
+        { cause: error },
+      );
+    }
+    if (error.status === AttStatus.IMAGE_REFUSED) {
+      return new DeviceRefusedError(
+        'DATA',
+        `${at}: the device refused the image; its console says why (an app version older than the running one, a secure_version below its anti-rollback minimum, a missing or untrusted signature, or not an ESP app image). The running image stays in place`,
+        { cause: error },
+      );
+    }
+    return error;
   }
 
   async #sendData(packetSize: number, packets: number): Promise<void> {

@@ -66,8 +66,13 @@ typedef enum {
 #define BLE_OTA_ATT_ERR_UNLIKELY 0x0E
 #define BLE_OTA_ATT_ERR_INSUFFICIENT_RES 0x11
 #define BLE_OTA_ATT_ERR_VALUE_NOT_ALLOWED 0x13
-/* Application error (0x80-0x9F): a baseline write of image data past the end of the update slot. */
+/* Application errors (0x80-0x9F), the answer to baseline image data once the device gave up on
+ * the image, so that a baseline client can say why (a baseline device answers UNLIKELY_ERROR):
+ * data past the end of the update slot; */
 #define BLE_OTA_ATT_ERR_IMAGE_TOO_LARGE 0x80
+/* the image was refused (anti-rollback, older version, signature, not an ESP app image; the
+ * console names the reason). DONE is then answered DONE_NAK. */
+#define BLE_OTA_ATT_ERR_IMAGE_REFUSED 0x81
 
 /* Connection handle meaning "none". */
 #define BLE_OTA_CONN_NONE 0xFFFFu

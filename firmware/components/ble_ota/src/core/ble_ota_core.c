@@ -68,8 +68,8 @@ typedef struct {
     /* Last session the writer gave up on (REQUEST or a flash write failed):
      * further image data for it is refused at once instead of queued. */
     uint32_t failed_session;
-    /* The failure was image data past the end of the update slot. */
-    bool failed_too_large;
+    /* The ATT error further image data of that session gets: why, where the client can tell. */
+    uint8_t failed_att;
     uint8_t control_value;
     bool slot_open;
     uint32_t bytes_written;
@@ -298,12 +298,12 @@ static bool prv_session_failed(void)
 /* The ATT error for image data of a failed session: why, where the client can tell. */
 static int prv_failed_data_error(void)
 {
-    bool too_large;
+    uint8_t att;
 
     prv_lock();
-    too_large = s_shared.failed_too_large;
+    att = s_shared.failed_att;
     prv_unlock();
-    return too_large ? BLE_OTA_ATT_ERR_IMAGE_TOO_LARGE : BLE_OTA_ATT_ERR_UNLIKELY;
+    return att;
 }
 
 static void prv_handle_request(uint16_t conn)
@@ -601,11 +601,12 @@ static void prv_sha_publish(void)
     prv_unlock();
 }
 
-static void prv_mark_failed(uint32_t session, bool too_large)
+/* att: what further image data of the session is answered (BLE_OTA_ATT_ERR_*). */
+static void prv_mark_failed(uint32_t session, uint8_t att)
 {
     prv_lock();
     s_shared.failed_session = session;
-    s_shared.failed_too_large = too_large;
+    s_shared.failed_att = att;
     prv_unlock();
 }
 
@@ -644,7 +645,7 @@ static void prv_writer_begin(const item_t *item)
     if (rc != BLE_OTA_OK) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR, "OTA request refused: could not open an update slot (error %d): %s",
                          rc, prv_begin_hint(rc));
-        prv_mark_failed(item->session, false);
+        prv_mark_failed(item->session, BLE_OTA_ATT_ERR_UNLIKELY);
         prv_notify_control(item->conn, BLE_OTA_OP_REQUEST_NAK);
         return;
     }
@@ -685,7 +686,7 @@ static void prv_writer_data(const item_t *item)
         rc = ble_ota_priv_check_head(&s_writer.head, &sec, s_port->app_version(s_port->ctx), true, &why);
         if (rc == BLE_OTA_ERR_DOWNGRADE || rc == BLE_OTA_ERR_VERSION_DOWNGRADE) {
             ble_ota_priv_log(BLE_OTA_LOG_ERROR, "image refused: %s; DONE will be answered with DONE_NAK", why);
-            prv_mark_failed(item->session, false);
+            prv_mark_failed(item->session, BLE_OTA_ATT_ERR_IMAGE_REFUSED);
             prv_writer_abort();
             return;
         }
@@ -696,14 +697,14 @@ static void prv_writer_data(const item_t *item)
                          "image refused at offset %lu: not an ESP app image (it must start "
                          "with 0xE9); DONE will be answered with DONE_NAK",
                          (unsigned long)offset);
-        prv_mark_failed(item->session, false);
+        prv_mark_failed(item->session, BLE_OTA_ATT_ERR_IMAGE_REFUSED);
         prv_writer_abort();
         return;
     }
     if (ble_ota_priv_security_reason(rc) != NULL) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR, "image refused at offset %lu: %s; DONE will be answered with DONE_NAK",
                          (unsigned long)offset, ble_ota_priv_security_reason(rc));
-        prv_mark_failed(item->session, false);
+        prv_mark_failed(item->session, BLE_OTA_ATT_ERR_IMAGE_REFUSED);
         prv_writer_abort();
         return;
     }
@@ -713,7 +714,7 @@ static void prv_writer_data(const item_t *item)
                          "not fit; transfer dropped, DONE will be answered with DONE_NAK",
                          s_writer.target.label, (unsigned long)s_writer.target.size, (unsigned)item->len,
                          (unsigned long)offset);
-        prv_mark_failed(item->session, true);
+        prv_mark_failed(item->session, BLE_OTA_ATT_ERR_IMAGE_TOO_LARGE);
         prv_writer_abort();
         return;
     }
@@ -722,7 +723,7 @@ static void prv_writer_data(const item_t *item)
                          "flash write of %u bytes at image offset %lu failed (error %d): transfer "
                          "dropped; DONE will be answered with DONE_NAK",
                          (unsigned)item->len, (unsigned long)offset, rc);
-        prv_mark_failed(item->session, false);
+        prv_mark_failed(item->session, BLE_OTA_ATT_ERR_UNLIKELY);
         prv_writer_abort();
         return;
     }
