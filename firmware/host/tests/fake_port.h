@@ -32,6 +32,7 @@ typedef enum {
     FAKE_EV_RESTART,
     FAKE_EV_CONFIRM,
     FAKE_EV_REJECT,
+    FAKE_EV_DISCONNECT, /* the core asked the port to drop conn */
 } fake_event_kind_t;
 
 typedef struct {
@@ -395,6 +396,13 @@ static void fake_writer_wait(void *ctx, uint32_t timeout_ms)
     fake.now += timeout_ms;
 }
 
+static int fake_disconnect(void *ctx, uint16_t conn)
+{
+    (void)ctx;
+    fake_record(FAKE_EV_DISCONNECT, conn, BLE_OTA_CHR_COUNT, NULL, 0u);
+    return BLE_OTA_OK;
+}
+
 static const ble_ota_port_t fake_port = {
     NULL,
     fake_slot_begin,
@@ -418,6 +426,7 @@ static const ble_ota_port_t fake_port = {
     fake_sha256_start,
     fake_sha256_update,
     fake_sha256_finish,
+    fake_disconnect,
 };
 
 /* Fresh fake and core; returns ble_ota_init's result. */

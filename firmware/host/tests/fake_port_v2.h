@@ -281,8 +281,8 @@ static ble_ota_port_v2_t fake_v2_port_unsigned; /* fake_v2_port without the sign
 
 static ble_ota_port_t fv2_base_port;
 
-/* Fresh fake (both halves) and core with v2 attached. */
-static inline int fake_v2_reset(void)
+/* Fresh fake (both halves) and core with v2 attached, configured with cfg. */
+static inline int fake_v2_reset_cfg(const ble_ota_config_t *cfg)
 {
     fv2_inflate_finish(NULL);
     memset(&fv2, 0, sizeof(fv2));
@@ -291,7 +291,7 @@ static inline int fake_v2_reset(void)
     fake.running_state = BLE_OTA_SLOT_STATE_VALID;
     fv2_base_port = fake_port;
     fv2_base_port.notify = fv2_notify;
-    if (ble_ota_init(&fv2_base_port, NULL) != BLE_OTA_OK) {
+    if (ble_ota_init(&fv2_base_port, cfg) != BLE_OTA_OK) {
         return -1;
     }
     fake_v2_port_unsigned = fake_v2_port;
@@ -300,6 +300,16 @@ static inline int fake_v2_reset(void)
     fake_v2_port_unsigned.verify_block = NULL;
     fake_v2_port_unsigned.slot_read = NULL;
     return ble_ota_v2_attach(&fake_v2_port);
+}
+
+/* The defaults without the refusal back-off: tests of one refusal after another would wait it
+ * out (the back-off has tests of its own, with fake_v2_reset_cfg). */
+static inline int fake_v2_reset(void)
+{
+    static ble_ota_config_t cfg = BLE_OTA_CONFIG_DEFAULT_INIT;
+
+    cfg.refusal_backoff_max_ms = 0u;
+    return fake_v2_reset_cfg(&cfg);
 }
 
 #endif /* FAKE_PORT_V2_H */

@@ -237,6 +237,7 @@ static const ble_ota_port_t tfake_port = {
     tfake_sha_start,
     tfake_sha_update,
     tfake_sha_finish,
+    NULL, /* disconnect: these tests drop no idle link */
 };
 
 static inline void tfake_reset(void)

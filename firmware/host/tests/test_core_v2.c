@@ -1195,6 +1195,7 @@ TEST(pinned_key_digests_narrow_the_platforms_trust)
     signed_only_device(32u * 1024u);
     trust_keys(both, 2, 3);
     cfg.trusted_key_digests = pin;
+    cfg.refusal_backoff_max_ms = 0u; /* the second BEGIN follows the refusal at once */
     REQUIRE_EQ_INT(ble_ota_init(&fv2_base_port, &cfg), BLE_OTA_OK);
     REQUIRE_EQ_INT(ble_ota_v2_attach(&fake_v2_port), BLE_OTA_OK);
     connect_as(CONN);
@@ -1388,7 +1389,7 @@ TEST(a_baseline_upload_of_an_older_version_is_refused_unless_the_device_allows_o
 
 TEST(with_the_baseline_protocol_off_request_is_refused_and_v2_still_updates)
 {
-    static const ble_ota_config_t v2_only = { "esp32", "Espressif Systems", 500u, true, NULL };
+    static const ble_ota_config_t v2_only = { "esp32", "Espressif Systems", 500u, true, NULL, 0u, 0u, 0u };
     uint8_t size[2] = {244, 0};
     uint8_t request = 0x01;
     client_t c;
@@ -1408,4 +1409,146 @@ TEST(with_the_baseline_protocol_off_request_is_refused_and_v2_still_updates)
     REQUIRE(begin(CONN, 0) != NULL);
     stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
     CHECK_EQ_INT(end_status(CONN), 0);
+}
+
+/* --- Denial of service: idle links, held sessions, refusal back-off --------------------------- */
+
+#define CONN2 7u
+
+/* The writer loop as a port runs it (IDF: every second at least), for `ms` of fake time. */
+static void run_writer_for(uint32_t ms)
+{
+    uint32_t end = fake.now + ms;
+
+    while (fake.now < end) {
+        fake.now += 100u;
+        (void)ble_ota_writer_run_once(0);
+    }
+}
+
+TEST(a_link_that_does_nothing_is_dropped_after_the_idle_timeout_and_an_update_gets_through)
+{
+    client_t c;
+    uint32_t connected_at;
+    uint32_t dropped_at = 0u;
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(24000u, 41);
+    /* a hostile central connects and does nothing (it may read INFO: reads are no progress) */
+    connected_at = fake.now;
+    connect_as(CONN2);
+    run_writer_for(29900u);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_DISCONNECT), 0);
+    while (fake_count_events(FAKE_EV_DISCONNECT) == 0 && fake.now - connected_at < 60000u) {
+        run_writer_for(100u);
+    }
+    REQUIRE_EQ_INT(fake_count_events(FAKE_EV_DISCONNECT), 1);
+    CHECK_EQ_INT(fake.events[fake_find_event(FAKE_EV_DISCONNECT, 0)].conn, CONN2);
+    CHECK(fake_logged(BLE_OTA_LOG_WARN, "conn 7 started or moved on no update for 30000 ms"));
+    dropped_at = fake.now;
+    ble_ota_on_disconnect(CONN2); /* the port reports it and advertises again */
+    run_writer_for(1000u);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_DISCONNECT), 1); /* asked once */
+    /* the legitimate client connects and updates; streaming keeps its link alive */
+    connect_as(CONN);
+    CHECK_EQ_INT(begin_status(CONN, 0, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
+    CHECK_EQ_INT(end_status(CONN), 0);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_DISCONNECT), 1);
+    printf("  figure: idle central connected at %lu ms, dropped at %lu ms (%lu ms), update done at %lu ms "
+           "(CONFIG_BLE_OTA_IDLE_TIMEOUT_S=30, fake clock)\n",
+           (unsigned long)connected_at, (unsigned long)dropped_at, (unsigned long)(dropped_at - connected_at),
+           (unsigned long)fake.now);
+}
+
+TEST(a_link_that_streams_image_data_is_not_dropped)
+{
+    client_t c;
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(24000u, 42);
+    connect_as(CONN);
+    run_writer_for(20000u);
+    CHECK_EQ_INT(begin_status(CONN, 0, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+    /* 20 s after the connect, then 20 s more: data taken at 20 s restarted the clock */
+    stream_new_client(&c, s_img, 4096u, 4096u);
+    run_writer_for(20000u);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_DISCONNECT), 0);
+    run_writer_for(10100u);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_DISCONNECT), 1);
+}
+
+TEST(a_held_session_is_not_replaced_by_another_image_before_its_hold_expires)
+{
+    client_t c;
+    uint8_t other_sha[32];
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(24000u, 43);
+    connect_as(CONN);
+    CHECK_EQ_INT(begin_status(CONN, 0, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 8192u);
+    ble_ota_on_disconnect(CONN); /* the owner's link drops: the session is held */
+    memset(other_sha, 0x33, sizeof(other_sha));
+    connect_as(CONN2);
+    fake.now += 59000u;
+    CHECK_EQ_INT(begin_status(CONN2, 0, FV2_CHIP_ID, 20000u, other_sha, 20000u), 8); /* BUSY */
+    CHECK(fake_logged(BLE_OTA_LOG_WARN, "a session for another image is held for its owner"));
+    CHECK_EQ_INT(fv2.opens, 1);
+    /* the owner (any link with the same image) resumes it */
+    ble_ota_on_disconnect(CONN2);
+    connect_as(CONN);
+    CHECK_EQ_INT(begin_status(CONN, 0, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+    ble_ota_on_disconnect(CONN);
+    /* once the hold expired, another image may take the slot */
+    connect_as(CONN2);
+    fake.now += 60000u;
+    CHECK_EQ_INT(begin_status(CONN2, 0, FV2_CHIP_ID, 20000u, other_sha, 20000u), 0);
+    CHECK_EQ_INT(fv2.opens, 2);
+}
+
+TEST(refused_begins_wait_longer_each_time_which_bounds_what_a_replaying_neighbour_costs)
+{
+    ble_ota_config_t cfg = BLE_OTA_CONFIG_DEFAULT_INIT;
+    uint32_t evaluated = 0u;
+    uint32_t in_last_minute = 0u;
+    bool capped = false;
+    uint16_t conn = 0x20;
+
+    cfg.refusal_backoff_max_ms = 64000u;
+    REQUIRE_EQ_INT(fake_v2_reset_cfg(&cfg), BLE_OTA_OK);
+    fv2.sec.signed_only = true;
+    fv2.sec.anti_rollback = true;
+    fv2.sec.min_secure_version = 2;
+    trust_keys((const int[]){0}, 1, 3);
+    make_image(24000u, 44);
+    describe_image(2, "1.0.0");
+    sign_img((const int[]){0}, 1);
+    /* a genuine but older image, replayed as fast as the device answers, from a new address
+     * (connection) each time: every evaluated BEGIN stands for one the device could have erased for */
+    for (uint32_t t = 0; t < 10u * 60u * 1000u; t += 250u) {
+        uint8_t st;
+
+        conn = (uint16_t)(conn + 1u);
+        fv2.n_notes = 0u; /* only this round's answers and log lines matter */
+        fake.n_log = 0u;
+        connect_as(conn);
+        send_manifest(conn, 1, 2, "1.0.0", 244);
+        st = begin_status(conn, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len);
+        CHECK(st == 16 || st == 8); /* VERSION_DOWNGRADE, or BUSY while it waits */
+        if (st == 16) {
+            evaluated++;
+            in_last_minute += t >= 9u * 60u * 1000u;
+            capped = capped || fake_logged(BLE_OTA_LOG_WARN, "BEGIN is answered BUSY for 64000 ms");
+        }
+        ble_ota_on_disconnect(conn);
+        fake.now += 250u;
+    }
+    /* 1 + 2 + 4 + ... + 64 s, then one per 64 s */
+    CHECK(evaluated <= 16u);
+    CHECK(in_last_minute <= 1u);
+    CHECK(capped);
+    printf("  figure: a neighbour replaying a refused update every 250 ms from a new address: %lu BEGINs "
+           "evaluated in 10 min, %lu in the 10th minute (without the back-off: 2400 in 10 min)\n",
+           (unsigned long)evaluated, (unsigned long)in_last_minute);
 }

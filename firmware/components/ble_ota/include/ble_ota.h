@@ -91,9 +91,19 @@ typedef struct {
      * separated by commas or spaces) that an image's signature must be by, on top of the keys
      * the platform trusts. NULL or "" pins none. ble_ota_init refuses a malformed list. */
     const char *trusted_key_digests;
+    /* CONFIG_BLE_OTA_IDLE_TIMEOUT_S: a link that has not started an update, or moved one on
+     * (image data taken), for this long is dropped with port->disconnect. 0: never. */
+    uint32_t idle_timeout_ms;
+    /* CONFIG_BLE_OTA_SESSION_HOLD_S: a v2 session whose owner left is held this long after its
+     * last progress; until then a BEGIN for another image is BUSY (the same image resumes it). */
+    uint32_t session_hold_ms;
+    /* CONFIG_BLE_OTA_REFUSAL_BACKOFF_MAX_S: after n refused v2 updates in a row (security
+     * refusals at BEGIN, an image that is not what its manifest said) BEGIN is BUSY for
+     * min(2^(n-1) s, this); an installed update resets n. 0: no back-off. */
+    uint32_t refusal_backoff_max_ms;
 } ble_ota_config_t;
 
-#define BLE_OTA_CONFIG_DEFAULT_INIT { "esp32", "Espressif Systems", 500u, false, NULL }
+#define BLE_OTA_CONFIG_DEFAULT_INIT { "esp32", "Espressif Systems", 500u, false, NULL, 30000u, 60000u, 64000u }
 
 /* Session state as seen from the BLE side. */
 typedef enum {

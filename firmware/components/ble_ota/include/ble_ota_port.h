@@ -149,6 +149,15 @@ typedef struct ble_ota_port {
     int (*sha256_start)(void *ctx);
     int (*sha256_update)(void *ctx, const uint8_t *data, size_t len);
     int (*sha256_finish)(void *ctx, uint8_t out[BLE_OTA_SHA256_LEN]);
+
+    /* --- Optional (may be NULL) --------------------------------------- */
+
+    /* Drops one link (NimBLE: ble_gap_terminate with BLE_ERR_REM_USER_CONN_TERM); the port then
+     * reports the disconnect and advertises again as after any other. Called from the writer
+     * context for a link that started or progressed no update within the configured idle
+     * timeout, so that a central that connects and does nothing cannot keep updaters out.
+     * Without it no link is ever dropped. Must not block. */
+    int (*disconnect)(void *ctx, uint16_t conn);
 } ble_ota_port_t;
 
 /* --- Protocol v2 ------------------------------------------------------------

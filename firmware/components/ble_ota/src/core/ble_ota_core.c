@@ -81,8 +81,18 @@ typedef struct {
     bool image_sha256_valid;
 } shared_state_t;
 
+/* Links the idle timeout watches: when each last started or moved an update on. Under lock:
+ * the BLE context adds, refreshes and removes; the writer checks. */
+#define IDLE_LINKS 4u
+typedef struct {
+    uint16_t conn; /* BLE_OTA_CONN_NONE where free */
+    uint32_t progress_ms;
+    bool dropping; /* port->disconnect was asked; the disconnect event frees the entry */
+} idle_link_t;
+
 static const ble_ota_port_t *s_port;
 static ble_ota_config_t s_cfg;
+static idle_link_t s_idle[IDLE_LINKS];
 static ble_state_t s_ble;
 static writer_state_t s_writer;
 static shared_state_t s_shared;
@@ -164,6 +174,9 @@ int ble_ota_init(const ble_ota_port_t *port, const ble_ota_config_t *cfg)
     memset(&s_shared, 0, sizeof(s_shared));
     s_ble.state = BLE_OTA_STATE_IDLE;
     s_ble.conn = BLE_OTA_CONN_NONE;
+    for (size_t i = 0; i < IDLE_LINKS; i++) {
+        s_idle[i].conn = BLE_OTA_CONN_NONE;
+    }
     ble_ota_v2_reset();
     if (!ble_ota_sbv2_pin(s_cfg.trusted_key_digests)) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR,
@@ -180,6 +193,69 @@ int ble_ota_init(const ble_ota_port_t *port, const ble_ota_config_t *cfg)
 const ble_ota_config_t *ble_ota_get_config(void)
 {
     return &s_cfg;
+}
+
+/* --- Idle links ----------------------------------------------------------- */
+
+static idle_link_t *prv_idle_find(uint16_t conn)
+{
+    for (size_t i = 0; i < IDLE_LINKS; i++) {
+        if (s_idle[i].conn == conn) {
+            return &s_idle[i];
+        }
+    }
+    return NULL;
+}
+
+void ble_ota_priv_progress(uint16_t conn)
+{
+    idle_link_t *link;
+    uint32_t now = s_port->now_ms(s_port->ctx);
+
+    prv_lock();
+    link = prv_idle_find(conn);
+    if (link != NULL) {
+        link->progress_ms = now;
+    }
+    prv_unlock();
+}
+
+/* Writer context: drops links that did nothing for an update within the idle timeout. The
+ * device advertises only while no central is connected, so such a link keeps every updater out. */
+static void prv_drop_idle_links(void)
+{
+    uint32_t now;
+
+    if (s_port->disconnect == NULL || s_cfg.idle_timeout_ms == 0u) {
+        return;
+    }
+    now = s_port->now_ms(s_port->ctx);
+    for (size_t i = 0; i < IDLE_LINKS; i++) {
+        uint16_t conn = BLE_OTA_CONN_NONE;
+        uint32_t idle = 0u;
+        int rc;
+
+        prv_lock();
+        if (s_idle[i].conn != BLE_OTA_CONN_NONE && !s_idle[i].dropping) {
+            idle = now - s_idle[i].progress_ms;
+            if (idle >= s_cfg.idle_timeout_ms) {
+                conn = s_idle[i].conn;
+                s_idle[i].dropping = true;
+            }
+        }
+        prv_unlock();
+        if (conn == BLE_OTA_CONN_NONE) {
+            continue;
+        }
+        ble_ota_priv_log(BLE_OTA_LOG_WARN,
+                         "conn %u started or moved on no update for %lu ms: disconnecting it so that others can "
+                         "update (CONFIG_BLE_OTA_IDLE_TIMEOUT_S)",
+                         (unsigned)conn, (unsigned long)idle);
+        rc = s_port->disconnect(s_port->ctx, conn);
+        if (rc != BLE_OTA_OK) {
+            ble_ota_priv_log(BLE_OTA_LOG_ERROR, "could not disconnect conn %u (error %d)", (unsigned)conn, rc);
+        }
+    }
 }
 
 /* --- BLE context ------------------------------------------------------- */
@@ -404,6 +480,7 @@ static int prv_write_data(uint16_t conn, const uint8_t *data, size_t len, bool w
             return prv_failed_data_error();
         }
         if (prv_enqueue(ITEM_DATA, conn, data, len)) {
+            ble_ota_priv_progress(conn);
             return BLE_OTA_ATT_OK;
         }
         if (with_response) {
@@ -436,6 +513,22 @@ void ble_ota_on_connect(uint16_t conn, uint16_t mtu)
     s_ble.conn = conn;
     s_ble.mtu = mtu;
     s_ble.control_notify_enabled = false;
+    {
+        uint32_t now = s_port->now_ms(s_port->ctx);
+        idle_link_t *link;
+
+        prv_lock();
+        link = prv_idle_find(conn);
+        if (link == NULL) {
+            link = prv_idle_find(BLE_OTA_CONN_NONE);
+        }
+        if (link != NULL) {
+            link->conn = conn;
+            link->progress_ms = now; /* the idle clock starts at the connect */
+            link->dropping = false;
+        }
+        prv_unlock();
+    }
     ble_ota_priv_log(BLE_OTA_LOG_INFO, "connected (conn %u, MTU %u)", (unsigned)conn, (unsigned)mtu);
     ble_ota_v2_on_connect(conn, mtu);
 }
@@ -453,6 +546,16 @@ void ble_ota_on_disconnect(uint16_t conn)
     }
     s_ble.conn = BLE_OTA_CONN_NONE;
     s_ble.control_notify_enabled = false;
+    {
+        idle_link_t *link;
+
+        prv_lock();
+        link = prv_idle_find(conn);
+        if (link != NULL && conn != BLE_OTA_CONN_NONE) {
+            link->conn = BLE_OTA_CONN_NONE;
+        }
+        prv_unlock();
+    }
     ble_ota_v2_on_disconnect(conn);
 }
 
@@ -838,6 +941,7 @@ bool ble_ota_writer_run_once(uint32_t timeout_ms)
     if (s_port == NULL) {
         return false;
     }
+    prv_drop_idle_links();
     prv_lock();
     count = s_shared.count;
     prv_unlock();

@@ -77,6 +77,9 @@ void ble_ota_priv_unlock(void);
  * before it handles the item, so items and data stay in arrival order.
  * Returns false if the queue has no room.
  */
+/* BLE context: conn moved an update on (image data taken); restarts its idle timeout. */
+void ble_ota_priv_progress(uint16_t conn);
+
 bool ble_ota_priv_enqueue(ble_ota_item_kind_t kind, uint16_t conn, const uint8_t *data, size_t len,
                           uint32_t ring_pos);
 

@@ -73,6 +73,7 @@ typedef struct {
     uint32_t erased_to;
     uint32_t next_ack;
     uint32_t start_ms;
+    uint32_t active_ms; /* last BEGIN or image data taken: a held session's hold counts from it */
     uint8_t tail[WRITE_ALIGN];
     uint32_t tail_len;
     ble_ota_slot_info_t target;
@@ -138,6 +139,11 @@ static session_t s_ses;
 static uint8_t s_ring[BLE_OTA_V2_BUFFER_SIZE];
 static uint8_t s_scratch[CHUNK + WRITE_ALIGN];
 static manifest_t s_manifest;
+/* Writer-owned: refused updates in a row (security refusals at BEGIN, an image that is not what
+ * its manifest claimed) and until when BEGIN is answered BUSY. Global, not per peer: a
+ * neighbour that changes its address gains nothing, and every erase it causes is paid for. */
+static uint32_t s_refusals;
+static uint32_t s_refused_until_ms;
 
 static const ble_ota_port_t *prv_port(void)
 {
@@ -194,6 +200,8 @@ void ble_ota_v2_reset(void)
     for (uint32_t i = 0; i < MAX_LINKS; i++) {
         s_sh.live[i] = BLE_OTA_CONN_NONE;
     }
+    s_refusals = 0u;
+    s_refused_until_ms = 0u;
 }
 
 /* What the firmware enforces; all off when the port does not say. */
@@ -680,6 +688,7 @@ static void prv_write_frame(uint16_t conn, const uint8_t *data, size_t len)
         s_sh.ring_high_water = used;
     }
     ble_ota_priv_unlock();
+    ble_ota_priv_progress(conn);
     prv_port()->writer_wake(prv_port()->ctx);
 }
 
@@ -819,6 +828,28 @@ static void prv_drop_session(const char *why)
     prv_publish();
 }
 
+/* A refusal of what the image is (not of how it travelled) makes the next BEGIN wait: each
+ * replayed genuine manifest costs an erase, so the waits bound the erases a neighbour causes. */
+static void prv_count_refusal(uint8_t status)
+{
+    const ble_ota_config_t *cfg = ble_ota_get_config();
+    uint32_t wait;
+
+    if (status < BLE_OTA_V2_UNSIGNED || status > BLE_OTA_V2_MANIFEST_MISMATCH || cfg->refusal_backoff_max_ms == 0u) {
+        return;
+    }
+    if (s_refusals < 31u) {
+        s_refusals++;
+    }
+    wait = s_refusals > 17u ? cfg->refusal_backoff_max_ms : 1000u << (s_refusals - 1u);
+    if (wait > cfg->refusal_backoff_max_ms) {
+        wait = cfg->refusal_backoff_max_ms;
+    }
+    s_refused_until_ms = prv_port()->now_ms(prv_port()->ctx) + wait;
+    ble_ota_priv_log(BLE_OTA_LOG_WARN, "%lu refused update(s) in a row: BEGIN is answered BUSY for %lu ms",
+                     (unsigned long)s_refusals, (unsigned long)wait);
+}
+
 /* The session failed while streaming: release the slot, tell the client at
  * once, and keep the status for END. */
 static void prv_fail(uint8_t status, const char *why)
@@ -833,6 +864,7 @@ static void prv_fail(uint8_t status, const char *why)
     s_sh.accepting = false;
     ble_ota_priv_unlock();
     prv_publish();
+    prv_count_refusal(status);
     prv_window_ack(owner, status, s_ses.committed, s_ses.crc);
 }
 
@@ -1038,6 +1070,7 @@ static bool prv_consume(uint32_t limit)
         /* The CRC covers what the client sent, whatever became of it. */
         s_ses.crc = s_v2->crc32(port->ctx, s_ses.crc, data, n);
         s_ses.committed += n;
+        s_ses.active_ms = prv_port()->now_ms(prv_port()->ctx);
     }
     ble_ota_priv_lock();
     s_sh.ring_out = out + n;
@@ -1323,8 +1356,16 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
         prv_begin_rsp(conn, BLE_OTA_V2_BUSY);
         return;
     }
+    if (s_refusals > 0u && (int32_t)(s_refused_until_ms - port->now_ms(port->ctx)) > 0) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 BEGIN refused: %lu refused update(s) in a row, BEGIN waits %lu ms more "
+                                           "(CONFIG_BLE_OTA_REFUSAL_BACKOFF_MAX_S)",
+                         (unsigned long)s_refusals, (unsigned long)(s_refused_until_ms - port->now_ms(port->ctx)));
+        prv_begin_rsp(conn, BLE_OTA_V2_BUSY);
+        return;
+    }
     status = prv_begin_security(conn, flags, image_size, &claims);
     if (status != BLE_OTA_V2_OK) {
+        prv_count_refusal(status);
         prv_begin_rsp(conn, status);
         return;
     }
@@ -1334,8 +1375,19 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
         ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 session resumed at stream offset %lu of %lu",
                          (unsigned long)s_ses.committed, (unsigned long)s_ses.stream_size);
         s_ses.allow_downgrade = claims.allow_downgrade;
+        s_ses.active_ms = port->now_ms(port->ctx);
         prv_accept(conn);
         prv_begin_rsp(conn, BLE_OTA_V2_OK);
+        return;
+    }
+    if (s_ses.exists && s_ses.failed == 0u && prv_owner() == BLE_OTA_CONN_NONE &&
+        port->now_ms(port->ctx) - s_ses.active_ms < ble_ota_get_config()->session_hold_ms) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 BEGIN refused: a session for another image is held for its owner "
+                                           "for %lu ms more (CONFIG_BLE_OTA_SESSION_HOLD_S); BEGIN with that image "
+                                           "resumes it",
+                         (unsigned long)(ble_ota_get_config()->session_hold_ms -
+                                         (port->now_ms(port->ctx) - s_ses.active_ms)));
+        prv_begin_rsp(conn, BLE_OTA_V2_BUSY);
         return;
     }
     prv_drop_session(s_ses.exists ? "a BEGIN for another image (or with the restart flag) replaced it" : NULL);
@@ -1377,6 +1429,7 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
     memcpy(s_ses.sha256, sha, BLE_OTA_SHA256_LEN);
     s_ses.next_ack = ACK_STEP;
     s_ses.start_ms = port->now_ms(port->ctx);
+    s_ses.active_ms = s_ses.start_ms;
     ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 update: %lu bytes%s%lu sent) to %s at 0x%lx, window %u",
                      (unsigned long)image_size, compressed ? " (deflate, " : " (", (unsigned long)stream_size,
                      s_ses.target.label, (unsigned long)s_ses.target.address, (unsigned)BLE_OTA_V2_BUFFER_SIZE);
@@ -1494,6 +1547,7 @@ static void prv_writer_end(uint16_t conn)
                      s_ses.target.label);
     ble_ota_priv_log(BLE_OTA_LOG_INFO, "image SHA-256: %s", hex);
     prv_drop_session(NULL);
+    s_refusals = 0u;
     prv_answer(conn, BLE_OTA_V2_OP_END_RSP, BLE_OTA_V2_OK);
     ble_ota_priv_log(BLE_OTA_LOG_INFO, "restarting in %lu ms", (unsigned long)cfg->restart_delay_ms);
     ble_ota_priv_lock();

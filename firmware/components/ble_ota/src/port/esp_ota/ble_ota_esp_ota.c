@@ -897,6 +897,7 @@ static const ble_ota_port_t s_port = {
     .sha256_start = prv_sha256_start,
     .sha256_update = prv_sha256_update,
     .sha256_finish = prv_sha256_finish,
+    .disconnect = ble_ota_nimble_disconnect,
 };
 
 static const ble_ota_config_t s_config = {
@@ -913,6 +914,9 @@ static const ble_ota_config_t s_config = {
 #else
     .trusted_key_digests = NULL,
 #endif
+    .idle_timeout_ms = CONFIG_BLE_OTA_IDLE_TIMEOUT_S * 1000u,
+    .session_hold_ms = CONFIG_BLE_OTA_SESSION_HOLD_S * 1000u,
+    .refusal_backoff_max_ms = CONFIG_BLE_OTA_REFUSAL_BACKOFF_MAX_S * 1000u,
 };
 
 static void prv_writer_task(void *arg)

@@ -175,6 +175,13 @@ static ble_ota_chr_id_t prv_chr_of_handle(uint16_t val_handle)
     return BLE_OTA_CHR_COUNT;
 }
 
+int ble_ota_nimble_disconnect(void *ctx, uint16_t conn)
+{
+    (void)ctx;
+    /* BLE_GAP_EVENT_DISCONNECT follows: the core hears of it and the device advertises again. */
+    return ble_gap_terminate(conn, BLE_ERR_REM_USER_CONN_TERM) == 0 ? BLE_OTA_OK : BLE_OTA_ERR_STATE;
+}
+
 int ble_ota_nimble_notify(void *ctx, uint16_t conn, ble_ota_chr_id_t chr, const uint8_t *data,
                           size_t len)
 {
