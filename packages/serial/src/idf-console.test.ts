@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   BootLogParser,
@@ -138,6 +139,48 @@ describe('small parsers', () => {
     expect(
       parsePartitionEntry('## Label            Usage          Type ST Offset   Length'),
     ).toBeUndefined();
+  });
+
+  it('reads a row whatever its spacing, and the hex fields only as whole words', () => {
+    const label = fc.stringMatching(/^[a-z_][a-z0-9_]{0,15}$/);
+    const usage = fc
+      .array(fc.stringMatching(/^[g-z]{1,8}$/), { minLength: 1, maxLength: 3 })
+      .map((w) => w.join(' '));
+    const gap = fc.integer({ min: 1, max: 20 }).map((n) => ' '.repeat(n));
+    fc.assert(
+      fc.property(
+        fc.record({
+          index: fc.nat(99),
+          label,
+          usage,
+          type: fc.nat(0xff),
+          subtype: fc.nat(0xff),
+          offset: fc.nat(0xffffffff),
+          size: fc.nat(0xffffffff),
+        }),
+        gap,
+        gap,
+        (row, g1, g2) => {
+          const hex = (n: number, w: number) => n.toString(16).padStart(w, '0');
+          const text = `${row.index} ${row.label}${g1}${row.usage}${g2}${hex(row.type, 2)} ${hex(row.subtype, 2)} ${hex(row.offset, 8)} ${hex(row.size, 8)}`;
+          expect(parsePartitionEntry(text)).toEqual(row);
+        },
+      ),
+      { numRuns: 200 },
+    );
+    // "abc" is the usage, not a usage "a" and a type "bc".
+    expect(parsePartitionEntry('0 x abc 01 02 00009000 00006000')?.usage).toBe('abc');
+  });
+
+  it('refuses a garbled row of any length at once (no regex backtracking blow-up)', () => {
+    // Long runs of blanks, as a baud-rate mismatch or a cut line gives: the old pattern took
+    // seconds for this 3 kB line, growing with the cube of its length.
+    const row = `0 a${' '.repeat(1500)}b${' '.repeat(1500)}x`;
+    const started = performance.now();
+    expect(parsePartitionEntry(row)).toBeUndefined();
+    const { events } = parseBootLog(`I (1) boot: Partition Table:\nI (2) boot: ${row}\n`);
+    expect(events.map((e) => e.kind)).toEqual(['log', 'log']);
+    expect(performance.now() - started).toBeLessThan(250);
   });
 
   it('reads backtraces, corrupted ones and the v4 form without a space', () => {

@@ -219,21 +219,27 @@ export function resetCategory(reason: string): ResetCategory {
   return 'other';
 }
 
-const PARTITION_ENTRY =
-  /^\s*(\d+) (\S+)\s+(.+?)\s+([0-9a-f]{2}) ([0-9a-f]{2}) ([0-9a-f]{8}) ([0-9a-f]{8})\s*$/i;
+// A row is `index label usage type subtype offset length`, the usage several words. One pattern
+// for the whole row (`\s+(.+?)\s+` between label and type) backtracks in time cubic in the
+// length of a blank run, seconds for a garbled 3 kB line; the fixed-width tail and the head are
+// matched apart, each in linear time.
+const PARTITION_TAIL = /(?<=\s)([0-9a-f]{2}) ([0-9a-f]{2}) ([0-9a-f]{8}) ([0-9a-f]{8})\s*$/i;
+const PARTITION_HEAD = /^\s*(\d+) (\S+)\s+(\S.*)$/;
 
 /** Parses one row of the bootloader's partition table listing (the message after `boot: `). */
 export function parsePartitionEntry(message: string): PartitionEntry | undefined {
-  const m = PARTITION_ENTRY.exec(message);
-  if (!m) return undefined;
+  const tail = PARTITION_TAIL.exec(message);
+  if (!tail) return undefined;
+  const head = PARTITION_HEAD.exec(message.slice(0, tail.index).trimEnd());
+  if (!head) return undefined;
   return {
-    index: Number(m[1]),
-    label: m[2] ?? '',
-    usage: m[3] ?? '',
-    type: Number.parseInt(m[4] ?? '', 16),
-    subtype: Number.parseInt(m[5] ?? '', 16),
-    offset: Number.parseInt(m[6] ?? '', 16),
-    size: Number.parseInt(m[7] ?? '', 16),
+    index: Number(head[1]),
+    label: head[2] ?? '',
+    usage: head[3] ?? '',
+    type: Number.parseInt(tail[1] ?? '', 16),
+    subtype: Number.parseInt(tail[2] ?? '', 16),
+    offset: Number.parseInt(tail[3] ?? '', 16),
+    size: Number.parseInt(tail[4] ?? '', 16),
   };
 }
 
