@@ -26,7 +26,10 @@ const BUILD_HINT = 'pass the app image that ESP-IDF builds (build/<project>.bin)
  */
 export const MAX_IMAGE_BYTES = 2 ** (FLASH_SIZES.length - 1) * 1024 * 1024;
 
-/** Read and parse an image file; a file that cannot be read is a usage error, not a bad image. */
+/**
+ * Read and parse an image file. A path that names no readable regular file is a usage error; a
+ * file too large to be an app image, or that is none, is IMAGE_INVALID.
+ */
 export async function loadImage(path: string): Promise<LoadedImage> {
   const bytes = await readInputFile(path, {
     noun: 'image file',
