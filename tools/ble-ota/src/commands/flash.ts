@@ -7,6 +7,8 @@ import {
   type ScannedDevice,
 } from '@esp-ble-ota/noble';
 import {
+  AttError,
+  AttStatus,
   type AutoPhaseEvent,
   type BaselineUploadResult,
   type Clock,
@@ -384,8 +386,14 @@ function explainUploadError(
   rigKeyPath: string | undefined,
   image: LoadedImage,
 ): unknown {
-  // The baseline device ran out of slot while the image streamed in (this firmware says so).
-  if (error instanceof DeviceRefusedError && error.step === 'DATA') {
+  // The baseline device ran out of slot while the image streamed in (this firmware says so);
+  // an image it refused (IMAGE_REFUSED) stays a refusal.
+  if (
+    error instanceof DeviceRefusedError &&
+    error.step === 'DATA' &&
+    error.cause instanceof AttError &&
+    error.cause.status === AttStatus.IMAGE_TOO_LARGE
+  ) {
     return new CliError(ExitCode.IMAGE_MISMATCH, error.message, { cause: error });
   }
   // The baseline's DONE_NAK carries no reason; an unsigned image is the likely one on a board
