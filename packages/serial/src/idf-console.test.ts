@@ -172,15 +172,15 @@ describe('small parsers', () => {
     expect(parsePartitionEntry('0 x abc 01 02 00009000 00006000')?.usage).toBe('abc');
   });
 
-  it('refuses a garbled row of any length at once (no regex backtracking blow-up)', () => {
+  it('refuses a garbled row of any length (no regex backtracking blow-up)', () => {
     // Long runs of blanks, as a baud-rate mismatch or a cut line gives: the old pattern took
-    // seconds for this 3 kB line, growing with the cube of its length.
-    const row = `0 a${' '.repeat(1500)}b${' '.repeat(1500)}x`;
-    const started = performance.now();
+    // 10 s for a 3 kB line, growing with the cube of its length, so this 30 kB one would hang
+    // for hours and hit the suite's per-test limit. No wall-clock assertion: that limit is the
+    // hang catcher, speed is not a test's to judge.
+    const row = `0 a${' '.repeat(15000)}b${' '.repeat(15000)}x`;
     expect(parsePartitionEntry(row)).toBeUndefined();
     const { events } = parseBootLog(`I (1) boot: Partition Table:\nI (2) boot: ${row}\n`);
     expect(events.map((e) => e.kind)).toEqual(['log', 'log']);
-    expect(performance.now() - started).toBeLessThan(250);
   });
 
   it('reads backtraces, corrupted ones and the v4 form without a space', () => {
