@@ -1507,6 +1507,35 @@ TEST(a_held_session_is_not_replaced_by_another_image_before_its_hold_expires)
     CHECK_EQ_INT(fv2.opens, 2);
 }
 
+TEST(an_image_refused_at_end_counts_for_the_back_off_too)
+{
+    ble_ota_config_t cfg = BLE_OTA_CONFIG_DEFAULT_INIT;
+    client_t c;
+
+    /* a genuine manifest, then an image changed after signing: the whole slot was erased for it */
+    cfg.refusal_backoff_max_ms = 64000u;
+    REQUIRE_EQ_INT(fake_v2_reset_cfg(&cfg), BLE_OTA_OK);
+    fv2.sec.signed_only = true;
+    trust_keys((const int[]){0}, 1, 3);
+    make_image(24000u, 46);
+    describe_image(0, "1.3.0");
+    sign_img((const int[]){0}, 1);
+    connect_as(CONN);
+    send_manifest(CONN, 1, 0, "1.3.0", 244);
+    s_img[1000] ^= 0x01u;
+    host_sha256(s_img, s_img_len, s_img_sha);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
+    CHECK_EQ_INT(end_status(CONN), 13);
+    CHECK(fake_logged(BLE_OTA_LOG_WARN, "1 refused update(s) in a row: BEGIN is answered BUSY for 1000 ms"));
+    /* the next BEGIN waits, whatever it brings */
+    send_manifest(CONN, 1, 0, "1.3.0", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 8);
+    fake.now += 1000u;
+    send_manifest(CONN, 1, 0, "1.3.0", 244);
+    CHECK_EQ_INT(begin_status(CONN, 4, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 0);
+}
+
 TEST(refused_begins_wait_longer_each_time_which_bounds_what_a_replaying_neighbour_costs)
 {
     ble_ota_config_t cfg = BLE_OTA_CONFIG_DEFAULT_INIT;

@@ -1536,6 +1536,8 @@ static void prv_writer_end(uint16_t conn)
     }
     status = prv_finish_image();
     if (status != BLE_OTA_V2_OK) {
+        /* an image refused for what it is at END cost a whole slot's erases: it counts too */
+        prv_count_refusal(status);
         prv_drop_session("END failed");
         prv_answer(conn, BLE_OTA_V2_OP_END_RSP, status);
         return;
