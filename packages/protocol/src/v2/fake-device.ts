@@ -30,6 +30,7 @@ import {
   type FakeWriteOutcome,
   HciReason,
 } from '../fake-transport.ts';
+import { parseAppImage } from '../image/parse.ts';
 import type { GattService } from '../transport.ts';
 import {
   crc32,
@@ -139,6 +140,14 @@ interface Session {
   failed: number | undefined;
   /** The first image byte was seen and is the ESP image magic. */
   magicChecked: boolean;
+}
+
+function appVersionOf(image: Uint8Array): string | undefined {
+  try {
+    return parseAppImage(image).version;
+  } catch {
+    return undefined;
+  }
 }
 
 const sha256 = (data: Uint8Array) => new Uint8Array(createHash('sha256').update(data).digest());
@@ -649,7 +658,11 @@ export class FakeV2Device implements FakePeripheral {
       const image = this.bootImage;
       this.#later(() => {
         this.bootCount++;
-        if (image !== undefined) this.runningImage = image;
+        if (image !== undefined) {
+          this.runningImage = image;
+          // The Firmware Revision the new image reports, as the firmware's DIS does.
+          this.runningVersion = appVersionOf(image) ?? this.runningVersion;
+        }
         this.#session = undefined;
         this.log.push('restarted');
         link?.disconnect(HciReason.CONNECTION_TIMEOUT);
