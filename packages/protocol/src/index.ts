@@ -6,6 +6,6 @@ export * from './image/index.ts';
 export * from './preflight.ts';
 export * from './progress.ts';
 export * from './session.ts';
-export * from './update.ts';
 export type * from './transport.ts';
+export * from './update.ts';
 export * from './v2/index.ts';

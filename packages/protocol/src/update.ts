@@ -9,7 +9,7 @@
  * here does I/O of its own or needs Node: it runs in a page as well.
  */
 
-import { isOtaError, LinkLostError, OtaError, type OtaErrorCode } from './errors.ts';
+import { isOtaError, LinkLostError, type OtaErrorCode } from './errors.ts';
 import { checkImageForDevice, type PreflightNote } from './preflight.ts';
 import type { Clock } from './progress.ts';
 import { readDeviceInformation } from './session.ts';
@@ -354,7 +354,7 @@ class UpdateFlow<D extends FoundDevice> {
 
     // Connect, read what the device is, decide and check: a lost link here costs nothing (no
     // image byte was sent yet), so it is another try on a new connection.
-    const { deviceInfo, protocol, choice } = await this.#withReconnects(device, async () => {
+    const { deviceInfo, protocol, choice } = await this.#withReconnects(async () => {
       const transport = await this.#connected(
         device,
         this.#linkRetries === 0 ? 'connect' : 'reconnect',
@@ -433,7 +433,7 @@ class UpdateFlow<D extends FoundDevice> {
    * Runs `body`; a lost link makes it run again on a new connection, up to the resume attempts
    * (shared by everything before and during the upload).
    */
-  async #withReconnects<T>(device: D, body: () => Promise<T>): Promise<T> {
+  async #withReconnects<T>(body: () => Promise<T>): Promise<T> {
     for (;;) {
       try {
         return await body();
@@ -521,7 +521,7 @@ class UpdateFlow<D extends FoundDevice> {
     const wallStarted = this.#now();
     const sessionStarted = clock?.now() ?? wallStarted;
     let first = true;
-    const upload = await this.#withReconnects(device, async () => {
+    const upload = await this.#withReconnects(async () => {
       const transport =
         first && this.#transport?.connected
           ? this.#transport
