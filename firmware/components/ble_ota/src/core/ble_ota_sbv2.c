@@ -205,8 +205,10 @@ int ble_ota_sbv2_check_written_image(uint32_t image_len, uint8_t verified[BLE_OT
 {
     const ble_ota_port_t *port = ble_ota_priv_port();
     const ble_ota_port_v2_t *v2 = ble_ota_priv_port_v2();
-    static uint8_t s_sector[BLE_OTA_SIG_MAX_BLOCKS * BLE_OTA_SIG_BLOCK_LEN];
-    uint8_t buf[256];
+    /* The signature blocks at the end; before that, the read-back buffer of the image digest
+     * (a few hundred reads per MiB, not thousands). */
+    static uint8_t s_buf[BLE_OTA_SIG_MAX_BLOCKS * BLE_OTA_SIG_BLOCK_LEN];
+    uint8_t head[2];
     uint8_t digest[BLE_OTA_SHA256_LEN];
     uint32_t at;
 
@@ -219,11 +221,11 @@ int ble_ota_sbv2_check_written_image(uint32_t image_len, uint8_t verified[BLE_OT
         return BLE_OTA_ERR_UNSIGNED;
     }
     at = image_len - BLE_OTA_SBV2_SECTOR;
-    if (v2->slot_read(port->ctx, at, s_sector, sizeof(s_sector)) != BLE_OTA_OK) {
+    if (v2->slot_read(port->ctx, at, head, sizeof(head)) != BLE_OTA_OK) {
         *why = "reading the written image's signature sector failed";
         return BLE_OTA_ERR_FLASH;
     }
-    if (!prv_is_block(s_sector)) {
+    if (!prv_is_block(head)) {
         *why = "the image is not signed: its last 4 KB sector holds no Secure Boot v2 signature block";
         return BLE_OTA_ERR_UNSIGNED;
     }
@@ -232,9 +234,10 @@ int ble_ota_sbv2_check_written_image(uint32_t image_len, uint8_t verified[BLE_OT
         *why = "starting the image digest failed";
         return BLE_OTA_ERR_FLASH;
     }
-    for (uint32_t off = 0; off < at; off += (uint32_t)sizeof(buf)) {
-        size_t n = at - off < sizeof(buf) ? at - off : sizeof(buf);
-        if (v2->slot_read(port->ctx, off, buf, n) != BLE_OTA_OK || port->sha256_update(port->ctx, buf, n) != BLE_OTA_OK) {
+    for (uint32_t off = 0; off < at; off += (uint32_t)sizeof(s_buf)) {
+        size_t n = at - off < sizeof(s_buf) ? at - off : sizeof(s_buf);
+        if (v2->slot_read(port->ctx, off, s_buf, n) != BLE_OTA_OK ||
+            port->sha256_update(port->ctx, s_buf, n) != BLE_OTA_OK) {
             (void)port->sha256_finish(port->ctx, digest);
             *why = "reading the written image back failed";
             return BLE_OTA_ERR_FLASH;
@@ -244,7 +247,11 @@ int ble_ota_sbv2_check_written_image(uint32_t image_len, uint8_t verified[BLE_OT
         *why = "finishing the image digest failed";
         return BLE_OTA_ERR_FLASH;
     }
-    return ble_ota_sbv2_check_blocks(s_sector, BLE_OTA_SIG_MAX_BLOCKS, digest, verified, why);
+    if (v2->slot_read(port->ctx, at, s_buf, sizeof(s_buf)) != BLE_OTA_OK) {
+        *why = "reading the written image's signature sector failed";
+        return BLE_OTA_ERR_FLASH;
+    }
+    return ble_ota_sbv2_check_blocks(s_buf, BLE_OTA_SIG_MAX_BLOCKS, digest, verified, why);
 }
 
 bool ble_ota_sbv2_available(void)
