@@ -1,3 +1,4 @@
+export { type NobleAccessOptions, nobleAccess } from './access.ts';
 export { type PoweredOnOptions, waitForPoweredOn } from './adapter.ts';
 export {
   ADAPTER_HINT,

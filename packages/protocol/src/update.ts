@@ -478,11 +478,17 @@ class UpdateFlow<D extends FoundDevice> {
       slotSize = BASELINE_SLOT_SIZE;
       slotSource = 'baseline-default';
     }
-    const notes = checkImageForDevice(
-      { chip: o.imageInfo.chip, size: o.image.length },
-      deviceInfo,
-      { slotSize, checkChip: o.chipCheck ?? true },
-    );
+    let notes: PreflightNote[];
+    try {
+      notes = checkImageForDevice({ chip: o.imageInfo.chip, size: o.image.length }, deviceInfo, {
+        slotSize,
+        checkChip: o.chipCheck ?? true,
+      });
+    } catch (error) {
+      // What the image was checked against, for the front end's hint, then the refusal.
+      this.#emit({ type: 'preflight', slotSize, slotSource, notes: [] });
+      throw error;
+    }
     this.#emit({ type: 'preflight', slotSize, slotSource, notes });
   }
 

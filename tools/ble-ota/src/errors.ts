@@ -32,6 +32,8 @@ export function exitCodeFor(error: unknown): ExitCodeValue {
       return ExitCode.LINK_LOST;
     case 'TIMEOUT':
       return ExitCode.TIMEOUT;
+    case 'VERIFY_FAILED':
+      return ExitCode.VERIFY_FAILED;
     case 'NO_ADAPTER':
       return ExitCode.NO_ADAPTER;
     case 'ABORTED':

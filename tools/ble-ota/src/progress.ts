@@ -22,6 +22,7 @@ export class ProgressView {
   #lastDecile = -1;
   #lastJsonAt = Number.NEGATIVE_INFINITY;
   #last: ProgressSnapshot | undefined;
+  #started = false;
   /** Rate and ETA come from the link model's clock (--sim), so say so next to them. */
   readonly #suffix: string;
 
@@ -31,7 +32,13 @@ export class ProgressView {
     this.#suffix = modeled ? ' (modeled)' : '';
   }
 
+  /** Whether start() was called (a resumed upload goes on with the same bar). */
+  get started(): boolean {
+    return this.#started;
+  }
+
   start(total: number): void {
+    this.#started = true;
     if (this.#mode !== 'tty') return;
     this.#bar = new cliProgress.SingleBar(
       {

@@ -1,31 +1,23 @@
 import { relative } from 'node:path';
-import {
-  advertisesOta,
-  findDevice,
-  NobleTransport,
-  normalizeAddress,
-  type ScannedDevice,
-} from '@esp-ble-ota/noble';
+import { advertisesOta, nobleAccess, normalizeAddress } from '@esp-ble-ota/noble';
 import {
   AttError,
   AttStatus,
-  type AutoPhaseEvent,
+  BASELINE_SLOT_SIZE,
   type BaselineUploadResult,
   type Clock,
-  checkImageForDevice,
-  chooseProtocol,
   type DeviceInformation,
   DeviceRefusedError,
-  hasV2,
+  type FoundDevice,
   ImageMismatchError,
-  readDeviceInformation,
   readSignatures,
-  readV2Info,
-  type UploadAutoResult,
+  type SlotSource,
+  UpdateError,
+  type UpdateEvent,
+  type UpdateTiming,
   type UploadProtocol,
-  uploadAuto,
+  updateDevice,
   type V2Compression,
-  V2LinkLostError,
   V2RefusedError,
   type V2UploadResult,
 } from '@esp-ble-ota/protocol';
@@ -50,8 +42,8 @@ async function signLoaded(image: LoadedImage, keys: string[]): Promise<LoadedIma
   return { ...image, bytes, ...(signatures ? { signatures } : {}) };
 }
 
-/** The baseline partition table (CONFIG_PARTITION_TABLE_TWO_OTA): 1 MB per app slot. */
-export const DEFAULT_SLOT_SIZE = 0x100000;
+/** The slot size assumed for a device that cannot tell its own (the baseline's partition table). */
+export const DEFAULT_SLOT_SIZE = BASELINE_SLOT_SIZE;
 
 export interface FlashOptions {
   name?: string;
@@ -90,14 +82,6 @@ export interface FlashOptions {
   stepTimeout?: number;
 }
 
-interface Timing {
-  phase: string;
-  /** Wall-clock time the step took here. */
-  durationMs: number;
-  /** With --sim on a modeled link: the link model's time for the step (what a bench would take). */
-  modeledMs?: number;
-}
-
 /**
  * The link model's clock of the board we talk to, for the upload session: on the virtual rig
  * the transfer runs much faster than real time, and the modeled figures are the ones that say
@@ -114,18 +98,7 @@ export async function flashCommand(
   options: FlashOptions,
   io: CliIo,
 ): Promise<ExitCodeValue> {
-  const now = io.now ?? (() => performance.now());
   const out = new Reporter(io, options.json ?? false);
-  const timings: Timing[] = [];
-  const timed = async <T>(phase: string, body: () => Promise<T>): Promise<T> => {
-    const start = now();
-    try {
-      return await body();
-    } finally {
-      timings.push({ phase, durationMs: now() - start });
-    }
-  };
-
   if (options.baselineWrites && options.protocol === 'v2') {
     throw new CliError(
       ExitCode.USAGE,
@@ -140,181 +113,103 @@ export async function flashCommand(
     image = await signLoaded(image, options.key);
   out.image(image);
 
-  // 2. The device.
+  // 2. The update itself (find, connect, device info, protocol, pre-flight, upload, resume,
+  // verify) is the library's; this renders it.
   const radio = await openRadio(io, simOptions(options));
-  let transport: NobleTransport | undefined;
-  try {
-    const filter = {
+  const boardOf = (device: FoundDevice) =>
+    radio.rig?.boards.find((b) => normalizeAddress(b.address) === normalizeAddress(device.address));
+  const access = nobleAccess(radio.noble, {
+    filter: {
       name: options.name,
       address: options.address,
       match:
         options.name === undefined && options.address === undefined ? advertisesOta : undefined,
-    };
-    out.note(
-      `scanning for ${describeTarget(options)}${options.sim ? ' on the virtual rig' : ''}...`,
-    );
-    const device = await timed('scan', () =>
-      findDevice(radio.noble, { ...filter, timeoutMs: options.timeout, signal: io.signal }),
-    );
-    out.found(device);
-
-    transport = new NobleTransport(device.peripheral, { noble: radio.noble });
-    const connected = transport;
-    await timed('connect', () => connected.connect(signalOption(io.signal)));
-    const deviceInfo = await timed('device-info', () =>
-      readDeviceInformation(connected, signalOption(io.signal)),
-    );
-    out.connected(connected.mtu, deviceInfo);
-
-    // 3. The protocol, then the pre-flight: the image must suit this device before a single
-    // image byte is sent.
-    const { protocol, choice } = chooseProtocol(connected, options.protocol ?? 'auto');
-    if (protocol === 'v2' && choice === 'forced' && !hasV2(connected)) {
-      throw new CliError(
-        ExitCode.DEVICE_REFUSED,
-        'the device does not offer protocol v2 (no v2 characteristics); use --protocol auto or baseline',
-      );
-    }
-    out.protocol(protocol, choice);
-    const slot = await slotSizeFor(connected, options, protocol, io.signal);
-    checkDevice(image, deviceInfo, options, slot, out);
-
-    // 4. Upload.
-    const step = options.stepTimeout;
-    const board = radio.rig?.boards.find(
-      (b) => normalizeAddress(b.address) === normalizeAddress(device.address),
-    );
-    const clock = modeledClock(board);
-    const model = clock === undefined ? undefined : radio.rig?.profile;
-    if (model !== undefined) out.note(`upload timings in modeled time on the ${model} link model`);
-    const progress = new ProgressView(
-      io,
-      options.json ? 'json' : io.stdout.isTTY ? 'tty' : 'plain',
-      model !== undefined,
-    );
-    const phaseStarted = new Map<string, number>();
-    const onPhase = (event: AutoPhaseEvent) => {
-      if (event.state === 'start') {
-        phaseStarted.set(event.phase, now());
+    },
+    clock: (device) => modeledClock(boardOf(device)),
+  });
+  const progress = new ProgressView(
+    io,
+    options.json ? 'json' : io.stdout.isTTY ? 'tty' : 'plain',
+    radio.rig?.profile !== undefined,
+  );
+  let model: string | undefined;
+  let slot: { bytes: number; source: SlotSource } | undefined;
+  let protocol: UploadProtocol | undefined;
+  const onEvent = (event: UpdateEvent) => {
+    switch (event.type) {
+      case 'found': {
+        out.found(event.device);
+        const board = boardOf(event.device);
+        model = modeledClock(board) === undefined ? undefined : radio.rig?.profile;
         return;
       }
-      const wallMs = now() - (phaseStarted.get(event.phase) ?? now());
-      // The restart is the device's own timer and reboot, not air time: no modeled figure.
-      const modeledMs =
-        model !== undefined && event.phase !== 'restart' ? event.durationMs : undefined;
-      out.phase(event.phase, event.state, wallMs, modeledMs);
-      // From the events, not the result, so a failed upload still shows how far it got.
-      const timing: Timing = {
-        phase: event.state === 'fail' ? `${event.phase} (failed)` : event.phase,
-        durationMs: wallMs,
-      };
-      if (modeledMs !== undefined) timing.modeledMs = modeledMs;
-      timings.push(timing);
-    };
-    const resumeAttempts = options.resumeAttempts ?? 3;
-    let upload: UploadAutoResult;
-    let resumes = 0;
-    let active: NobleTransport = connected;
-    progress.start(image.bytes.length);
-    const uploadStarted = now();
-    // On the session's clock (the link model's with --sim), across reconnects.
-    const sessionStarted = clock?.now() ?? uploadStarted;
-    try {
-      for (;;) {
-        try {
-          upload = await uploadAuto(active, image.bytes, {
-            protocol,
-            ...(clock === undefined ? {} : { clock }),
-            ...signalOption(io.signal),
-            onPhase,
-            onProgress: (snapshot) => progress.update(snapshot),
-            baseline: {
-              requestWriteType: options.baselineWrites ? 'command' : 'request',
-              ...(step === undefined
-                ? {}
-                : {
-                    timeouts: {
-                      subscribeMs: step,
-                      writeMs: step,
-                      requestAckMs: step,
-                      doneAckMs: step,
-                      restartMs: step,
-                    },
-                  }),
-            },
-            v2: {
-              compression: options.compression ?? 'auto',
-              ...(options.allowDowngrade ? { allowDowngrade: true } : {}),
-              ...(step === undefined
-                ? {}
-                : {
-                    timeouts: {
-                      infoMs: step,
-                      subscribeMs: step,
-                      beginMs: step,
-                      writeMs: step,
-                      ackMs: step,
-                      endMs: step,
-                      restartMs: step,
-                    },
-                  }),
-            },
-          });
-          break;
-        } catch (error) {
-          if (!(error instanceof V2LinkLostError) || !error.resumable || resumes >= resumeAttempts)
-            throw error;
-          resumes += 1;
-          out.resuming(error, resumes, resumeAttempts);
-          await active.close().catch(() => {});
-          active = await timed('reconnect', () =>
-            connectAgain(radio.noble, device, options.timeout, io.signal),
-          );
-          transport = active;
+      case 'connected':
+        return out.connected(event.mtu, event.device);
+      case 'protocol':
+        if (protocol !== undefined) return;
+        protocol = event.protocol;
+        return out.protocol(event.protocol, event.choice);
+      case 'preflight':
+        slot = { bytes: event.slotSize, source: event.slotSource };
+        for (const n of event.notes) out.note(n.note);
+        return;
+      case 'phase':
+        if (event.state === 'start') {
+          if (event.phase === 'info' || event.phase === 'subscribe') {
+            if (!progress.started) {
+              if (model !== undefined)
+                out.note(`upload timings in modeled time on the ${model} link model`);
+              progress.start(image.bytes.length);
+            }
+          }
+          return;
         }
-      }
-    } catch (error) {
-      throw explainUploadError(error, options, radio.rig?.signingKeyPath, image);
-    } finally {
-      progress.stop();
+        return out.phase(event.phase, event.state, event.wallMs, event.modeledMs);
+      case 'progress':
+        return progress.update(event.snapshot);
+      case 'resuming':
+        return out.resuming(event);
+      case 'uploaded':
+        progress.stop();
+        if (event.upload.protocol === 'v2')
+          out.uploadedV2(event.upload.result, event, event.wallMs, model);
+        else out.uploaded(event.upload.result, event.wallMs, model);
+        return;
+      case 'note':
+        return out.note(event.message);
+      case 'verified':
+        return out.verified(event.version, event.expected ?? image.info.version);
     }
-    if (upload.protocol === 'v2') {
-      const totalMs = (clock?.now() ?? now()) - sessionStarted;
-      out.uploadedV2(upload.result, { resumes, totalMs }, now() - uploadStarted, model);
-    } else out.uploaded(upload.result, now() - uploadStarted, model);
-    if (upload.protocol === 'v2' && upload.result.outcome === 'already-installed') {
-      out.timings(timings);
-      return ExitCode.OK;
-    }
-
-    // 5. The device runs the new image.
-    if (options.verify) {
-      if (!upload.result.restart.observed) {
-        out.note(
-          `the device did not drop the link after ${upload.protocol === 'v2' ? 'END_RSP' : 'DONE_ACK'}; not verifying the new version`,
-        );
-      } else {
-        await active.close();
-        transport = undefined;
-        const version = await timed('verify', () =>
-          verifyVersion(radio.noble, device, image, options, io, out),
-        );
-        out.verified(version, image.info.version);
-      }
-    }
-    out.timings(timings);
+  };
+  out.note(`scanning for ${describeTarget(options)}${options.sim ? ' on the virtual rig' : ''}...`);
+  try {
+    const result = await updateDevice(access, {
+      image: image.bytes,
+      imageInfo: image.info,
+      protocol: options.baselineWrites ? 'baseline' : (options.protocol ?? 'auto'),
+      chipCheck: options.chipCheck,
+      ...(options.slotSize === undefined ? {} : { slotSize: options.slotSize }),
+      compression: options.compression ?? 'auto',
+      ...(options.allowDowngrade ? { allowDowngrade: true } : {}),
+      requestWriteType: options.baselineWrites ? 'command' : 'request',
+      ...(options.stepTimeout === undefined ? {} : { stepTimeoutMs: options.stepTimeout }),
+      findTimeoutMs: options.timeout,
+      resumeAttempts: options.resumeAttempts ?? 3,
+      verify: options.verify,
+      verifyTimeoutMs: options.verifyTimeout,
+      ...(io.signal === undefined ? {} : { signal: io.signal }),
+      ...(io.now === undefined ? {} : { now: io.now }),
+      onEvent,
+    });
+    out.timings(result.timings);
     return ExitCode.OK;
   } catch (error) {
-    if (timings.length > 0) out.timings(timings);
-    throw error;
+    if (error instanceof UpdateError && error.timings.length > 0) out.timings(error.timings);
+    throw explainUpdateError(error, options, radio.rig?.signingKeyPath, image, slot);
   } finally {
-    await transport?.close().catch(() => {});
+    progress.stop();
     await radio.close();
   }
-}
-
-function signalOption(signal: AbortSignal | undefined): { signal?: AbortSignal } {
-  return signal === undefined ? {} : { signal };
 }
 
 function describeTarget(options: FlashOptions): string {
@@ -323,184 +218,87 @@ function describeTarget(options: FlashOptions): string {
   return 'a device offering the OTA service';
 }
 
-/** The slot the pre-flight checks the image against, and where that figure came from. */
-interface SlotSize {
-  bytes: number;
-  source: string;
-}
+const SLOT_SOURCES: Record<SlotSource, string> = {
+  option: '--slot-size',
+  'v2-info': "the device's v2 INFO",
+  'v2-begin': 'v2 BEGIN',
+  'baseline-default': 'the baseline partition table (the device cannot tell its own)',
+};
 
-async function slotSizeFor(
-  transport: NobleTransport,
-  options: FlashOptions,
-  protocol: UploadProtocol,
-  signal: AbortSignal | undefined,
-): Promise<SlotSize> {
-  if (options.slotSize !== undefined) return { bytes: options.slotSize, source: '--slot-size' };
-  // A v2 device refuses a too large image at BEGIN with its real slot size, before any data.
-  if (protocol === 'v2') return { bytes: Number.POSITIVE_INFINITY, source: 'v2 BEGIN' };
-  // The baseline protocol cannot tell the slot size; this firmware tells it in v2 INFO.
-  if (hasV2(transport)) {
-    const info = await readV2Info(transport, signalOption(signal));
-    return { bytes: info.slotSize, source: "the device's v2 INFO" };
-  }
-  return {
-    bytes: DEFAULT_SLOT_SIZE,
-    source: 'the baseline partition table (the device cannot tell its own)',
-  };
-}
-
-function checkDevice(
-  image: LoadedImage,
-  device: DeviceInformation,
-  options: FlashOptions,
-  slot: SlotSize,
-  out: Reporter,
-): void {
-  try {
-    const notes = checkImageForDevice({ chip: image.info.chip, size: image.bytes.length }, device, {
-      slotSize: slot.bytes,
-      checkChip: options.chipCheck,
-    });
-    for (const n of notes) out.note(n.note);
-  } catch (error) {
-    if (!(error instanceof ImageMismatchError)) throw error;
-    const hint =
-      error.reason === 'chip'
-        ? ' (--skip-chip-check to override)'
-        : slot.source === '--slot-size'
-          ? ` (--slot-size ${formatBytes(slot.bytes)})`
-          : ` (it holds ${formatBytes(slot.bytes)}, from ${slot.source}; --slot-size if the device has larger slots)`;
-    throw new CliError(ExitCode.IMAGE_MISMATCH, `${error.message}${hint}`, { cause: error });
-  }
-}
-
-/** A v2 refusal of an image that does not fit the device is the same failure as the pre-flight's. */
 /** A key file as a --key argument: relative to where the command runs, when it can be. */
 function keyArg(path: string): string {
   return relative(process.cwd(), path) || path;
 }
 
-function explainUploadError(
+/** The exit code and the command-line hint for a failed update; the flow's message otherwise. */
+function explainUpdateError(
   error: unknown,
   options: FlashOptions,
   rigKeyPath: string | undefined,
   image: LoadedImage,
+  slot: { bytes: number; source: SlotSource } | undefined,
 ): unknown {
+  if (!(error instanceof UpdateError)) return error;
+  const cause = error.cause;
+  if (error.code === 'VERIFY_FAILED') {
+    return new CliError(ExitCode.VERIFY_FAILED, error.message, { cause: error });
+  }
+  if (cause instanceof ImageMismatchError) {
+    const hint =
+      cause.reason === 'chip'
+        ? ' (--skip-chip-check to override)'
+        : slot === undefined || slot.source === 'option'
+          ? ` (--slot-size ${formatBytes(slot?.bytes ?? 0)})`
+          : ` (it holds ${formatBytes(slot.bytes)}, from ${SLOT_SOURCES[slot.source]}; --slot-size if the device has larger slots)`;
+    return new CliError(ExitCode.IMAGE_MISMATCH, `${cause.message}${hint}`, { cause: error });
+  }
   // The baseline device ran out of slot while the image streamed in (this firmware says so);
   // an image it refused (IMAGE_REFUSED) stays a refusal.
   if (
-    error instanceof DeviceRefusedError &&
-    error.step === 'DATA' &&
-    error.cause instanceof AttError &&
-    error.cause.status === AttStatus.IMAGE_TOO_LARGE
+    cause instanceof DeviceRefusedError &&
+    cause.step === 'DATA' &&
+    cause.cause instanceof AttError &&
+    cause.cause.status === AttStatus.IMAGE_TOO_LARGE
   ) {
-    return new CliError(ExitCode.IMAGE_MISMATCH, error.message, { cause: error });
+    return new CliError(ExitCode.IMAGE_MISMATCH, cause.message, { cause: error });
   }
   // The baseline's DONE_NAK carries no reason; an unsigned image is the likely one on a board
   // that takes signed images only (its console says so).
   if (
-    error instanceof DeviceRefusedError &&
-    error.step === 'DONE' &&
+    cause instanceof DeviceRefusedError &&
+    cause.step === 'DONE' &&
     rigKeyPath !== undefined &&
     image.signatures === undefined
   ) {
     return new CliError(
       ExitCode.DEVICE_REFUSED,
-      `${error.message}; the image is not signed, and the simulated board takes images signed by the rig's key only (its console gives the reason): add --key ${keyArg(rigKeyPath)}, or --sim-insecure`,
+      `${cause.message}; the image is not signed, and the simulated board takes images signed by the rig's key only (its console gives the reason): add --key ${keyArg(rigKeyPath)}, or --sim-insecure`,
       { cause: error },
     );
   }
-  if (!(error instanceof V2RefusedError)) return error;
-  if (error.statusName === 'WRONG_CHIP' && options.chipCheck === false) {
+  if (!(cause instanceof V2RefusedError)) return error;
+  if (cause.statusName === 'WRONG_CHIP' && options.chipCheck === false) {
     return new CliError(
       ExitCode.IMAGE_MISMATCH,
-      `${error.message} (the device checks the chip itself; --skip-chip-check cannot override it)`,
+      `${cause.message} (the device checks the chip itself; --skip-chip-check cannot override it)`,
       { cause: error },
     );
   }
-  if (error.statusName === 'WRONG_CHIP' || error.statusName === 'TOO_LARGE') {
-    return new CliError(ExitCode.IMAGE_MISMATCH, error.message, { cause: error });
+  if (cause.statusName === 'WRONG_CHIP' || cause.statusName === 'TOO_LARGE') {
+    return new CliError(ExitCode.IMAGE_MISMATCH, cause.message, { cause: error });
   }
   // The virtual board runs the firmware's secure default; say which key it trusts.
   if (
     rigKeyPath !== undefined &&
-    (error.statusName === 'UNSIGNED' || error.statusName === 'UNTRUSTED_KEY')
+    (cause.statusName === 'UNSIGNED' || cause.statusName === 'UNTRUSTED_KEY')
   ) {
     return new CliError(
       ExitCode.DEVICE_REFUSED,
-      `${error.message}. The simulated board takes images signed by the rig's key only: add --key ${keyArg(rigKeyPath)}, or --sim-insecure for a board that takes anything`,
+      `${cause.message}. The simulated board takes images signed by the rig's key only: add --key ${keyArg(rigKeyPath)}, or --sim-insecure for a board that takes anything`,
       { cause: error },
     );
   }
   return error;
-}
-
-/**
- * Find the device again by its address and connect: after a lost link (v2 resumes where it
- * stopped) and after the restart (to verify). `notFound` turns a failed scan into the caller's
- * error; a failed connect closes the transport before it rethrows.
- */
-async function connectAgain(
-  noble: Parameters<typeof findDevice>[0],
-  device: ScannedDevice,
-  timeoutMs: number,
-  signal: AbortSignal | undefined,
-  notFound: (error: unknown) => unknown = (error) => error,
-): Promise<NobleTransport> {
-  const again = await findDevice(noble, {
-    address: device.address,
-    timeoutMs,
-    ...signalOption(signal),
-  }).catch((error: unknown) => {
-    throw notFound(error);
-  });
-  const transport = new NobleTransport(again.peripheral, { noble });
-  try {
-    await transport.connect(signalOption(signal));
-  } catch (error) {
-    await transport.close().catch(() => {});
-    throw error;
-  }
-  return transport;
-}
-
-async function verifyVersion(
-  noble: Parameters<typeof findDevice>[0],
-  device: ScannedDevice,
-  image: LoadedImage,
-  options: FlashOptions,
-  io: CliIo,
-  out: Reporter,
-): Promise<string | undefined> {
-  out.note(`waiting for ${device.name ?? device.address} to restart with the new image...`);
-  const transport = await connectAgain(
-    noble,
-    device,
-    options.verifyTimeout,
-    io.signal,
-    (error) =>
-      new CliError(
-        ExitCode.VERIFY_FAILED,
-        `the device did not advertise again within ${formatMs(options.verifyTimeout)} after the update; check its serial console (ble-ota monitor) for a boot loop or rollback`,
-        { cause: error },
-      ),
-  );
-  try {
-    const info = await readDeviceInformation(transport, signalOption(io.signal));
-    if (info.firmwareRevision === undefined) {
-      out.note('the device does not report its version (no DIS Firmware Revision); not verified');
-      return undefined;
-    }
-    if (info.firmwareRevision !== image.info.version) {
-      throw new CliError(
-        ExitCode.VERIFY_FAILED,
-        `the device runs version ${info.firmwareRevision} after the update, not ${image.info.version}: the bootloader rejected the image or rolled it back; check the serial console (ble-ota monitor)`,
-      );
-    }
-    return info.firmwareRevision;
-  } finally {
-    await transport.close();
-  }
 }
 
 /** Which clock an upload's durations are on: the link model's with --sim on a modeled link. */
@@ -555,7 +353,7 @@ class Reporter {
     );
   }
 
-  found(device: ScannedDevice): void {
+  found(device: FoundDevice): void {
     const fields = { name: device.name ?? null, address: device.address, rssi: device.rssi };
     if (this.#json) this.#event('found', fields);
     else
@@ -599,20 +397,19 @@ class Reporter {
     else line(this.#io.stdout, `protocol: ${protocol} (${why[choice] ?? choice})`);
   }
 
-  resuming(error: V2LinkLostError, attempt: number, attempts: number): void {
-    const fields = {
-      committed: error.committed,
-      streamSize: error.streamSize,
-      attempt,
-      attempts,
-      message: error.message,
-    };
-    if (this.#json) this.#event('resuming', fields);
-    else
-      line(
-        this.#io.stderr,
-        `link lost with ${error.committed} of ${error.streamSize} bytes confirmed by the device; reconnecting to resume from there (attempt ${attempt} of ${attempts})`,
-      );
+  resuming(event: Extract<UpdateEvent, { type: 'resuming' }>): void {
+    const { phase, committed, streamSize, attempt, attempts, message } = event;
+    if (this.#json) {
+      this.#event('resuming', { phase, committed, streamSize, attempt, attempts, message });
+      return;
+    }
+    const what =
+      phase === 'verify'
+        ? 'link lost while reading the new version; reconnecting to read it again'
+        : streamSize === undefined || committed === 0
+          ? `link lost during ${phase}; reconnecting to start the upload again`
+          : `link lost with ${committed} of ${streamSize} bytes confirmed by the device; reconnecting to resume from there`;
+    line(this.#io.stderr, `${what} (attempt ${attempt} of ${attempts})`);
   }
 
   /** A v2 upload: what was sent (deflated, resumed) and what it took; see `uploaded`. */
@@ -713,7 +510,12 @@ class Reporter {
     else if (version !== undefined) line(this.#io.stdout, `verified: the device runs ${version}`);
   }
 
-  timings(timings: readonly Timing[]): void {
+  timings(updateTimings: readonly UpdateTiming[]): void {
+    const timings = updateTimings.map((t) => ({
+      phase: t.failed ? `${t.phase} (failed)` : t.phase,
+      durationMs: t.wallMs,
+      ...(t.modeledMs === undefined ? {} : { modeledMs: t.modeledMs }),
+    }));
     if (this.#json) {
       this.#event('timings', { phases: timings });
       return;
