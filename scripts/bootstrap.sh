@@ -51,6 +51,36 @@ if [ ${#optional[@]} -gt 0 ]; then
   fi
 fi
 
+# Optional: clang and its libFuzzer runtime (compiler-rt) for the core's fuzz targets,
+# firmware/host/fuzz/run.sh, which CI runs. Without them run.sh says so and skips the fuzzing.
+libfuzzer_present() {
+  command -v clang >/dev/null &&
+    [ -f "$(clang -print-resource-dir)/lib/linux/libclang_rt.fuzzer-$(uname -m).a" ]
+}
+libfuzzer_packages() {
+  if ! command -v clang >/dev/null; then
+    echo clang
+  elif ! libfuzzer_present; then
+    echo "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
+  fi
+}
+if ! libfuzzer_present; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    # clang first: the runtime package is named after the clang version it brings.
+    for _ in 1 2; do
+      pkg=$(libfuzzer_packages)
+      [ -n "$pkg" ] || break
+      say "installing $pkg with apt-get (the fuzz targets in firmware/host/fuzz)"
+      if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null; }; then
+        say "could not install $pkg: firmware/host/fuzz/run.sh will skip the fuzzing"
+        break
+      fi
+    done
+  else
+    say "optional, for the fuzz targets (firmware/host/fuzz/run.sh): clang and its libFuzzer runtime (Debian/Ubuntu: sudo apt-get install clang libclang-rt-14-dev, the libclang-rt-N-dev of your clang N; macOS: brew install llvm)"
+  fi
+fi
+
 if [ "$(pnpm --version 2>/dev/null || true)" != "$PNPM_VERSION" ]; then
   say "installing pnpm $PNPM_VERSION"
   npm install -g --silent "pnpm@$PNPM_VERSION" >/dev/null

@@ -40,12 +40,14 @@ enum { IMG_BLANK = 0, IMG_CORRUPT = 1, IMG_GOOD = 2 };
  * 2 update fails, 3 finish fails, 4 wrong digest), bit 4 empty app version, bit 5 empty chip
  * name, bits 6-7 get_running_slot fails (1 first call, 2 the self-test's call, 3 always).
  * Step b (boot): bit 0 confirm_running fails, bits 1-3 power cut at that flash operation of
- * this boot (0 none), bit 4 the cut tears the operation. */
+ * this boot (0 none), bit 4 the cut tears the operation, bit 5 ble_ota_init refused the app's
+ * configuration (a malformed CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS) before the boot check. */
 #define A_FORCE_FAIL 0x01u
 #define A_EMPTY_VERSION 0x10u
 #define A_EMPTY_CHIP 0x20u
 #define B_CONFIRM_FAILS 0x01u
 #define B_TORN 0x10u
+#define B_INIT_REFUSED 0x20u
 
 static struct {
     bool ready;
@@ -526,6 +528,17 @@ static void prv_boot(uint8_t a, uint8_t b)
     s.sha_running = false;
     s.expect_pass = (a & (A_FORCE_FAIL | A_EMPTY_VERSION | A_EMPTY_CHIP)) == 0u &&
                     (prv_sha_fault() == 0u || prv_sha_fault() > 4u) && (a >> 6) == 0u;
+    if ((b & B_INIT_REFUSED) != 0u) {
+        ble_ota_config_t cfg = BLE_OTA_CONFIG_DEFAULT_INIT;
+        cfg.trusted_key_digests = "not a key digest";
+        FZ_CHECK(ble_ota_init(&s.port, &cfg) != BLE_OTA_OK, "ble_ota_init took a malformed key digest list");
+        result = ble_ota_boot_check((a & A_FORCE_FAIL) != 0u);
+        s.flash.power_cut_at = 0;
+        FZ_CHECK(result == BLE_OTA_BOOT_ERROR && s.get_running_calls == 0u, "the boot check ran on a core that "
+                 "ble_ota_init refused (result %d)", (int)result);
+        prv_check_bootable("a boot check on a refused core");
+        return;
+    }
     FZ_CHECK(ble_ota_init(&s.port, NULL) == BLE_OTA_OK, "ble_ota_init refused the boot port");
     if (setjmp(s.reboot_jmp) != 0) {
         /* reject_running rolled back and restarted the chip */

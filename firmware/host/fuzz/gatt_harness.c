@@ -75,6 +75,8 @@ static struct {
     bool restart_pending;
     uint32_t restarts;
     bool connected[CONNS];
+    uint32_t progress_ms[CONNS]; /* connect, or the core last took image data from the link */
+    bool dropping[CONNS];        /* the core asked the port to drop the link */
 
     /* the slot as the port sees it */
     bool open;
@@ -111,7 +113,7 @@ static struct {
 
 static bool prv_fault(int kind)
 {
-    uint16_t at = fz_u16(&g.header[5]);
+    uint8_t at = g.header[5];
 
     if (g.header[4] != kind) {
         return false;
@@ -531,6 +533,26 @@ static int prv_sha256_finish(void *ctx, uint8_t out[BLE_OTA_SHA256_LEN])
     return BLE_OTA_OK;
 }
 
+/* NimBLE's ble_gap_terminate: the disconnect event follows (prv_step delivers it). */
+static int prv_disconnect(void *ctx, uint16_t conn)
+{
+    uint32_t i = (uint32_t)conn - 1u;
+
+    (void)ctx;
+    prv_writer_only("disconnect");
+    FZ_CHECK(conn >= 1u && conn <= CONNS && g.connected[i], "disconnect of connection %u, which is not up",
+             (unsigned)conn);
+    FZ_CHECK(!g.dropping[i], "disconnect of connection %u twice", (unsigned)conn);
+    FZ_CHECK(g.cfg.idle_timeout_ms != 0u && g.now - g.progress_ms[i] >= g.cfg.idle_timeout_ms,
+             "connection %u dropped as idle after %u ms without progress (idle timeout %u ms)", (unsigned)conn,
+             (unsigned)(g.now - g.progress_ms[i]), (unsigned)g.cfg.idle_timeout_ms);
+    if (prv_fault(FZ_FAULT_DISCONNECT)) {
+        return BLE_OTA_ERR_STATE;
+    }
+    g.dropping[i] = true;
+    return BLE_OTA_OK;
+}
+
 /* --- v2 ----------------------------------------------------------------- */
 
 static int prv_running_sha256(void *ctx, uint8_t out[BLE_OTA_SHA256_LEN])
@@ -837,6 +859,15 @@ static bool prv_step(void)
     did = ble_ota_writer_run_once(0);
     g.in_writer = false;
     FZ_CHECK(g.lock_depth == 0, "the writer returned with the port lock held");
+    for (uint32_t i = 0; i < CONNS; i++) {
+        if (g.dropping[i]) {
+            g.dropping[i] = false;
+            g.connected[i] = false;
+            ble_ota_on_disconnect((uint16_t)(i + 1u));
+            ble_ota_v2_get_status(&st);
+            FZ_CHECK(st.owner != i + 1u, "connection %u still owns the session after its disconnect", (unsigned)(i + 1u));
+        }
+    }
     ble_ota_v2_get_status(&st);
     if (!st.session_held) {
         g.model_exists = false;
@@ -877,11 +908,11 @@ static bool prv_boot(void)
 {
     int pin = g.header[0] >> FZ_F_PIN_SHIFT;
 
-    memset(&g.cfg, 0, sizeof(g.cfg));
-    g.cfg.device_name = "esp32";
-    g.cfg.manufacturer = "Espressif Systems";
-    g.cfg.restart_delay_ms = 500u;
+    g.cfg = (ble_ota_config_t)BLE_OTA_CONFIG_DEFAULT_INIT;
     g.cfg.disable_baseline = (g.header[0] & FZ_F_NO_BASELINE) != 0u;
+    g.cfg.idle_timeout_ms = (g.header[6] & FZ_C_NO_IDLE_TIMEOUT) != 0u ? 0u : g.cfg.idle_timeout_ms;
+    g.cfg.session_hold_ms = (g.header[6] & FZ_C_NO_SESSION_HOLD) != 0u ? 0u : g.cfg.session_hold_ms;
+    g.cfg.refusal_backoff_max_ms = (g.header[6] & FZ_C_NO_BACKOFF) != 0u ? 0u : g.cfg.refusal_backoff_max_ms;
     if (pin == 1 || pin == 2) {
         fz_key_digest_hex(pin == 1 ? FZ_KEY_A : FZ_KEY_B, g.pin);
         g.cfg.trusted_key_digests = g.pin;
@@ -897,6 +928,7 @@ static bool prv_boot(void)
         FZ_CHECK(ble_ota_v2_attach(&g.v2) == BLE_OTA_OK, "ble_ota_v2_attach refused the fake port");
     }
     memset(g.connected, 0, sizeof(g.connected));
+    memset(g.dropping, 0, sizeof(g.dropping));
     g.open = false;
     g.finished = false;
     g.sha_running = false;
@@ -991,6 +1023,7 @@ bool fz_gatt_start(const uint8_t header[FZ_HEADER_LEN])
     if ((header[1] & FZ_S_SECURITY) == 0u) {
         memset(&g.sec, 0, sizeof(g.sec)); /* no security(): the core sees all off */
     }
+    g.port.disconnect = (header[6] & FZ_C_NO_DISCONNECT) != 0u ? NULL : prv_disconnect;
     g.chip = host_chip_by_id((header[0] & FZ_F_ESP32) != 0u ? 0u : 9u);
     g.version = fz_gatt_running_version(header[7]);
     g.v2 = (ble_ota_port_v2_t){
@@ -1056,6 +1089,11 @@ static void prv_write_record(uint16_t conn, ble_ota_chr_id_t chr, const uint8_t 
     ble_ota_v2_get_status(&v1);
     FZ_CHECK(g.lock_depth == 0, "ble_ota_on_write returned with the port lock held");
 
+    /* What the core counts as progress of a link (its idle timeout): image data it took. */
+    if ((chr == BLE_OTA_CHR_OTA_DATA && rc == 0 && bl0.state == BLE_OTA_STATE_RECEIVING) ||
+        (chr == BLE_OTA_CHR_V2_DATA && v1.expected != v0.expected)) {
+        g.progress_ms[conn - 1u] = g.now;
+    }
     if (chr == BLE_OTA_CHR_V2_DATA && !(v0.accepting && v0.owner == conn)) {
         FZ_CHECK(v1.expected == v0.expected && v1.buffer_used == v0.buffer_used, "session lock: DATA from connection "
                  "%u went into the session of %u (expected %u -> %u, buffered %u -> %u)", (unsigned)conn,
@@ -1105,6 +1143,8 @@ void fz_gatt_apply(uint8_t op, uint8_t conn_byte, const uint8_t *payload, size_t
             return;
         }
         g.connected[idx] = true;
+        g.dropping[idx] = false;
+        g.progress_ms[idx] = g.now;
         ble_ota_on_connect(conn, prv_clamp(len >= 2u ? fz_u16(payload) : 23u, 23u, 517u));
         break;
     case FZ_OP_DISCONNECT: {

@@ -34,7 +34,7 @@
 /* header[2]: min_secure_version (eFuse) */
 /* header[3]: trusted_keys(): bit 0 key A, bit 1 key B, bit 2 key C (ECDSA), bits 3-4 blocks_checked (0 = all),
  * bit 5 trusted_keys() fails */
-/* header[4]: injected fault (FZ_FAULT_*); header[5..6]: u16 LE, the call it hits (1-based) */
+/* header[4]: injected fault (FZ_FAULT_*); header[5]: the call it hits (1-based; 0 none) */
 enum {
     FZ_FAULT_NONE = 0,
     FZ_FAULT_OPEN,       /* slot_begin / slot_open */
@@ -46,8 +46,14 @@ enum {
     FZ_FAULT_SET_BOOT,   /* slot_set_boot */
     FZ_FAULT_NOTIFY,     /* notify */
     FZ_FAULT_READ,       /* slot_read */
+    FZ_FAULT_DISCONNECT, /* disconnect */
     FZ_FAULT_COUNT
 };
+/* header[6]: ble_ota_config_t timers, IDF's defaults unless a bit turns one off */
+#define FZ_C_NO_IDLE_TIMEOUT 0x01u   /* idle_timeout_ms 0 */
+#define FZ_C_NO_SESSION_HOLD 0x02u   /* session_hold_ms 0 */
+#define FZ_C_NO_BACKOFF 0x04u        /* refusal_backoff_max_ms 0 */
+#define FZ_C_NO_DISCONNECT 0x08u     /* the port has no disconnect() */
 /* header[7]: running app version (index into a table: "1.2.0", "1.2.0-rc1", "abc", "0.1") */
 
 /* Record ops */

@@ -10,11 +10,12 @@
 # Without clang, or without its libFuzzer runtime, it says what to install and exits 0.
 # Exit 1 when a target found a crash or an invariant broke: the input is saved in crashes/ and
 # the report printed; exit 2 for a bad command line. BLE_OTA_FUZZ_BUILD moves the build
-# directory (default: build/ here, which git ignores); the corpus the runs grow stays there.
+# directory (default: build/ here, which git ignores; the corpus the runs grow stays there),
+# BLE_OTA_FUZZ_CC names another clang.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${BLE_OTA_FUZZ_BUILD:-$here/build}
-cc=${CC:-clang}
+cc=${BLE_OTA_FUZZ_CC:-clang} # not $CC: that is often gcc, which has no libFuzzer
 mode=short
 gatt_seconds=45
 boot_seconds=20
@@ -48,7 +49,7 @@ done
 
 if ! command -v "$cc" >/dev/null 2>&1; then
   say "clang is not installed, so the fuzz targets were neither built nor run."
-  say "Install it (Debian/Ubuntu: sudo apt-get install clang libclang-rt-14-dev, or the libclang-rt-N-dev of your clang N; macOS: brew install llvm, then CC=\$(brew --prefix llvm)/bin/clang) and run this again."
+  say "Install it (Debian/Ubuntu: sudo apt-get install clang libclang-rt-14-dev, or the libclang-rt-N-dev of your clang N; macOS: brew install llvm, then BLE_OTA_FUZZ_CC=\$(brew --prefix llvm)/bin/clang) and run this again."
   exit 0
 fi
 major=$("$cc" -dumpversion | cut -d. -f1)
@@ -156,6 +157,9 @@ if [ -z "$profdata" ] || [ -z "$llvmcov" ]; then
 else
   configure_and_build "$build/cov" -DBLE_OTA_FUZZ_COVERAGE=ON
   core=$(sed -n 's/^BLE_OTA_FUZZ_COMPONENT_DIR:PATH=//p' "$build/cov/CMakeCache.txt")/src/core
+  # llvm-cov report's columns: regions, missed, cover, functions, missed, executed, lines, missed,
+  # cover, branches, missed, cover
+  table='/\.c / || /^TOTAL/ { printf "  %-16s lines %7s (%4d of %4d)  functions %7s (%2d of %2d)  branches %7s  regions %7s\n", $1, $10, $8 - $9, $8, $7, $5 - $6, $5, $13, $4 }'
   for t in gatt boot; do
     rm -f "$build/cov/$t.profraw"
     LLVM_PROFILE_FILE="$build/cov/$t.profraw" "$build/cov/fuzz-$t" -runs=0 "$build/corpus/$t" "$build/seeds/$t" \
@@ -163,9 +167,13 @@ else
     "$profdata" merge -sparse "$build/cov/$t.profraw" -o "$build/cov/$t.profdata"
     echo
     say "coverage of the core by fuzz-$t's corpus ($(find "$build/corpus/$t" -type f | wc -l) inputs plus the seeds):"
-    "$llvmcov" report "$build/cov/fuzz-$t" -instr-profile="$build/cov/$t.profdata" "$core"/*.c |
-      awk '/\.c / || /^TOTAL/ { printf "  %-16s lines %7s (%4d of %4d)  functions %7s (%2d of %2d)  branches %7s  regions %7s\n", $1, $10, $8 - $9, $8, $7, $5 - $6, $5, $13, $4 }'
+    "$llvmcov" report "$build/cov/fuzz-$t" -instr-profile="$build/cov/$t.profdata" "$core"/*.c | awk "$table"
   done
+  "$profdata" merge -sparse "$build/cov/gatt.profraw" "$build/cov/boot.profraw" -o "$build/cov/all.profdata"
+  echo
+  say "coverage of the core by both corpora together:"
+  "$llvmcov" report "$build/cov/fuzz-gatt" -object "$build/cov/fuzz-boot" -instr-profile="$build/cov/all.profdata" \
+    "$core"/*.c | awk "$table"
 fi
 if [ "$failed" -ne 0 ]; then
   say "a target failed: see the report above"
