@@ -42,7 +42,13 @@ typedef struct {
     bool allow_downgrade;
     bool disable_baseline;
     const char *pinned; /* CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS */
+    long idle_timeout_s;        /* CONFIG_BLE_OTA_IDLE_TIMEOUT_S; -1: the firmware's default */
+    long refusal_backoff_max_s; /* CONFIG_BLE_OTA_REFUSAL_BACKOFF_MAX_S; -1: the default */
 } app_args_t;
+
+/* The IDF port's writer task runs ble_ota_writer_run_once(1000): however quiet the link, the
+ * core's timers (the idle timeout) are looked at at least once a second. */
+#define WRITER_TICK_MS 1000
 
 static int prv_usage(void)
 {
@@ -57,6 +63,8 @@ static int prv_parse(int argc, char **argv, app_args_t *a)
     a->slot = -1;
     a->name = "esp32";
     a->restart_delay_ms = 500;
+    a->idle_timeout_s = -1;
+    a->refusal_backoff_max_s = -1;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (v == NULL) {
@@ -91,6 +99,10 @@ static int prv_parse(int argc, char **argv, app_args_t *a)
             a->disable_baseline = strcmp(v, "off") == 0;
         } else if (strcmp(argv[i], "--pinned-key-digests") == 0) {
             a->pinned = v;
+        } else if (strcmp(argv[i], "--idle-timeout-s") == 0) {
+            a->idle_timeout_s = strtol(v, NULL, 10);
+        } else if (strcmp(argv[i], "--refusal-backoff-max-s") == 0) {
+            a->refusal_backoff_max_s = strtol(v, NULL, 10);
         } else if (strcmp(argv[i], "--allow-downgrade") == 0) {
             a->allow_downgrade = strcmp(v, "on") == 0;
         } else if (strcmp(argv[i], "--link-security") == 0) {
@@ -158,6 +170,22 @@ static void prv_advertise(const char *name)
 {
     host_log('I', TAG_PORT, "advertising as \"%s\"", name);
     prv_hello(name, 1);
+}
+
+/* port->disconnect, as ble_ota_nimble_disconnect: ble_gap_terminate(conn, BLE_ERR_REM_USER_CONN_TERM).
+ * The rig drops the link (the central hears reason 0x13) and reports it back with a DISCONNECT
+ * frame, as NimBLE's BLE_GAP_EVENT_DISCONNECT (reason 0x216, terminated by the local host)
+ * follows; the app then advertises again, as after any disconnect. */
+static int prv_terminate(void *ctx, uint16_t conn)
+{
+    uint8_t p[3] = {(uint8_t)conn, (uint8_t)(conn >> 8), 0x13};
+    (void)ctx;
+    return host_io_frame(HOST_FRAME_TERMINATE, p, sizeof(p), NULL, 0) == 0 ? BLE_OTA_OK : BLE_OTA_ERR_STATE;
+}
+
+static uint32_t prv_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 static uint16_t prv_u16(const uint8_t *p)
@@ -234,8 +262,13 @@ static void prv_dispatch(uint8_t type, const uint8_t *p, size_t len, const char 
         break;
     case HOST_FRAME_CLOCK:
         if (len >= 4) {
-            host_clock_follow_model_ms((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                                       (uint32_t)p[3] << 24);
+            host_clock_follow_model_ms(prv_u32(p));
+            return;
+        }
+        break;
+    case HOST_FRAME_IDLE:
+        if (len >= 4) {
+            host_clock_pass_ms(prv_u32(p)); /* the writer that runs next sees the time gone by */
             return;
         }
         break;
@@ -281,6 +314,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "ble-ota-app: %s\n", err);
         return 1;
     }
+    port.disconnect = prv_terminate;
     /* CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS (signed updates only when there is one) and
      * CONFIG_BLE_OTA_ANTI_ROLLBACK, with the secure_version eFuse beside the flash file. */
     hp.sec.require_signed = a.n_trusted > 0;
@@ -319,10 +353,12 @@ int main(int argc, char **argv)
     cfg.restart_delay_ms = a.restart_delay_ms;
     cfg.disable_baseline = a.disable_baseline;
     cfg.trusted_key_digests = a.pinned;
-    /* Not modeled by the rig yet: its scenarios send refused images back to back and would wait
-     * out the back-off (the core's tests cover it). No disconnect in the host port either, so the
-     * idle timeout has no effect here. */
-    cfg.refusal_backoff_max_ms = 0u;
+    if (a.idle_timeout_s >= 0) {
+        cfg.idle_timeout_ms = (uint32_t)a.idle_timeout_s * 1000u;
+    }
+    if (a.refusal_backoff_max_s >= 0) {
+        cfg.refusal_backoff_max_ms = (uint32_t)a.refusal_backoff_max_s * 1000u;
+    }
     static ble_ota_port_v2_t port_v2;
     host_port_v2(&hp, &port_v2);
     if (ble_ota_init(&port, &cfg) != BLE_OTA_OK || ble_ota_v2_attach(&port_v2) != BLE_OTA_OK) {
@@ -357,11 +393,17 @@ int main(int argc, char **argv)
             host_port_restart_now(&hp, HOST_RESET_SW_RESTART);
         }
         struct pollfd pfd = {0, POLLIN, 0};
-        int pr = poll(&pfd, 1, wait);
+        int pr = poll(&pfd, 1, wait < 0 || wait > WRITER_TICK_MS ? WRITER_TICK_MS : wait);
         if (pr < 0 && errno != EINTR) {
             break;
         }
-        if (pr <= 0) {
+        if (pr == 0) {
+            /* nothing arrived: the writer's tick, which drops a link idle for too long */
+            while (ble_ota_writer_run_once(0)) {
+            }
+            continue;
+        }
+        if (pr < 0) {
             continue;
         }
         uint8_t hdr[3];

@@ -27,6 +27,7 @@ static void prv_usage(FILE *out)
             "                      [--restart-delay-ms MS] [--trusted-key-digest HEX]... [--anti-rollback on|off]\n"
             "                      [--allow-downgrade on|off] [--baseline on|off] [--pinned-key-digests LIST]\n"
             "                      [--flash-journal FILE] [--link-security open|encrypted|authenticated]\n"
+            "                      [--idle-timeout-s S] [--refusal-backoff-max-s S]\n"
             "       ble-ota-device [--link-security LEVEL] --gatt-json\n"
             "chips: %s\n"
             "stdin/stdout carry the binary frames described in firmware/host/README.md.\n",
@@ -97,6 +98,8 @@ int main(int argc, char **argv)
     const char *pinned = NULL;
     const char *flash_journal = NULL;
     const char *link_security = NULL;
+    const char *idle_timeout = NULL;    /* CONFIG_BLE_OTA_IDLE_TIMEOUT_S */
+    const char *refusal_backoff = NULL; /* CONFIG_BLE_OTA_REFUSAL_BACKOFF_MAX_S */
     ble_ota_link_security_t link_level = BLE_OTA_LINK_OPEN;
     bool gatt_json = false;
     for (int i = 1; i < argc; i++) {
@@ -183,6 +186,15 @@ int main(int argc, char **argv)
             allow_downgrade = v;
         } else if (strcmp(arg, "--flash-journal") == 0) {
             flash_journal = v;
+        } else if (strcmp(arg, "--idle-timeout-s") == 0 || strcmp(arg, "--refusal-backoff-max-s") == 0) {
+            /* the Kconfig ranges: 0 to 3600 s, 0 turning the limit off */
+            char *end;
+            unsigned long secs = strtoul(v, &end, 10);
+            if (v[0] < '0' || v[0] > '9' || *end != '\0' || secs > 3600) {
+                fprintf(stderr, "ble-ota-device: %s takes whole seconds from 0 (off) to 3600, got '%s'\n", arg, v);
+                return 2;
+            }
+            *(strcmp(arg, "--idle-timeout-s") == 0 ? &idle_timeout : &refusal_backoff) = v;
         } else if (strcmp(arg, "--link-security") == 0) {
             int found = 0;
             for (int level = BLE_OTA_LINK_OPEN; level <= BLE_OTA_LINK_AUTHENTICATED; level++) {
@@ -305,7 +317,7 @@ int main(int argc, char **argv)
     snprintf(t0s, sizeof(t0s), "%" PRIu64, t0);
     snprintf(ops, sizeof(ops), "%" PRIu64, flash.ops);
     snprintf(cut, sizeof(cut), "%" PRIu64, power_cut_at);
-    char *app_argv[40];
+    char *app_argv[48];
     int n = 0;
     app_argv[n++] = "ble-ota-app";
     app_argv[n++] = "--flash";
@@ -353,6 +365,14 @@ int main(int argc, char **argv)
     if (flash_journal != NULL) {
         app_argv[n++] = "--flash-journal";
         app_argv[n++] = (char *)flash_journal;
+    }
+    if (idle_timeout != NULL) {
+        app_argv[n++] = "--idle-timeout-s";
+        app_argv[n++] = (char *)idle_timeout;
+    }
+    if (refusal_backoff != NULL) {
+        app_argv[n++] = "--refusal-backoff-max-s";
+        app_argv[n++] = (char *)refusal_backoff;
     }
     if (tmp_exe[0] != '\0') {
         app_argv[n++] = "--delete-exe";

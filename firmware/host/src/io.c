@@ -211,6 +211,11 @@ void host_clock_follow_model_ms(uint32_t modeled_ms_since_boot)
     }
 }
 
+void host_clock_pass_ms(uint32_t ms)
+{
+    s_model_ahead_ms += ms;
+}
+
 void host_log_set_level(char max_level)
 {
     s_max_level = max_level;

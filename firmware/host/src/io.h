@@ -21,6 +21,7 @@ enum {
     HOST_FRAME_SUBSCRIBE = 0x06,
     HOST_FRAME_LINK_UPDATE = 0x07,
     HOST_FRAME_CLOCK = 0x08,
+    HOST_FRAME_IDLE = 0x09,
     HOST_FRAME_HELLO = 0x80,
     HOST_FRAME_NOTIFY = 0x82,
     HOST_FRAME_CONSOLE = 0x83,
@@ -31,6 +32,7 @@ enum {
     HOST_FRAME_LINK_REQUEST = 0x89,
     HOST_FRAME_FRAME_DONE = 0x8A,
     HOST_FRAME_CPU_WORK = 0x8B,
+    HOST_FRAME_TERMINATE = 0x8C,
 };
 
 /* RESET frame reasons. */
@@ -85,6 +87,12 @@ uint32_t host_uptime_ms(void);
  * and the modeled timeline agree. Timers for real waits (the restart delay) keep real time.
  */
 void host_clock_follow_model_ms(uint32_t modeled_ms_since_boot);
+/*
+ * The rig let this much time pass with nothing on the air (its link model has no events then):
+ * uptime moves on by that much at once, whether real time or the model was ahead before, so a
+ * timer of the firmware (idle timeout, refusal back-off) sees exactly that wait go by.
+ */
+void host_clock_pass_ms(uint32_t ms);
 
 /* ESP_LOG line: level is 'E', 'W', 'I', 'D' or 'V'; lines above the log level are dropped. */
 __attribute__((format(printf, 3, 4))) void host_log(char level, const char *tag, const char *fmt, ...);
