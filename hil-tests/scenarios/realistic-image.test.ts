@@ -36,19 +36,16 @@ describe('realistic image', () => {
     // bootloader rolls the never-confirmed image back.
     // (no app information follows: the app never starts)
     const trial = await s.console.expectEvent('bootApp', { timeout: 30_000 });
-    expect(trial.offset).not.toBe(before.offset);
     await s.console.expect(/Guru Meditation Error/);
     s.check(
       'the board jumped into the image and faulted',
-      true,
+      trial.offset !== before.offset,
       `at 0x${trial.offset.toString(16)}`,
     );
     const after = await s.expectBoot();
-    expect(after.offset).toBe(before.offset);
-    expect(after.version).toBe(before.version);
     s.check(
       'rolled back to the old firmware',
-      true,
+      after.offset === before.offset && after.version === before.version,
       `${after.version} at 0x${after.offset.toString(16)}`,
     );
   });

@@ -1,5 +1,5 @@
 import { Scenario } from '@esp-ble-ota/hil';
-import { describe, expect, it } from 'vitest';
+import { describe, it } from 'vitest';
 
 describe('rollback', () => {
   it('new firmware that fails its self-test is rolled back by the bootloader to the old one', async (t) => {
@@ -13,21 +13,17 @@ describe('rollback', () => {
     const { info } = await s.flash(bad);
     // The bad image boots once from the other slot, fails its self-test and asks for rollback.
     const trial = await s.expectBoot();
-    expect(trial.offset).not.toBe(before.offset);
-    expect(trial.version).toBe(info.version);
     await s.console.expect(/Rollback to previously worked partition/);
     s.check(
       'bad image booted once and failed its self-test',
-      true,
+      trial.offset !== before.offset && trial.version === info.version,
       `${trial.version} at 0x${trial.offset.toString(16)}`,
     );
     // The bootloader finds it aborted and boots the old slot, which is still valid.
     const after = await s.expectBoot();
-    expect(after.offset).toBe(before.offset);
-    expect(after.version).toBe(before.version);
     s.check(
       'bootloader rolled back to the old firmware',
-      true,
+      after.offset === before.offset && after.version === before.version,
       `${after.version} at 0x${after.offset.toString(16)}`,
     );
   });

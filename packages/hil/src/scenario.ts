@@ -6,24 +6,22 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  loadNoble,
   MAX_REQUESTED_MTU,
   type Noble,
-  type NobleTransport,
-  openTransport,
+  nobleAccess,
   setRequestedMtu,
 } from '@esp-ble-ota/noble';
 import {
   type AppImageInfo,
-  type AutoPhaseEvent,
-  type AutoProgressSnapshot,
   type Clock,
-  checkImageForDevice,
   type DeviceInformation,
   parseAppImage,
-  readDeviceInformation,
   signImage,
+  UpdateError,
+  type UpdateEvent,
   type UploadAutoResult,
-  uploadAuto,
+  updateDevice,
 } from '@esp-ble-ota/protocol';
 import { SerialConsole } from '@esp-ble-ota/serial';
 import type { BoardOptions, VirtualBoard, VirtualRig } from '@esp-ble-ota/sim';
@@ -73,6 +71,11 @@ export interface FlashOptions {
   protocol?: 'auto' | 'v2' | 'baseline';
   /** v2: deflate the image ('auto': when it makes the stream smaller). */
   compression?: 'auto' | 'always' | 'never';
+  /**
+   * Reconnects after a lost link (v2 resumes); default 0, as scenarios that drop the link check
+   * the failure and resume themselves.
+   */
+  resumeAttempts?: number;
   signal?: AbortSignal;
 }
 
@@ -130,11 +133,18 @@ export function recordKey(file: string | undefined, title: string): string {
   return `${(file ?? '').replace(/^.*\//, '')}::${title}`;
 }
 
-const SLOT_SIZE = 0x1f0000; // firmware/partitions.csv: ota_0 and ota_1
+/** How long a refused upload waits for the device's error line on the console. */
+const DEVICE_LOG_WAIT_MS = 2_000;
+
+/** `error` with the error lines (ESP_LOGE) the device logged while the upload ran. */
+function withDeviceErrors(error: unknown, lines: readonly string[]): unknown {
+  if (!(error instanceof Error) || lines.length === 0) return error;
+  error.message = `${error.message}; the device logged: ${lines.map((l) => `"${l}"`).join(', ')}`;
+  return error;
+}
 
 export class Scenario {
   readonly result: ScenarioRecord;
-  private transport: NobleTransport | undefined;
   private doneAckAt: { wall: number } | undefined;
 
   private constructor(
@@ -245,9 +255,19 @@ export class Scenario {
     this.result.phases[name] = timing;
   }
 
-  check(name: string, ok: boolean, detail?: string): void {
+  /** A check for the report only; the caller throws with a message of its own. */
+  private record(name: string, ok: boolean, detail?: string): void {
     const c: VerdictCheck = { name, ok, ...(detail === undefined ? {} : { detail }) };
     this.result.checks = [...(this.result.checks ?? []), c];
+  }
+
+  /**
+   * An assertion the report lists: recorded either way, and a failed one fails the scenario
+   * (after it is recorded, so the report says which check failed and what was seen).
+   */
+  check(name: string, ok: boolean, detail?: string): void {
+    this.record(name, ok, detail);
+    if (!ok) throw new Error(`check failed: ${name}${detail === undefined ? '' : ` (${detail})`}`);
   }
 
   /**
@@ -283,8 +303,10 @@ export class Scenario {
   }
 
   /**
-   * Flashes `image` over BLE with the baseline protocol, through the noble transport: scan and
-   * connect, pre-flight checks (chip, slot size), transfer, finalize. Records the phases.
+   * Flashes `image` over BLE with the update flow every front end uses (`updateDevice`), through
+   * the noble transport: find and connect, device information, protocol, pre-flight checks
+   * (chip, slot size from the device), transfer, finalize. The board's console, not a
+   * reconnect, verifies the new version (`expectUpdated`). Records the phases.
    */
   async flash(image: string | Uint8Array, opts: FlashOptions = {}): Promise<FlashOutcome> {
     const bytes = typeof image === 'string' ? new Uint8Array(await readFile(image)) : image;
@@ -297,30 +319,18 @@ export class Scenario {
     this.result.imageBytes = bytes.length;
     this.result.toVersion = info.version;
 
-    const connectStart = performance.now();
-    const opened = await openTransport({
-      ...(this.noble ? { noble: this.noble } : {}),
-      ...(this.board
+    const noble = this.noble ?? (await loadNoble());
+    const clock: Clock | undefined =
+      this.modeledNowMs() === undefined ? undefined : { now: () => this.modeledNowMs() ?? 0 };
+    const access = nobleAccess(noble, {
+      filter: this.board
         ? { address: this.board.address }
         : this.ctx.bleAddress
           ? { address: this.ctx.bleAddress }
-          : { name: this.ctx.bleName }),
-      scanTimeoutMs: 20_000,
-      ...(opts.signal ? { signal: opts.signal } : {}),
+          : { name: this.ctx.bleName },
+      clock: () => clock,
     });
-    this.transport = opened.transport;
-    const device = await readDeviceInformation(opened.transport);
-    const connectModeled = this.modeledNowMs();
-    this.phase('connect', {
-      wallMs: performance.now() - connectStart,
-      ...(connectModeled === undefined ? {} : { modeledMs: connectModeled }),
-    });
-    if (device.firmwareRevision) this.result.fromVersion ??= device.firmwareRevision;
-    if (!opts.skipPreflight) checkImageForDevice(info, device, { slotSize: SLOT_SIZE });
 
-    let modeledBase: number | undefined;
-    const clock: Clock | undefined =
-      this.modeledNowMs() === undefined ? undefined : { now: () => this.modeledNowMs() ?? 0 };
     const samples: ThroughputSample[] = [];
     // Figures are those of the last upload of the scenario.
     this.result.throughput = samples;
@@ -328,63 +338,99 @@ export class Scenario {
     delete this.result.kBps;
     delete this.result.phases.transfer;
     delete this.result.phases.finalize;
+    let modeledBase: number | undefined;
     let transferStartWall = 0;
-    const phaseStart = new Map<string, number>();
-    const onPhase = (event: AutoPhaseEvent) => {
-      if (event.protocol === 'discovery') return;
+    const connectStart = performance.now();
+    let device: DeviceInformation = {};
+    // What the device logs (ESP_LOGE) while this upload runs, to explain a refusal.
+    const deviceErrors: string[] = [];
+    let errorLogged: (() => void) | undefined;
+    const stopListening = this.console.onLine((l) => {
+      if (!/^E \(\d+\) /.test(l)) return;
+      deviceErrors.push(l.trim());
+      errorLogged?.();
+    });
+    const onEvent = (event: UpdateEvent) => {
+      if (event.type === 'connected') {
+        device = event.device;
+        const connectModeled = this.modeledNowMs();
+        this.phase('connect', {
+          wallMs: performance.now() - connectStart,
+          ...(connectModeled === undefined ? {} : { modeledMs: connectModeled }),
+        });
+        if (device.firmwareRevision) this.result.fromVersion ??= device.firmwareRevision;
+        return;
+      }
+      if (event.type === 'progress') {
+        const snap = event.snapshot;
+        const t =
+          modeledBase !== undefined
+            ? (this.modeledNowMs() ?? 0) - modeledBase
+            : performance.now() - transferStartWall;
+        const last = samples.at(-1);
+        if (!last || snap.bytes === snap.total || t - last.tMs >= 50) {
+          samples.push({ tMs: t, bytes: snap.bytes });
+        }
+        return;
+      }
+      if (event.type !== 'phase') return;
       if (event.state === 'start') {
-        phaseStart.set(event.phase, performance.now());
         if (event.phase === 'data') {
           transferStartWall = performance.now();
           modeledBase = this.modeledNowMs();
         }
         return;
       }
-      const wallMs = performance.now() - (phaseStart.get(event.phase) ?? performance.now());
-      const modeled =
-        clock && event.durationMs !== undefined ? { modeledMs: event.durationMs } : {};
+      const modeled = event.modeledMs === undefined ? {} : { modeledMs: event.modeledMs };
       if (event.phase === 'data') {
-        this.phase('transfer', { wallMs, ...modeled });
+        this.phase('transfer', { wallMs: event.wallMs, ...modeled });
         // Recorded here, not after the upload: a refusal at the end still moved the whole image.
-        const ms = modeled.modeledMs ?? wallMs;
+        const ms = modeled.modeledMs ?? event.wallMs;
         if (event.state === 'end' && ms > 0) {
           this.result.transferSeconds = ms / 1000;
           this.result.kBps = bytes.length / 1000 / (ms / 1000);
         }
       }
       if (event.phase === 'done' || event.phase === 'end') {
-        this.phase('finalize', { wallMs, ...modeled });
+        this.phase('finalize', { wallMs: event.wallMs, ...modeled });
         if (event.state === 'end') this.doneAckAt = { wall: performance.now() };
       }
     };
-    const onProgress = (snap: AutoProgressSnapshot) => {
-      const t =
-        modeledBase !== undefined
-          ? (this.modeledNowMs() ?? 0) - modeledBase
-          : performance.now() - transferStartWall;
-      const last = samples.at(-1);
-      if (!last || snap.bytes === snap.total || t - last.tMs >= 50) {
-        samples.push({ tMs: t, bytes: snap.bytes });
-      }
-    };
-    const upload = await uploadAuto(opened.transport, bytes, {
-      protocol: opts.protocol ?? 'auto',
-      ...(clock ? { clock } : {}),
-      ...(opts.signal ? { signal: opts.signal } : {}),
-      baseline: { requestWriteType: opts.requestWriteType ?? 'request' },
-      v2: {
-        compression: opts.compression ?? 'auto',
+    let upload: UploadAutoResult;
+    try {
+      ({ upload } = await updateDevice(access, {
+        image: bytes,
+        imageInfo: info,
+        protocol: opts.protocol ?? 'auto',
         ...(opts.skipPreflight ? { preflight: false } : {}),
+        compression: opts.compression ?? 'auto',
         ...(opts.allowDowngrade ? { allowDowngrade: true } : {}),
-      },
-      onPhase,
-      onProgress,
-    }).catch(async (error: unknown) => {
-      // Free the board for the scenario's next step (a connected board does not advertise).
-      await opened.transport.close().catch(() => {});
-      this.transport = undefined;
-      throw await this.withDeviceErrors(error);
-    });
+        requestWriteType: opts.requestWriteType ?? 'request',
+        findTimeoutMs: 20_000,
+        // Scenarios drop the link on purpose and resume themselves (v2-resume, link-lost).
+        resumeAttempts: opts.resumeAttempts ?? 0,
+        // The console says which image booted and whether it confirmed itself.
+        verify: false,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        onEvent,
+      }));
+    } catch (error) {
+      const cause = error instanceof UpdateError ? error.cause : error;
+      // A refusal is logged by the device as it answers: wait for that line, not a fixed time.
+      const code = (cause as { code?: unknown } | undefined)?.code;
+      if ((code === 'REFUSED' || code === 'ATT_ERROR') && deviceErrors.length === 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, DEVICE_LOG_WAIT_MS);
+          errorLogged = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+      throw withDeviceErrors(cause, deviceErrors);
+    } finally {
+      stopListening();
+    }
     this.result.protocol = upload.protocol;
     if (upload.protocol === 'v2') {
       const r = upload.result;
@@ -398,28 +444,13 @@ export class Scenario {
         const delivered = (bytes.length * (r.streamSize - r.resumedFrom)) / r.streamSize;
         this.result.kBps = delivered / 1000 / this.result.transferSeconds;
       }
-      this.check(
+      this.record(
         'protocol v2',
         true,
         `${r.outcome}, ${r.compression.used ? `deflate ${r.streamSize} B stream` : 'uncompressed'}, resumed from ${r.resumedFrom}, sent ${r.sentBytes} B`,
       );
     }
-    await opened.transport.close().catch(() => {});
-    this.transport = undefined;
     return { info, device, upload };
-  }
-
-  /**
-   * A failed upload says what the device logged about it: its error lines (ESP_LOGE) since the
-   * transfer began, after a moment for the console to catch up.
-   */
-  private async withDeviceErrors(error: unknown): Promise<unknown> {
-    if (!(error instanceof Error)) return error;
-    await new Promise((r) => setTimeout(r, 200));
-    const lines = this.console.lastLines.filter((l) => /^E \(\d+\) /.test(l));
-    if (lines.length === 0) return error;
-    error.message = `${error.message}; the device logged: ${lines.map((l) => `"${l.trim()}"`).join(', ')}`;
-    return error;
   }
 
   /**
@@ -429,12 +460,12 @@ export class Scenario {
   async expectUpdated(before: BootInfo, version: string): Promise<BootInfo> {
     const from = this.doneAckAt?.wall ?? performance.now();
     const after = await this.expectBoot({ timeout: 30_000 });
-    this.check(
+    this.record(
       'booted the other slot',
       after.offset !== before.offset,
       `0x${before.offset.toString(16)} -> 0x${after.offset.toString(16)}`,
     );
-    this.check('runs the new version', after.version === version, after.version);
+    this.record('runs the new version', after.version === version, after.version);
     if (after.offset === before.offset) {
       throw new Error(
         `the board booted 0x${after.offset.toString(16)} again after the update, not the other slot: the bootloader did not take the new image`,
@@ -453,7 +484,7 @@ export class Scenario {
       ],
       { timeout: 30_000 },
     );
-    this.check(
+    this.record(
       'self-test passed and the image confirmed itself',
       outcome.index === 0,
       outcome.match.trim(),
@@ -478,7 +509,6 @@ export class Scenario {
   async close(): Promise<void> {
     const faults = this.faultNames();
     if (faults.length) this.result.faults = faults;
-    await this.transport?.close().catch(() => {});
     await this.console.close().catch(() => {});
     await this.rig?.close().catch(() => {});
     await writeScenario(this.ctx, this.result);
