@@ -49,6 +49,32 @@ describe('ble-ota flash --sim against a baseline device', () => {
     );
   });
 
+  it('reads the new version again when the link drops while verifying it (the image is in)', async () => {
+    const r = rig({ version: '1.0.0', dropVersionReadsAfterRestart: 2 });
+    const result = await flash(r, writeImage('verify-drop.bin', { version: '2.0.2', payload }));
+    expect(result.code).toBe(ExitCode.OK);
+    expect(r.app.droppedVersionReads).toBe(2);
+    expect(result.stderr).toMatch(
+      /^link lost while reading the new version; reconnecting to read it again \(attempt 2 of 3\)$/m,
+    );
+    expect(result.stdout).toMatch(/^verified: the device runs 2\.0\.2$/m);
+  });
+
+  it('says the image is in and what to do when the verification loses the link every time', async () => {
+    const r = rig({ version: '1.0.0', dropVersionReadsAfterRestart: 9 });
+    const result = await flash(
+      r,
+      writeImage('verify-lost.bin', { version: '2.0.3', payload }),
+      '--resume-attempts',
+      '1',
+    );
+    expect(result.code).toBe(ExitCode.LINK_LOST);
+    expect(r.app.version).toBe('2.0.3');
+    expect(result.stderr).toMatch(
+      /^error: .*the image was sent and the device restarted, but its version could not be read.*\(the update failed at: verify\)$/m,
+    );
+  });
+
   it('prints one JSON event per line with --json', async () => {
     const r = rig();
     const result = await flash(r, writeImage('json.bin', { version: '2.0.1', payload }), '--json');

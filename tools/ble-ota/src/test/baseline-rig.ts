@@ -62,6 +62,11 @@ export interface BaselineBehaviour {
   dropAfterBytes?: number;
   /** Come back after the restart still running the old version (a rollback). */
   rollBack?: boolean;
+  /**
+   * After the restart, drop the link (supervision timeout) at this many reads of the Firmware
+   * Revision instead of answering them: the link lost while the client verifies the new version.
+   */
+  dropVersionReadsAfterRestart?: number;
 }
 
 export class BaselineDeviceApp implements PeripheralApp {
@@ -70,6 +75,8 @@ export class BaselineDeviceApp implements PeripheralApp {
   received: Uint8Array[] = [];
   receivedBytes = 0;
   requests = 0;
+  restarted = false;
+  droppedVersionReads = 0;
   #conn: number | undefined;
   #packetSize = 0;
   #receiving = false;
@@ -88,7 +95,14 @@ export class BaselineDeviceApp implements PeripheralApp {
   onMtu(): void {}
   onSubscribe(): void {}
 
-  onRead(_conn: number, chrId: number): ReadResult {
+  onRead(conn: number, chrId: number): ReadResult | Promise<ReadResult> {
+    const drops = this.behaviour.dropVersionReadsAfterRestart ?? 0;
+    if (chrId === FW_REV && this.restarted && this.droppedVersionReads < drops) {
+      this.droppedVersionReads++;
+      setImmediate(() => this.peripheral?.disconnect(conn, 0x08));
+      // Never answered: the link goes first.
+      return new Promise<ReadResult>(() => {});
+    }
     const text =
       chrId === MODEL
         ? (this.behaviour.model ?? 'ESP32')
@@ -151,6 +165,7 @@ export class BaselineDeviceApp implements PeripheralApp {
       p.stopAdvertising();
       for (const conn of p.connections()) p.disconnect(conn, 0x08);
       if (!this.behaviour.rollBack) this.version = version;
+      this.restarted = true;
       setTimeout(() => p.startAdvertising(), 50);
     }, 50);
   }
