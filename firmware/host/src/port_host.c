@@ -430,8 +430,10 @@ static uint32_t prv_slot_size(void *ctx)
     return slot < 0 ? 0 : host_ptable_ota(&hp->dev.table, slot)->size;
 }
 
-/* esp_ota_begin(next, 4096): erases only the first sector; the core erases the rest ahead of
- * its writes and writes with esp_ota_write_with_offset. */
+/* As the IDF port opens the slot for v2: esp_ota_resume(next, 0, 0), IDF's "already erased" mode
+ * without erasing anything, and esp_ota_invalidate_inactive_ota_data_slot(), what esp_ota_begin
+ * adds under rollback. The core erases the first block itself once BEGIN is answered, and the rest
+ * ahead of its writes (esp_ota_write_with_offset). */
 static int prv_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *target, uint32_t *erased)
 {
     host_port_t *hp = ctx;
@@ -449,18 +451,11 @@ static int prv_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *ta
     }
     if (host_ota_get_state(&hp->dev, hp->running_slot, &st) == 0 && st == ESP_OTA_IMG_PENDING_VERIFY) {
         host_log('E', TAG_OTA, "Running app has not confirmed state (ESP_OTA_IMG_PENDING_VERIFY)");
-        host_log('E', TAG_PORT, "esp_ota_begin on %s failed: %s", p->label, "ESP_ERR_OTA_ROLLBACK_INVALID_STATE");
+        host_log('E', TAG_PORT, "opening %s failed: %s", p->label, "ESP_ERR_OTA_ROLLBACK_INVALID_STATE");
         return BLE_OTA_ERR_STATE;
     }
-    /* esp_ota_begin(target, min(image_size, 64 KB)) as the IDF port calls it: one
-     * block erase (or the sectors of a smaller image) and the "already erased" mode. */
-    uint32_t first = (image_size + ESP_FLASH_SECTOR_SIZE - 1) & ~(ESP_FLASH_SECTOR_SIZE - 1);
-    if (first > HOST_FLASH_BLOCK_SIZE) {
-        first = HOST_FLASH_BLOCK_SIZE;
-    }
-    if (host_flash_erase(hp->dev.flash, p->offset, first) != 0 ||
-        host_ota_invalidate_inactive(&hp->dev, hp->running_slot) < 0) {
-        host_log('E', TAG_PORT, "esp_ota_begin on %s failed: ESP_ERR_FLASH_OP_FAIL (%s)", p->label,
+    if (host_ota_invalidate_inactive(&hp->dev, hp->running_slot) < 0) {
+        host_log('E', TAG_PORT, "esp_ota_invalidate_inactive_ota_data_slot failed: ESP_ERR_FLASH_OP_FAIL (%s)",
                  hp->dev.flash->error);
         return BLE_OTA_ERR_FLASH;
     }
@@ -470,7 +465,7 @@ static int prv_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *ta
     hp->wrote = 0;
     hp->finished_slot = -1;
     prv_fill_info(hp, slot, target);
-    *erased = first;
+    *erased = 0u;
     return BLE_OTA_OK;
 }
 

@@ -236,9 +236,10 @@ typedef struct ble_ota_port_v2 {
 
     /* Opens the next update slot for writes at offsets into ranges the core
      * erases itself (erase ahead). *erased is how many bytes from the slot
-     * start the open already erased: the first 64 KB block, or the whole
-     * image when it is smaller (IDF: esp_ota_begin with that size). Closed
-     * by slot_end/slot_abort of ble_ota_port_t, like slot_begin. */
+     * start the open already erased; 0 lets BEGIN be answered before any
+     * erase, the core erasing the first block right after (IDF:
+     * esp_ota_resume(slot, 0, 0), no erase). Closed by slot_end/slot_abort of
+     * ble_ota_port_t, like slot_begin. */
     int (*slot_open)(void *ctx, uint32_t image_size, ble_ota_slot_info_t *target, uint32_t *erased);
     /* Erases [offset, offset + len) of the open slot; both are multiples of
      * 4096. The core asks for one 4 KB sector or one 64 KB block at a 64 KB

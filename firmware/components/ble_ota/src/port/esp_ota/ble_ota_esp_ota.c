@@ -27,7 +27,6 @@
 #include "freertos/semphr.h"
 #include "freertos/task.h"
 #include "mbedtls/sha256.h"
-#include "spi_flash_mmap.h" /* SPI_FLASH_SEC_SIZE */
 #if CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK
 #include "esp_efuse.h" /* esp_efuse_read_secure_version */
 #endif
@@ -55,10 +54,6 @@ static const char *TAG = "ble_ota";
 #else
 #define WRITER_CORE tskNO_AFFINITY
 #endif
-
-/* What esp_ota_begin erases when a v2 session opens the slot: one 64 KB
- * flash block (the core erases the rest, block by block, ahead of its writes). */
-#define BLE_OTA_FIRST_ERASE 65536u
 
 #ifdef CONFIG_BLE_OTA_SELF_TEST_FORCE_FAIL
 #define FORCE_SELF_TEST_FAIL true
@@ -545,35 +540,66 @@ static uint32_t prv_slot_size(void *ctx)
     return next != NULL ? (uint32_t)next->size : 0u;
 }
 
-/* esp_ota_begin with a real size erases that many bytes from the slot start
- * (rounded up to whole sectors) and leaves the handle in "already erased"
- * mode, the one esp_ota_write_with_offset requires. Asking for the first
- * 64 KB makes that one block erase (esp_flash_erase_region uses the chip's
- * block erase for an aligned 64 KB piece); the core then erases the rest
- * itself, block by block ahead of its writes, instead of esp_ota_begin
- * erasing the whole image up front (seconds with the cache off) or
- * esp_ota_write erasing each sector as the data reaches it. */
+/*
+ * Opens the update slot for v2 without erasing anything, so that BEGIN is answered before the
+ * first 64 KB block erase (150-430 ms with the cache off) and that erase overlaps the client's
+ * first window: esp_ota_resume(slot, 0, 0) gives IDF's "already erased" mode that
+ * esp_ota_write_with_offset needs, at image offset 0, and esp_ota_invalidate_inactive_ota_data_slot()
+ * does what esp_ota_begin adds under rollback (the older image's otadata entry is forgotten). The
+ * core then erases block by block ahead of its writes (slot_erase), the first block right after
+ * BEGIN's answer. Both calls are ESP-IDF v5.5 API; esp_ota_begin's own checks are made here.
+ */
 static int prv_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *target, uint32_t *erased)
 {
-    uint32_t first = image_size < BLE_OTA_FIRST_ERASE ? image_size : BLE_OTA_FIRST_ERASE;
-    int rc;
+    idf_port_t *p = ctx;
+    const esp_partition_t *running = esp_ota_get_running_partition();
+    esp_ota_img_states_t state;
+    esp_err_t err;
 
-    if (image_size == 0u) {
-        /* esp_ota_begin reads a size of 0 as "unknown" and erases the whole slot (seconds, cache off). */
-        ESP_LOGE(TAG, "refusing to open the update slot for an empty image");
-        return BLE_OTA_ERR_INVALID_ARG;
+    if (image_size == 0u || image_size == BLE_OTA_IMAGE_SIZE_UNKNOWN) {
+        ESP_LOGE(TAG, "refusing to open the update slot for an image of %lu bytes", (unsigned long)image_size);
+        return image_size == 0u ? BLE_OTA_ERR_INVALID_ARG : BLE_OTA_ERR_TOO_LARGE;
     }
-    if (image_size == BLE_OTA_IMAGE_SIZE_UNKNOWN) {
-        /* prv_open_slot lets "unknown" through for the baseline; v2 always knows the size. */
-        ESP_LOGE(TAG, "image of %lu bytes does not fit any update slot", (unsigned long)image_size);
+    p->finished = NULL;
+    p->target = esp_ota_get_next_update_partition(NULL);
+    if (p->target == NULL) {
+        ESP_LOGE(TAG, "no OTA update partition: the partition table needs ota_0 and ota_1");
+        return BLE_OTA_ERR_NO_SLOT;
+    }
+    if (image_size > p->target->size) {
+        ESP_LOGE(TAG, "image of %lu bytes does not fit %s (%lu bytes)", (unsigned long)image_size, p->target->label,
+                 (unsigned long)p->target->size);
         return BLE_OTA_ERR_TOO_LARGE;
     }
-    rc = prv_open_slot(ctx, image_size, first, target);
-    if (rc != BLE_OTA_OK) {
-        return rc;
+#if CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
+    if (running != NULL && esp_ota_get_state_partition(running, &state) == ESP_OK &&
+        state == ESP_OTA_IMG_PENDING_VERIFY) {
+        ESP_LOGE(TAG, "the running app has not confirmed itself yet (ESP_OTA_IMG_PENDING_VERIFY)");
+        return BLE_OTA_ERR_STATE;
     }
-    /* esp_ota_begin (v5.1 to v5.3) rounds the size up to SPI_FLASH_SEC_SIZE. */
-    *erased = (first + SPI_FLASH_SEC_SIZE - 1u) & ~(uint32_t)(SPI_FLASH_SEC_SIZE - 1u);
+#else
+    (void)running;
+    (void)state;
+#endif
+    err = esp_ota_resume(p->target, 0, 0, &p->handle);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "esp_ota_resume on %s failed: %s", p->target->label, esp_err_to_name(err));
+        return err == ESP_ERR_NO_MEM                                             ? BLE_OTA_ERR_NO_MEM
+               : err == ESP_ERR_OTA_PARTITION_CONFLICT || err == ESP_ERR_NOT_FOUND ? BLE_OTA_ERR_NO_SLOT
+                                                                                 : BLE_OTA_ERR_FLASH;
+    }
+    p->slot_open = true;
+#if CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
+    err = esp_ota_invalidate_inactive_ota_data_slot();
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "esp_ota_invalidate_inactive_ota_data_slot failed: %s", esp_err_to_name(err));
+        p->slot_open = false;
+        (void)esp_ota_abort(p->handle);
+        return BLE_OTA_ERR_FLASH;
+    }
+#endif
+    prv_fill_slot_info(p->target, target);
+    *erased = 0u;
     return BLE_OTA_OK;
 }
 
