@@ -12,6 +12,7 @@ import { UartBridge } from './console/uart-bridge.ts';
 import { type LinkTuningRequest, PHY_1M, PHY_2M } from './device/frames.ts';
 import {
   type BootOptions,
+  type DeviceLimits,
   type DeviceSecurity,
   defaultDeviceProgram,
   RESET_REASONS,
@@ -80,6 +81,12 @@ export interface BoardOptions {
    * anti-rollback on. `TAKES_ANY_IMAGE` is a firmware built with signature checks off.
    */
   security?: DeviceSecurity;
+  /**
+   * The firmware's denial-of-service limits: the idle timeout (30 s) and the refusal back-off
+   * (up to 64 s), at the firmware's defaults unless given. Tests that send refused images back
+   * to back turn the back-off off (`refusalBackoffMaxS: 0`).
+   */
+  limits?: DeviceLimits;
   /** Delay between DONE_ACK and the restart; the firmware's default is 500 ms. */
   restartDelayMs?: number;
   /** Cut the power at this flash operation (1-based, erase/write) of the first boot. */
@@ -268,6 +275,7 @@ export class VirtualBoard implements PeripheralApp {
       program,
       ...(sendsFrameDone === undefined ? {} : { sendsFrameDone }),
       ...(options.security ? { security: options.security } : {}),
+      ...(options.limits ? { limits: options.limits } : {}),
     });
     this.device.holdModeledTime = () => this.link?.hold?.();
     this.device.on('linkRequest', (request) => {
@@ -310,6 +318,11 @@ export class VirtualBoard implements PeripheralApp {
     });
     this.device.on('notify', (conn, chrId, data) => {
       this.peripheral.notify(conn, chrId, data);
+    });
+    // The firmware drops a link (an idle one): a peripheral-initiated disconnect on the air. The
+    // central hears `reason`, the device hears of it through onDisconnect and advertises again.
+    this.device.on('terminate', (conn, reason) => {
+      this.peripheral.disconnect(conn, reason);
     });
     // The chip's CPU (device-cpu.ts): the OTA writer's work as the device program reports it.
     this.deviceCpu =
@@ -444,6 +457,26 @@ export class VirtualBoard implements PeripheralApp {
     return this.link;
   }
 
+  /**
+   * Lets `ms` pass with nothing on the air: the link model has no events then, so its clock
+   * stands still, while a board's timers would run on. The board's modeled clock moves on by
+   * `ms` and the device is told at once (IDLE), so the firmware's timers (the idle timeout, the
+   * refusal back-off, a held session) see that wait as a chip would; resolves once the device
+   * has handled it. On the zero-latency link, which has no clock of its own, it waits `ms` of
+   * real time instead. A device that is not running only lets the time pass.
+   */
+  async idle(ms: number): Promise<void> {
+    if (!this.modeledClock) {
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      return;
+    }
+    const told = this.device.state === 'running' ? this.device.idle(ms) : Promise.resolve();
+    this.modeledClock.now();
+    this.priorLinksMs += ms;
+    this.lastModeledMs += ms;
+    await told;
+  }
+
   /** Called by the rig when a central connects to this board. */
   attachLink(link: AirScheduler): void {
     // Each connection's model starts at 0; the board's clock goes on from where the last one was.
@@ -513,6 +546,8 @@ export class VirtualBoard implements PeripheralApp {
   }
 
   onDisconnect(conn: number, reason: number): void {
+    // The board's clock keeps the link's last instant.
+    this.modeledClock?.now();
     this.link = undefined;
     if (this.device.state === 'running') this.device.disconnect(conn, reason);
   }

@@ -15,6 +15,11 @@ describe('host frames', () => {
   it('encode CONNECT with little-endian handle and MTU', () => {
     expect([...encode.connect(0x0102, 247)]).toEqual([0x01, 4, 0, 0x02, 0x01, 247, 0]);
   });
+
+  it('encode IDLE with the milliseconds that passed, little-endian', () => {
+    expect([...encode.idle(30_000)]).toEqual([0x09, 4, 0, 0x30, 0x75, 0, 0]);
+    expect([...encode.idle(-1)]).toEqual([0x09, 4, 0, 0, 0, 0, 0]);
+  });
 });
 
 describe('FrameDecoder', () => {
@@ -28,6 +33,7 @@ describe('FrameDecoder', () => {
       deviceFrame(DeviceFrame.READ_RSP, [1, 0, 3, 0, 0, ...Buffer.from('ESP32')]),
       deviceFrame(DeviceFrame.FLASH_OP, [1, 0x00, 0x00, 0x01, 0x00, 0x00, 0x10, 0, 0]),
       deviceFrame(DeviceFrame.RESET, [3]),
+      deviceFrame(DeviceFrame.TERMINATE, [2, 1, 0x13]),
     ];
     const events = d.push(Buffer.concat(stream));
     expect(events).toEqual([
@@ -38,6 +44,7 @@ describe('FrameDecoder', () => {
       { type: 'readRsp', conn: 1, chrId: 3, status: 0, data: new Uint8Array(Buffer.from('ESP32')) },
       { type: 'flashOp', op: 'erase', addr: 0x10000, len: 0x1000 },
       { type: 'reset', reason: 3 },
+      { type: 'terminate', conn: 0x0102, reason: 0x13 },
     ]);
     expect(d.buffered).toBe(0);
   });

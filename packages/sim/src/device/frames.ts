@@ -13,6 +13,7 @@ export const HostFrame = {
   SUBSCRIBE: 0x06,
   LINK_UPDATE: 0x07,
   CLOCK: 0x08,
+  IDLE: 0x09,
 } as const;
 
 export const DeviceFrame = {
@@ -26,6 +27,7 @@ export const DeviceFrame = {
   LINK_REQUEST: 0x89,
   FRAME_DONE: 0x8a,
   CPU_WORK: 0x8b,
+  TERMINATE: 0x8c,
 } as const;
 
 export type FlashOpKind = 'erase' | 'write' | 'read';
@@ -69,7 +71,9 @@ export type DeviceEvent =
   | { type: 'flashOp'; op: FlashOpKind; addr: number; len: number }
   | { type: 'linkRequest'; request: LinkTuningRequest }
   | { type: 'frameDone'; frameType: number }
-  | { type: 'cpuWork'; kind: CpuWorkKind; amount: number };
+  | { type: 'cpuWork'; kind: CpuWorkKind; amount: number }
+  /** The firmware drops a link (ble_gap_terminate); `reason` is what the central is told. */
+  | { type: 'terminate'; conn: number; reason: number };
 
 const FLASH_OPS: Record<number, FlashOpKind> = { 1: 'erase', 2: 'write', 3: 'read' };
 
@@ -125,6 +129,12 @@ export const encode = {
       true,
     );
     return frame(HostFrame.CLOCK, p);
+  },
+  /** Time that passed with nothing on the air (firmware/host/README.md, IDLE). */
+  idle: (ms: number) => {
+    const p = new Uint8Array(4);
+    new DataView(p.buffer).setUint32(0, Math.min(0xffffffff, Math.max(0, Math.floor(ms))), true);
+    return frame(HostFrame.IDLE, p);
   },
   linkUpdate: (u: LinkTuningUpdate) =>
     frame(
@@ -233,6 +243,9 @@ function decodeOne(type: number, p: Uint8Array): DeviceEvent {
     case DeviceFrame.FRAME_DONE:
       need(1);
       return { type: 'frameDone', frameType: p[0] as number };
+    case DeviceFrame.TERMINATE:
+      need(3);
+      return { type: 'terminate', conn: view.getUint16(0, true), reason: p[2] as number };
     default:
       throw new FrameError(`unknown device frame type 0x${type.toString(16)}`);
   }

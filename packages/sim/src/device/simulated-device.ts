@@ -59,6 +59,26 @@ export interface SimulatedDeviceOptions {
   sendsFrameDone?: boolean;
   /** The firmware's update security (Kconfig on a chip), passed to every boot. */
   security?: DeviceSecurity;
+  /** The firmware's denial-of-service limits (Kconfig on a chip), passed to every boot. */
+  limits?: DeviceLimits;
+}
+
+/**
+ * CONFIG_BLE_OTA_IDLE_TIMEOUT_S and CONFIG_BLE_OTA_REFUSAL_BACKOFF_MAX_S of the simulated
+ * firmware, in whole seconds (0 to 3600); an absent one keeps the firmware's default, as a chip
+ * built from firmware/sdkconfig.defaults has it.
+ */
+export interface DeviceLimits {
+  /**
+   * A link that has started or moved on no update for this long is dropped (the device then
+   * advertises again); default 30, 0 never.
+   */
+  idleTimeoutS?: number;
+  /**
+   * After n refused v2 updates in a row BEGIN is answered BUSY for 2^(n-1) s, at most this long;
+   * default 64. 0 turns the back-off off, for tests that send refused images back to back.
+   */
+  refusalBackoffMaxS?: number;
 }
 
 /**
@@ -131,6 +151,8 @@ interface DeviceEvents {
   cpuWork: [kind: CpuWorkKind, amount: number];
   /** LINK_REQUEST: the firmware asks for other link parameters. */
   linkRequest: [request: LinkTuningRequest];
+  /** TERMINATE: the firmware drops this link (ble_gap_terminate); `reason` goes to the central. */
+  terminate: [conn: number, reason: number];
   /** The device finished an input frame of this type (FRAME_DONE). */
   frameDone: [frameType: number];
   /** The firmware asked for a restart (after OTA, a rollback, a panic: RESET_REASONS). */
@@ -252,6 +274,13 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
       args.push('--restart-delay-ms', String(opts.restartDelayMs));
     }
     if (opts.flashJournal !== undefined) args.push('--flash-journal', opts.flashJournal);
+    const limits = this.options.limits;
+    if (limits?.idleTimeoutS !== undefined) {
+      args.push('--idle-timeout-s', String(limits.idleTimeoutS));
+    }
+    if (limits?.refusalBackoffMaxS !== undefined) {
+      args.push('--refusal-backoff-max-s', String(limits.refusalBackoffMaxS));
+    }
     this.decoder = new FrameDecoder();
     this.ops = [];
     this.untracked = 0;
@@ -345,6 +374,31 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
   read(conn: number, chrId: number): Promise<{ status: number; data: Uint8Array }> {
     this.send(encode.read(conn, chrId));
     return new Promise((resolve, reject) => this.pendingReads.push({ resolve, reject }));
+  }
+
+  /**
+   * IDLE: `ms` passed with nothing on the air. The device's clock moves on by that much and its
+   * writer runs, so its timers (idle timeout, refusal back-off) act as a chip's would after that
+   * wait. Resolves once the device has handled it (at once on a device that does not say so).
+   * A caller with a modeled clock moves it on by `ms` right after this call: the device is told
+   * the modeled time until now (CLOCK) first, and the idle time is not told again.
+   */
+  idle(ms: number): Promise<void> {
+    const child = this.child;
+    if (!child || this._state !== 'running') {
+      return Promise.reject(new Error(`the simulated device is ${this._state}, not running`));
+    }
+    this.sendClock();
+    this.clockSentMs += Math.floor(ms);
+    if (!this.frameDoneSeen) {
+      this.sendFrame(child, encode.idle(ms));
+      return Promise.resolve();
+    }
+    // A device that goes away meanwhile finishes nothing: there is no time left to wait for.
+    return new Promise((resolve) => {
+      this.sendFrame(child, encode.idle(ms), resolve);
+      child.finally(() => resolve()).catch(() => {});
+    });
   }
 
   /** Frames handed to the device whose FRAME_DONE has not come yet. */
@@ -510,6 +564,9 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
         break;
       case 'linkRequest':
         this.emit('linkRequest', ev.request);
+        break;
+      case 'terminate':
+        this.emit('terminate', ev.conn, ev.reason);
         break;
       case 'frameDone':
         this.onFrameDone(ev.frameType);
