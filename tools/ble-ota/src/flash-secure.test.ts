@@ -5,7 +5,11 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SerialConsole } from '@esp-ble-ota/serial';
-import { type DeviceSecurity, startVirtualRig as startSimRig } from '@esp-ble-ota/sim';
+import {
+  type DeviceLimits,
+  type DeviceSecurity,
+  startVirtualRig as startSimRig,
+} from '@esp-ble-ota/sim';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from './exit-codes.ts';
 import type { VirtualRig } from './io.ts';
@@ -28,10 +32,10 @@ async function sign(image: string, key: string): Promise<string> {
   return out;
 }
 
-async function secureRig(security: DeviceSecurity) {
+async function secureRig(security: DeviceSecurity, limits?: DeviceLimits) {
   const rig = await startSimRig({
     profile: 'immediate',
-    boards: [{ restartDelayMs: 0, security }],
+    boards: [{ restartDelayMs: 0, security, ...(limits ? { limits } : {}) }],
   });
   const board = rig.boards[0];
   if (board === undefined) throw new Error('the rig has no board');
@@ -48,7 +52,12 @@ beforeAll(async () => {
 
 describe('signed updates on the virtual rig (device trusts one key)', () => {
   it('takes an image signed by the trusted key and boots it; refuses unsigned, tampered and foreign-key images', async () => {
-    const { rig, board, startRig } = await secureRig({ trustedKeyDigests: [trustedDigest] });
+    // Refused images back to back: the firmware's refusal back-off (BEGIN BUSY for 1 s, 2 s, ...
+    // after each) is off here; hil-tests/scenarios/denial-of-service.test.ts measures it.
+    const { rig, board, startRig } = await secureRig(
+      { trustedKeyDigests: [trustedDigest] },
+      { refusalBackoffMaxS: 0 },
+    );
     const console = await SerialConsole.open(board.serialPath);
     try {
       const unsigned = await run(['flash', secureImage('5.0.0'), '--sim', '--no-verify'], {
