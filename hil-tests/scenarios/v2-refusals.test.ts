@@ -47,11 +47,18 @@ describe('v2 refusals', () => {
   });
 
   it('an image that is not a valid ESP app: INVALID_IMAGE at END, the old firmware stays', async (t) => {
-    const s = await Scenario.open(t);
-    const image = new Uint8Array(await readFile(s.images.image));
-    // Corrupt the app and re-seal nothing: the SHA-256 sent at BEGIN is of these very bytes, so
-    // only the device's ESP image check (esp_ota_end) can tell.
-    image[image.length >> 1] = (image[image.length >> 1] ?? 0) ^ 0xff;
+    const s = await Scenario.open(t, {
+      benchNeeds:
+        "an image corrupted before it was signed (a bench's images come signed by its build; changed afterwards they are BAD_SIGNATURE, signed-updates covers that)",
+    });
+    const unsigned = s.images.unsignedImage;
+    if (!unsigned) throw new Error('the build produced no unsigned image to corrupt');
+    // Corrupt the app, then sign it with the key the board trusts: the signature holds and the
+    // SHA-256 sent at BEGIN is of these very bytes, so only the device's ESP image check
+    // (esp_ota_end) can tell.
+    const corrupt = new Uint8Array(await readFile(unsigned));
+    corrupt[corrupt.length >> 1] = (corrupt[corrupt.length >> 1] ?? 0) ^ 0xff;
+    const image = await s.signed(corrupt);
     const before = await s.boot();
     const refused = await s
       .flash(image, { protocol: 'v2', allowCorrupt: true })
