@@ -107,6 +107,7 @@ static struct {
     uint32_t n_notes;
     uint8_t read_value[520];
     size_t read_len;
+    int last_att;
 } g;
 
 /* --- helpers ------------------------------------------------------------ */
@@ -1085,6 +1086,7 @@ static void prv_write_record(uint16_t conn, ble_ota_chr_id_t chr, const uint8_t 
     ble_ota_get_status(&bl0);
     ble_ota_v2_get_status(&v0);
     rc = ble_ota_on_write(conn, chr, len > 0u ? data : NULL, len, with_rsp);
+    g.last_att = rc;
     ble_ota_get_status(&bl1);
     ble_ota_v2_get_status(&v1);
     FZ_CHECK(g.lock_depth == 0, "ble_ota_on_write returned with the port lock held");
@@ -1184,7 +1186,8 @@ void fz_gatt_apply(uint8_t op, uint8_t conn_byte, const uint8_t *payload, size_t
             uint8_t *out = malloc(cap); /* exactly cap bytes: a longer value is an ASan report */
             size_t out_len = 0;
             FZ_CHECK(out != NULL, "out of memory");
-            if (ble_ota_on_read(conn, (ble_ota_chr_id_t)(op & 7u), out, cap, &out_len) == 0) {
+            g.last_att = ble_ota_on_read(conn, (ble_ota_chr_id_t)(op & 7u), out, cap, &out_len);
+            if (g.last_att == 0) {
                 FZ_CHECK(out_len <= cap, "read returned %zu bytes into %zu", out_len, cap);
                 memcpy(g.read_value, out, out_len);
                 g.read_len = out_len;
@@ -1216,6 +1219,16 @@ size_t fz_gatt_read_value(const uint8_t **out)
 {
     *out = g.read_value;
     return g.read_len;
+}
+
+int fz_gatt_last_att(void)
+{
+    return g.last_att;
+}
+
+bool fz_gatt_connected(uint8_t i)
+{
+    return i < CONNS && g.connected[i];
 }
 
 uint32_t fz_gatt_restarts(void)

@@ -93,6 +93,10 @@ void fz_gatt_apply(uint8_t op, uint8_t conn, const uint8_t *payload, size_t len)
 size_t fz_gatt_notes(const fz_note_t **out);
 /* Result of the last READ record. */
 size_t fz_gatt_read_value(const uint8_t **out);
+/* What ble_ota_on_write or ble_ota_on_read returned for the last WRITE or READ record. */
+int fz_gatt_last_att(void);
+/* Whether connection index i (0..3) is up (the core may drop one through port->disconnect). */
+bool fz_gatt_connected(uint8_t i);
 /* How many restarts (DONE_ACK / END_RSP OK) the core scheduled so far. */
 uint32_t fz_gatt_restarts(void);
 void fz_gatt_finish(void);

@@ -87,6 +87,25 @@ static void prv_save(const char *dir, const char *name)
     printf("%s/%s.bin: %zu bytes\n", dir, name, s_rec.len);
 }
 
+/* The seed just saved, with one port fault injected (header[4], header[5]): the same client,
+ * now meeting a flash, digest or radio failure of the device. */
+static void prv_save_fault(const char *base, int kind, uint8_t at)
+{
+    static const char *const names[FZ_FAULT_COUNT] = { "none", "open", "erase", "write", "sha-start", "inflate-start",
+                                                       "slot-end", "set-boot", "notify", "slot-read", "disconnect" };
+    char path[1024];
+    FILE *f;
+
+    s_rec.buf[4] = (uint8_t)kind;
+    s_rec.buf[5] = at;
+    snprintf(path, sizeof(path), "%s/gatt/%s-fault-%s-%u.bin", s_outdir, base, names[kind], (unsigned)at);
+    f = fopen(path, "wb");
+    FZ_CHECK(f != NULL && fwrite(s_rec.buf, 1, s_rec.len, f) == s_rec.len && fclose(f) == 0, "cannot write %s", path);
+    printf("gatt/%s-fault-%s-%u.bin: %zu bytes\n", base, names[kind], (unsigned)at, s_rec.len);
+    s_rec.buf[4] = 0;
+    s_rec.buf[5] = 0;
+}
+
 /* The last notification `op` on `chr` to `conn` during the last event, or NULL. */
 static const uint8_t *prv_note(uint8_t conn, uint8_t chr, uint8_t op)
 {
@@ -201,11 +220,14 @@ static void prv_connect(uint8_t conn, uint8_t chr)
     prv_rec(FZ_OP_PHY, conn, &phy, 1u);
 }
 
-/* The baseline: packet size, REQUEST, the image in Write Requests, DONE. */
-static void prv_baseline(uint8_t conn, const image_t *img)
+/* The baseline: packet size, REQUEST, the image in Write Requests, DONE. With lag, the writer
+ * lags behind as the flash task does on the chip: each write is deferred, and a write the core
+ * refuses with Insufficient Resources (its queue full) is sent again after the writer ran. */
+static void prv_baseline_as(uint8_t conn, const image_t *img, bool lag)
 {
     uint8_t size[2];
     uint8_t op;
+    uint32_t retries = 0;
 
     prv_connect(conn, BLE_OTA_CHR_OTA_CONTROL);
     fz_put_u16(size, MTU - 3u);
@@ -213,13 +235,27 @@ static void prv_baseline(uint8_t conn, const image_t *img)
     op = BLE_OTA_OP_REQUEST;
     prv_rec(FZ_OP_WRITE_CMD + BLE_OTA_CHR_OTA_CONTROL, conn, &op, 1u);
     FZ_CHECK(prv_note(conn, BLE_OTA_CHR_OTA_CONTROL, BLE_OTA_OP_REQUEST_ACK) != NULL, "baseline: no REQUEST_ACK");
-    for (size_t off = 0; off < img->len; off += MTU - 3u) {
+    for (size_t off = 0; off < img->len;) {
         size_t n = img->len - off < MTU - 3u ? img->len - off : MTU - 3u;
-        prv_rec(FZ_OP_WRITE_RSP + BLE_OTA_CHR_OTA_DATA, conn, img->bytes + off, n);
+        prv_rec(FZ_OP_WRITE_RSP + BLE_OTA_CHR_OTA_DATA, (uint8_t)(conn | (lag ? FZ_DEFER : 0u)), img->bytes + off, n);
+        if (fz_gatt_last_att() == BLE_OTA_ATT_ERR_INSUFFICIENT_RES) {
+            uint8_t steps = 4u;
+            prv_rec(FZ_OP_WRITER, conn, &steps, 1u);
+            retries++;
+            continue;
+        }
+        FZ_CHECK(fz_gatt_last_att() == 0, "baseline: ATT error 0x%02x at %zu", (unsigned)fz_gatt_last_att(), off);
+        off += n;
     }
+    FZ_CHECK(!lag || retries > 0u, "baseline: the lagging writer never filled the queue");
     op = BLE_OTA_OP_DONE;
     prv_rec(FZ_OP_WRITE_CMD + BLE_OTA_CHR_OTA_CONTROL, conn, &op, 1u);
     FZ_CHECK(prv_note(conn, BLE_OTA_CHR_OTA_CONTROL, BLE_OTA_OP_DONE_ACK) != NULL, "baseline: no DONE_ACK");
+}
+
+static void prv_baseline(uint8_t conn, const image_t *img)
+{
+    prv_baseline_as(conn, img, false);
 }
 
 /* INFO; returns the held session's offset. */
@@ -369,10 +405,6 @@ static void prv_gatt_seeds(void)
 
     prv_header(h, 0u, 0u, 0u);
     prv_start(h);
-    prv_baseline(0u, &img);
-    prv_save("gatt", "baseline");
-
-    prv_start(h);
     prv_v2(0u, &big, big.bytes, (uint32_t)big.len, 0u, NULL, 0u);
     prv_save("gatt", "v2-plain");
 
@@ -385,16 +417,7 @@ static void prv_gatt_seeds(void)
     prv_end(0u);
     prv_save("gatt", "v2-window-burst");
 
-    prv_start(h);
-    prv_v2(0u, &img, z, z_len, BLE_OTA_V2_BEGIN_DEFLATE, NULL, 0u);
-    prv_save("gatt", "v2-deflate");
-
-    /* Signed updates only with anti-rollback, as the firmware's default. */
-    prv_header(h, FZ_S_SIGNED_ONLY | FZ_S_ANTI_ROLLBACK, 1u, 0u);
     man_len = prv_manifest(&signed_img, 2u, "1.3.0", man);
-    prv_start(h);
-    prv_v2(0u, &signed_img, signed_img.bytes, (uint32_t)signed_img.len, BLE_OTA_V2_BEGIN_MANIFEST, man, man_len);
-    prv_save("gatt", "v2-signed");
 
     /* The same with the key pinned (CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS), compressed. */
     prv_header(h, FZ_S_SIGNED_ONLY | FZ_S_ANTI_ROLLBACK, 1u, 1u);
@@ -465,6 +488,128 @@ static void prv_gatt_seeds(void)
     }
     prv_save("gatt", "v2-two-links");
 
+    /* The baseline with the writer behind: Write Requests refused while its queue is full. */
+    prv_header(h, 0u, 0u, 0u);
+    prv_start(h);
+    prv_baseline_as(0u, &img, true);
+    prv_save("gatt", "baseline-writer-behind");
+
+    /* A baseline client whose Write Commands outrun the flash: data is lost, DONE gets DONE_NAK. */
+    prv_start(h);
+    {
+        uint8_t size[2];
+        uint8_t op = BLE_OTA_OP_REQUEST;
+        prv_connect(0u, BLE_OTA_CHR_OTA_CONTROL);
+        fz_put_u16(size, MTU - 3u);
+        prv_rec(FZ_OP_WRITE_RSP + BLE_OTA_CHR_OTA_DATA, 0u, size, sizeof(size));
+        prv_rec(FZ_OP_WRITE_CMD + BLE_OTA_CHR_OTA_CONTROL, 0u, &op, 1u);
+        for (size_t off = 0; off < 24u * (MTU - 3u); off += MTU - 3u) {
+            prv_rec(FZ_OP_WRITE_CMD + BLE_OTA_CHR_OTA_DATA, FZ_DEFER, img.bytes + off, MTU - 3u);
+        }
+        op = BLE_OTA_OP_DONE;
+        prv_rec(FZ_OP_WRITE_CMD + BLE_OTA_CHR_OTA_CONTROL, 0u, &op, 1u);
+        FZ_CHECK(prv_note(0u, BLE_OTA_CHR_OTA_CONTROL, BLE_OTA_OP_DONE_NAK) != NULL, "too fast: no DONE_NAK");
+    }
+    prv_save("gatt", "baseline-commands-too-fast");
+
+    /* A central that connects and does nothing is dropped after the idle timeout (30 s); the
+     * next one updates. */
+    prv_start(h);
+    {
+        uint8_t mtu[2];
+        uint8_t ms[4];
+        uint8_t steps = 1u;
+        fz_put_u16(mtu, MTU);
+        fz_put_u32(ms, 31000u);
+        prv_rec(FZ_OP_CONNECT, 0u, mtu, sizeof(mtu));
+        prv_rec(FZ_OP_CLOCK, 0u, ms, sizeof(ms));
+        prv_rec(FZ_OP_WRITER, 0u, &steps, 1u);
+        FZ_CHECK(!fz_gatt_connected(0u), "the idle link was not dropped");
+        prv_v2(1u, &img, img.bytes, (uint32_t)img.len, 0u, NULL, 0u);
+    }
+    prv_save("gatt", "v2-idle-link-dropped");
+
+    /* A session held for its owner: another image is BUSY until the hold (60 s) ends. */
+    prv_start(h);
+    {
+        image_t other = prv_image("1.4.0", 1u, 12000u);
+        uint8_t cmd[BLE_OTA_V2_BEGIN_LEN];
+        uint8_t ms[4];
+        prv_connect(0u, BLE_OTA_CHR_V2_CONTROL);
+        (void)prv_info(0u);
+        (void)prv_begin(0u, 0u, &img, (uint32_t)img.len);
+        prv_stream(0u, img.bytes, 0u, (uint32_t)img.len / 2u / FRAME * FRAME);
+        prv_rec(FZ_OP_DISCONNECT, 0u, NULL, 0u);
+        prv_connect(1u, BLE_OTA_CHR_V2_CONTROL);
+        (void)prv_info(1u);
+        prv_begin_cmd(cmd, 0u, &other, (uint32_t)other.len);
+        prv_rec(FZ_OP_WRITE_RSP + BLE_OTA_CHR_V2_CONTROL, 1u, cmd, sizeof(cmd));
+        prv_expect(1u, BLE_OTA_CHR_V2_CONTROL, BLE_OTA_V2_OP_BEGIN_RSP, BLE_OTA_V2_BUSY, "BEGIN during the hold");
+        /* The client leaves and comes back after the hold (an idle link would be dropped at 30 s). */
+        prv_rec(FZ_OP_DISCONNECT, 1u, NULL, 0u);
+        fz_put_u32(ms, 61000u);
+        prv_rec(FZ_OP_CLOCK, 1u, ms, sizeof(ms));
+        prv_connect(1u, BLE_OTA_CHR_V2_CONTROL);
+        FZ_CHECK(prv_begin(1u, 0u, &other, (uint32_t)other.len) == 0u, "a new session starts at 0");
+        prv_stream(1u, other.bytes, 0u, (uint32_t)other.len);
+        prv_end(1u);
+        free(other.bytes);
+    }
+    prv_save("gatt", "v2-session-held");
+
+    /* Signed updates only: BEGIN without a manifest is refused, the next BEGIN meets the
+     * refusal back-off (BUSY for 1 s), and after it the signed image goes in. */
+    prv_header(h, FZ_S_SIGNED_ONLY | FZ_S_ANTI_ROLLBACK, 1u, 0u);
+    prv_start(h);
+    {
+        uint8_t cmd[BLE_OTA_V2_BEGIN_LEN];
+        uint8_t ms[4];
+        prv_connect(0u, BLE_OTA_CHR_V2_CONTROL);
+        (void)prv_info(0u);
+        prv_begin_cmd(cmd, 0u, &signed_img, (uint32_t)signed_img.len);
+        prv_rec(FZ_OP_WRITE_RSP + BLE_OTA_CHR_V2_CONTROL, 0u, cmd, sizeof(cmd));
+        prv_expect(0u, BLE_OTA_CHR_V2_CONTROL, BLE_OTA_V2_OP_BEGIN_RSP, BLE_OTA_V2_UNSIGNED, "unsigned BEGIN");
+        prv_rec(FZ_OP_WRITE_RSP + BLE_OTA_CHR_V2_CONTROL, 0u, cmd, sizeof(cmd));
+        prv_expect(0u, BLE_OTA_CHR_V2_CONTROL, BLE_OTA_V2_OP_BEGIN_RSP, BLE_OTA_V2_BUSY, "BEGIN in the back-off");
+        fz_put_u32(ms, 2000u);
+        prv_rec(FZ_OP_CLOCK, 0u, ms, sizeof(ms));
+        prv_send_manifest(0u, man, man_len);
+        (void)prv_begin(0u, BLE_OTA_V2_BEGIN_MANIFEST, &signed_img, (uint32_t)signed_img.len);
+        prv_stream(0u, signed_img.bytes, 0u, (uint32_t)signed_img.len);
+        prv_end(0u);
+    }
+    prv_save("gatt", "v2-refusal-backoff");
+
+    /* The baseline, v2 with deflate, and v2 signed (updates signed only with anti-rollback, the
+     * firmware's default); then the same sessions with the port failing once where each
+     * failure can hit. */
+    prv_header(h, 0u, 0u, 0u);
+    prv_start(h);
+    prv_baseline(0u, &img);
+    prv_save("gatt", "baseline");
+    prv_save_fault("baseline", FZ_FAULT_OPEN, 1u);
+    prv_save_fault("baseline", FZ_FAULT_ERASE, 2u);
+    prv_save_fault("baseline", FZ_FAULT_WRITE, 3u);
+    prv_save_fault("baseline", FZ_FAULT_SHA_START, 1u);
+    prv_save_fault("baseline", FZ_FAULT_END, 1u);
+    prv_save_fault("baseline", FZ_FAULT_SET_BOOT, 1u);
+    prv_save_fault("baseline", FZ_FAULT_NOTIFY, 1u);
+    prv_start(h);
+    prv_v2(0u, &img, z, z_len, BLE_OTA_V2_BEGIN_DEFLATE, NULL, 0u);
+    prv_save("gatt", "v2-deflate");
+    prv_save_fault("v2-deflate", FZ_FAULT_OPEN, 1u);
+    prv_save_fault("v2-deflate", FZ_FAULT_WRITE, 5u);
+    prv_save_fault("v2-deflate", FZ_FAULT_SHA_START, 1u);
+    prv_save_fault("v2-deflate", FZ_FAULT_INFLATE, 1u);
+    prv_save_fault("v2-deflate", FZ_FAULT_SET_BOOT, 1u);
+    prv_save_fault("v2-deflate", FZ_FAULT_NOTIFY, 2u);
+    prv_header(h, FZ_S_SIGNED_ONLY | FZ_S_ANTI_ROLLBACK, 1u, 0u);
+    prv_start(h);
+    prv_v2(0u, &signed_img, signed_img.bytes, (uint32_t)signed_img.len, BLE_OTA_V2_BEGIN_MANIFEST, man, man_len);
+    prv_save("gatt", "v2-signed");
+    prv_save_fault("v2-signed", FZ_FAULT_READ, 1u);
+    prv_save_fault("v2-signed", FZ_FAULT_SHA_START, 2u);
+
     free(z);
     free(big.bytes);
     free(img.bytes);
@@ -524,6 +669,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: fuzz-seedgen OUTDIR (writes OUTDIR/gatt/*.bin and OUTDIR/boot/*.bin)\n");
         return 2;
     }
+    setvbuf(stdout, NULL, _IOLBF, 0);
     s_outdir = argv[1];
     if (mkdir(s_outdir, 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "fuzz-seedgen: cannot create %s: %s\n", s_outdir, strerror(errno));
