@@ -106,7 +106,7 @@ describe('denial of service', () => {
         await s.flash(s.images.image);
         const doneAt = clock(board);
         await s.expectUpdated(before, s.images.firmware.version);
-        const figure = `hostile connect to update done: ${seconds(doneAt - connectedAt)} s (dropped after ${seconds(droppedAt - connectedAt)} s, the device counted ${counted.match.replace(/\D+/g, '')} ms; update ${seconds(doneAt - droppedAt)} s)`;
+        const figure = `hostile connect to update done: ${seconds(doneAt - connectedAt)} s (dropped after ${seconds(droppedAt - connectedAt)} s, the device counted ${counted.groups[0]} ms; update ${seconds(doneAt - droppedAt)} s)`;
         console.log(
           `denial of service, idle central on ${s.ctx.linkProfile ?? 'the bench'}: ${figure}`,
         );

@@ -105,6 +105,11 @@ describe('signed updates', () => {
     // Its signature block is intact, so the manifest holds at BEGIN; END checks the image.
     s.check('refused at END', refused.step === 'END', refused.message);
     await s.console.expect(/v2 END refused: the image's signature does not hold/);
+    // A refused update makes the next BEGIN wait (CONFIG_BLE_OTA_REFUSAL_BACKOFF_MAX_S): the board
+    // says how long, and this scenario lets that time pass before it sends the next image.
+    const wait = await s.console.expect(/BEGIN is answered BUSY for (\d+) ms/);
+    s.check('refusal back-off', true, wait.match);
+    await waitOut(s, Number(wait.groups[0]));
     // A signature block changed after signing is refused at BEGIN already.
     const forged = signImage(
       new Uint8Array(await readFile(s.images.unsignedImage ?? s.images.image)),
@@ -178,6 +183,12 @@ describe('signed updates', () => {
     await s.expectUpdated(updated, s.images.firmware.version);
   });
 });
+
+/** Lets `ms` pass on the board: modeled time on the virtual rig (its clock, and the device's). */
+async function waitOut(s: Scenario, ms: number): Promise<void> {
+  if (s.board) await s.board.idle(ms);
+  else await new Promise((resolve) => setTimeout(resolve, ms));
+}
 
 /** The CRC-32 a signature block carries over its first 1196 bytes, little-endian. */
 function crcOfBlock(block: Uint8Array): Uint8Array {
