@@ -1507,6 +1507,39 @@ TEST(a_held_session_is_not_replaced_by_another_image_before_its_hold_expires)
     CHECK_EQ_INT(fv2.opens, 2);
 }
 
+TEST(between_an_installed_update_and_its_restart_nothing_opens_the_slot_just_written)
+{
+    client_t c;
+    uint8_t other_sha[32];
+    uint8_t size[2] = {244, 0};
+    uint8_t request = 0x01;
+
+    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    make_image(20000u, 47);
+    connect_as(CONN);
+    REQUIRE(begin(CONN, 0) != NULL);
+    stream_new_client(&c, s_img, (uint32_t)s_img_len, 0);
+    CHECK_EQ_INT(end_status(CONN), 0);
+    CHECK_EQ_INT(fv2.opens, 1);
+    /* the answer to END was lost with the link; the client comes back before the restart */
+    ble_ota_on_disconnect(CONN);
+    connect_as(CONN2);
+    CHECK_EQ_INT(begin_status(CONN2, 0, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len), 18);
+    CHECK(fake_logged(BLE_OTA_LOG_INFO, "this image is installed; the device restarts into it now"));
+    /* another image, or a baseline REQUEST, waits for the restart */
+    memset(other_sha, 0x42, sizeof(other_sha));
+    CHECK_EQ_INT(begin_status(CONN2, 0, FV2_CHIP_ID, 20000u, other_sha, 20000u), 8);
+    ble_ota_on_subscribe(CONN2, BLE_OTA_CHR_OTA_CONTROL, true);
+    REQUIRE_EQ_INT(ble_ota_on_write(CONN2, BLE_OTA_CHR_OTA_DATA, size, 2, true), 0);
+    REQUIRE_EQ_INT(ble_ota_on_write(CONN2, BLE_OTA_CHR_OTA_CONTROL, &request, 1, true), 0);
+    fake_drain();
+    CHECK_EQ_HEX(last_note()->data[0], 0x03); /* REQUEST_NAK */
+    CHECK(fake_logged(BLE_OTA_LOG_WARN, "OTA request refused: an update is installed and the device restarts now"));
+    /* nothing opened the slot again */
+    CHECK_EQ_INT(fv2.opens, 1);
+    CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_BEGIN), 1);
+}
+
 TEST(an_image_refused_at_end_counts_for_the_back_off_too)
 {
     ble_ota_config_t cfg = BLE_OTA_CONFIG_DEFAULT_INIT;

@@ -17,6 +17,7 @@ import {
   type UpdateOptions,
   updateDevice,
 } from './update.ts';
+import { V2Op } from './v2/codec.ts';
 import { FakeV2Device, type FakeV2DeviceOptions } from './v2/fake-device.ts';
 
 /**
@@ -74,6 +75,59 @@ class DroppingDevice implements FakePeripheral {
   }
   onWrite(characteristic: string, data: Uint8Array, withResponse: boolean) {
     if (this.#drop(`write ${characteristic} ${data[0]?.toString(16)}`)) return 'never' as const;
+    return this.inner.onWrite(characteristic, data, withResponse);
+  }
+}
+
+/**
+ * A device that installs the image and restarts, but whose answer to END never reaches the
+ * client: the link drops as the device sends END_RSP (a restart that beats the notification).
+ */
+class LosesEndRsp implements FakePeripheral {
+  lost = false;
+  constructor(readonly inner: FakePeripheral) {}
+  get address() {
+    return this.inner.address;
+  }
+  get name() {
+    return this.inner.name;
+  }
+  get gatt() {
+    return this.inner.gatt;
+  }
+  get preferredMtu() {
+    return this.inner.preferredMtu;
+  }
+  onConnect(link: FakePeripheralLink): void {
+    const wrapped: FakePeripheralLink = {
+      get mtu() {
+        return link.mtu;
+      },
+      get up() {
+        return link.up;
+      },
+      notify: (characteristic, data) => {
+        if (!this.lost && data[0] === V2Op.END_RSP) {
+          this.lost = true;
+          link.disconnect(HciReason.CONNECTION_TIMEOUT);
+          return;
+        }
+        link.notify(characteristic, data);
+      },
+      disconnect: (reason) => link.disconnect(reason),
+    };
+    this.inner.onConnect(wrapped);
+  }
+  onDisconnect(): void {
+    this.inner.onDisconnect();
+  }
+  onSubscribe(characteristic: string, enabled: boolean): void {
+    this.inner.onSubscribe?.(characteristic, enabled);
+  }
+  onRead(characteristic: string) {
+    return this.inner.onRead(characteristic);
+  }
+  onWrite(characteristic: string, data: Uint8Array, withResponse: boolean) {
     return this.inner.onWrite(characteristic, data, withResponse);
   }
 }
@@ -175,6 +229,52 @@ describe('updateDevice', () => {
     });
     const { run } = await update(device, { image: big });
     await expect(run).rejects.toThrow(`OTA slot holds ${BASELINE_SLOT_SIZE} bytes`);
+  });
+
+  describe('an END answer lost in the restart', () => {
+    it('back before the restart: the device says its image is in, the update waits for the restart and verifies', async () => {
+      const inner = v2Device({ restartDelayMs: 1500 });
+      const device = new LosesEndRsp(inner);
+      const { events, run } = await update(device);
+      const result = await run;
+      expect(device.lost).toBe(true);
+      // Installed once: the BEGIN after the lost answer did not open the slot just written.
+      expect(inner.bootCount).toBe(1);
+      expect(inner.runningVersion).toBe('2.0.0');
+      expect(result.upload.protocol === 'v2' && result.upload.result.outcome).toBe('installed');
+      expect(result.resumes).toBe(1);
+      expect(result.verify).toEqual({ verified: true, version: '2.0.0' });
+      expect(events.filter((e) => e.type === 'verified')).toHaveLength(1);
+    });
+
+    it('back after the restart: the device runs the image, verified on that link', async () => {
+      const inner = v2Device({ restartDelayMs: 1 });
+      const device = new LosesEndRsp(inner);
+      const registry = new FakeDeviceRegistry();
+      registry.add(device);
+      const access = fakeAccess(registry, device.address);
+      const slowAccess: DeviceAccess = {
+        ...access,
+        // The reconnect finds the device only once it restarted into the new image.
+        findAgain: async (found, options) => {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          return access.findAgain(found, options);
+        },
+      };
+      const result = await updateDevice(slowAccess, {
+        image,
+        imageInfo,
+        resumeAttempts: 2,
+        verifyTimeoutMs: 2_000,
+        stepTimeoutMs: 2_000,
+      });
+      expect(inner.bootCount).toBe(1);
+      expect(result.upload.protocol === 'v2' && result.upload.result.outcome).toBe(
+        'already-installed',
+      );
+      expect(result.resumes).toBe(1);
+      expect(result.verify).toEqual({ verified: true, version: '2.0.0' });
+    });
   });
 
   it('names the phase and what to do when a lost link ends the update', async () => {

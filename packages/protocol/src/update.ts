@@ -389,6 +389,13 @@ class UpdateFlow<D extends FoundDevice> {
       timings: this.#timings,
     };
     if (upload.protocol === 'v2' && upload.result.outcome === 'already-installed') {
+      // After a lost link the device may run the image because this update installed it (its
+      // END_RSP lost in the restart): INFO's running SHA-256 says it does; read its version
+      // on this link as the verification would after a restart.
+      if (this.#linkRetries > 0 && o.verify !== false && this.#transport !== undefined) {
+        const verify = await this.#versionOnThisLink(this.#transport);
+        if (verify !== undefined) return { ...result, verify };
+      }
       return { ...result, verify: { verified: false, reason: 'already-installed' } };
     }
     if (o.verify === false) return { ...result, verify: { verified: false, reason: 'not-asked' } };
@@ -402,6 +409,21 @@ class UpdateFlow<D extends FoundDevice> {
     await this.#closeTransport();
     const verify = await this.#timed('verify', () => this.#verify(device));
     return { ...result, verify };
+  }
+
+  /** The Firmware Revision on the open link, checked against the image's; undefined if unread. */
+  async #versionOnThisLink(transport: Transport): Promise<VerifyOutcome | undefined> {
+    const expected = this.#o.imageInfo.version;
+    let info: DeviceInformation;
+    try {
+      info = await readDeviceInformation(transport, signalOption(this.#o.signal));
+    } catch (error) {
+      if (isLinkLost(error)) return undefined;
+      throw error;
+    }
+    if (info.firmwareRevision === undefined || info.firmwareRevision !== expected) return undefined;
+    this.#emit({ type: 'verified', version: info.firmwareRevision, expected });
+    return { verified: true, version: info.firmwareRevision };
   }
 
   /** A connected transport to `device`, timed as `phase`. */

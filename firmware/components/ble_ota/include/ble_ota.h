@@ -246,6 +246,7 @@ typedef enum {
     /* BEGIN (from the manifest) or while streaming (from the image's app description): */
     BLE_OTA_V2_VERSION_DOWNGRADE = 16, /* app version older than the running one, not allowed */
     BLE_OTA_V2_MANIFEST_MISMATCH = 17, /* the image is not the one its manifest describes */
+    BLE_OTA_V2_INSTALLED_RESTARTING = 18, /* BEGIN: this image was installed; the device restarts into it now */
 } ble_ota_v2_status_code_t;
 
 #define BLE_OTA_V2_PROTO_VERSION 2u

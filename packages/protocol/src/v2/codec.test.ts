@@ -62,6 +62,7 @@ describe('v2 constants', () => {
       DOWNGRADE: 15,
       VERSION_DOWNGRADE: 16,
       MANIFEST_MISMATCH: 17,
+      INSTALLED_RESTARTING: 18,
     });
   });
 
@@ -120,7 +121,7 @@ describe('status messages', () => {
 
   it('every refusal has its own message and a hint', () => {
     const refusals = Object.entries(V2Status).filter(
-      ([name]) => name !== 'OK' && name !== 'ALREADY_INSTALLED',
+      ([name]) => name !== 'OK' && name !== 'ALREADY_INSTALLED' && name !== 'INSTALLED_RESTARTING',
     );
     const messages = new Set(refusals.map(([, v]) => v2StatusMessage(v)));
     expect(messages.size).toBe(refusals.length);

@@ -44,6 +44,7 @@ export const V2Status = {
   DOWNGRADE: 15,
   VERSION_DOWNGRADE: 16,
   MANIFEST_MISMATCH: 17,
+  INSTALLED_RESTARTING: 18,
 } as const;
 
 export type V2StatusName = keyof typeof V2Status;
@@ -72,6 +73,7 @@ const STATUS_TEXT: Record<V2StatusName, string> = {
   DOWNGRADE: "the image's secure_version is below the device's minimum (anti-rollback)",
   VERSION_DOWNGRADE: "the image's app version is older than the running one",
   MANIFEST_MISMATCH: 'the image is not the one its signature manifest describes',
+  INSTALLED_RESTARTING: 'this image is installed and the device is restarting into it',
 };
 
 /** What the user can do about each refusal. */

@@ -206,6 +206,8 @@ export class FakeV2Device implements FakePeripheral {
   readonly #resume: boolean;
   readonly #writerDelayMs: number;
   readonly #restartDelayMs: number;
+  /** END installed an image and the restart into it is scheduled. */
+  #restartPending = false;
   readonly #validate: (image: Uint8Array) => boolean;
   readonly #model: string;
   #link: FakePeripheralLink | undefined;
@@ -460,6 +462,14 @@ export class FakeV2Device implements FakePeripheral {
     if (refuse?.step === 'BEGIN') return this.#beginRsp(refuse.status);
     if (begin.chipId !== this.chipId) return this.#beginRsp(V2Status.WRONG_CHIP);
     if (begin.imageSize > this.slotSize) return this.#beginRsp(V2Status.TOO_LARGE);
+    if (this.#restartPending) {
+      // As the firmware: the next slot is the one just written until the restart.
+      return this.#beginRsp(
+        this.bootImage !== undefined && equal(begin.imageSha256, sha256(this.bootImage))
+          ? V2Status.INSTALLED_RESTARTING
+          : V2Status.BUSY,
+      );
+    }
     if (equal(begin.imageSha256, sha256(this.runningImage))) {
       return this.#beginRsp(V2Status.ALREADY_INSTALLED);
     }
@@ -654,9 +664,10 @@ export class FakeV2Device implements FakePeripheral {
     queueMicrotask(() => {
       this.#notify(encodeEndRsp(status));
       if (status !== V2Status.OK || this.faults.noRestart) return;
-      const link = this.#link;
       const image = this.bootImage;
+      this.#restartPending = true;
       this.#later(() => {
+        this.#restartPending = false;
         this.bootCount++;
         if (image !== undefined) {
           this.runningImage = image;
@@ -665,7 +676,8 @@ export class FakeV2Device implements FakePeripheral {
         }
         this.#session = undefined;
         this.log.push('restarted');
-        link?.disconnect(HciReason.CONNECTION_TIMEOUT);
+        // A restart drops whatever link is up then, not only the one END came on.
+        this.#link?.disconnect(HciReason.CONNECTION_TIMEOUT);
       }, this.#restartDelayMs);
     });
   }

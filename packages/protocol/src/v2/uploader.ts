@@ -434,6 +434,10 @@ class Run {
     if (waiter?.op === answer.op) {
       this.#answerWaiter = undefined;
       if (answer.op === 'END_RSP' && answer.status === V2Status.OK) this.#link.restartDue();
+      // An earlier END of this image went through: the device is about to restart into it.
+      if (answer.op === 'BEGIN_RSP' && answer.status === V2Status.INSTALLED_RESTARTING) {
+        this.#link.restartDue();
+      }
       waiter.resolve(answer);
     } else {
       this.#sinks?.unexpected(data, `${answer.op} was not expected now`);
@@ -547,6 +551,39 @@ class Run {
           imageBytesPerSecond: 0,
           phases: this.#phases.timings,
           restart: { observed: false, reason: 'not-waited' },
+        };
+      }
+      if (begun.rsp === 'installed-restarting') {
+        const restart = await this.#phases.run('restart', () =>
+          this.#link.awaitRestart(
+            {
+              timeoutMs: this.#timeouts.restartMs,
+              waitingFor: 'waiting for the device to restart',
+              during: 'while waiting for the device to restart',
+            },
+            this.#opts.waitForRestart !== false,
+          ),
+        );
+        if (restart.observed) subscribed = false;
+        const endedAt = this.#clock.now();
+        return {
+          ...base,
+          outcome: 'installed',
+          resumedFrom: stream.length,
+          sentBytes: 0,
+          sentFrames: 0,
+          resentBytes: 0,
+          gaps: 0,
+          ackTimeouts: 0,
+          frameSize: 0,
+          window: 0,
+          endedAt,
+          durationMs: endedAt - startedAt,
+          transferMs: 0,
+          bytesPerSecond: 0,
+          imageBytesPerSecond: 0,
+          phases: this.#phases.timings,
+          restart,
         };
       }
       const rsp = begun.rsp;
@@ -711,7 +748,10 @@ class Run {
     deflate: boolean,
     info: V2Info,
     manifest: boolean,
-  ): Promise<{ rsp: V2BeginRsp | 'already-installed'; sessionRestarted: boolean }> {
+  ): Promise<{
+    rsp: V2BeginRsp | 'already-installed' | 'installed-restarting';
+    sessionRestarted: boolean;
+  }> {
     const stream = this.#stream;
     let restart = false;
     for (;;) {
@@ -734,6 +774,11 @@ class Run {
         throw new ProtocolError(`expected BEGIN_RSP, got ${answer.op}`);
       if (answer.status === V2Status.ALREADY_INSTALLED) {
         return { rsp: 'already-installed', sessionRestarted: restart };
+      }
+      if (answer.status === V2Status.INSTALLED_RESTARTING) {
+        // An earlier END of this image went through (its answer was lost with the link): the
+        // device restarts into it now.
+        return { rsp: 'installed-restarting', sessionRestarted: restart };
       }
       if (answer.status !== V2Status.OK) throw new V2RefusedError('BEGIN', answer.status);
       if (answer.offset > stream.length) {

@@ -448,7 +448,9 @@ class Reporter {
     if (result.outcome === 'already-installed') {
       line(
         this.#io.stdout,
-        `already installed: the device runs this image (same SHA-256); nothing sent`,
+        resumes > 0
+          ? `installed: the device runs this image (same SHA-256); its answer to END was lost with the link`
+          : `already installed: the device runs this image (same SHA-256); nothing sent`,
       );
       return;
     }

@@ -737,10 +737,28 @@ static const char *prv_begin_hint(int rc)
     }
 }
 
+bool ble_ota_priv_restart_pending(void)
+{
+    bool pending;
+
+    prv_lock();
+    pending = s_shared.restart_scheduled;
+    prv_unlock();
+    return pending || ble_ota_v2_restart_scheduled();
+}
+
 static void prv_writer_begin(const item_t *item)
 {
     int rc;
 
+    if (ble_ota_priv_restart_pending()) {
+        /* The next update slot is the one just written until the restart: REQUEST would erase it. */
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "OTA request refused: an update is installed and the device restarts now; "
+                                           "connect again after the restart");
+        prv_mark_failed(item->session, BLE_OTA_ATT_ERR_UNLIKELY);
+        prv_notify_control(item->conn, BLE_OTA_OP_REQUEST_NAK);
+        return;
+    }
     prv_writer_abort();
     memset(&s_writer.target, 0, sizeof(s_writer.target));
     memset(&s_writer.head, 0, sizeof(s_writer.head));

@@ -16,6 +16,12 @@
 
 /* The port bound by ble_ota_init(), or NULL before it. */
 const ble_ota_port_t *ble_ota_priv_port(void);
+/* An update (either protocol) is installed and the restart into it is scheduled: no new session
+ * may open the update slot, which is the one just written until the restart. */
+bool ble_ota_priv_restart_pending(void);
+/* ble_ota_v2.c's part of it. */
+bool ble_ota_v2_restart_scheduled(void);
+
 /* The v2 table bound by ble_ota_v2_attach(), or NULL. */
 const ble_ota_port_v2_t *ble_ota_priv_port_v2(void);
 

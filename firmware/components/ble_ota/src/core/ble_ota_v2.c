@@ -144,6 +144,9 @@ static manifest_t s_manifest;
  * neighbour that changes its address gains nothing, and every erase it causes is paid for. */
 static uint32_t s_refusals;
 static uint32_t s_refused_until_ms;
+/* Writer-owned: the image the last END installed, while the restart into it is pending. */
+static uint8_t s_installed_sha[BLE_OTA_SHA256_LEN];
+static bool s_installed;
 
 static const ble_ota_port_t *prv_port(void)
 {
@@ -179,7 +182,7 @@ const char *ble_ota_v2_status_name(uint8_t status)
     static const char *const names[] = {
         "OK",        "ALREADY_INSTALLED", "TOO_LARGE",  "WRONG_CHIP",    "BAD_REQUEST",   "FLASH_ERROR",
         "HASH_MISMATCH", "INVALID_IMAGE", "BUSY",   "NO_SESSION",    "INFLATE_ERROR", "SIZE_MISMATCH",
-        "UNSIGNED",  "BAD_SIGNATURE",     "UNTRUSTED_KEY", "DOWNGRADE",     "VERSION_DOWNGRADE", "MANIFEST_MISMATCH",
+        "UNSIGNED",  "BAD_SIGNATURE",     "UNTRUSTED_KEY", "DOWNGRADE",     "VERSION_DOWNGRADE", "MANIFEST_MISMATCH", "INSTALLED_RESTARTING",
     };
 
     return status < sizeof(names) / sizeof(names[0]) ? names[status] : "UNKNOWN";
@@ -202,6 +205,7 @@ void ble_ota_v2_reset(void)
     }
     s_refusals = 0u;
     s_refused_until_ms = 0u;
+    s_installed = false;
 }
 
 /* What the firmware enforces; all off when the port does not say. */
@@ -249,6 +253,16 @@ int ble_ota_v2_attach(const ble_ota_port_v2_t *v2)
 const ble_ota_port_v2_t *ble_ota_priv_port_v2(void)
 {
     return s_v2;
+}
+
+bool ble_ota_v2_restart_scheduled(void)
+{
+    bool scheduled;
+
+    ble_ota_priv_lock();
+    scheduled = s_sh.status.restart_scheduled;
+    ble_ota_priv_unlock();
+    return scheduled;
 }
 
 bool ble_ota_v2_enabled(void)
@@ -1336,6 +1350,20 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
         prv_begin_rsp(conn, BLE_OTA_V2_TOO_LARGE);
         return;
     }
+    if (ble_ota_priv_restart_pending()) {
+        /* An update is in and the device restarts into it: the next update slot is now the one
+         * just written, and a new session would erase it. A client that lost END's answer learns
+         * its image is in; any other waits for the restart. */
+        if (s_installed && memcmp(s_installed_sha, sha, BLE_OTA_SHA256_LEN) == 0) {
+            ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 BEGIN: this image is installed; the device restarts into it now");
+            prv_begin_rsp(conn, BLE_OTA_V2_INSTALLED_RESTARTING);
+        } else {
+            ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 BEGIN refused: an update is installed and the device restarts now; "
+                                               "connect again after the restart");
+            prv_begin_rsp(conn, BLE_OTA_V2_BUSY);
+        }
+        return;
+    }
     if (s_v2->running_sha256(port->ctx, running) == BLE_OTA_OK &&
         memcmp(running, sha, BLE_OTA_SHA256_LEN) == 0) {
         ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 BEGIN: this image is already running, nothing to send");
@@ -1548,6 +1576,8 @@ static void prv_writer_end(uint16_t conn)
                      (unsigned long)s_ses.image_size, (unsigned long)s_ses.stream_size, (unsigned long)elapsed,
                      s_ses.target.label);
     ble_ota_priv_log(BLE_OTA_LOG_INFO, "image SHA-256: %s", hex);
+    memcpy(s_installed_sha, s_ses.sha256, BLE_OTA_SHA256_LEN);
+    s_installed = true;
     prv_drop_session(NULL);
     s_refusals = 0u;
     prv_answer(conn, BLE_OTA_V2_OP_END_RSP, BLE_OTA_V2_OK);
