@@ -73,6 +73,8 @@ static struct {
     int lock_depth;
     uint32_t now;
     bool restart_pending;
+    uint32_t restart_at;      /* the clock the scheduled restart happens at */
+    bool installed;           /* an image was made the boot image; the restart is pending */
     uint32_t restarts;
     bool connected[CONNS];
     uint32_t progress_ms[CONNS]; /* connect, or the core last took image data from the link */
@@ -299,6 +301,8 @@ static int prv_slot_begin(void *ctx, uint32_t image_size, ble_ota_slot_info_t *t
     (void)ctx;
     prv_writer_only("slot_begin");
     FZ_CHECK(!g.open, "slot_begin while the update slot is still open (no slot_end or slot_abort since)");
+    FZ_CHECK(!g.installed, "slot_begin after an image was installed in the update slot, before the restart: it "
+             "erases the image the device was told to boot (DONE_ACK / END_RSP OK were sent)");
     FZ_CHECK((g.header[0] & FZ_F_NO_BASELINE) == 0u, "slot_begin on a firmware built without the baseline protocol");
     if (prv_fault(FZ_FAULT_OPEN)) {
         return BLE_OTA_ERR_FLASH;
@@ -385,6 +389,7 @@ static int prv_slot_set_boot(void *ctx)
     prv_oracle_boot(g.finished_extent, !g.v2_mode || (g.model_exists && (g.model.flags & BLE_OTA_V2_BEGIN_ALLOW_DOWNGRADE)));
     FZ_CHECK(host_ota_set_boot(&g.dev, UPDATE_SLOT, err, sizeof(err)) == 0, "otadata: %s", err);
     g.boot_set_step = true;
+    g.installed = true;
     return BLE_OTA_OK;
 }
 
@@ -469,9 +474,9 @@ static void prv_log(void *ctx, ble_ota_log_level_t level, const char *tag, const
 static void prv_schedule_restart(void *ctx, uint32_t delay_ms)
 {
     (void)ctx;
-    (void)delay_ms;
     prv_writer_only("schedule_restart");
     g.restart_pending = true;
+    g.restart_at = g.now + delay_ms;
     g.restarts++;
 }
 
@@ -583,6 +588,8 @@ static int prv_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *ta
     (void)ctx;
     prv_writer_only("slot_open");
     FZ_CHECK(!g.open, "slot_open while the update slot is still open (no slot_end or slot_abort since)");
+    FZ_CHECK(!g.installed, "slot_open after an image was installed in the update slot, before the restart: it "
+             "erases the image the device was told to boot (DONE_ACK / END_RSP OK were sent)");
     FZ_CHECK(!g.sec.signed_only || g.manifest_ok, "signed updates only, yet slot_open (which erases the slot) ran "
              "without a manifest block by a trusted key verified for this BEGIN");
     if (prv_fault(FZ_FAULT_OPEN)) {
@@ -938,6 +945,7 @@ static bool prv_boot(void)
     g.model_exists = false;
     g.bl_len = 0;
     g.restart_pending = false;
+    g.installed = false;
     return true;
 }
 
@@ -1177,7 +1185,8 @@ void fz_gatt_apply(uint8_t op, uint8_t conn_byte, const uint8_t *payload, size_t
         break;
     case FZ_OP_CLOCK:
         g.now += len >= 4u ? fz_u32(payload) : 1000u;
-        return;
+        conn_byte |= FZ_DEFER;
+        break;
     default:
         if (op >= FZ_OP_WRITE_RSP && op < FZ_OP_WRITE_RSP + 16u) {
             prv_write_record(conn, (ble_ota_chr_id_t)(op & 7u), payload, len, op < FZ_OP_WRITE_CMD);
@@ -1202,8 +1211,9 @@ void fz_gatt_apply(uint8_t op, uint8_t conn_byte, const uint8_t *payload, size_t
     if ((conn_byte & FZ_DEFER) == 0u) {
         prv_drain();
     }
-    if (g.restart_pending) {
-        /* The device restarts: the core starts again on the same flash; links are gone. */
+    if (g.restart_pending && (int32_t)(g.now - g.restart_at) >= 0) {
+        /* The restart delay is over (the clock moves with CLOCK records): the core starts
+         * again on the same flash; links are gone. Until then the device goes on taking events. */
         prv_drain();
         (void)prv_boot();
     }

@@ -488,6 +488,34 @@ static void prv_gatt_seeds(void)
     }
     prv_save("gatt", "v2-two-links");
 
+    /* A client that lost END_RSP comes back within the restart delay: BEGIN of the image it
+     * sent is INSTALLED_RESTARTING, another image BUSY, a baseline REQUEST REQUEST_NAK; nothing
+     * opens the slot just written. Then the restart (500 ms). */
+    prv_start(h);
+    {
+        image_t other = prv_image("1.4.0", 1u, 12000u);
+        uint8_t cmd[BLE_OTA_V2_BEGIN_LEN];
+        uint8_t op = BLE_OTA_OP_REQUEST;
+        uint8_t ms[4];
+        prv_v2(0u, &img, img.bytes, (uint32_t)img.len, 0u, NULL, 0u);
+        prv_rec(FZ_OP_DISCONNECT, 0u, NULL, 0u);
+        prv_connect(1u, BLE_OTA_CHR_V2_CONTROL);
+        prv_begin_cmd(cmd, 0u, &img, (uint32_t)img.len);
+        prv_rec(FZ_OP_WRITE_RSP + BLE_OTA_CHR_V2_CONTROL, 1u, cmd, sizeof(cmd));
+        prv_expect(1u, BLE_OTA_CHR_V2_CONTROL, BLE_OTA_V2_OP_BEGIN_RSP, BLE_OTA_V2_INSTALLED_RESTARTING,
+                   "BEGIN of the installed image");
+        prv_begin_cmd(cmd, BLE_OTA_V2_BEGIN_RESTART, &other, (uint32_t)other.len);
+        prv_rec(FZ_OP_WRITE_RSP + BLE_OTA_CHR_V2_CONTROL, 1u, cmd, sizeof(cmd));
+        prv_expect(1u, BLE_OTA_CHR_V2_CONTROL, BLE_OTA_V2_OP_BEGIN_RSP, BLE_OTA_V2_BUSY, "BEGIN of another image");
+        prv_rec(FZ_OP_WRITE_CMD + BLE_OTA_CHR_OTA_CONTROL, 1u, &op, 1u);
+        FZ_CHECK(prv_note(1u, BLE_OTA_CHR_OTA_CONTROL, BLE_OTA_OP_REQUEST_NAK) != NULL, "REQUEST before the restart");
+        fz_put_u32(ms, 500u);
+        prv_rec(FZ_OP_CLOCK, 1u, ms, sizeof(ms));
+        FZ_CHECK(!fz_gatt_connected(1u), "the device did not restart");
+        free(other.bytes);
+    }
+    prv_save("gatt", "v2-begin-before-restart");
+
     /* The baseline with the writer behind: Write Requests refused while its queue is full. */
     prv_header(h, 0u, 0u, 0u);
     prv_start(h);
