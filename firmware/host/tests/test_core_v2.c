@@ -1540,6 +1540,36 @@ TEST(between_an_installed_update_and_its_restart_nothing_opens_the_slot_just_wri
     CHECK_EQ_INT(fake_count_events(FAKE_EV_SLOT_BEGIN), 1);
 }
 
+TEST(a_session_abandoned_after_its_slot_was_opened_counts_for_the_back_off)
+{
+    ble_ota_config_t cfg = BLE_OTA_CONFIG_DEFAULT_INIT;
+    uint8_t op = 0x12;
+    uint32_t opened = 0u;
+
+    /* a neighbour replaying a genuine BEGIN and aborting each time: every BEGIN erases a block */
+    cfg.refusal_backoff_max_ms = 64000u;
+    REQUIRE_EQ_INT(fake_v2_reset_cfg(&cfg), BLE_OTA_OK);
+    make_image(30000u, 48);
+    connect_as(CONN);
+    for (uint32_t t = 0; t < 60u * 1000u; t += 250u) {
+        uint8_t st = begin_status(CONN, 0, FV2_CHIP_ID, (uint32_t)s_img_len, s_img_sha, (uint32_t)s_img_len);
+        CHECK(st == 0 || st == 8);
+        if (st == 0) {
+            opened++;
+            CHECK_EQ_INT(ble_ota_on_write(CONN, BLE_OTA_CHR_V2_CONTROL, &op, 1, true), 0);
+            fake_drain();
+        }
+        fake.now += 250u;
+    }
+    CHECK(fake_logged(BLE_OTA_LOG_WARN, "abandoned after its slot was opened): BEGIN is answered BUSY for"));
+    /* 1 + 2 + 4 + 8 + 16 + 32 s: 6 openings in a minute, not 240 */
+    CHECK(opened <= 7u);
+    CHECK_EQ_INT(fv2.opens, opened);
+    printf("  figure: BEGIN then ABORT every 250 ms for a minute: %lu slot openings with the back-off "
+           "(240 without)\n",
+           (unsigned long)opened);
+}
+
 TEST(an_image_refused_at_end_counts_for_the_back_off_too)
 {
     ble_ota_config_t cfg = BLE_OTA_CONFIG_DEFAULT_INIT;

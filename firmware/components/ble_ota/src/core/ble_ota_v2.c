@@ -842,14 +842,14 @@ static void prv_drop_session(const char *why)
     prv_publish();
 }
 
-/* A refusal of what the image is (not of how it travelled) makes the next BEGIN wait: each
- * replayed genuine manifest costs an erase, so the waits bound the erases a neighbour causes. */
-static void prv_count_refusal(uint8_t status)
+/* One more update in a row that ended without an image makes the next BEGIN wait 2^(n-1) s, up to
+ * the configured cap: each costs at least one erase, so the waits bound what a neighbour costs. */
+static void prv_back_off(bool abandoned)
 {
     const ble_ota_config_t *cfg = ble_ota_get_config();
     uint32_t wait;
 
-    if (status < BLE_OTA_V2_UNSIGNED || status > BLE_OTA_V2_MANIFEST_MISMATCH || cfg->refusal_backoff_max_ms == 0u) {
+    if (cfg->refusal_backoff_max_ms == 0u) {
         return;
     }
     if (s_refusals < 31u) {
@@ -860,8 +860,34 @@ static void prv_count_refusal(uint8_t status)
         wait = cfg->refusal_backoff_max_ms;
     }
     s_refused_until_ms = prv_port()->now_ms(prv_port()->ctx) + wait;
-    ble_ota_priv_log(BLE_OTA_LOG_WARN, "%lu refused update(s) in a row: BEGIN is answered BUSY for %lu ms",
-                     (unsigned long)s_refusals, (unsigned long)wait);
+    if (abandoned) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN,
+                         "%lu refused or abandoned update(s) in a row (the last abandoned after its slot was "
+                         "opened): BEGIN is answered BUSY for %lu ms",
+                         (unsigned long)s_refusals, (unsigned long)wait);
+    } else {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "%lu refused update(s) in a row: BEGIN is answered BUSY for %lu ms",
+                         (unsigned long)s_refusals, (unsigned long)wait);
+    }
+}
+
+/* A refusal of what the image is (not of how it travelled) counts for the back-off. */
+static void prv_count_refusal(uint8_t status)
+{
+    if (status < BLE_OTA_V2_UNSIGNED || status > BLE_OTA_V2_MANIFEST_MISMATCH) {
+        return;
+    }
+    prv_back_off(false);
+}
+
+/* A session that opened the update slot (and so erased) and ends without an image by its
+ * client's choice (ABORT, or a BEGIN that discards it) counts too: a neighbour replaying a
+ * genuine manifest and aborting would otherwise cost an erase each time, never refused. */
+static void prv_count_abandoned(void)
+{
+    if (s_ses.exists && s_ses.slot_open) {
+        prv_back_off(true);
+    }
 }
 
 /* The session failed while streaming: release the slot, tell the client at
@@ -1418,6 +1444,7 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
         prv_begin_rsp(conn, BLE_OTA_V2_BUSY);
         return;
     }
+    prv_count_abandoned();
     prv_drop_session(s_ses.exists ? "a BEGIN for another image (or with the restart flag) replaced it" : NULL);
 
     memset(&s_ses, 0, sizeof(s_ses));
@@ -1623,6 +1650,7 @@ void ble_ota_v2_writer_item(ble_ota_item_kind_t kind, uint16_t conn, const uint8
         if (s_ses.exists) {
             ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 session aborted by the client");
         }
+        prv_count_abandoned();
         prv_drop_session(NULL);
         prv_answer(conn, BLE_OTA_V2_OP_ABORT_RSP, BLE_OTA_V2_OK);
         break;
