@@ -1,3 +1,7 @@
+/**
+ * The browser entry: everything but signing (Node-only, `index.ts`). No module here imports a
+ * Node module, so a bundler can put it in a page; `browser-entry.test.ts` checks that.
+ */
 export * from './baseline.ts';
 export { TypedEmitter } from './emitter.ts';
 export * from './errors.ts';

@@ -42,7 +42,7 @@ export async function loadImage(path: string): Promise<LoadedImage> {
   });
   try {
     const info = parseAppImage(bytes);
-    const signatures = readSignatures(bytes);
+    const signatures = await readSignatures(bytes);
     return signatures === undefined ? { path, bytes, info } : { path, bytes, info, signatures };
   } catch (error) {
     if (error instanceof ImageFormatError) {

@@ -1,8 +1,12 @@
-import { createHash } from 'node:crypto';
+import { sha256 as nobleSha256 } from '@noble/hashes/sha2.js';
 
-/** SHA-256 of `data`. node:crypto is the only Node API this package uses (no I/O). */
+/**
+ * SHA-256 of `data`. Synchronous on purpose (@noble/hashes, not Web Crypto's async digest):
+ * image parsing and building are synchronous everywhere they are used, and the package runs
+ * in a page as well as in Node, so it uses no Node module.
+ */
 export function sha256(data: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash('sha256').update(data).digest());
+  return nobleSha256(data);
 }
 
 export function toHex(data: Uint8Array): string {

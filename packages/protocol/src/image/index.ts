@@ -34,10 +34,7 @@ export {
 export { parseAppImage } from './parse.ts';
 export {
   findSignatureSector,
-  keyScheme,
-  loadSigningKey,
   MAX_SIG_BLOCKS,
-  publicKeyDigest,
   readSignatures,
   SIG_BLOCK_SIZE,
   SIG_SECTOR_SIZE,
@@ -45,6 +42,5 @@ export {
   SignatureError,
   type SignatureScheme,
   type SignatureSectorInfo,
-  signImage,
 } from './signature.ts';
 export type { AppImageInfo, AppImageSegment } from './types.ts';

@@ -14,13 +14,13 @@ import {
   SIG_BLOCK_VERSION_RSA,
   SIG_SECTOR_SIZE,
   SignatureError,
-  signImage,
 } from './signature.ts';
+import { signImage } from './signing.ts';
 
 /** Runs `parse`, and fails the property on any exception other than SignatureError. */
-function parseOrRefuse<T>(parse: () => T): T | SignatureError {
+async function parseOrRefuse<T>(parse: () => T | Promise<T>): Promise<T | SignatureError> {
   try {
-    return parse();
+    return await parse();
   } catch (error) {
     if (error instanceof SignatureError) return error;
     throw error;
@@ -66,21 +66,25 @@ const signedLookingArb = fc
   });
 
 describe('readSignatures on arbitrary input (property)', () => {
-  it('returns undefined or a result for random bytes, never throws', () => {
-    fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 3 * SIG_SECTOR_SIZE }), fc.nat(7), (data, skew) => {
-        const view = skewed(data, skew);
-        parseOrRefuse(() => readSignatures(view));
-        parseOrRefuse(() => findSignatureSector(view));
-      }),
+  it('returns undefined or a result for random bytes, never throws', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uint8Array({ maxLength: 3 * SIG_SECTOR_SIZE }),
+        fc.nat(7),
+        async (data, skew) => {
+          const view = skewed(data, skew);
+          await parseOrRefuse(() => readSignatures(view));
+          await parseOrRefuse(() => findSignatureSector(view));
+        },
+      ),
       { numRuns: 300 },
     );
   });
 
-  it('reports every block of a random signature sector, none of them valid, and never throws', () => {
-    fc.assert(
-      fc.property(signedLookingArb, (data) => {
-        const result = parseOrRefuse(() => readSignatures(data));
+  it('reports every block of a random signature sector, none of them valid, and never throws', async () => {
+    await fc.assert(
+      fc.asyncProperty(signedLookingArb, async (data) => {
+        const result = await parseOrRefuse(() => readSignatures(data));
         expect(result).not.toBeInstanceOf(SignatureError);
         const info = result as Exclude<typeof result, SignatureError>;
         expect(info?.signedLength).toBe(data.length - SIG_SECTOR_SIZE);
@@ -96,16 +100,16 @@ describe('readSignatures on arbitrary input (property)', () => {
 });
 
 describe('checkSignatureBlock on arbitrary input (property)', () => {
-  it('checks a block of any length or throws SignatureError, never a RangeError', () => {
-    fc.assert(
-      fc.property(
+  it('checks a block of any length or throws SignatureError, never a RangeError', async () => {
+    await fc.assert(
+      fc.asyncProperty(
         fc.uint8Array({ maxLength: SIG_BLOCK_SIZE + 8 }),
         fc.constantFrom(SIG_BLOCK_VERSION_RSA, SIG_BLOCK_VERSION_ECDSA),
         fc.nat(7),
-        (bytes, version, skew) => {
+        async (bytes, version, skew) => {
           const block = skewed(bytes, skew);
           if (block.length > 1) block[1] = version;
-          const result = parseOrRefuse(() => checkSignatureBlock(block, new Uint8Array(16)));
+          const result = await parseOrRefuse(() => checkSignatureBlock(block, new Uint8Array(16)));
           if (block.length < SIG_BLOCK_SIZE) {
             expect(result).toBeInstanceOf(SignatureError);
             expect((result as SignatureError).message).toMatch(
@@ -137,18 +141,18 @@ describe('a signed image changed anywhere the signature covers (property)', () =
     signed = signImage(image, [rsa, ec]);
   });
 
-  it('no longer has every block valid, and parses without throwing', () => {
+  it('no longer has every block valid, and parses without throwing', async () => {
     const at = () => signed.length - SIG_SECTOR_SIZE;
     // Each block's CRC covers its first 1196 bytes and is the next 4; 16 zero bytes follow.
     const covered = () => at() + SIG_BLOCK_SIZE + 1200;
-    expect(readSignatures(signed)?.blocks.map((b) => b.valid)).toEqual([true, true]);
-    fc.assert(
-      fc.property(fc.nat(), fc.integer({ min: 1, max: 255 }), (where, flip) => {
+    expect((await readSignatures(signed))?.blocks.map((b) => b.valid)).toEqual([true, true]);
+    await fc.assert(
+      fc.asyncProperty(fc.nat(), fc.integer({ min: 1, max: 255 }), async (where, flip) => {
         const offset = where % covered();
         if (offset >= at() + 1200 && offset < at() + SIG_BLOCK_SIZE) return; // block 1's padding
         const mutated = signed.slice();
         mutated[offset] = (mutated[offset] ?? 0) ^ flip;
-        const result = parseOrRefuse(() => readSignatures(mutated));
+        const result = await parseOrRefuse(() => readSignatures(mutated));
         expect(result).not.toBeInstanceOf(SignatureError);
         const info = result as Exclude<typeof result, SignatureError>;
         const stillAll = info !== undefined && info.blocks.length === 2;

@@ -10,15 +10,12 @@ import { sha256, toHex } from './bytes.ts';
 import {
   checkSignatureBlock,
   findSignatureSector,
-  loadSigningKey,
-  publicKeyBytes,
-  publicKeyDigest,
   readSignatures,
   SIG_BLOCK_SIZE,
   SIG_SECTOR_SIZE,
   SignatureError,
-  signImage,
 } from './signature.ts';
+import { loadSigningKey, publicKeyBytes, publicKeyDigest, signImage } from './signing.ts';
 
 let rsa: KeyObject;
 let rsa2: KeyObject;
@@ -80,36 +77,38 @@ describe('Secure Boot v2 signing (espsecure sign_data --version 2 layout)', () =
     expect(publicKeyDigest(ec)).toBe(toHex(sha256(block.subarray(36, 101))));
   });
 
-  it('verifies what it signed, up to three keys, and names each key by its digest', () => {
+  it('verifies what it signed, up to three keys, and names each key by its digest', async () => {
     const signed = signImage(image, [rsa, ec, rsa2]);
-    const info = readSignatures(signed);
+    const info = await readSignatures(signed);
     expect(info?.blocks.map((b) => [b.scheme, b.valid, b.keyDigest])).toEqual([
       ['rsa3072', true, publicKeyDigest(rsa)],
       ['ecdsa256', true, publicKeyDigest(ec)],
       ['rsa3072', true, publicKeyDigest(rsa2)],
     ]);
-    expect(readSignatures(image)).toBeUndefined();
+    expect(await readSignatures(image)).toBeUndefined();
   });
 
-  it('finds a tampered image, a tampered block and a wrong CRC', () => {
+  it('finds a tampered image, a tampered block and a wrong CRC', async () => {
     const signed = signImage(image, [rsa, ec]);
     const at = findSignatureSector(signed) ?? -1;
     const tampered = Uint8Array.from(signed);
     tampered[100] = (tampered[100] as number) ^ 1;
-    expect(readSignatures(tampered)?.blocks.map((b) => [b.digestMatches, b.valid])).toEqual([
-      [false, false],
-      [false, false],
-    ]);
+    expect((await readSignatures(tampered))?.blocks.map((b) => [b.digestMatches, b.valid])).toEqual(
+      [
+        [false, false],
+        [false, false],
+      ],
+    );
     const badSig = Uint8Array.from(signed);
     badSig[at + 812 + 7] = (badSig[at + 812 + 7] as number) ^ 0x80;
-    const first = readSignatures(badSig)?.blocks[0];
+    const first = (await readSignatures(badSig))?.blocks[0];
     expect(first).toMatchObject({ digestMatches: true, signatureValid: false, valid: false });
     expect(first?.crcValid).toBe(false);
     // a signature from another key under this block's key does not verify
     const other = signImage(image, [rsa2]);
     const swapped = Uint8Array.from(signed);
     swapped.set(other.subarray(at + 812, at + 1196), at + 812);
-    const sb = checkSignatureBlock(
+    const sb = await checkSignatureBlock(
       swapped.subarray(at, at + SIG_BLOCK_SIZE),
       signed.subarray(0, at),
     );

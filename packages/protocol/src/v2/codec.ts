@@ -6,7 +6,7 @@
  * error it can report, never a RangeError from a DataView.
  */
 
-import { crc32 as zlibCrc32 } from 'node:zlib';
+import CRC32 from 'crc-32';
 import { BadArgumentError, ProtocolError } from '../errors.ts';
 
 export const V2_CONTROL_UUID = '44d90618-0f1a-4804-b9c7-a5ae29118ffa';
@@ -130,7 +130,8 @@ export function v2StatusHint(status: number): string | undefined {
 
 /** IEEE CRC-32 as zlib computes it; pass the previous value to continue over more data. */
 export function crc32(data: Uint8Array, previous = 0): number {
-  return zlibCrc32(data, previous) >>> 0;
+  // crc-32 takes and returns the CRC as a signed 32-bit number.
+  return CRC32.buf(data, previous | 0) >>> 0;
 }
 
 // ---------------------------------------------------------------------------------------------

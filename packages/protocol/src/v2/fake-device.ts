@@ -8,8 +8,7 @@
  * acknowledges from the writer.
  */
 
-import { createHash } from 'node:crypto';
-import { inflateSync, constants as zlibConstants } from 'node:zlib';
+import { Inflate, inflate, Z_OK, Z_SYNC_FLUSH } from 'pako';
 import {
   BASELINE_DEVICE_NAME,
   BASELINE_GATT,
@@ -30,6 +29,7 @@ import {
   type FakeWriteOutcome,
   HciReason,
 } from '../fake-transport.ts';
+import { sha256 } from '../image/bytes.ts';
 import { parseAppImage } from '../image/parse.ts';
 import type { GattService } from '../transport.ts';
 import {
@@ -150,7 +150,6 @@ function appVersionOf(image: Uint8Array): string | undefined {
   }
 }
 
-const sha256 = (data: Uint8Array) => new Uint8Array(createHash('sha256').update(data).digest());
 const equal = (a: Uint8Array, b: Uint8Array) =>
   a.length === b.length && a.every((v, i) => v === b[i]);
 
@@ -637,14 +636,10 @@ export class FakeV2Device implements FakePeripheral {
     let first: number | undefined;
     if (!s.begin.deflate) first = s.stream[0];
     else {
-      try {
-        const out = inflateSync(s.stream.subarray(0, end), {
-          finishFlush: zlibConstants.Z_SYNC_FLUSH,
-        });
-        first = out.length > 0 ? out[0] : undefined;
-      } catch {
-        return V2Status.INFLATE_ERROR;
-      }
+      const inflater = new Inflate();
+      inflater.push(s.stream.subarray(0, end), Z_SYNC_FLUSH);
+      if (inflater.err !== Z_OK) return V2Status.INFLATE_ERROR;
+      first = inflater.chunks.find((chunk) => chunk.length > 0)?.[0];
     }
     if (first === undefined) return undefined;
     s.magicChecked = true;
@@ -696,7 +691,7 @@ export class FakeV2Device implements FakePeripheral {
     let image = s.stream;
     if (s.begin.deflate) {
       try {
-        image = new Uint8Array(inflateSync(s.stream));
+        image = inflate(s.stream);
       } catch {
         return V2Status.INFLATE_ERROR;
       }

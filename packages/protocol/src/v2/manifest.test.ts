@@ -9,8 +9,8 @@ import {
   SIG_BLOCK_VERSION_ECDSA,
   SIG_BLOCK_VERSION_RSA,
   SIG_SECTOR_SIZE,
-  signImage,
 } from '../image/signature.ts';
+import { signImage } from '../image/signing.ts';
 import { compareAppVersions, imageChipId, imageManifest } from './uploader.ts';
 
 const rsa = generateKeyPairSync('rsa', { modulusLength: 3072 }).privateKey;

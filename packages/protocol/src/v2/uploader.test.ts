@@ -4,7 +4,7 @@ import { normalizeUuid } from '../baseline.ts';
 import { AbortError, TimeoutError } from '../errors.ts';
 import { FakeDeviceRegistry, FakeTransport, type FakeTransportOptions } from '../fake-transport.ts';
 import { buildAppImage } from '../image/build.ts';
-import { signImage } from '../image/signature.ts';
+import { signImage } from '../image/signing.ts';
 import { hex, randomAppImage, sha256Hex, trafficLines } from '../test-support.ts';
 import {
   crc32,

@@ -4,8 +4,7 @@
  * one window unacknowledged, END, and the device's restart.
  */
 
-import { createHash } from 'node:crypto';
-import { deflateSync } from 'node:zlib';
+import { deflate } from 'pako';
 import { MAX_ATTRIBUTE_VALUE_LENGTH, normalizeUuid } from '../baseline.ts';
 import { TypedEmitter } from '../emitter.ts';
 import {
@@ -15,6 +14,7 @@ import {
   TimeoutError,
   UnknownCharacteristicError,
 } from '../errors.ts';
+import { sha256 } from '../image/bytes.ts';
 import { APP_DESC_MAGIC } from '../image/layout.ts';
 import { parseAppImage } from '../image/parse.ts';
 import {
@@ -502,7 +502,7 @@ class Run {
         );
       }
       const manifest = this.#preflight(info);
-      const imageSha = new Uint8Array(createHash('sha256').update(image).digest());
+      const imageSha = sha256(image);
       const { stream, compression } = this.#prepareStream(info);
       this.#stream = stream;
 
@@ -734,8 +734,9 @@ class Run {
       return { stream: this.#image, compression: { used: false, reason: 'device-unsupported' } };
     }
     // Level 9 is deterministic for a given zlib, so a resumed session gets the same stream;
-    // the CRC check at BEGIN catches it if it does not.
-    const deflated = new Uint8Array(deflateSync(this.#image, { level: 9 }));
+    // the CRC check at BEGIN catches it if it does not. pako is a port of zlib: the same
+    // bytes as node:zlib's deflate at level 9, in Node and in a page alike.
+    const deflated = deflate(this.#image, { level: 9 });
     if (mode === 'auto' && deflated.length >= this.#image.length) {
       return { stream: this.#image, compression: { used: false, reason: 'not-smaller' } };
     }

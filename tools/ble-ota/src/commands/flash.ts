@@ -38,7 +38,7 @@ async function signLoaded(image: LoadedImage, keys: string[]): Promise<LoadedIma
     keys,
     'send it without --key, or pass the unsigned image',
   );
-  const signatures = readSignatures(bytes);
+  const signatures = await readSignatures(bytes);
   return { ...image, bytes, ...(signatures ? { signatures } : {}) };
 }
 

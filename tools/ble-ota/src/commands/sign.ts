@@ -107,7 +107,7 @@ export async function signCommand(
   const output = options.output ?? signedPath(path);
   await checkOutputPath(output, 'the signed image file', join(output, basename(signedPath(path))));
   await writeFile(output, signed);
-  const sig = readSignatures(signed);
+  const sig = await readSignatures(signed);
   if (options.json) {
     json(io.stdout, {
       event: 'signed',
