@@ -197,12 +197,19 @@ export async function runPowerCuts(options: {
   const dir = await mkdtemp(join(tmpdir(), 'ble-ota-power-cuts-'));
   try {
     // The board's factory image (ota_0 of a new flash) is the host build's: "old". The update
-    // is the host app as it is, with a version of its own and padding to 900 KB.
-    const factory = parseAppImage(
-      new Uint8Array(await readFile(join(hostBuildDir, 'ble-ota-app-esp32.bin'))),
+    // is the host app as it is, with a version of its own, signed, and padded to the next 100 KB
+    // above it (the host app's size moves with the firmware; the sweep's figures say which size).
+    const factoryBytes = new Uint8Array(
+      await readFile(join(hostBuildDir, 'ble-ota-app-esp32.bin')),
     );
+    const factory = parseAppImage(factoryBytes);
     const oldVersion = factory.version;
-    const { bytes: image, version: newVersion } = await benchImage('esp32', 'cut-new', 900_000);
+    const cutImageBytes = Math.ceil((factoryBytes.length + 2 * 4096) / 100_000) * 100_000;
+    const { bytes: image, version: newVersion } = await benchImage(
+      'esp32',
+      'cut-new',
+      cutImageBytes,
+    );
     const powerOn = join(dir, 'power-on.bin');
     await execa(join(hostBuildDir, 'ble-ota-flash'), [
       'create',
