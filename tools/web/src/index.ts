@@ -1,0 +1,1 @@
+export { buildPage, type ServedPage, servePage, webRoot } from './serve.ts';
