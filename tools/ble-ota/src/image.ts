@@ -5,6 +5,8 @@ import {
   parseAppImage,
   readSignatures,
   type SignatureSectorInfo,
+  signatureProblem,
+  signatureText,
 } from '@esp-ble-ota/protocol';
 import { CliError } from './errors.ts';
 import { ExitCode } from './exit-codes.ts';
@@ -115,27 +117,14 @@ export function imageJson(image: LoadedImage): Record<string, unknown> {
   };
 }
 
-const SCHEME_NAMES = { rsa3072: 'RSA-3072-PSS', ecdsa256: 'ECDSA P-256', ecdsa192: 'ECDSA P-192' };
-
-/** What is wrong with a signature block, or undefined when it holds. */
-export function signatureProblem(b: SignatureSectorInfo['blocks'][number]): string | undefined {
-  if (!b.crcValid) return 'its CRC is wrong (the block is damaged)';
-  if (!b.digestMatches) return 'the image changed after it was signed (digest mismatch)';
-  if (!b.signatureValid) return 'the signature does not verify with its key';
-  return undefined;
-}
+/** What is wrong with a signature block (the protocol package words it for every front end). */
+export { signatureProblem };
 
 /** The lines `info` prints for the signature sector. */
 function signatureRows(image: LoadedImage): [string, string][] {
   const sig = image.signatures;
   if (sig === undefined) return [['Signature', 'none (not signed for Secure Boot v2)']];
-  return sig.blocks.map((b) => {
-    const problem = signatureProblem(b);
-    return [
-      `Signature ${b.index + 1}`,
-      `${SCHEME_NAMES[b.scheme]}, key digest ${b.keyDigest}, ${problem === undefined ? 'valid' : `INVALID: ${problem}`}`,
-    ];
-  });
+  return sig.blocks.map((b) => [`Signature ${b.index + 1}`, signatureText(b)]);
 }
 
 export function imageText(image: LoadedImage): string {

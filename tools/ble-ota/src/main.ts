@@ -4,10 +4,18 @@ import { infoCommand } from './commands/info.ts';
 import { type MonitorOptions, monitorCommand } from './commands/monitor.ts';
 import { type ScanCommandOptions, scanCommand } from './commands/scan.ts';
 import { keygenCommand, type SignOptions, signCommand } from './commands/sign.ts';
+import { type WebOptions, webCommand } from './commands/web.ts';
 import { exitCodeFor } from './errors.ts';
 import { ExitCode, type ExitCodeValue, exitCodeHelp } from './exit-codes.ts';
 import { type CliIo, json, line } from './io.ts';
-import { parseAddress, parseBaud, parseCount, parseDuration, parseSize } from './parse.ts';
+import {
+  parseAddress,
+  parseBaud,
+  parseCount,
+  parseDuration,
+  parsePort,
+  parseSize,
+} from './parse.ts';
 
 const EXAMPLES = `
 Examples:
@@ -17,7 +25,8 @@ Examples:
   ble-ota scan --sim
   ble-ota flash build/app.bin --name esp32
   ble-ota flash build/app.bin --sim --json
-  ble-ota monitor /dev/ttyUSB0 --reset`;
+  ble-ota monitor /dev/ttyUSB0 --reset
+  ble-ota web`;
 
 /**
  * Run ble-ota with `argv` (without node and the script) and return the exit code. Everything
@@ -266,6 +275,24 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         monitorCommand(port, options, io),
       ),
     );
+
+  program
+    .command('web')
+    .description(
+      'serve the browser page that updates a device over Web Bluetooth, on localhost, and print its URL',
+    )
+    .addOption(
+      new Option('-p, --port <port>', 'port to listen on (the next free one if taken; 0: any)')
+        .default(8088)
+        .argParser(parsePort),
+    )
+    .addOption(
+      new Option(
+        '--host <host>',
+        'address to listen on; Web Bluetooth needs localhost or https',
+      ).default('127.0.0.1'),
+    )
+    .action(run(async (options: WebOptions) => webCommand(options, io)));
 
   // Scripts call subcommands; each one's --help carries the exit codes too.
   for (const command of program.commands) command.addHelpText('after', `\n${exitCodeHelp()}`);

@@ -78,3 +78,14 @@ export function parseCount(value: string): number {
   }
   return n;
 }
+
+/** A TCP port: 1 to 65535, or 0 for any free one. */
+export function parsePort(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || n > 65_535) {
+    throw new InvalidArgumentError(
+      `"${value}" is not a TCP port; use 1 to 65535, or 0 for any free one`,
+    );
+  }
+  return n;
+}

@@ -26,7 +26,7 @@ export interface ServedPage {
  * Bluetooth needs a secure context: localhost and 127.0.0.1 are, a LAN address is not.
  */
 export async function servePage(
-  options: { outDir?: string; host?: string; port?: number } = {},
+  options: { outDir?: string; host?: string; port?: number; strictPort?: boolean } = {},
 ): Promise<ServedPage> {
   const server = await preview({
     root: webRoot,
@@ -36,7 +36,8 @@ export async function servePage(
     preview: {
       host: options.host ?? '127.0.0.1',
       port: options.port ?? 0,
-      strictPort: options.port !== undefined && options.port !== 0,
+      // Given a port, use it or fail, unless told to take the next free one.
+      strictPort: options.strictPort ?? (options.port !== undefined && options.port !== 0),
       open: false,
     },
   });

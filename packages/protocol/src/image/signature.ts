@@ -99,7 +99,7 @@ function base64url(bytes: Uint8Array): string {
   return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 }
 
-export function reversed(bytes: Uint8Array): Uint8Array {
+export function reversed(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
   return Uint8Array.from(bytes).reverse();
 }
 
@@ -183,7 +183,7 @@ async function verifyRsa(block: Uint8Array, keyBytes: Uint8Array, signedData: Ui
     { name: 'RSA-PSS', saltLength: 32 },
     key,
     reversed(block.subarray(RSA_SIG_AT, RSA_SIG_AT + RSA_BYTES)),
-    signedData,
+    Uint8Array.from(signedData), // a copy on an ArrayBuffer, as DOM's BufferSource type wants
   );
 }
 
@@ -203,7 +203,7 @@ async function verifyEcdsa(block: Uint8Array, keyBytes: Uint8Array, signedData: 
   const rs = new Uint8Array(64);
   rs.set(reversed(block.subarray(ECDSA_SIG_AT, ECDSA_SIG_AT + 32)), 0);
   rs.set(reversed(block.subarray(ECDSA_SIG_AT + 32, ECDSA_SIG_AT + 64)), 32);
-  return subtle().verify({ name: 'ECDSA', hash: 'SHA-256' }, key, rs, signedData);
+  return subtle().verify({ name: 'ECDSA', hash: 'SHA-256' }, key, rs, Uint8Array.from(signedData));
 }
 
 /** Checks one block against the data it follows (`signedDigest` its SHA-256), as the bootloader would. */

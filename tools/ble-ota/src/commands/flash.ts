@@ -10,7 +10,10 @@ import {
   DeviceRefusedError,
   type FoundDevice,
   ImageMismatchError,
+  type ProtocolChoice,
+  protocolChoiceText,
   readSignatures,
+  resumingText,
   type SlotSource,
   UpdateError,
   type UpdateEvent,
@@ -386,15 +389,9 @@ class Reporter {
     });
   }
 
-  protocol(protocol: UploadProtocol, choice: string): void {
-    const why: Record<string, string> = {
-      forced: 'as asked',
-      'v2-offered': 'the device offers it',
-      'no-v2-characteristics': 'the device offers no protocol v2',
-      'mtu-too-small': 'the MTU is too small for protocol v2',
-    };
+  protocol(protocol: UploadProtocol, choice: ProtocolChoice): void {
     if (this.#json) this.#event('protocol', { protocol, choice });
-    else line(this.#io.stdout, `protocol: ${protocol} (${why[choice] ?? choice})`);
+    else line(this.#io.stdout, `protocol: ${protocol} (${protocolChoiceText(choice)})`);
   }
 
   resuming(event: Extract<UpdateEvent, { type: 'resuming' }>): void {
@@ -403,13 +400,7 @@ class Reporter {
       this.#event('resuming', { phase, committed, streamSize, attempt, attempts, message });
       return;
     }
-    const what =
-      phase === 'verify'
-        ? 'link lost while reading the new version; reconnecting to read it again'
-        : streamSize === undefined || committed === 0
-          ? `link lost during ${phase}; reconnecting to start the upload again`
-          : `link lost with ${committed} of ${streamSize} bytes confirmed by the device; reconnecting to resume from there`;
-    line(this.#io.stderr, `${what} (attempt ${attempt} of ${attempts})`);
+    line(this.#io.stderr, resumingText(event));
   }
 
   /** A v2 upload: what was sent (deflated, resumed) and what it took; see `uploaded`. */
