@@ -81,6 +81,19 @@ if ! libfuzzer_present; then
   fi
 fi
 
+# Chromium for the browser page's tests (tools/web: Web Bluetooth against a simulated board
+# through Chromium's fake adapter, and the protocol package run in a page). Without it those
+# tests are skipped and say so.
+if [ ! -x /usr/lib/chromium/chromium ] && ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing chromium with apt-get (the browser page's tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ||
+      say "could not install chromium: the browser page's tests (tools/web) will be skipped"
+  else
+    say "optional, for the browser page's tests (tools/web): Chromium (Debian: sudo apt-get install chromium; Ubuntu's snap chromium: set CHROMIUM_PATH to its binary)"
+  fi
+fi
+
 if [ "$(pnpm --version 2>/dev/null || true)" != "$PNPM_VERSION" ]; then
   say "installing pnpm $PNPM_VERSION"
   npm install -g --silent "pnpm@$PNPM_VERSION" >/dev/null

@@ -6,11 +6,11 @@ import { existsSync } from 'node:fs';
 import { type Browser, chromium } from 'playwright-core';
 
 /** The binary itself: /usr/bin/chromium is a wrapper script that prints a harmless error. */
-const CANDIDATES = [process.env.CHROMIUM_PATH, '/usr/lib/chromium/chromium', '/usr/bin/chromium'];
+const CANDIDATES = process.env.CHROMIUM_PATH
+  ? [process.env.CHROMIUM_PATH]
+  : ['/usr/lib/chromium/chromium', '/usr/bin/chromium'];
 
-export const chromiumPath: string | undefined = CANDIDATES.find(
-  (p): p is string => p !== undefined && p !== '' && existsSync(p),
-);
+export const chromiumPath: string | undefined = CANDIDATES.find((p) => existsSync(p));
 
 export const NO_CHROMIUM =
   'Chromium is not installed: these tests drive the page in a real browser (Debian/Ubuntu: apt-get install chromium, as scripts/bootstrap.sh does; or set CHROMIUM_PATH)';
