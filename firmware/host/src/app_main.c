@@ -44,6 +44,9 @@ typedef struct {
     const char *pinned; /* CONFIG_BLE_OTA_TRUSTED_KEY_DIGESTS */
     long idle_timeout_s;        /* CONFIG_BLE_OTA_IDLE_TIMEOUT_S; -1: the firmware's default */
     long refusal_backoff_max_s; /* CONFIG_BLE_OTA_REFUSAL_BACKOFF_MAX_S; -1: the default */
+    int pre_erase;              /* CONFIG_BLE_OTA_PRE_ERASE (ble_ota_pre_erase_t); -1: the default */
+    long pre_erase_delay_s;     /* CONFIG_BLE_OTA_PRE_ERASE_DELAY_S; -1: the default */
+    long pre_erase_pause_ms;    /* CONFIG_BLE_OTA_PRE_ERASE_PAUSE_MS; -1: the default */
 } app_args_t;
 
 /* The IDF port's writer task runs ble_ota_writer_run_once(1000): however quiet the link, the
@@ -65,6 +68,9 @@ static int prv_parse(int argc, char **argv, app_args_t *a)
     a->restart_delay_ms = 500;
     a->idle_timeout_s = -1;
     a->refusal_backoff_max_s = -1;
+    a->pre_erase = -1;
+    a->pre_erase_delay_s = -1;
+    a->pre_erase_pause_ms = -1;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (v == NULL) {
@@ -103,6 +109,14 @@ static int prv_parse(int argc, char **argv, app_args_t *a)
             a->idle_timeout_s = strtol(v, NULL, 10);
         } else if (strcmp(argv[i], "--refusal-backoff-max-s") == 0) {
             a->refusal_backoff_max_s = strtol(v, NULL, 10);
+        } else if (strcmp(argv[i], "--pre-erase") == 0) {
+            a->pre_erase = strcmp(v, "idle") == 0           ? BLE_OTA_PRE_ERASE_IDLE
+                           : strcmp(v, "disconnected") == 0 ? BLE_OTA_PRE_ERASE_DISCONNECTED
+                                                            : BLE_OTA_PRE_ERASE_OFF;
+        } else if (strcmp(argv[i], "--pre-erase-delay-s") == 0) {
+            a->pre_erase_delay_s = strtol(v, NULL, 10);
+        } else if (strcmp(argv[i], "--pre-erase-pause-ms") == 0) {
+            a->pre_erase_pause_ms = strtol(v, NULL, 10);
         } else if (strcmp(argv[i], "--allow-downgrade") == 0) {
             a->allow_downgrade = strcmp(v, "on") == 0;
         } else if (strcmp(argv[i], "--link-security") == 0) {
@@ -268,7 +282,19 @@ static void prv_dispatch(uint8_t type, const uint8_t *p, size_t len, const char 
         break;
     case HOST_FRAME_IDLE:
         if (len >= 4) {
-            host_clock_pass_ms(prv_u32(p)); /* the writer that runs next sees the time gone by */
+            /* The writer task wakes at least once a second (WRITER_TICK_MS): the time goes by in such
+             * ticks, the writer running after each, so that work paced in time (the background erase
+             * of the update slot, one block per pause) happens within the wait as on a chip. */
+            uint32_t left = prv_u32(p);
+            while (left > 0) {
+                uint32_t step = left > WRITER_TICK_MS ? WRITER_TICK_MS : left;
+                host_clock_pass_ms(step);
+                left -= step;
+                if (left > 0) {
+                    while (ble_ota_writer_run_once(0)) {
+                    }
+                }
+            }
             return;
         }
         break;
@@ -358,6 +384,15 @@ int main(int argc, char **argv)
     }
     if (a.refusal_backoff_max_s >= 0) {
         cfg.refusal_backoff_max_ms = (uint32_t)a.refusal_backoff_max_s * 1000u;
+    }
+    if (a.pre_erase >= 0) {
+        cfg.pre_erase = (uint8_t)a.pre_erase;
+    }
+    if (a.pre_erase_delay_s >= 0) {
+        cfg.pre_erase_delay_ms = (uint32_t)a.pre_erase_delay_s * 1000u;
+    }
+    if (a.pre_erase_pause_ms >= 0) {
+        cfg.pre_erase_pause_ms = (uint32_t)a.pre_erase_pause_ms;
     }
     static ble_ota_port_v2_t port_v2;
     host_port_v2(&hp, &port_v2);

@@ -28,6 +28,8 @@ static void prv_usage(FILE *out)
             "                      [--allow-downgrade on|off] [--baseline on|off] [--pinned-key-digests LIST]\n"
             "                      [--flash-journal FILE] [--link-security open|encrypted|authenticated]\n"
             "                      [--idle-timeout-s S] [--refusal-backoff-max-s S]\n"
+            "                      [--pre-erase off|disconnected|idle] [--pre-erase-delay-s S]\n"
+            "                      [--pre-erase-pause-ms MS]\n"
             "       ble-ota-device [--link-security LEVEL] --gatt-json\n"
             "chips: %s\n"
             "stdin/stdout carry the binary frames described in firmware/host/README.md.\n",
@@ -100,6 +102,9 @@ int main(int argc, char **argv)
     const char *link_security = NULL;
     const char *idle_timeout = NULL;    /* CONFIG_BLE_OTA_IDLE_TIMEOUT_S */
     const char *refusal_backoff = NULL; /* CONFIG_BLE_OTA_REFUSAL_BACKOFF_MAX_S */
+    const char *pre_erase = NULL;       /* CONFIG_BLE_OTA_PRE_ERASE */
+    const char *pre_erase_delay = NULL; /* CONFIG_BLE_OTA_PRE_ERASE_DELAY_S */
+    const char *pre_erase_pause = NULL; /* CONFIG_BLE_OTA_PRE_ERASE_PAUSE_MS */
     ble_ota_link_security_t link_level = BLE_OTA_LINK_OPEN;
     bool gatt_json = false;
     for (int i = 1; i < argc; i++) {
@@ -195,6 +200,25 @@ int main(int argc, char **argv)
                 return 2;
             }
             *(strcmp(arg, "--idle-timeout-s") == 0 ? &idle_timeout : &refusal_backoff) = v;
+        } else if (strcmp(arg, "--pre-erase") == 0) {
+            if (strcmp(v, "off") != 0 && strcmp(v, "disconnected") != 0 && strcmp(v, "idle") != 0) {
+                fprintf(stderr, "ble-ota-device: --pre-erase is off, disconnected (idle without a connection) or "
+                                "idle (connected or not), got '%s'\n",
+                        v);
+                return 2;
+            }
+            pre_erase = v;
+        } else if (strcmp(arg, "--pre-erase-delay-s") == 0 || strcmp(arg, "--pre-erase-pause-ms") == 0) {
+            /* the Kconfig ranges: 0 to 3600 s, 0 to 60000 ms */
+            char *end;
+            unsigned long n = strtoul(v, &end, 10);
+            bool delay = strcmp(arg, "--pre-erase-delay-s") == 0;
+            if (v[0] < '0' || v[0] > '9' || *end != '\0' || n > (delay ? 3600ul : 60000ul)) {
+                fprintf(stderr, "ble-ota-device: %s takes a whole number from 0 to %s, got '%s'\n", arg,
+                        delay ? "3600 (seconds)" : "60000 (milliseconds)", v);
+                return 2;
+            }
+            *(delay ? &pre_erase_delay : &pre_erase_pause) = v;
         } else if (strcmp(arg, "--link-security") == 0) {
             int found = 0;
             for (int level = BLE_OTA_LINK_OPEN; level <= BLE_OTA_LINK_AUTHENTICATED; level++) {
@@ -373,6 +397,18 @@ int main(int argc, char **argv)
     if (refusal_backoff != NULL) {
         app_argv[n++] = "--refusal-backoff-max-s";
         app_argv[n++] = (char *)refusal_backoff;
+    }
+    if (pre_erase != NULL) {
+        app_argv[n++] = "--pre-erase";
+        app_argv[n++] = (char *)pre_erase;
+    }
+    if (pre_erase_delay != NULL) {
+        app_argv[n++] = "--pre-erase-delay-s";
+        app_argv[n++] = (char *)pre_erase_delay;
+    }
+    if (pre_erase_pause != NULL) {
+        app_argv[n++] = "--pre-erase-pause-ms";
+        app_argv[n++] = (char *)pre_erase_pause;
     }
     if (tmp_exe[0] != '\0') {
         app_argv[n++] = "--delete-exe";

@@ -656,6 +656,158 @@ static int prv_slot_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
     return host_flash_read(hp->dev.flash, p->offset + offset, buf, len) == 0 ? BLE_OTA_OK : BLE_OTA_ERR_FLASH;
 }
 
+/* --- Background erase (CONFIG_BLE_OTA_PRE_ERASE) ----------------------------------------------
+ *
+ * The IDF port keeps the erase record in an NVS blob, whose commits are atomic. Here it lives in
+ * the emulated flash, so that the power cuts of the rig and of the tests hit it as they hit NVS:
+ * an append log of 32-byte entries {magic, seq, slot_address, erased_to, crc32} in the last 4 KB
+ * sector of the nvs partition (nothing else of the host build uses that partition). The valid
+ * entry with the highest seq wins; a torn entry fails its CRC and the one before it counts. A full
+ * sector is erased and the log starts again at its first entry; a torn erase clears the first
+ * half first, so what survives is the newest half. */
+#define PRE_LOG_MAGIC 0x52455250u /* "PRER" */
+#define PRE_LOG_ENTRY 32u
+#define PRE_LOG_ENTRIES (ESP_FLASH_SECTOR_SIZE / PRE_LOG_ENTRY)
+
+static int prv_pre_log_base(host_port_t *hp, uint32_t *base)
+{
+    const host_part_t *nvs = host_ptable_find(&hp->dev.table, PART_TYPE_DATA, PART_SUBTYPE_DATA_WIFI);
+    if (nvs == NULL || nvs->size < ESP_FLASH_SECTOR_SIZE) {
+        return -1;
+    }
+    *base = nvs->offset + nvs->size - ESP_FLASH_SECTOR_SIZE;
+    return 0;
+}
+
+static uint32_t prv_get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static void prv_put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+/* Newest valid entry (*found false if none) and the index after the last used one. */
+static int prv_pre_log_scan(host_port_t *hp, ble_ota_erase_record_t *rec, uint32_t *seq, bool *found,
+                            uint32_t *next)
+{
+    uint32_t base;
+    if (prv_pre_log_base(hp, &base) != 0) {
+        return -1;
+    }
+    const uint8_t *log = host_flash_peek(hp->dev.flash, base, ESP_FLASH_SECTOR_SIZE);
+    *found = false;
+    *next = 0;
+    memset(rec, 0, sizeof(*rec));
+    for (uint32_t i = 0; i < PRE_LOG_ENTRIES; i++) {
+        const uint8_t *e = log + i * PRE_LOG_ENTRY;
+        bool blank = true;
+        for (uint32_t k = 0; k < PRE_LOG_ENTRY; k++) {
+            blank = blank && e[k] == 0xFF;
+        }
+        if (blank) {
+            continue;
+        }
+        *next = i + 1;
+        if (prv_get32(e) != PRE_LOG_MAGIC || (uint32_t)crc32(0, e, 16) != prv_get32(e + 16)) {
+            continue; /* torn */
+        }
+        if (!*found || prv_get32(e + 4) > *seq) {
+            *found = true;
+            *seq = prv_get32(e + 4);
+            rec->slot_address = prv_get32(e + 8);
+            rec->erased_to = prv_get32(e + 12);
+        }
+    }
+    return 0;
+}
+
+static int prv_erase_record_load(void *ctx, ble_ota_erase_record_t *out)
+{
+    host_port_t *hp = ctx;
+    uint32_t seq = 0, next;
+    bool found;
+    return prv_pre_log_scan(hp, out, &seq, &found, &next) == 0 ? BLE_OTA_OK : BLE_OTA_ERR_FLASH;
+}
+
+static int prv_erase_record_store(void *ctx, const ble_ota_erase_record_t *rec)
+{
+    host_port_t *hp = ctx;
+    ble_ota_erase_record_t old;
+    uint32_t seq = 0, next, base;
+    bool found;
+    uint8_t e[PRE_LOG_ENTRY];
+    if (prv_pre_log_scan(hp, &old, &seq, &found, &next) != 0 || prv_pre_log_base(hp, &base) != 0) {
+        return BLE_OTA_ERR_FLASH;
+    }
+    if (next >= PRE_LOG_ENTRIES) {
+        if (host_flash_erase(hp->dev.flash, base, ESP_FLASH_SECTOR_SIZE) != 0) {
+            return BLE_OTA_ERR_FLASH;
+        }
+        next = 0;
+    }
+    memset(e, 0xFF, sizeof(e));
+    prv_put32(e, PRE_LOG_MAGIC);
+    prv_put32(e + 4, found ? seq + 1 : 1);
+    prv_put32(e + 8, rec->slot_address);
+    prv_put32(e + 12, rec->erased_to);
+    prv_put32(e + 16, (uint32_t)crc32(0, e, 16));
+    if (host_flash_write(hp->dev.flash, base + next * PRE_LOG_ENTRY, e, sizeof(e)) != 0) {
+        host_log('E', TAG_PORT, "nvs_commit failed: ESP_ERR_FLASH_OP_FAIL (%s)", hp->dev.flash->error);
+        return BLE_OTA_ERR_FLASH;
+    }
+    return BLE_OTA_OK;
+}
+
+static int prv_next_slot_info(void *ctx, ble_ota_slot_info_t *out)
+{
+    host_port_t *hp = ctx;
+    int slot = prv_next_slot(hp);
+    if (slot < 0) {
+        return BLE_OTA_ERR_NO_SLOT;
+    }
+    prv_fill_info(hp, slot, out);
+    return BLE_OTA_OK;
+}
+
+static int prv_idle_erase(void *ctx, uint32_t offset, uint32_t len)
+{
+    host_port_t *hp = ctx;
+    int slot = prv_next_slot(hp);
+    if (slot < 0 || hp->open) {
+        return BLE_OTA_ERR_STATE;
+    }
+    const host_part_t *p = host_ptable_ota(&hp->dev.table, slot);
+    if ((uint64_t)offset + len > p->size) {
+        host_log('E', TAG_PORT, "esp_partition_erase_range failed: %s", "ESP_ERR_INVALID_SIZE");
+        return BLE_OTA_ERR_TOO_LARGE;
+    }
+    if (host_flash_erase(hp->dev.flash, p->offset + offset, len) != 0) {
+        host_log('E', TAG_PORT, "esp_partition_erase_range failed: ESP_ERR_FLASH_OP_FAIL (%s)", hp->dev.flash->error);
+        return BLE_OTA_ERR_FLASH;
+    }
+    return BLE_OTA_OK;
+}
+
+static int prv_idle_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
+{
+    host_port_t *hp = ctx;
+    int slot = prv_next_slot(hp);
+    if (slot < 0) {
+        return BLE_OTA_ERR_STATE;
+    }
+    const host_part_t *p = host_ptable_ota(&hp->dev.table, slot);
+    if ((uint64_t)offset + len > p->size) {
+        return BLE_OTA_ERR_TOO_LARGE;
+    }
+    return host_flash_read(hp->dev.flash, p->offset + offset, buf, len) == 0 ? BLE_OTA_OK : BLE_OTA_ERR_FLASH;
+}
+
 void host_port_v2(host_port_t *hp, ble_ota_port_v2_t *v2)
 {
     const host_part_t *p = host_ptable_ota(&hp->dev.table, hp->running_slot);
@@ -693,6 +845,11 @@ void host_port_v2(host_port_t *hp, ble_ota_port_v2_t *v2)
     v2->sha256_buf = prv_sha256_buf;
     v2->verify_block = prv_verify_block;
     v2->slot_read = prv_slot_read;
+    v2->next_slot = prv_next_slot_info;
+    v2->idle_erase = prv_idle_erase;
+    v2->erase_record_load = prv_erase_record_load;
+    v2->erase_record_store = prv_erase_record_store;
+    v2->idle_read = prv_idle_read;
 }
 
 void host_port_deinit(host_port_t *hp)

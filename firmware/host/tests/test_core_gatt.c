@@ -104,7 +104,7 @@ TEST(uuid_to_string_checks_its_buffer)
 
 TEST(device_information_reads)
 {
-    static const ble_ota_config_t cfg = { "my-board", "ACME", 250u, false, NULL, 0u, 0u, 0u };
+    static const ble_ota_config_t cfg = { "my-board", "ACME", 250u, false, NULL, 0u, 0u, 0u, BLE_OTA_PRE_ERASE_OFF, 0u, 0u };
     uint8_t buf[32];
     size_t len = 0;
 

@@ -261,9 +261,9 @@ TEST(info_describes_the_device)
     REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
     connect_as(CONN);
     REQUIRE_EQ_INT(ble_ota_on_read(CONN, BLE_OTA_CHR_V2_CONTROL, info, sizeof(info), &len), 0);
-    REQUIRE_EQ_INT(len, 119);
+    REQUIRE_EQ_INT(len, 123);
     CHECK_EQ_INT(info[0], 2);
-    CHECK_EQ_HEX(info[1], 0x07); /* deflate, resume, manifest */
+    CHECK_EQ_HEX(info[1], 0x07); /* deflate, resume, manifest; no background erase without its port */
     CHECK_EQ_INT(info[2] | info[3] << 8, 9);
     CHECK_EQ_HEX(get_u32(&info[4]), FV2_SLOT_SIZE);
     CHECK_EQ_INT(info[8] | info[9] << 8, MTU - 3);
@@ -274,6 +274,7 @@ TEST(info_describes_the_device)
     CHECK_EQ_INT(info[82] | info[113], 0);
     CHECK_EQ_HEX(info[114], 0x00); /* nothing enforced */
     CHECK_EQ_INT(get_u32(&info[115]), 0);
+    CHECK_EQ_INT(get_u32(&info[119]), 0); /* nothing pre-erased */
     /* what the firmware enforces: signed only, anti-rollback from secure_version 4, an encrypted link */
     fv2.sec.signed_only = true;
     fv2.sec.anti_rollback = true;
@@ -1389,7 +1390,7 @@ TEST(a_baseline_upload_of_an_older_version_is_refused_unless_the_device_allows_o
 
 TEST(with_the_baseline_protocol_off_request_is_refused_and_v2_still_updates)
 {
-    static const ble_ota_config_t v2_only = { "esp32", "Espressif Systems", 500u, true, NULL, 0u, 0u, 0u };
+    static const ble_ota_config_t v2_only = { "esp32", "Espressif Systems", 500u, true, NULL, 0u, 0u, 0u, BLE_OTA_PRE_ERASE_OFF, 0u, 0u };
     uint8_t size[2] = {244, 0};
     uint8_t request = 0x01;
     client_t c;

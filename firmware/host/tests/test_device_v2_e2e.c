@@ -58,7 +58,7 @@ static const uint8_t *last_answer(const dh_dev_t *d, uint8_t op)
     return NULL;
 }
 
-static void read_info(dh_dev_t *d, uint8_t info[119])
+static void read_info(dh_dev_t *d, uint8_t info[123])
 {
     uint8_t p[4];
     dh_u16(p, CONN);
@@ -67,9 +67,9 @@ static void read_info(dh_dev_t *d, uint8_t info[119])
     REQUIRE(dh_call(d, 0x05, p, 4, NULL, 0) == 0);
     int i = dh_find(d, 0x85, 0, -1, 0);
     REQUIRE(i >= 0);
-    REQUIRE_EQ_INT(d->got[i].len, 5 + 119);
+    REQUIRE_EQ_INT(d->got[i].len, 5 + 123);
     CHECK_EQ_INT(d->got[i].data[4], 0);
-    memcpy(info, d->got[i].data + 5, 119);
+    memcpy(info, d->got[i].data + 5, 123);
 }
 
 /* BEGIN; returns the 16-byte BEGIN_RSP (copied into rsp) status, or -1. */
@@ -197,7 +197,7 @@ TEST(v2_update_end_to_end_with_frame_done_after_every_frame)
     const char *create[] = {"--flash", flash, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, "--restart-delay-ms", "0",
                             NULL};
     dh_dev_t d;
-    uint8_t info[119], rsp[16], running[32];
+    uint8_t info[123], rsp[16], running[32];
     size_t len;
     uint8_t *img = dh_image_of_app("v2-e2e-2.0.0", &len);
     REQUIRE(img != NULL);
@@ -225,7 +225,7 @@ TEST(v2_update_end_to_end_with_frame_done_after_every_frame)
     link_update(&d, 251);
     read_info(&d, info);
     CHECK_EQ_INT(info[0], 2);
-    CHECK_EQ_HEX(info[1], 7); /* deflate, resume, manifest */
+    CHECK_EQ_HEX(info[1], 0x0f); /* deflate, resume, manifest, background erase (the default) */
     CHECK_EQ_HEX(info[114], 0); /* the device program enforces nothing unless told to */
     CHECK_EQ_INT(info[2] | info[3] << 8, 0);
     CHECK_EQ_HEX(dh_get_u32(info + 4), 0x1F0000); /* ota_1 in firmware/partitions.csv */
@@ -314,7 +314,7 @@ TEST(a_2m_chip_is_asked_for_the_2m_phy_and_link_updates_are_logged)
     uint8_t upd[7] = {1, 0, 6, 0, 251, 0, 2};
     REQUIRE(dh_call(&d, 0x07, upd, sizeof(upd), NULL, 0) == 0);
     CHECK_CONTAINS(d.console, "ble_ota: link: connection 1 now uses interval 7.50 ms, data length 251, 2M PHY");
-    uint8_t info[119];
+    uint8_t info[123];
     read_info(&d, info);
     CHECK_EQ_INT(info[2] | info[3] << 8, 9);
     /* two whole 251-byte packets carry a 495-byte value (MTU 517 alone would give 514,
@@ -337,7 +337,7 @@ TEST(link_update_sizes_max_frame_to_the_data_length)
     const char *flash = htu_fresh_path("v2-e2e-dl.bin");
     const char *create[] = {"--flash", flash, "--create", NULL};
     dh_dev_t d;
-    uint8_t info[119];
+    uint8_t info[123];
     dh_start(&d, create);
     connect_dev(&d, 256);
     /* until the link reports otherwise, 27-byte packets: nine of them carry 236 bytes */
@@ -382,7 +382,7 @@ TEST(compressed_update_resumed_after_a_disconnect)
     size_t len;
     uint8_t *img = dh_image_of_app("v2-e2e-z", &len);
     REQUIRE(img != NULL);
-    uint8_t sha[32], rsp[16], info[119];
+    uint8_t sha[32], rsp[16], info[123];
     host_sha256(img, len, sha);
     uLongf zlen = compressBound(len);
     uint8_t *z = malloc(zlen);
@@ -499,6 +499,219 @@ TEST(power_cut_at_sampled_operations_of_a_v2_update_never_bricks_the_device)
                                                                   "not boot",
                   cuts[i], total);
     }
+    free(img);
+}
+
+/* IDLE: this much modeled time with nothing on the air (VirtualBoard.idle). */
+static void idle_dev(dh_dev_t *d, uint32_t ms)
+{
+    uint8_t p[4];
+    dh_u32(p, ms);
+    REQUIRE(dh_call(d, 0x09, p, sizeof(p), NULL, 0) == 0);
+}
+
+#define PRE_LOG_ADDR 0xC000u /* the last sector of nvs (0x9000, 0x4000): port_host.c's erase record */
+#define SLOT_SIZE 0x1F0000u
+
+/* The newest valid entry of the erase record in a flash file, read as port_host.c writes it. */
+static bool read_erase_record(const uint8_t *flash, uint32_t *addr, uint32_t *erased_to)
+{
+    bool found = false;
+    uint32_t best = 0;
+    *addr = *erased_to = 0;
+    for (uint32_t i = 0; i < 4096u / 32u; i++) {
+        const uint8_t *e = flash + PRE_LOG_ADDR + i * 32u;
+        if (dh_get_u32(e) != 0x52455250u || (uint32_t)crc32(0, e, 16) != dh_get_u32(e + 16)) {
+            continue;
+        }
+        if (!found || dh_get_u32(e + 4) > best) {
+            found = true;
+            best = dh_get_u32(e + 4);
+            *addr = dh_get_u32(e + 8);
+            *erased_to = dh_get_u32(e + 12);
+        }
+    }
+    return found;
+}
+
+static bool all_ff(const uint8_t *p, uint32_t len)
+{
+    for (uint32_t i = 0; i < len; i++) {
+        if (p[i] != 0xFF) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Erase commands that hit the update slot among the harness's erases from index `from`. */
+static unsigned slot_erases(const dh_dev_t *d, unsigned from)
+{
+    unsigned n = 0;
+    for (unsigned i = from; i < d->n_erases; i++) {
+        n += d->erases[i].addr >= SLOT_ADDR && d->erases[i].addr < SLOT_ADDR + SLOT_SIZE;
+    }
+    return n;
+}
+
+TEST(idle_device_erases_the_update_slot_in_the_background_and_the_update_skips_those_erases)
+{
+    const char *flash = htu_fresh_path("v2-pre-erase.bin");
+    const char *create[] = {"--flash", flash, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, "--restart-delay-ms", "0",
+                            NULL};
+    dh_dev_t d;
+    uint8_t info[123], rsp[16];
+    size_t len, flen;
+    char err[200];
+    uint8_t *img = dh_image_of_app("v2-pre-erased-2.0.0", &len);
+    REQUIRE(img != NULL);
+    uint8_t sha[32];
+    host_sha256(img, len, sha);
+
+    dh_start(&d, create);
+    /* the default: only without a connection; a connected central keeps the slot as it is */
+    connect_dev(&d, 247);
+    idle_dev(&d, 60000);
+    CHECK_EQ_INT(slot_erases(&d, 0), 0);
+    read_info(&d, info);
+    CHECK_EQ_HEX(info[1] & 0x08, 0x08);
+    CHECK_EQ_INT(dh_get_u32(info + 119), 0);
+    disconnect_dev(&d);
+    /* CONFIG_BLE_OTA_PRE_ERASE_DELAY_S (30 s) after the disconnect, then one block a second */
+    idle_dev(&d, 29000);
+    CHECK_EQ_INT(slot_erases(&d, 0), 0);
+    idle_dev(&d, 2000);
+    unsigned first = slot_erases(&d, 0);
+    CHECK(first >= 1 && first <= 3);
+    idle_dev(&d, 40000);
+    REQUIRE_EQ_INT(slot_erases(&d, 0), SLOT_SIZE / BLOCK);
+    unsigned k = 0;
+    for (unsigned i = 0; i < d.n_erases; i++) {
+        if (d.erases[i].addr < SLOT_ADDR) {
+            continue; /* the factory boot's otadata */
+        }
+        CHECK_EQ_HEX(d.erases[i].addr, SLOT_ADDR + k * BLOCK); /* in order, one 64 KB block each */
+        CHECK_EQ_HEX(d.erases[i].len, BLOCK);
+        if (k > 0) {
+            CHECK_EQ_INT(d.erases[i].op, d.erases[i - 1].op + 2); /* each followed by its record write */
+        }
+        k++;
+    }
+    CHECK_CONTAINS(d.console, "pre-erase: erasing ota_1 (2031616 bytes at 0x200000) in the background");
+    CHECK_CONTAINS(d.console, "pre-erase: ota_1 is erased (2031616 bytes)");
+    uint8_t *fl = host_read_file(flash, &flen, err, sizeof(err));
+    REQUIRE(fl != NULL);
+    uint32_t addr, erased_to;
+    REQUIRE(read_erase_record(fl, &addr, &erased_to));
+    CHECK_EQ_HEX(addr, SLOT_ADDR);
+    CHECK_EQ_HEX(erased_to, SLOT_SIZE);
+    CHECK(all_ff(fl + SLOT_ADDR, SLOT_SIZE));
+    free(fl);
+
+    /* INFO says so; the update erases nothing in the slot */
+    connect_dev(&d, 247);
+    link_update(&d, 251);
+    read_info(&d, info);
+    CHECK_EQ_HEX(dh_get_u32(info + 119), SLOT_SIZE);
+    unsigned erases_before = d.n_erases;
+    REQUIRE_EQ_INT(begin(&d, 0, 0, (uint32_t)len, sha, (uint32_t)len, rsp), 0);
+    CHECK_CONTAINS(d.console, "v2 BEGIN: ota_1 is pre-erased up to 2031616 bytes");
+    client_t c;
+    memset(&c, 0, sizeof(c));
+    stream_from(&d, img, (uint32_t)len, 0, 247, &c);
+    CHECK_EQ_INT(c.acked, len);
+    CHECK_EQ_INT(end_cmd(&d), 0);
+    CHECK_EQ_INT(slot_erases(&d, erases_before), 0);
+    REQUIRE(dh_wait_for(&d, 0x87) == 0);
+    CHECK_EQ_INT(dh_end(&d), 0);
+    fl = host_read_file(flash, &flen, err, sizeof(err));
+    REQUIRE(fl != NULL);
+    REQUIRE(read_erase_record(fl, &addr, &erased_to));
+    CHECK_EQ_INT(erased_to, 0); /* cleared before the first write */
+    free(fl);
+    CHECK(dh_boots_version(flash, "v2-pre-erased-2.0.0"));
+    free(img);
+}
+
+/* Boots work with a cut at operation `cut` (0: none) and lets 70 s pass idle; the ops it made. */
+static unsigned pre_erase_run(const char *work, unsigned cut, const char *mode)
+{
+    dh_dev_t d;
+    char cuts[16];
+    snprintf(cuts, sizeof(cuts), "%u", cut);
+    const char *args_cut[] = {"--flash", work, "--power-cut-at", cuts, "--power-cut-mode", mode, NULL};
+    const char *args[] = {"--flash", work, NULL};
+    uint8_t p[4];
+    dh_start(&d, cut != 0 ? args_cut : args);
+    dh_u32(p, 70000);
+    int rc = dh_call(&d, 0x09, p, sizeof(p), NULL, 0);
+    dh_close(&d);
+    unsigned ops = d.flash_ops[1] + d.flash_ops[2];
+    CHECK_MSG(cut == 0 ? (rc == 0 && d.exit_code == 0) : d.exit_code == 137, "cut %u (%s): exit %d", cut, mode,
+              d.exit_code);
+    dh_free(&d);
+    return ops;
+}
+
+TEST(power_cut_at_every_operation_of_the_background_erase_leaves_the_record_behind_the_flash)
+{
+    const char *base = htu_fresh_path("v2-pre-cuts-base.bin");
+    const char *create[] = {"--flash", base, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, NULL};
+    dh_dev_t d;
+    dh_start(&d, create);
+    CHECK_EQ_INT(dh_end(&d), 0);
+    /* an earlier image in the slot, so that "erased" is not the factory's blank */
+    size_t len, flen;
+    char err[200];
+    uint8_t *old = dh_image_of_app("v2-pre-cuts-old", &len);
+    REQUIRE(old != NULL);
+    uint8_t *fl = host_read_file(base, &flen, err, sizeof(err));
+    REQUIRE(fl != NULL);
+    memset(fl + SLOT_ADDR, 0x5A, SLOT_SIZE);
+    memcpy(fl + SLOT_ADDR, old, len);
+    FILE *f = fopen(base, "r+b");
+    REQUIRE(f != NULL);
+    REQUIRE(fwrite(fl, 1, flen, f) == flen);
+    fclose(f);
+    free(fl);
+    free(old);
+
+    uint8_t *img = dh_image_of_app("v2-pre-cuts-new", &len);
+    REQUIRE(img != NULL);
+    uint8_t sha[32];
+    host_sha256(img, len, sha);
+    const char *work = htu_fresh_path("v2-pre-cuts-work.bin");
+    htu_copy_file(base, work);
+    unsigned total = pre_erase_run(work, 0, "skip");
+    REQUIRE_EQ_INT(total, 2 * SLOT_SIZE / BLOCK); /* a block erase and a record write per block */
+
+    static const char *const modes[] = {"skip", "torn"};
+    unsigned believed = 0, updates = 0;
+    for (unsigned m = 0; m < 2; m++) {
+        for (unsigned cut = 1; cut <= total; cut++) {
+            htu_copy_file(base, work);
+            (void)pre_erase_run(work, cut, modes[m]);
+            fl = host_read_file(work, &flen, err, sizeof(err));
+            REQUIRE(fl != NULL);
+            uint32_t addr = 0, erased_to = 0;
+            bool found = read_erase_record(fl, &addr, &erased_to);
+            CHECK_MSG(!found || (addr == SLOT_ADDR && erased_to <= SLOT_SIZE && all_ff(fl + SLOT_ADDR, erased_to)),
+                      "cut at %u (%s): the record says 0x%x erased at 0x%x, the flash disagrees", cut, modes[m],
+                      erased_to, addr);
+            believed += found && erased_to > 0;
+            free(fl);
+            /* then an update: it must install whatever the cut left (every 4th cut, both modes) */
+            if (cut % 4 == 1 || cut == total) {
+                CHECK_MSG(v2_run(work, NULL, img, len, sha, NULL, NULL) == 0, "cut at %u (%s): the update failed", cut,
+                          modes[m]);
+                CHECK_MSG(dh_boots_version(work, "v2-pre-cuts-new"), "cut at %u (%s): the new app did not boot", cut,
+                          modes[m]);
+                updates++;
+            }
+        }
+    }
+    CHECK(believed > total); /* most cuts left a record that an update used */
+    CHECK(updates >= 30);
     free(img);
 }
 

@@ -101,9 +101,29 @@ typedef struct {
      * refusals at BEGIN, an image that is not what its manifest said) BEGIN is BUSY for
      * min(2^(n-1) s, this); an installed update resets n. 0: no back-off. */
     uint32_t refusal_backoff_max_ms;
+    /* CONFIG_BLE_OTA_PRE_ERASE: when the writer erases the next update slot in the background
+     * (ble_ota_pre_erase_t), so that an update finds it erased and skips the erase stalls. The
+     * erased slot's previous image is gone: esp_ota_mark_app_invalid_rollback_and_reboot() can no
+     * longer go back to it. Needs the v2 port's pre-erase functions; without them, off. */
+    uint8_t pre_erase;
+    /* CONFIG_BLE_OTA_PRE_ERASE_DELAY_S: the device must have been idle this long (since boot, the
+     * last session or, for BLE_OTA_PRE_ERASE_DISCONNECTED, the last disconnect) first. */
+    uint32_t pre_erase_delay_ms;
+    /* CONFIG_BLE_OTA_PRE_ERASE_PAUSE_MS: at least this long between two 64 KB block erases (each
+     * stalls the chip for one block erase, ~150-450 ms). */
+    uint32_t pre_erase_pause_ms;
 } ble_ota_config_t;
 
-#define BLE_OTA_CONFIG_DEFAULT_INIT { "esp32", "Espressif Systems", 500u, false, NULL, 30000u, 60000u, 64000u }
+/* When the update slot is erased in the background (ble_ota_config_t.pre_erase). */
+typedef enum {
+    BLE_OTA_PRE_ERASE_OFF = 0,
+    BLE_OTA_PRE_ERASE_DISCONNECTED = 1, /* idle and no BLE connection */
+    BLE_OTA_PRE_ERASE_IDLE = 2,         /* idle, connected or not */
+} ble_ota_pre_erase_t;
+
+#define BLE_OTA_CONFIG_DEFAULT_INIT                                                                                    \
+    { "esp32", "Espressif Systems", 500u, false, NULL, 30000u, 60000u, 64000u, BLE_OTA_PRE_ERASE_DISCONNECTED,        \
+      30000u, 1000u }
 
 /* Session state as seen from the BLE side. */
 typedef enum {
@@ -250,7 +270,7 @@ typedef enum {
 } ble_ota_v2_status_code_t;
 
 #define BLE_OTA_V2_PROTO_VERSION 2u
-#define BLE_OTA_V2_INFO_LEN 119u
+#define BLE_OTA_V2_INFO_LEN 123u
 #define BLE_OTA_V2_BEGIN_LEN 44u
 #define BLE_OTA_V2_BEGIN_RSP_LEN 16u
 #define BLE_OTA_V2_WINDOW_ACK_LEN 10u
@@ -258,6 +278,7 @@ typedef enum {
 #define BLE_OTA_V2_INFO_DEFLATE 0x01u
 #define BLE_OTA_V2_INFO_RESUME 0x02u
 #define BLE_OTA_V2_INFO_MANIFEST 0x04u /* takes MANIFEST (0x13) before BEGIN */
+#define BLE_OTA_V2_INFO_PRE_ERASE 0x08u /* erases the update slot in the background when idle */
 /* INFO security byte (offset 114): what the firmware enforces; bits 4-5 the link security
  * its OTA writes need (ble_ota_link_security_t). u32 minimum secure_version follows. */
 #define BLE_OTA_V2_SEC_SIGNED_ONLY 0x01u     /* BEGIN needs a manifest signed by a trusted key */
@@ -317,6 +338,7 @@ typedef struct {
     uint32_t crc32;         /* of stream bytes [0, committed) */
     uint32_t image_written; /* image bytes handed to flash (inflated) */
     uint32_t erased_to;     /* slot bytes erased so far */
+    uint32_t pre_erased;    /* bytes from the update slot's start the background erase left erased */
     uint32_t buffer_used;
     uint32_t buffer_high_water;
     uint32_t gaps;            /* WINDOW_ACKs with BAD_REQUEST for a lost frame */

@@ -214,6 +214,17 @@ typedef struct {
     size_t blocks_checked;
 } ble_ota_trust_t;
 
+/*
+ * What the background erase of the update slot left erased (CONFIG_BLE_OTA_PRE_ERASE): bytes
+ * [0, erased_to) of the slot at flash address slot_address hold 0xFF. The core stores it after
+ * each block erase completes and stores erased_to 0 before any session's first write into that
+ * slot, so a power cut leaves it behind the flash, never ahead. Both fields 0: nothing recorded.
+ */
+typedef struct {
+    uint32_t slot_address;
+    uint32_t erased_to;
+} ble_ota_erase_record_t;
+
 /* inflate_update's return value once the end of the deflate stream was decoded. */
 #define BLE_OTA_INFLATE_DONE 1
 
@@ -299,6 +310,28 @@ typedef struct ble_ota_port_v2 {
     /* Reads back bytes the open session wrote to its slot (IDF: esp_partition_read), for the
      * core's signature check of the written image before slot_end. Writer context. */
     int (*slot_read)(void *ctx, uint32_t offset, uint8_t *buf, size_t len);
+
+    /* --- Background erase of the update slot (optional: all five, or none) --- */
+    /*
+     * With them and ble_ota_config_t.pre_erase on, the writer erases the next update slot one
+     * 64 KB block at a time while the device is idle, and an update skips what is erased.
+     */
+
+    /* The slot the next update goes to, without opening it (esp_ota_get_next_update_partition).
+     * Writer context. */
+    int (*next_slot)(void *ctx, ble_ota_slot_info_t *out);
+    /* Erases [offset, offset + len) of that slot while no session has it open (IDF:
+     * esp_partition_erase_range); the core asks for one 64 KB block at a 64 KB aligned offset,
+     * or the slot's last sectors. Writer context. */
+    int (*idle_erase)(void *ctx, uint32_t offset, uint32_t len);
+    /* Loads and stores the record atomically: after a power cut, load gives a record that was
+     * stored whole (the last one, or the one before it if the last store did not complete), or
+     * nothing (zeros, BLE_OTA_OK). IDF: an NVS blob; host: an append log in the emulated flash. */
+    int (*erase_record_load)(void *ctx, ble_ota_erase_record_t *out);
+    int (*erase_record_store)(void *ctx, const ble_ota_erase_record_t *rec);
+    /* Reads bytes of the next update slot without a session (IDF: esp_partition_read), to check
+     * that what the record calls erased is blank before a session trusts it. Writer context. */
+    int (*idle_read)(void *ctx, uint32_t offset, uint8_t *buf, size_t len);
 } ble_ota_port_v2_t;
 
 #ifdef __cplusplus

@@ -760,6 +760,11 @@ static void prv_writer_begin(const item_t *item)
         return;
     }
     prv_writer_abort();
+    if (!ble_ota_v2_pre_erase_forget()) {
+        prv_mark_failed(item->session, BLE_OTA_ATT_ERR_UNLIKELY);
+        prv_notify_control(item->conn, BLE_OTA_OP_REQUEST_NAK);
+        return;
+    }
     memset(&s_writer.target, 0, sizeof(s_writer.target));
     memset(&s_writer.head, 0, sizeof(s_writer.head));
     rc = s_port->slot_begin(s_port->ctx, BLE_OTA_IMAGE_SIZE_UNKNOWN, &s_writer.target);
@@ -966,6 +971,9 @@ bool ble_ota_writer_run_once(uint32_t timeout_ms)
     if (count == 0u) {
         /* v2 data comes through its own buffer, not as items. */
         if (ble_ota_v2_writer_idle()) {
+            return true;
+        }
+        if (ble_ota_v2_pre_erase_step(s_writer.slot_open)) {
             return true;
         }
         if (timeout_ms == 0u) {

@@ -114,5 +114,12 @@ void ble_ota_v2_writer_item(ble_ota_item_kind_t kind, uint16_t conn, const uint8
 /* Writer with an empty queue: consumes one chunk of buffered data, or
  * erases one sector ahead. Returns true if it did something. */
 bool ble_ota_v2_writer_idle(void);
+/* Writer with nothing else to do: one step of the background erase of the update slot (one
+ * block, when the device has been idle long enough and the pause since the last block is over).
+ * baseline_busy: a baseline transfer holds the slot. Returns true if it erased. */
+bool ble_ota_v2_pre_erase_step(bool baseline_busy);
+/* A baseline transfer is about to write the update slot: the erase record must say nothing is
+ * erased first. False if it could not be stored (the transfer must not start). */
+bool ble_ota_v2_pre_erase_forget(void);
 
 #endif /* BLE_OTA_PRIV_H */

@@ -118,6 +118,8 @@ typedef struct {
     uint32_t ring_in;
     uint32_t ring_out;
     uint32_t ring_high_water;
+    /* A link came or went since the writer last looked: the background erase waits again. */
+    bool link_changed;
     /* Published by the writer for INFO and status. */
     bool held;
     uint32_t held_offset;
@@ -137,6 +139,19 @@ static uint16_t s_interval_2m_conn;
 static shared_t s_sh;
 static session_t s_ses;
 static uint8_t s_ring[BLE_OTA_V2_BUFFER_SIZE];
+
+/* Writer-owned: the background erase of the next update slot (CONFIG_BLE_OTA_PRE_ERASE). */
+typedef struct {
+    bool loaded;                /* rec holds what the port stored */
+    bool stopped;               /* a port call failed: no more background erases until restart */
+    bool idle_known;
+    bool erased_one;            /* last_erase_ms is set */
+    bool done_logged;
+    ble_ota_erase_record_t rec; /* the stored record */
+    uint32_t idle_since_ms;     /* the device last stopped being idle (link change, session, boot) */
+    uint32_t last_erase_ms;
+} pre_erase_t;
+static pre_erase_t s_pe;
 static uint8_t s_scratch[CHUNK + WRITE_ALIGN];
 static manifest_t s_manifest;
 /* Writer-owned: refused updates in a row (security refusals at BEGIN, an image that is not what
@@ -206,6 +221,7 @@ void ble_ota_v2_reset(void)
     s_refusals = 0u;
     s_refused_until_ms = 0u;
     s_installed = false;
+    memset(&s_pe, 0, sizeof(s_pe));
 }
 
 /* What the firmware enforces; all off when the port does not say. */
@@ -246,6 +262,13 @@ int ble_ota_v2_attach(const ble_ota_port_v2_t *v2)
         (v2->inflate_start == NULL) != (v2->inflate_finish == NULL)) {
         return BLE_OTA_ERR_INVALID_ARG; /* all three or none */
     }
+    {
+        unsigned pe = (v2->next_slot != NULL) + (v2->idle_erase != NULL) + (v2->erase_record_load != NULL) +
+                      (v2->erase_record_store != NULL) + (v2->idle_read != NULL);
+        if (pe != 0u && pe != 5u) {
+            return BLE_OTA_ERR_INVALID_ARG; /* the background erase's five, or none */
+        }
+    }
     s_v2 = v2;
     return BLE_OTA_OK;
 }
@@ -273,6 +296,18 @@ bool ble_ota_v2_enabled(void)
 static bool prv_has_inflate(void)
 {
     return s_v2->inflate_start != NULL;
+}
+
+/* The port can erase the update slot in the background and keep its record. */
+static bool prv_pre_erase_port(void)
+{
+    return s_v2 != NULL && s_v2->next_slot != NULL;
+}
+
+/* The firmware erases the update slot in the background when idle (INFO flag bit 3). */
+static bool prv_pre_erase_on(void)
+{
+    return prv_pre_erase_port() && ble_ota_get_config()->pre_erase != (uint8_t)BLE_OTA_PRE_ERASE_OFF;
 }
 
 /* GATT caps an attribute value at 512 bytes (Core Vol 3 Part F 3.2.9): NimBLE drops a longer
@@ -452,6 +487,7 @@ void ble_ota_v2_on_connect(uint16_t conn, uint16_t mtu)
     if (slot < MAX_LINKS) {
         s_sh.live[slot] = conn;
     }
+    s_sh.link_changed = true;
     ble_ota_priv_unlock();
     if (slot == MAX_LINKS) {
         ble_ota_priv_log(BLE_OTA_LOG_WARN, "more than %u links: conn %u cannot own a v2 session",
@@ -503,6 +539,7 @@ void ble_ota_v2_on_disconnect(uint16_t conn)
     if (slot < MAX_LINKS && conn != BLE_OTA_CONN_NONE) {
         s_sh.live[slot] = BLE_OTA_CONN_NONE;
     }
+    s_sh.link_changed = true;
     if (s_sh.link_conn == conn) {
         s_sh.link_conn = BLE_OTA_CONN_NONE;
         s_rx_octets = LL_DEFAULT_OCTETS;
@@ -738,7 +775,8 @@ int ble_ota_v2_on_read(uint16_t conn, ble_ota_chr_id_t chr, uint8_t *out, size_t
     memset(out, 0, BLE_OTA_V2_INFO_LEN);
     out[0] = BLE_OTA_V2_PROTO_VERSION;
     out[1] = BLE_OTA_V2_INFO_RESUME | (prv_has_inflate() ? BLE_OTA_V2_INFO_DEFLATE : 0u) |
-             (ble_ota_sbv2_available() ? BLE_OTA_V2_INFO_MANIFEST : 0u);
+             (ble_ota_sbv2_available() ? BLE_OTA_V2_INFO_MANIFEST : 0u) |
+             (prv_pre_erase_on() ? BLE_OTA_V2_INFO_PRE_ERASE : 0u);
     prv_put_u16(&out[2], s_v2->chip_id(port->ctx));
     prv_put_u32(&out[4], s_v2->slot_size(port->ctx));
     ble_ota_priv_lock();
@@ -766,6 +804,9 @@ int ble_ota_v2_on_read(uint16_t conn, ble_ota_chr_id_t chr, uint8_t *out, size_t
                              (((unsigned)sec.link_security & 0x3u) << BLE_OTA_V2_SEC_LINK_SHIFT));
         prv_put_u32(&out[115], sec.anti_rollback ? sec.min_secure_version : 0u);
     }
+    ble_ota_priv_lock();
+    prv_put_u32(&out[119], s_sh.status.pre_erased);
+    ble_ota_priv_unlock();
     *out_len = BLE_OTA_V2_INFO_LEN;
     return BLE_OTA_ATT_OK;
 }
@@ -932,6 +973,221 @@ static bool prv_erase_next(void)
         return false;
     }
     s_ses.erased_to += len;
+    return true;
+}
+
+/* --- Background erase of the next update slot (CONFIG_BLE_OTA_PRE_ERASE) ------------------------
+ *
+ * The record {slot address, erased_to} says that bytes [0, erased_to) of that slot are erased.
+ * It is stored after each block erase completes, and stored with erased_to 0 before the first
+ * write of any session into the slot (v2 BEGIN, baseline REQUEST). A power cut therefore leaves
+ * it behind the flash (a block erased but not recorded, or torn mid-erase and not recorded),
+ * never ahead of it; a session checks the first bytes of each recorded block before it trusts it.
+ */
+
+static void prv_pre_erase_publish(uint32_t erased)
+{
+    ble_ota_priv_lock();
+    s_sh.status.pre_erased = erased;
+    ble_ota_priv_unlock();
+}
+
+/* Loads the record once; false (and no more background erases) if the port cannot. */
+static bool prv_pre_erase_load(void)
+{
+    const ble_ota_port_t *port = prv_port();
+
+    if (s_pe.loaded) {
+        return true;
+    }
+    if (s_v2->erase_record_load(port->ctx, &s_pe.rec) != BLE_OTA_OK) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "pre-erase: the erase record cannot be read; the update slot is "
+                                           "not erased in the background");
+        memset(&s_pe.rec, 0, sizeof(s_pe.rec));
+        s_pe.stopped = true;
+        return false;
+    }
+    s_pe.loaded = true;
+    return true;
+}
+
+/* Reads of the recorded range: the first bytes of each block must be blank. */
+static bool prv_pre_erase_verified(uint32_t erased_to)
+{
+    const ble_ota_port_t *port = prv_port();
+    uint8_t buf[32];
+
+    for (uint32_t off = 0u; off < erased_to; off += BLOCK) {
+        if (s_v2->idle_read(port->ctx, off, buf, sizeof(buf)) != BLE_OTA_OK) {
+            return false;
+        }
+        for (size_t i = 0; i < sizeof(buf); i++) {
+            if (buf[i] != 0xFFu) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/*
+ * A session is about to write the next update slot. Returns how many bytes from its start it may
+ * take as erased (0 without a usable record) after making the stored record say 0, or a negative
+ * error when that store failed: then nothing may be written, or the record would be ahead.
+ */
+static int32_t prv_pre_erase_take(const char **why)
+{
+    const ble_ota_port_t *port = prv_port();
+    ble_ota_slot_info_t next;
+    ble_ota_erase_record_t zero;
+    uint32_t claimed;
+
+    *why = NULL;
+    s_pe.idle_known = false; /* the wait starts again after the session */
+    if (!prv_pre_erase_port() || !prv_pre_erase_load() || s_pe.rec.erased_to == 0u) {
+        return 0;
+    }
+    memset(&next, 0, sizeof(next));
+    if (s_v2->next_slot(port->ctx, &next) != BLE_OTA_OK || s_pe.rec.slot_address != next.address) {
+        return 0; /* recorded for the running slot: nothing of ours to undo */
+    }
+    claimed = s_pe.rec.erased_to;
+    if (!prv_pre_erase_verified(claimed)) {
+        *why = "the pre-erase record says erased, but the slot holds data: erasing it again";
+        claimed = 0u;
+    }
+    zero.slot_address = next.address;
+    zero.erased_to = 0u;
+    if (s_v2->erase_record_store(port->ctx, &zero) != BLE_OTA_OK) {
+        *why = "the pre-erase record could not be cleared before the first write";
+        return -1;
+    }
+    s_pe.rec = zero;
+    s_pe.done_logged = false;
+    prv_pre_erase_publish(0u);
+    return (int32_t)claimed;
+}
+
+bool ble_ota_v2_pre_erase_forget(void)
+{
+    const char *why;
+    int32_t rc = prv_pre_erase_take(&why);
+
+    if (why != NULL) {
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "%s", why);
+    }
+    return rc >= 0;
+}
+
+/* Nothing runs that the background erase would hold up or that owns the slot. */
+static bool prv_pre_erase_idle(bool baseline_busy)
+{
+    const ble_ota_port_t *port = prv_port();
+    bool changed;
+    bool linked = false;
+
+    ble_ota_priv_lock();
+    changed = s_sh.link_changed;
+    s_sh.link_changed = false;
+    for (uint32_t i = 0; i < MAX_LINKS; i++) {
+        linked = linked || s_sh.live[i] != BLE_OTA_CONN_NONE;
+    }
+    ble_ota_priv_unlock();
+    if (changed || baseline_busy || s_ses.exists || ble_ota_priv_restart_pending() ||
+        (linked && ble_ota_get_config()->pre_erase == (uint8_t)BLE_OTA_PRE_ERASE_DISCONNECTED)) {
+        s_pe.idle_known = false;
+        return false;
+    }
+    if (!s_pe.idle_known) {
+        s_pe.idle_known = true;
+        s_pe.idle_since_ms = port->now_ms(port->ctx);
+    }
+    return true;
+}
+
+bool ble_ota_v2_pre_erase_step(bool baseline_busy)
+{
+    const ble_ota_port_t *port = prv_port();
+    const ble_ota_config_t *cfg = ble_ota_get_config();
+    ble_ota_slot_info_t next;
+    ble_ota_slot_info_t running;
+    uint32_t now;
+    uint32_t len = SECTOR;
+    int rc;
+
+    if (!prv_pre_erase_on() || s_pe.stopped) {
+        return false;
+    }
+    if (!s_pe.loaded) {
+        /* INFO tells what an earlier boot erased, from the start */
+        memset(&next, 0, sizeof(next));
+        if (prv_pre_erase_load() && s_v2->next_slot(port->ctx, &next) == BLE_OTA_OK &&
+            s_pe.rec.slot_address == next.address) {
+            prv_pre_erase_publish(s_pe.rec.erased_to);
+        }
+    }
+    if (!prv_pre_erase_idle(baseline_busy)) {
+        return false;
+    }
+    now = port->now_ms(port->ctx);
+    if (now - s_pe.idle_since_ms < cfg->pre_erase_delay_ms ||
+        (s_pe.erased_one && now - s_pe.last_erase_ms < cfg->pre_erase_pause_ms)) {
+        return false;
+    }
+    if (!prv_pre_erase_load()) {
+        return false;
+    }
+    memset(&next, 0, sizeof(next));
+    if (s_v2->next_slot(port->ctx, &next) != BLE_OTA_OK || next.size == 0u) {
+        s_pe.stopped = true; /* no update slot: nothing to erase, ever */
+        return false;
+    }
+    if (s_pe.rec.slot_address != next.address) {
+        s_pe.rec.slot_address = next.address; /* the other slot's record: ours starts at 0 */
+        s_pe.rec.erased_to = 0u;
+    }
+    if (s_pe.rec.erased_to >= next.size) {
+        prv_pre_erase_publish(s_pe.rec.erased_to);
+        return false;
+    }
+    /* An image that has not confirmed itself may still roll back to the slot. */
+    if (port->get_running_slot(port->ctx, &running) != BLE_OTA_OK ||
+        running.state == BLE_OTA_SLOT_STATE_PENDING_VERIFY || running.state == BLE_OTA_SLOT_STATE_NEW) {
+        return false;
+    }
+    if (s_pe.rec.erased_to % BLOCK == 0u && next.size - s_pe.rec.erased_to >= BLOCK) {
+        len = BLOCK;
+    }
+    if (s_pe.rec.erased_to == 0u) {
+        ble_ota_priv_log(BLE_OTA_LOG_INFO, "pre-erase: erasing %s (%lu bytes at 0x%lx) in the background, one 64 KB "
+                                           "block every %lu ms; its previous image can no longer be rolled back to",
+                         next.label, (unsigned long)next.size, (unsigned long)next.address,
+                         (unsigned long)cfg->pre_erase_pause_ms);
+    }
+    rc = s_v2->idle_erase(port->ctx, s_pe.rec.erased_to, len);
+    s_pe.erased_one = true;
+    s_pe.last_erase_ms = port->now_ms(port->ctx);
+    if (rc != BLE_OTA_OK) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "pre-erase: erasing %s at offset %lu failed (error %d); no more "
+                                            "background erases until restart",
+                         next.label, (unsigned long)s_pe.rec.erased_to, rc);
+        s_pe.stopped = true;
+        return true;
+    }
+    s_pe.rec.erased_to += len;
+    if (s_v2->erase_record_store(port->ctx, &s_pe.rec) != BLE_OTA_OK) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "pre-erase: the erase record could not be stored; no more background "
+                                            "erases until restart");
+        s_pe.rec.erased_to -= len;
+        s_pe.stopped = true;
+        return true;
+    }
+    prv_pre_erase_publish(s_pe.rec.erased_to);
+    if (s_pe.rec.erased_to >= next.size && !s_pe.done_logged) {
+        s_pe.done_logged = true;
+        ble_ota_priv_log(BLE_OTA_LOG_INFO, "pre-erase: %s is erased (%lu bytes); the next update skips its erases",
+                         next.label, (unsigned long)s_pe.rec.erased_to);
+    }
     return true;
 }
 
@@ -1360,6 +1616,7 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
     uint32_t slot = s_v2->slot_size(port->ctx);
     uint16_t own_chip = s_v2->chip_id(port->ctx);
     uint32_t erased = 0u;
+    int32_t pre;
     uint8_t status;
     begin_claims_t claims;
     int rc;
@@ -1448,6 +1705,17 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
     prv_drop_session(s_ses.exists ? "a BEGIN for another image (or with the restart flag) replaced it" : NULL);
 
     memset(&s_ses, 0, sizeof(s_ses));
+    {
+        const char *why;
+        pre = prv_pre_erase_take(&why);
+        if (why != NULL) {
+            ble_ota_priv_log(pre < 0 ? BLE_OTA_LOG_ERROR : BLE_OTA_LOG_WARN, "v2 BEGIN: %s", why);
+        }
+        if (pre < 0) {
+            prv_begin_rsp(conn, BLE_OTA_V2_FLASH_ERROR);
+            return;
+        }
+    }
     rc = s_v2->slot_open(port->ctx, image_size, &s_ses.target, &erased);
     if (rc != BLE_OTA_OK) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused: could not open an update slot (error %d): %s", rc,
@@ -1457,6 +1725,12 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
     }
     s_ses.slot_open = true;
     s_ses.erased_to = erased & ~(SECTOR - 1u);
+    if ((uint32_t)pre > s_ses.erased_to) {
+        s_ses.erased_to = (uint32_t)pre;
+        ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 BEGIN: %s is pre-erased up to %lu bytes: the image's %lu need %s",
+                         s_ses.target.label, (unsigned long)pre, (unsigned long)image_size,
+                         (uint32_t)pre >= prv_align_up(image_size) ? "no erase" : "erases past that only");
+    }
     if (port->sha256_start(port->ctx) != BLE_OTA_OK) {
         s_ses.exists = true;
         prv_drop_session("SHA-256 is not available");

@@ -23,6 +23,7 @@
 #include "esp_system.h"
 #include "esp_timer.h"
 #include "miniz.h" /* the ROM's tinfl (esp_rom/include/miniz.h) */
+#include "nvs.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/semphr.h"
 #include "freertos/task.h"
@@ -879,6 +880,112 @@ static int prv_slot_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
     return BLE_OTA_OK;
 }
 
+/* --- Background erase of the update slot (CONFIG_BLE_OTA_PRE_ERASE) -------------------------- */
+
+/* The erase record: one NVS blob {u32 slot address, u32 erased_to}. NVS commits are atomic (a
+ * power cut leaves the old value or the new one), and the core stores it after each block erase
+ * and clears it before any write into the slot, so it is never ahead of the flash. */
+#define PRE_ERASE_NVS_NAMESPACE "ble_ota"
+#define PRE_ERASE_NVS_KEY "pre_erase"
+
+static int prv_next_slot(void *ctx, ble_ota_slot_info_t *out)
+{
+    const esp_partition_t *next = esp_ota_get_next_update_partition(NULL);
+
+    (void)ctx;
+    if (next == NULL) {
+        return BLE_OTA_ERR_NO_SLOT;
+    }
+    prv_fill_slot_info(next, out);
+    return BLE_OTA_OK;
+}
+
+static int prv_idle_erase(void *ctx, uint32_t offset, uint32_t len)
+{
+    idf_port_t *p = ctx;
+    const esp_partition_t *next = esp_ota_get_next_update_partition(NULL);
+    esp_err_t err;
+
+    if (p->slot_open || next == NULL) {
+        return BLE_OTA_ERR_STATE;
+    }
+    err = esp_partition_erase_range(next, offset, len);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "erasing %s at 0x%lx in the background failed: %s", next->label, (unsigned long)offset,
+                 esp_err_to_name(err));
+        return err == ESP_ERR_INVALID_SIZE ? BLE_OTA_ERR_TOO_LARGE : BLE_OTA_ERR_FLASH;
+    }
+    return BLE_OTA_OK;
+}
+
+static int prv_idle_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
+{
+    const esp_partition_t *next = esp_ota_get_next_update_partition(NULL);
+
+    (void)ctx;
+    if (next == NULL) {
+        return BLE_OTA_ERR_STATE;
+    }
+    return esp_partition_read(next, offset, buf, len) == ESP_OK ? BLE_OTA_OK : BLE_OTA_ERR_FLASH;
+}
+
+static int prv_erase_record_load(void *ctx, ble_ota_erase_record_t *out)
+{
+    nvs_handle_t h;
+    uint32_t v[2] = {0u, 0u};
+    size_t len = sizeof(v);
+    esp_err_t err;
+
+    (void)ctx;
+    memset(out, 0, sizeof(*out));
+    err = nvs_open(PRE_ERASE_NVS_NAMESPACE, NVS_READONLY, &h);
+    if (err == ESP_ERR_NVS_NOT_FOUND) {
+        return BLE_OTA_OK; /* the namespace does not exist yet: nothing recorded */
+    }
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "nvs_open(\"%s\") failed: %s (is NVS initialised?)", PRE_ERASE_NVS_NAMESPACE,
+                 esp_err_to_name(err));
+        return BLE_OTA_ERR_FLASH;
+    }
+    err = nvs_get_blob(h, PRE_ERASE_NVS_KEY, v, &len);
+    nvs_close(h);
+    if (err == ESP_ERR_NVS_NOT_FOUND || (err == ESP_OK && len != sizeof(v))) {
+        return BLE_OTA_OK;
+    }
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "nvs_get_blob(\"%s\") failed: %s", PRE_ERASE_NVS_KEY, esp_err_to_name(err));
+        return BLE_OTA_ERR_FLASH;
+    }
+    out->slot_address = v[0];
+    out->erased_to = v[1];
+    return BLE_OTA_OK;
+}
+
+static int prv_erase_record_store(void *ctx, const ble_ota_erase_record_t *rec)
+{
+    nvs_handle_t h;
+    uint32_t v[2] = {rec->slot_address, rec->erased_to};
+    esp_err_t err;
+
+    (void)ctx;
+    err = nvs_open(PRE_ERASE_NVS_NAMESPACE, NVS_READWRITE, &h);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "nvs_open(\"%s\") failed: %s (is NVS initialised?)", PRE_ERASE_NVS_NAMESPACE,
+                 esp_err_to_name(err));
+        return BLE_OTA_ERR_FLASH;
+    }
+    err = nvs_set_blob(h, PRE_ERASE_NVS_KEY, v, sizeof(v));
+    if (err == ESP_OK) {
+        err = nvs_commit(h);
+    }
+    nvs_close(h);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "storing the erase record in NVS failed: %s", esp_err_to_name(err));
+        return BLE_OTA_ERR_FLASH;
+    }
+    return BLE_OTA_OK;
+}
+
 static const ble_ota_port_v2_t s_port_v2 = {
     .running_sha256 = prv_running_sha256,
     .chip_id = prv_chip_id,
@@ -896,6 +1003,11 @@ static const ble_ota_port_v2_t s_port_v2 = {
     .sha256_buf = prv_sha256_buf,
     .verify_block = prv_verify_block,
     .slot_read = prv_slot_read,
+    .next_slot = prv_next_slot,
+    .idle_erase = prv_idle_erase,
+    .erase_record_load = prv_erase_record_load,
+    .erase_record_store = prv_erase_record_store,
+    .idle_read = prv_idle_read,
 };
 
 /* --- Wiring ------------------------------------------------------------- */
@@ -943,6 +1055,17 @@ static const ble_ota_config_t s_config = {
     .idle_timeout_ms = CONFIG_BLE_OTA_IDLE_TIMEOUT_S * 1000u,
     .session_hold_ms = CONFIG_BLE_OTA_SESSION_HOLD_S * 1000u,
     .refusal_backoff_max_ms = CONFIG_BLE_OTA_REFUSAL_BACKOFF_MAX_S * 1000u,
+#if CONFIG_BLE_OTA_PRE_ERASE_IDLE
+    .pre_erase = BLE_OTA_PRE_ERASE_IDLE,
+#elif CONFIG_BLE_OTA_PRE_ERASE_DISCONNECTED
+    .pre_erase = BLE_OTA_PRE_ERASE_DISCONNECTED,
+#else
+    .pre_erase = BLE_OTA_PRE_ERASE_OFF,
+#endif
+#if CONFIG_BLE_OTA_PRE_ERASE_IDLE || CONFIG_BLE_OTA_PRE_ERASE_DISCONNECTED
+    .pre_erase_delay_ms = CONFIG_BLE_OTA_PRE_ERASE_DELAY_S * 1000u,
+    .pre_erase_pause_ms = CONFIG_BLE_OTA_PRE_ERASE_PAUSE_MS,
+#endif
 };
 
 static void prv_writer_task(void *arg)
