@@ -1,3 +1,4 @@
+// biome-ignore-all lint/performance/useDomNodeTextContent: these are Playwright locators; innerText() is the rendered text a person reads, which is what the tests check
 /**
  * The page in a real Chromium, updating a simulated board of the virtual rig through Chromium's
  * fake Bluetooth adapter (src/test/emulated-board.ts says how the page's GATT traffic reaches

@@ -167,7 +167,7 @@ async function onConnect(): Promise<void> {
   showError(undefined);
   if (navigator.bluetooth === undefined) {
     showError(
-      'this browser has no Web Bluetooth: use Chrome, Edge or Opera on desktop or Android, over https or localhost (on Linux, Chrome needs chrome://flags/#enable-web-bluetooth-new-permissions-backend or --enable-features=WebBluetooth)',
+      'this browser has no Web Bluetooth: use Chrome, Edge or Opera on desktop or Android, over https or localhost (on Linux, start Chrome with --enable-features=WebBluetooth, or turn on chrome://flags/#enable-experimental-web-platform-features)',
     );
     return;
   }
