@@ -24,6 +24,7 @@ import {
   encodeManifest,
   encodeWindowAck,
   INFO_LENGTH,
+  INFO_LENGTH_BEFORE_PRE_ERASE,
   manifestPieces,
   V2_CONTROL_UUID,
   V2_DATA_UUID,
@@ -168,7 +169,7 @@ describe('layouts (pinned bytes)', () => {
     expect(hex(encodeAbort())).toBe('12');
   });
 
-  it('INFO is 119 bytes with the fields at the spec offsets; what the device enforces at 114', () => {
+  it('INFO is 123 bytes with the fields at the spec offsets; what the device enforces at 114, the pre-erased bytes at 119', () => {
     const bytes = encodeInfo({
       deflate: true,
       resume: true,
@@ -188,13 +189,17 @@ describe('layouts (pinned bytes)', () => {
         allowDowngrade: false,
         linkSecurity: 'encrypted',
       },
+      preErase: true,
+      preErased: 0x1f0000,
     });
     expect(bytes.length).toBe(INFO_LENGTH);
-    expect(INFO_LENGTH).toBe(119);
-    expect(hex(bytes.subarray(0, 14))).toBe('0207050000001800000200400000');
-    expect(hex(bytes.subarray(114))).toBe('1303000000');
+    expect(INFO_LENGTH).toBe(123);
+    expect(hex(bytes.subarray(0, 14))).toBe('020f050000001800000200400000');
+    expect(hex(bytes.subarray(114))).toBe('130300000000001f00');
     expect(decodeInfo(bytes)).toMatchObject({
       manifest: true,
+      preErase: true,
+      preErased: 0x1f0000,
       complete: true,
       security: {
         signedOnly: true,
@@ -204,6 +209,11 @@ describe('layouts (pinned bytes)', () => {
         linkSecurity: 'encrypted',
       },
     });
+    // Firmware before pre_erased: 119 bytes, complete, nothing known of the slot.
+    const before = decodeInfo(bytes.subarray(0, 119));
+    expect(before.complete).toBe(true);
+    expect(before.preErased).toBeUndefined();
+    expect(before.security?.minSecureVersion).toBe(3);
     // Firmware before the security byte: 114 bytes, complete, nothing known of its security.
     const older = decodeInfo(bytes.subarray(0, 114));
     expect(older.complete).toBe(true);
@@ -410,6 +420,7 @@ describe('decoders on random input', () => {
         }),
         { nil: undefined },
       ),
+      preErased: fc.option(u32, { nil: undefined }),
     });
     fc.assert(
       fc.property(infoArb, fc.nat(INFO_LENGTH + 8), fc.nat(7), (info, cut, skew) => {
@@ -434,7 +445,12 @@ describe('decoders on random input', () => {
         const has = (end: number) => prefix.length >= end;
         expect(decoded.runningSha256).toEqual(has(46) ? info.runningSha256 : undefined);
         expect(decoded.sessionOffset).toBe(has(82) ? info.sessionOffset : undefined);
-        expect(decoded.security).toEqual(has(INFO_LENGTH) ? info.security : undefined);
+        expect(decoded.security).toEqual(
+          has(INFO_LENGTH_BEFORE_PRE_ERASE) ? info.security : undefined,
+        );
+        expect(decoded.preErased).toBe(
+          has(INFO_LENGTH) && info.security !== undefined ? info.preErased : undefined,
+        );
         // 114 bytes are a whole INFO of firmware before the security byte.
         expect(decoded.complete).toBe(has(114));
       }),

@@ -137,13 +137,15 @@ export function crc32(data: Uint8Array, previous = 0): number {
 // ---------------------------------------------------------------------------------------------
 // INFO
 
-export const INFO_LENGTH = 119;
+export const INFO_LENGTH = 123;
+/** INFO of firmware before `pre_erased` (offset 119, issue 21). */
+export const INFO_LENGTH_BEFORE_PRE_ERASE = 119;
 /** INFO of firmware before the security byte (a client still takes it). */
 export const INFO_LENGTH_BEFORE_SECURITY = 114;
 /** The fields a client cannot work without (up to `window`); the rest may be cut off. */
 export const INFO_MIN_LENGTH = 14;
 
-export const InfoFlag = { DEFLATE: 1, RESUME: 2, MANIFEST: 4 } as const;
+export const InfoFlag = { DEFLATE: 1, RESUME: 2, MANIFEST: 4, PRE_ERASE: 8 } as const;
 
 /** INFO's security byte (offset 114): what the firmware enforces. */
 export const SecurityFlag = { SIGNED_ONLY: 1, ANTI_ROLLBACK: 2, ALLOW_DOWNGRADE: 4 } as const;
@@ -171,6 +173,8 @@ export interface V2Info {
   resume: boolean;
   /** The device takes the signature manifest (MANIFEST) before BEGIN. */
   manifest: boolean;
+  /** The device erases its update slot in the background when idle (CONFIG_BLE_OTA_PRE_ERASE). */
+  preErase: boolean;
   chipId: number;
   slotSize: number;
   maxFrame: number;
@@ -186,6 +190,9 @@ export interface V2Info {
   sessionSha256: Uint8Array | undefined;
   /** What the device enforces; undefined for firmware before it said so, or a cut-short read. */
   security: V2Security | undefined;
+  /** Bytes from the update slot's start that are erased already (an update skips their erase);
+   *  undefined for firmware before it said so, or a cut-short read. */
+  preErased: number | undefined;
   /** true when all bytes arrived (114 from firmware before the security byte, else 119). */
   complete: boolean;
 }
@@ -205,18 +212,26 @@ export interface V2InfoInput {
   manifest?: boolean;
   /** Absent: INFO as firmware before the security byte sent it (114 bytes). */
   security?: V2Security | undefined;
+  preErase?: boolean;
+  /** Absent: INFO as firmware before `pre_erased` sent it (119 bytes, or 114 without security). */
+  preErased?: number | undefined;
 }
 
 export function encodeInfo(info: V2InfoInput): Uint8Array {
   const out = new Uint8Array(
-    info.security === undefined ? INFO_LENGTH_BEFORE_SECURITY : INFO_LENGTH,
+    info.security === undefined
+      ? INFO_LENGTH_BEFORE_SECURITY
+      : info.preErased === undefined
+        ? INFO_LENGTH_BEFORE_PRE_ERASE
+        : INFO_LENGTH,
   );
   const view = viewOf(out);
   out[0] = u8(info.protoVersion ?? V2_PROTO_VERSION, 'proto_version');
   out[1] =
     (info.deflate ? InfoFlag.DEFLATE : 0) |
     (info.resume ? InfoFlag.RESUME : 0) |
-    (info.manifest ? InfoFlag.MANIFEST : 0);
+    (info.manifest ? InfoFlag.MANIFEST : 0) |
+    (info.preErase ? InfoFlag.PRE_ERASE : 0);
   view.setUint16(2, u16(info.chipId, 'chip_id'), true);
   view.setUint32(4, u32(info.slotSize, 'slot_size'), true);
   view.setUint16(8, u16(info.maxFrame, 'max_frame'), true);
@@ -239,6 +254,9 @@ export function encodeInfo(info: V2InfoInput): Uint8Array {
       (sec.allowDowngrade ? SecurityFlag.ALLOW_DOWNGRADE : 0) |
       (LINK_SECURITY_LEVELS.indexOf(sec.linkSecurity) << 4);
     view.setUint32(115, u32(sec.minSecureVersion, 'min_secure_version'), true);
+    if (info.preErased !== undefined) {
+      view.setUint32(119, u32(info.preErased, 'pre_erased'), true);
+    }
   }
   return out;
 }
@@ -254,7 +272,7 @@ export function decodeInfo(data: Uint8Array): V2Info {
   const has = (end: number) => data.length >= end;
   const sessionSha = has(114) ? data.slice(82, 114) : undefined;
   const secByte = data[114] ?? 0;
-  const security: V2Security | undefined = has(INFO_LENGTH)
+  const security: V2Security | undefined = has(INFO_LENGTH_BEFORE_PRE_ERASE)
     ? {
         signedOnly: (secByte & SecurityFlag.SIGNED_ONLY) !== 0,
         antiRollback: (secByte & SecurityFlag.ANTI_ROLLBACK) !== 0,
@@ -269,7 +287,9 @@ export function decodeInfo(data: Uint8Array): V2Info {
     deflate: (flags & InfoFlag.DEFLATE) !== 0,
     resume: (flags & InfoFlag.RESUME) !== 0,
     manifest: (flags & InfoFlag.MANIFEST) !== 0,
+    preErase: (flags & InfoFlag.PRE_ERASE) !== 0,
     security,
+    preErased: has(INFO_LENGTH) ? view.getUint32(119, true) : undefined,
     chipId: view.getUint16(2, true),
     slotSize: view.getUint32(4, true),
     maxFrame: view.getUint16(8, true),
@@ -278,7 +298,9 @@ export function decodeInfo(data: Uint8Array): V2Info {
     runningVersion: has(78) ? decodeCString(data.subarray(46, 78)) : undefined,
     sessionOffset: has(82) ? view.getUint32(78, true) : undefined,
     sessionSha256: sessionSha?.some((b) => b !== 0) ? sessionSha : undefined,
-    complete: has(security === undefined ? INFO_LENGTH_BEFORE_SECURITY : INFO_LENGTH),
+    complete: has(
+      security === undefined ? INFO_LENGTH_BEFORE_SECURITY : INFO_LENGTH_BEFORE_PRE_ERASE,
+    ),
   };
 }
 
