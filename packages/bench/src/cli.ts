@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { FLASH_PROFILES, type FlashProfileName, getProfile, PROFILES } from '@esp-ble-ota/sim';
 import { deflateImageInfo, MIB } from './images.ts';
 import { renderPowerCuts, runPowerCuts } from './power-cuts.ts';
+import { renderPreEraseCuts, runPreEraseCuts } from './power-cuts-pre-erase.ts';
 import {
   benchResult,
   type ProfileMeasurement,
@@ -118,9 +119,13 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const report = await runPowerCuts({ protocol, sweep, log });
-    if (values.json) await emitJson(report, jsonFile, log);
-    else process.stdout.write(`${renderPowerCuts(report)}\n`);
-    return report.failures.length === 0 && report.replayMismatches.length === 0 ? 0 : 3;
+    // Issue 21: cuts in the background erase of the update slot, then an update.
+    const backgroundErase = await runPreEraseCuts({ sweep, log });
+    if (values.json) await emitJson({ ...report, backgroundErase }, jsonFile, log);
+    else
+      process.stdout.write(`${renderPowerCuts(report)}\n${renderPreEraseCuts(backgroundErase)}\n`);
+    const preOk = backgroundErase.failures.length === 0 && backgroundErase.recordAhead.length === 0;
+    return report.failures.length === 0 && report.replayMismatches.length === 0 && preOk ? 0 : 3;
   }
   const started = performance.now();
   // The client stack first, on a quiet machine: it is the one wall-clock figure.

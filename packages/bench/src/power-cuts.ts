@@ -64,7 +64,7 @@ export interface PowerCutReport {
 }
 
 /** The last app version a board's console printed (app_init's "App version:" line). */
-function bootedVersion(text: string): string | undefined {
+export function bootedVersion(text: string): string | undefined {
   return [...stripVTControlCharacters(text).matchAll(/App version:\s+(\S+)/g)]
     .map((m) => m[1])
     .at(-1);
@@ -75,7 +75,7 @@ function bootedVersion(text: string): string | undefined {
  * power cut at that operation, after which the board stays off. Without a cut the board
  * restarts into what it installed, and the result says which version runs.
  */
-async function updateThroughRig(
+export async function updateThroughRig(
   image: Uint8Array,
   protocol: 'v2' | 'baseline',
   flashPath: string,
@@ -143,7 +143,7 @@ async function updateThroughRig(
  * app it starts, again after each restart the firmware asks for (a rollback, a panic), up to
  * `maxBoots`. Returns the version that ends up running, or undefined if none does.
  */
-async function bootFlash(flashPath: string, maxBoots = 4): Promise<string | undefined> {
+export async function bootFlash(flashPath: string, maxBoots = 4): Promise<string | undefined> {
   const device = new SimulatedDevice({ flashPath });
   let text = '';
   device.on('console', (d) => {
@@ -173,7 +173,7 @@ export function cutPoints(operations: number, sweep: 'sample' | 'all', samples =
 }
 
 /** The flash a cut at operation `cut` leaves: `state` holds records 1..cut-1 already. */
-function cutFlash(state: Uint8Array, record: FlashJournalRecord, torn: boolean): Uint8Array {
+export function cutFlash(state: Uint8Array, record: FlashJournalRecord, torn: boolean): Uint8Array {
   const flash = new Uint8Array(state);
   if (torn) applyFlashOp(flash, record, true);
   return flash;

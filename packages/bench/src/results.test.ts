@@ -156,6 +156,53 @@ describe('bench figures', () => {
   });
 });
 
+describe("issue 21's pre-erased slot", () => {
+  it('shows each profile with the slot erased during the update and beforehand, and judges 5 s on 2M, 8 s on 1M', () => {
+    const pre = (seconds: number, streamBytes = 600_000) => ({
+      seconds,
+      imageBytes: 1_000_000,
+      streamBytes,
+      slotErases: 0,
+    });
+    const r = benchResult(
+      1_000_000,
+      [
+        profile({ v2PreErased: pre(13, 1_000_000), v2CompressedPreErased: pre(7.9) }),
+        profile({
+          name: 'macos-esp32s3',
+          phy: '2M',
+          v2PreErased: pre(8, 1_000_000),
+          v2CompressedPreErased: pre(5.3),
+        }),
+      ],
+      { skipped: 'no noble' },
+    );
+    const target = r.targets.find((t) => /pre-erased slot/.test(t.name));
+    expect(target).toMatchObject({
+      met: false,
+      detail: 'macos-esp32 7.90 s <= 8 s, macos-esp32s3 5.30 s > 5 s',
+    });
+    const text = renderTable(r);
+    expect(text).toMatch(/update slot erased during the update, and beforehand/);
+    expect(text).toMatch(/macos-esp32s3 +│ 16\.0 +│ 8\.0 +│ 15\.0 +│ 5\.3 +│ 0 \/ 0/);
+    expect(text).toMatch(/\[MISSED\] v2\+deflate on a pre-erased slot/);
+    // every profile within its limit: met
+    const ok = benchResult(1_000_000, [profile({ v2CompressedPreErased: pre(7.9) })], {
+      skipped: 'no noble',
+    });
+    expect(ok.targets.find((t) => /pre-erased slot/.test(t.name))?.met).toBe(true);
+  });
+
+  it('is not judged when no profile ran on a pre-erased slot', () => {
+    const r = benchResult(1_000_000, [profile()], { skipped: 'no noble' });
+    expect(r.targets.find((t) => /pre-erased slot/.test(t.name))).toMatchObject({
+      met: null,
+      detail: 'not run',
+    });
+    expect(renderTable(r)).not.toMatch(/erased during the update/);
+  });
+});
+
 describe('the sensitivity table', () => {
   it('compares every row with the first (the model as it stands) and says what each column means', () => {
     const t = (seconds: number) => ({ seconds, imageBytes: 1_000_000, streamBytes: 1_000_000 });

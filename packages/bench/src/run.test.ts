@@ -19,6 +19,14 @@ describe('pnpm bench on the virtual rig (firmware host build, real noble)', () =
     expect(b.baseline).toEqual(a.baseline);
     expect(b.v2).toEqual(a.v2);
     expect(b.v2Compressed).toEqual(a.v2Compressed);
+    expect(b.v2PreErased).toEqual(a.v2PreErased);
+    // The slot erased beforehand: the update erased nothing in it, and took less time.
+    if (!isSkipped(a.v2) && a.v2PreErased && !isSkipped(a.v2PreErased)) {
+      expect(a.v2PreErased.slotErases).toBe(0);
+      expect(a.v2PreErased.seconds).toBeLessThan(a.v2.seconds);
+    } else {
+      throw new Error('no v2 run on a pre-erased slot');
+    }
     if (!isSkipped(a.v2)) {
       expect(a.v2.seconds).toBeLessThan(a.baseline.seconds);
       // The classic ESP32 asks for a short interval and data length 251, never for 2M.
@@ -65,7 +73,7 @@ describe('pnpm bench on the virtual rig (firmware host build, real noble)', () =
         expect(p.linkTuning.join('\n')).toMatch(/asked PHY tx 1M\|2M rx 1M\|2M; granted .*PHY 2M/);
       }
       expect(typeof result.clientStackMBps).toBe('number');
-      expect(result.targets).toHaveLength(4);
+      expect(result.targets).toHaveLength(5);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -44,12 +44,13 @@ import {
   signedRealisticImage,
   sizeBeforeSigning,
 } from './images.ts';
-import type {
-  ProfileMeasurement,
-  SensitivityRow,
-  Skipped,
-  StackMeasurement,
-  TransferMeasurement,
+import {
+  isSkipped,
+  type ProfileMeasurement,
+  type SensitivityRow,
+  type Skipped,
+  type StackMeasurement,
+  type TransferMeasurement,
 } from './results.ts';
 
 export interface RunOptions {
@@ -66,7 +67,16 @@ export interface RunOptions {
   v2Only?: boolean;
   /** What-if: the device's CPU costs nothing (`zero`) or this many times the model (default 1). */
   deviceCpu?: 'zero' | number;
+  /** Also v2 and v2+deflate on a slot erased beforehand (the board idle first); default true. */
+  preErased?: boolean;
 }
+
+/**
+ * Modeled time the board is left idle, with no connection, before a pre-erased run: the
+ * firmware's default CONFIG_BLE_OTA_PRE_ERASE_DELAY_S (30 s) and a 64 KB block a second
+ * (CONFIG_BLE_OTA_PRE_ERASE_PAUSE_MS) for the 31 blocks of a 1.94 MB slot, with room to spare.
+ */
+export const PRE_ERASE_IDLE_MS = 75_000;
 
 /** The profile as a run uses it: its flash and what-if model parameters applied. */
 export function runProfileVariant(profile: LinkProfile, options: RunOptions = {}): LinkProfile {
@@ -141,6 +151,11 @@ export async function runProfile(
       realisticImageMissing() === undefined
         ? await signedRealisticImage(profile.chip, 'bench-v2-deflate', size)
         : await benchImage(profile.chip, 'bench-v2-deflate', size),
+    v2Pre: await benchImage(profile.chip, 'bench-v2-pre', size),
+    v2zPre:
+      realisticImageMissing() === undefined
+        ? await signedRealisticImage(profile.chip, 'bench-v2-deflate-pre', size)
+        : await benchImage(profile.chip, 'bench-v2-deflate-pre', size),
   };
   const ceiling = profileCeilingKBps(profile);
   const used: UsedLink = {};
@@ -173,6 +188,7 @@ export async function runProfile(
     v2Compressed: { skipped: 'not run' },
     linkTuning: [],
   };
+  const preErased = options.preErased ?? !options.v2Only;
   const connect = async (): Promise<Transport> => {
     await board.waitReady();
     if (transport) {
@@ -225,6 +241,21 @@ export async function runProfile(
       : options.v2Only
         ? { skipped: 'not asked for (v2 only)' }
         : await runV2({}, await connect(), board, images.v2z.bytes, 'always', log, profile.name);
+    if (preErased) {
+      // The same transfers on a slot the firmware erased while the board sat idle, unconnected
+      // (its default CONFIG_BLE_OTA_PRE_ERASE), after each restart.
+      const preRun = async (image: Uint8Array, compression: 'never' | 'always') => {
+        if (v2Skip) return { skipped: v2Skip };
+        await board.waitReady();
+        log(`${profile.name}: board idle ${PRE_ERASE_IDLE_MS / 1000} s (background erase)`);
+        await board.idle(PRE_ERASE_IDLE_MS);
+        const erases = countSlotErases(board);
+        const m = await runV2({}, await connect(), board, image, compression, log, profile.name);
+        return isSkipped(m) ? m : { ...m, slotErases: erases.stop() };
+      };
+      result.v2PreErased = await preRun(images.v2Pre.bytes, 'never');
+      result.v2CompressedPreErased = await preRun(images.v2zPre.bytes, 'always');
+    }
     const link = used.params;
     if (link) {
       result.encryptedLink.v2 = link.encrypted;
@@ -362,6 +393,21 @@ async function runV2(
   } catch (error) {
     return { skipped: `v2 upload failed: ${errorText(error)}` };
   }
+}
+
+/** Erases in the app slots (from 0x10000: not otadata) from now until stop(), during an update. */
+function countSlotErases(board: VirtualBoard): { stop: () => number } {
+  let n = 0;
+  const on = (op: { op: string; addr: number }) => {
+    if (op.op === 'erase' && op.addr >= 0x10000) n++;
+  };
+  board.device.on('flashOp', on);
+  return {
+    stop: () => {
+      board.device.off('flashOp', on);
+      return n;
+    },
+  };
 }
 
 function measurement(seconds: number, imageBytes: number, streamBytes: number) {

@@ -13,6 +13,7 @@ import { type LinkTuningRequest, PHY_1M, PHY_2M } from './device/frames.ts';
 import {
   type BootOptions,
   type DeviceLimits,
+  type DevicePreErase,
   type DeviceSecurity,
   defaultDeviceProgram,
   RESET_REASONS,
@@ -87,6 +88,11 @@ export interface BoardOptions {
    * to back turn the back-off off (`refusalBackoffMaxS: 0`).
    */
   limits?: DeviceLimits;
+  /**
+   * The firmware's background erase of the update slot, at the firmware's default (idle without a
+   * connection, after 30 s, a block a second) unless given; `idle()` lets the time pass.
+   */
+  preErase?: DevicePreErase;
   /** Delay between DONE_ACK and the restart; the firmware's default is 500 ms. */
   restartDelayMs?: number;
   /** Cut the power at this flash operation (1-based, erase/write) of the first boot. */
@@ -276,6 +282,7 @@ export class VirtualBoard implements PeripheralApp {
       ...(sendsFrameDone === undefined ? {} : { sendsFrameDone }),
       ...(options.security ? { security: options.security } : {}),
       ...(options.limits ? { limits: options.limits } : {}),
+      ...(options.preErase ? { preErase: options.preErase } : {}),
     });
     this.device.holdModeledTime = () => this.link?.hold?.();
     this.device.on('linkRequest', (request) => {

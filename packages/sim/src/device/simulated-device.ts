@@ -61,6 +61,22 @@ export interface SimulatedDeviceOptions {
   security?: DeviceSecurity;
   /** The firmware's denial-of-service limits (Kconfig on a chip), passed to every boot. */
   limits?: DeviceLimits;
+  /** The firmware's background erase of the update slot (Kconfig on a chip), every boot. */
+  preErase?: DevicePreErase;
+}
+
+/**
+ * CONFIG_BLE_OTA_PRE_ERASE, _DELAY_S and _PAUSE_MS of the simulated firmware: when it erases the
+ * next update slot in the background (one 64 KB block per pause, a FLASH_OP each, whose stall a
+ * link that is up pays), so that an update skips those erases. An absent field keeps the
+ * firmware's default: idle without a connection, after 30 s, a block every 1000 ms.
+ */
+export interface DevicePreErase {
+  mode?: 'off' | 'disconnected' | 'idle';
+  /** Idle time before it starts (0 to 3600 s). */
+  delayS?: number;
+  /** At least this long between two block erases (0 to 60000 ms). */
+  pauseMs?: number;
 }
 
 /**
@@ -281,6 +297,11 @@ export class SimulatedDevice extends EventEmitter<DeviceEvents> {
     if (limits?.refusalBackoffMaxS !== undefined) {
       args.push('--refusal-backoff-max-s', String(limits.refusalBackoffMaxS));
     }
+    const preErase = this.options.preErase;
+    if (preErase?.mode !== undefined) args.push('--pre-erase', preErase.mode);
+    if (preErase?.delayS !== undefined) args.push('--pre-erase-delay-s', String(preErase.delayS));
+    if (preErase?.pauseMs !== undefined)
+      args.push('--pre-erase-pause-ms', String(preErase.pauseMs));
     this.decoder = new FrameDecoder();
     this.ops = [];
     this.untracked = 0;
