@@ -633,6 +633,52 @@ TEST(idle_device_erases_the_update_slot_in_the_background_and_the_update_skips_t
     free(img);
 }
 
+TEST(a_record_that_calls_written_flash_erased_is_not_trusted)
+{
+    const char *flash = htu_fresh_path("v2-pre-erase-stale.bin");
+    const char *create[] = {"--flash", flash, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, "--restart-delay-ms", "0",
+                            "--pre-erase-delay-s", "0", "--pre-erase-pause-ms", "0", NULL};
+    dh_dev_t d;
+    uint8_t rsp[16];
+    size_t len, flen;
+    char err[200];
+    uint8_t *img = dh_image_of_app("v2-pre-stale-2.0.0", &len);
+    REQUIRE(img != NULL);
+    uint8_t sha[32];
+    host_sha256(img, len, sha);
+
+    /* no delay, no pause: the whole slot right after boot */
+    dh_start(&d, create);
+    idle_dev(&d, 1000);
+    CHECK_EQ_INT(slot_erases(&d, 0), SLOT_SIZE / BLOCK);
+    CHECK_EQ_INT(dh_end(&d), 0);
+    /* something the firmware does not know of writes into the slot (a serial flash of ota_1) */
+    uint8_t *fl = host_read_file(flash, &flen, err, sizeof(err));
+    REQUIRE(fl != NULL);
+    memset(fl + SLOT_ADDR + 5 * BLOCK, 0x00, 64);
+    FILE *f = fopen(flash, "r+b");
+    REQUIRE(f != NULL);
+    REQUIRE(fwrite(fl, 1, flen, f) == flen);
+    fclose(f);
+    free(fl);
+
+    const char *boot[] = {"--flash", flash, "--restart-delay-ms", "0", NULL};
+    dh_start(&d, boot);
+    connect_dev(&d, 247);
+    unsigned erases_before = d.n_erases;
+    REQUIRE_EQ_INT(begin(&d, 0, 0, (uint32_t)len, sha, (uint32_t)len, rsp), 0);
+    CHECK_CONTAINS(d.console, "the pre-erase record says erased, but the slot holds data: erasing it again");
+    client_t c;
+    memset(&c, 0, sizeof(c));
+    stream_from(&d, img, (uint32_t)len, 0, 247, &c);
+    CHECK_EQ_INT(end_cmd(&d), 0);
+    CHECK(slot_erases(&d, erases_before) >= (unsigned)(len / BLOCK)); /* erased again, as without a record */
+    REQUIRE(dh_wait_for(&d, 0x87) == 0);
+    CHECK_EQ_INT(dh_end(&d), 0);
+    CHECK(dh_boots_version(flash, "v2-pre-stale-2.0.0"));
+    free(img);
+}
+
 /* Boots work with a cut at operation `cut` (0: none) and lets 70 s pass idle; the ops it made. */
 static unsigned pre_erase_run(const char *work, unsigned cut, const char *mode)
 {
