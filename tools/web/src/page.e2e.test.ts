@@ -100,6 +100,8 @@ describe.skipIf(chromiumPath === undefined)(
 
     async function pickImage(page: Page, path: string): Promise<void> {
       await page.getByLabel('App image (.bin, as ESP-IDF builds it)').setInputFiles(path);
+      // The page reads the file, then shows what it found or why it cannot send it.
+      await page.locator('#image-info:not([hidden]), #error:not([hidden])').first().waitFor();
     }
 
     async function connect(page: Page): Promise<void> {
@@ -148,7 +150,7 @@ describe.skipIf(chromiumPath === undefined)(
       release();
 
       await expect
-        .poll(() => status(page), { timeout: 60_000 })
+        .poll(() => status(page), { timeout: 50_000 })
         .toBe('Done: the device runs 2.0.0.');
       expect(await page.locator('#log').textContent()).toContain('verified: the device runs 2.0.0');
       await serial.expect(/new image confirmed/);
@@ -167,9 +169,9 @@ describe.skipIf(chromiumPath === undefined)(
       expect(await status(page)).toBe('The update did not go through.');
 
       await pickImage(page, images.unsigned?.path ?? '');
-      await expect
-        .poll(() => page.locator('#image-info').innerText())
-        .toContain('none (not signed for Secure Boot v2)');
+      expect(await page.locator('#image-info').innerText()).toContain(
+        'none (not signed for Secure Boot v2)',
+      );
       await page.getByRole('button', { name: 'Update' }).click();
       await expect
         .poll(() => page.getByRole('alert').innerText())
@@ -186,7 +188,7 @@ describe.skipIf(chromiumPath === undefined)(
       board.dropLinkAfterDataBytes(60_000);
       await page.getByRole('button', { name: 'Update' }).click();
       await expect
-        .poll(() => status(page), { timeout: 60_000 })
+        .poll(() => status(page), { timeout: 50_000 })
         .toBe('Done: the device runs 3.0.0.');
       expect(board.drops).toBe(1);
       expect(await page.locator('#log').textContent()).toMatch(
@@ -208,7 +210,7 @@ describe.skipIf(chromiumPath === undefined)(
       );
       await page.getByRole('button', { name: 'Update' }).click();
       await expect
-        .poll(() => status(page), { timeout: 60_000 })
+        .poll(() => status(page), { timeout: 50_000 })
         .toBe('Done: the device runs 2.0.0.');
       expect(await page.locator('#log').textContent()).toContain('protocol: baseline');
       await serial.expect(/new image confirmed/);

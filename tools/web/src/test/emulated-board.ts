@@ -61,6 +61,7 @@ const CALL_TIMEOUT_MS = 10_000;
 const HCI_CONNECTION_TIMEOUT = 0x08;
 const HCI_REMOTE_USER_TERMINATED = 0x13;
 const ATT_DEFAULT_MTU = 23;
+const ATT_UNLIKELY_ERROR = 0x0e;
 
 /** Every emulation call gets a time limit: a dead emulation otherwise waits forever. */
 async function call(
@@ -152,6 +153,12 @@ export class EmulatedBoard {
   /** What goes to the page, one at a time and in the device's order. */
   #outbox: Promise<void> = Promise.resolve();
   #injectedReads = new Map<string, ((data: Uint8Array) => void)[]>();
+  /**
+   * Requests of the page that arrived and wait for their answer, by characteristic and kind.
+   * Chromium holds a disconnection back while one waits (about ten seconds), so a link that
+   * goes down answers them first, with an error.
+   */
+  #unanswered = new Set<string>();
   #dataBytes = 0;
   #dropAt: number | undefined;
   #holdAt: { bytes: number; reached: () => void; released: Promise<void> } | undefined;
@@ -269,7 +276,8 @@ export class EmulatedBoard {
       notify: (conn: number, chrId: number, data: Uint8Array) => {
         if (conn !== this.#conn) return false;
         // NimBLE truncates a notification to MTU - 3.
-        this.#enqueue(() => this.#deliver(chrId, data.subarray(0, this.#mtu - 3)));
+        const generation = this.#generation;
+        this.#enqueue(() => this.#deliver(chrId, data.subarray(0, this.#mtu - 3), generation));
         return true;
       },
       disconnect: (conn: number, reason: number) => {
@@ -396,22 +404,34 @@ export class EmulatedBoard {
   #onCharacteristicOperation(p: Record<string, unknown>): void {
     const c = this.#byEmuId.get(String(p.characteristicId));
     const conn = this.#conn;
-    if (c === undefined || conn === undefined) return;
     const type = String(p.type);
+    if (c === undefined) return;
+    if (type === 'read') {
+      const injected = this.#injectedReads.get(c.emuId)?.shift();
+      if (injected !== undefined) {
+        // A notification's read: #deliver answers it.
+        this.#unanswered.add(`${c.emuId} read`);
+        injected(new Uint8Array());
+        return;
+      }
+    }
+    if (conn === undefined) {
+      // Issued before the page heard of the drop: it fails as on a lost link. Unanswered, it
+      // would hold Chromium's disconnection back.
+      if (type !== 'write' || p.writeType !== 'write-without-response') {
+        this.#unanswered.add(`${c.emuId} ${type}`);
+      }
+      return;
+    }
     const generation = this.#generation;
-    const respond = (code: number, data?: Uint8Array) =>
-      call(this.#cdp, 'BluetoothEmulation.simulateCharacteristicOperationResponse', {
-        characteristicId: c.emuId,
-        type,
-        code,
-        ...(data === undefined ? {} : { data: base64(data) }),
-      });
+    const respond = (code: number, data?: Uint8Array) => this.#respond(c.emuId, type, code, data);
     switch (type) {
       case 'write': {
         const data = new Uint8Array(Buffer.from(String(p.data ?? ''), 'base64'));
         const withResponse = p.writeType !== 'write-without-response';
         // Handed on at once, in the order the page wrote: the device sees the page's order.
         const answered = this.board.onWrite(conn, c.chrId, data, withResponse);
+        if (withResponse) this.#unanswered.add(`${c.emuId} write`);
         this.#countData(c, data.length);
         if (withResponse) {
           // Queued when the device answered, so notifications it sent first go first.
@@ -424,11 +444,7 @@ export class EmulatedBoard {
         return;
       }
       case 'read': {
-        const injected = this.#injectedReads.get(c.emuId)?.shift();
-        if (injected !== undefined) {
-          injected(new Uint8Array());
-          return;
-        }
+        this.#unanswered.add(`${c.emuId} read`);
         void this.board.onRead(conn, c.chrId).then((r) =>
           this.#enqueue(async () => {
             if (generation === this.#generation) await respond(r.status, r.data);
@@ -470,10 +486,10 @@ export class EmulatedBoard {
   }
 
   /** One notification: a read on the page's own characteristic object, answered with it. */
-  async #deliver(chrId: number, data: Uint8Array): Promise<void> {
+  async #deliver(chrId: number, data: Uint8Array, generation: number): Promise<void> {
     const c = this.#byChrId.get(chrId);
-    if (c === undefined) return;
-    const generation = this.#generation;
+    // A notification of a link that is gone goes nowhere, as on the air.
+    if (c === undefined || generation !== this.#generation) return;
     const arrived = new Promise<Uint8Array>((resolve) => {
       const queue = this.#injectedReads.get(c.emuId) ?? [];
       queue.push(resolve);
@@ -497,31 +513,54 @@ export class EmulatedBoard {
     const outcome = await Promise.race([arrived, timedOut]);
     clearTimeout(timer);
     if (outcome === 'timeout' || generation !== this.#generation) return;
+    await this.#respond(c.emuId, 'read', 0, data);
+  }
+
+  async #respond(emuId: string, type: string, code: number, data?: Uint8Array): Promise<void> {
+    this.#unanswered.delete(`${emuId} ${type}`);
     await call(this.#cdp, 'BluetoothEmulation.simulateCharacteristicOperationResponse', {
-      characteristicId: c.emuId,
-      type: 'read',
-      code: 0,
-      data: base64(data),
+      characteristicId: emuId,
+      type,
+      code,
+      ...(data === undefined ? {} : { data: base64(data) }),
     });
   }
 
-  /** The link is gone (restart, the firmware's drop, a drop on cue): the page hears of it. */
-  async #linkDown(reason: number, why: string): Promise<void> {
+  /**
+   * The link is gone (restart, the firmware's drop, a drop on cue): the device hears of it at
+   * once; the page after what was already on its way to it (in the outbox), so that no read
+   * the page issued meanwhile is left unanswered, which would hold Chromium's disconnection back.
+   */
+  #linkDown(reason: number, why: string): Promise<void> {
     const conn = this.#conn;
-    if (conn === undefined) return;
+    if (conn === undefined) return this.#servicesReady;
     this.#conn = undefined;
-    this.#generation += 1;
-    for (const queue of this.#injectedReads.values()) queue.splice(0);
     if (why !== 'restart') this.board.onDisconnect(conn, reason);
     // The disconnection removes the fake peripheral's services: add them again before the page
     // reconnects (its connection waits for them).
-    this.#servicesReady = (async () => {
-      await call(this.#cdp, 'BluetoothEmulation.simulateGATTDisconnection', {
-        address: this.address,
+    this.#servicesReady = new Promise<void>((resolve) => {
+      this.#enqueue(async () => {
+        try {
+          this.#generation += 1;
+          // Deliveries still waiting for their read give up: the read fails with the link.
+          for (const queue of this.#injectedReads.values()) {
+            for (const gone of queue.splice(0)) gone(new Uint8Array());
+          }
+          for (const waiting of [...this.#unanswered]) {
+            const [emuId = '', type = ''] = waiting.split(' ');
+            // A request Chromium already gave up on cannot be answered; nothing waits for it.
+            await this.#respond(emuId, type, ATT_UNLIKELY_ERROR).catch(() => {});
+          }
+          await call(this.#cdp, 'BluetoothEmulation.simulateGATTDisconnection', {
+            address: this.address,
+          });
+          await this.#addServices();
+        } finally {
+          resolve();
+        }
       });
-      await this.#addServices();
-    })();
-    await this.#servicesReady.catch((e: unknown) => this.#fail(e));
+    });
+    return this.#servicesReady;
   }
 }
 
