@@ -3,7 +3,7 @@
 # did: executions, exec/s, libFuzzer's edge coverage, and line/function coverage per C file of
 # the core (clang source-based coverage over the corpus the run left). README.md says more.
 #
-#   run.sh                 short run, as CI runs it: fuzz-gatt 45 s, fuzz-boot 20 s
+#   run.sh                 short run, as CI runs it: fuzz-gatt 45 s, fuzz-boot 20 s, fuzz-patch 15 s
 #   run.sh --long [SEC]    each target SEC seconds (default 150: about five minutes in all)
 #   run.sh --update-seeds  writes the seed corpus (corpus/) again with fuzz-seedgen, then stops
 #
@@ -19,6 +19,7 @@ cc=${BLE_OTA_FUZZ_CC:-clang} # not $CC: that is often gcc, which has no libFuzze
 mode=short
 gatt_seconds=45
 boot_seconds=20
+patch_seconds=15
 
 say() { printf 'fuzz: %s\n' "$*"; }
 
@@ -28,9 +29,11 @@ while [ $# -gt 0 ]; do
     mode=long
     gatt_seconds=150
     boot_seconds=150
+    patch_seconds=150
     if [ $# -gt 1 ] && [[ "$2" =~ ^[0-9]+$ ]]; then
       gatt_seconds=$2
       boot_seconds=$2
+      patch_seconds=$2
       shift
     fi
     ;;
@@ -112,8 +115,11 @@ summary=()
 run_target() { # name, seconds
   local name=$1 seconds=$2 log="$build/$1.log" rc=0
   local corpus="$build/corpus/$name"
-  local seeds=("$build/seeds/$name")
+  local seeds=()
   mkdir -p "$corpus" "$here/crashes"
+  if [ -d "$build/seeds/$name" ]; then
+    seeds+=("$build/seeds/$name") # fuzz-seedgen writes none for fuzz-patch: its seeds are corpus/patch
+  fi
   if [ -d "$here/corpus/$name" ]; then
     seeds+=("$here/corpus/$name")
   fi
@@ -144,6 +150,7 @@ run_target() { # name, seconds
 }
 run_target gatt "$gatt_seconds"
 run_target boot "$boot_seconds"
+run_target patch "$patch_seconds"
 
 echo
 printf '%-10s %12s %8s %10s %10s %10s %8s\n' target executions exec/s edges features corpus new
@@ -160,19 +167,22 @@ else
   # llvm-cov report's columns: regions, missed, cover, functions, missed, executed, lines, missed,
   # cover, branches, missed, cover
   table='/\.c / || /^TOTAL/ { printf "  %-16s lines %7s (%4d of %4d)  functions %7s (%2d of %2d)  branches %7s  regions %7s\n", $1, $10, $8 - $9, $8, $7, $5 - $6, $5, $13, $4 }'
-  for t in gatt boot; do
+  for t in gatt boot patch; do
     rm -f "$build/cov/$t.profraw"
-    LLVM_PROFILE_FILE="$build/cov/$t.profraw" "$build/cov/fuzz-$t" -runs=0 "$build/corpus/$t" "$build/seeds/$t" \
+    LLVM_PROFILE_FILE="$build/cov/$t.profraw" "$build/cov/fuzz-$t" -runs=0 "$build/corpus/$t" \
+      "$([ -d "$build/seeds/$t" ] && echo "$build/seeds/$t" || echo "$here/corpus/$t")" \
       >"$build/cov/$t.replay.log" 2>&1 || true
     "$profdata" merge -sparse "$build/cov/$t.profraw" -o "$build/cov/$t.profdata"
     echo
     say "coverage of the core by fuzz-$t's corpus ($(find "$build/corpus/$t" -type f | wc -l) inputs plus the seeds):"
     "$llvmcov" report "$build/cov/fuzz-$t" -instr-profile="$build/cov/$t.profdata" "$core"/*.c | awk "$table"
   done
-  "$profdata" merge -sparse "$build/cov/gatt.profraw" "$build/cov/boot.profraw" -o "$build/cov/all.profdata"
+  "$profdata" merge -sparse "$build/cov/gatt.profraw" "$build/cov/boot.profraw" "$build/cov/patch.profraw" \
+    -o "$build/cov/all.profdata"
   echo
-  say "coverage of the core by both corpora together:"
-  "$llvmcov" report "$build/cov/fuzz-gatt" -object "$build/cov/fuzz-boot" -instr-profile="$build/cov/all.profdata" \
+  say "coverage of the core by the three corpora together:"
+  "$llvmcov" report "$build/cov/fuzz-gatt" -object "$build/cov/fuzz-boot" -object "$build/cov/fuzz-patch" \
+    -instr-profile="$build/cov/all.profdata" \
     "$core"/*.c | awk "$table"
 fi
 if [ "$failed" -ne 0 ]; then

@@ -808,6 +808,25 @@ static int prv_idle_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
     return host_flash_read(hp->dev.flash, p->offset + offset, buf, len) == 0 ? BLE_OTA_OK : BLE_OTA_ERR_FLASH;
 }
 
+/* --- Delta updates: the running image is the patch's base ---------------------------------- */
+
+static uint32_t prv_running_size(void *ctx)
+{
+    host_port_t *hp = ctx;
+    return hp->running_sha256_ok ? hp->running_len : 0u;
+}
+
+static int prv_running_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
+{
+    host_port_t *hp = ctx;
+    const host_part_t *p = host_ptable_ota(&hp->dev.table, hp->running_slot);
+
+    if (p == NULL || !hp->running_sha256_ok || (uint64_t)offset + len > hp->running_len) {
+        return BLE_OTA_ERR_INVALID_ARG;
+    }
+    return host_flash_read(hp->dev.flash, p->offset + offset, buf, len) == 0 ? BLE_OTA_OK : BLE_OTA_ERR_FLASH;
+}
+
 void host_port_v2(host_port_t *hp, ble_ota_port_v2_t *v2)
 {
     const host_part_t *p = host_ptable_ota(&hp->dev.table, hp->running_slot);
@@ -827,6 +846,7 @@ void host_port_v2(host_port_t *hp, ble_ota_port_v2_t *v2)
         size_t len = signed_len <= p->size && host_sbv2_sector_offset(img, signed_len) != 0 ? signed_len
                                                                                           : info.image_len;
         host_sha256(img, len, hp->running_sha256);
+        hp->running_len = (uint32_t)len;
     }
     memset(v2, 0, sizeof(*v2));
     v2->running_sha256 = prv_running_sha256;
@@ -850,6 +870,8 @@ void host_port_v2(host_port_t *hp, ble_ota_port_v2_t *v2)
     v2->erase_record_load = prv_erase_record_load;
     v2->erase_record_store = prv_erase_record_store;
     v2->idle_read = prv_idle_read;
+    v2->running_size = prv_running_size;
+    v2->running_read = prv_running_read;
 }
 
 void host_port_deinit(host_port_t *hp)

@@ -48,6 +48,7 @@ typedef struct host_port {
     /* protocol v2 */
     uint8_t running_sha256[32]; /* of the running image as it lies in flash, appended digest included */
     bool running_sha256_ok;
+    uint32_t running_len; /* bytes running_sha256 covers: a delta update's base */
     z_stream zs;
     bool zs_running;
     uint8_t zout[4096];

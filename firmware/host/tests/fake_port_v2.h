@@ -32,6 +32,8 @@ typedef struct {
     uint32_t open_erases;   /* bytes slot_open erases, as esp_ota_begin(first block) does */
     ble_ota_security_t sec; /* what the firmware enforces */
     ble_ota_trust_t trust;  /* the keys the "platform" trusts (eFuse digests on a chip) */
+    uint8_t base[FV2_SLOT_SIZE]; /* the running image's bytes, for delta updates (fake_v2_port_delta) */
+    uint32_t base_len;
 
     /* observed */
     uint8_t mem[FV2_SLOT_SIZE];
@@ -49,6 +51,8 @@ typedef struct {
     ble_ota_link_request_t links[8];
     uint32_t n_links;
     uint32_t verify_calls; /* verify_block calls: one per block whose key was trusted */
+    uint32_t base_reads;   /* running_read calls */
+    bool base_read_outside; /* the core asked for bytes outside [0, base_len) */
 
     z_stream zs;
     bool zs_running;
@@ -258,6 +262,24 @@ static int fv2_slot_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
     return BLE_OTA_OK;
 }
 
+static uint32_t fv2_running_size(void *ctx)
+{
+    (void)ctx;
+    return fv2.base_len;
+}
+
+static int fv2_running_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
+{
+    (void)ctx;
+    fv2.base_reads++;
+    if ((uint64_t)offset + len > fv2.base_len) {
+        fv2.base_read_outside = true;
+        return BLE_OTA_ERR_INVALID_ARG;
+    }
+    memcpy(buf, &fv2.base[offset], len);
+    return BLE_OTA_OK;
+}
+
 static const ble_ota_port_v2_t fake_v2_port = {
     .running_sha256 = fv2_running_sha256,
     .chip_id = fv2_chip_id,
@@ -278,6 +300,7 @@ static const ble_ota_port_v2_t fake_v2_port = {
 };
 
 static ble_ota_port_v2_t fake_v2_port_unsigned; /* fake_v2_port without the signature primitives */
+static ble_ota_port_v2_t fake_v2_port_delta;    /* fake_v2_port that reads its running image (fv2.base) */
 
 static ble_ota_port_t fv2_base_port;
 
@@ -299,6 +322,9 @@ static inline int fake_v2_reset_cfg(const ble_ota_config_t *cfg)
     fake_v2_port_unsigned.sha256_buf = NULL;
     fake_v2_port_unsigned.verify_block = NULL;
     fake_v2_port_unsigned.slot_read = NULL;
+    fake_v2_port_delta = fake_v2_port;
+    fake_v2_port_delta.running_size = fv2_running_size;
+    fake_v2_port_delta.running_read = fv2_running_read;
     return ble_ota_v2_attach(&fake_v2_port);
 }
 

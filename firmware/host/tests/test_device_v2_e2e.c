@@ -225,7 +225,7 @@ TEST(v2_update_end_to_end_with_frame_done_after_every_frame)
     link_update(&d, 251);
     read_info(&d, info);
     CHECK_EQ_INT(info[0], 2);
-    CHECK_EQ_HEX(info[1], 0x0f); /* deflate, resume, manifest, background erase (the default) */
+    CHECK_EQ_HEX(info[1], 0x1f); /* deflate, resume, manifest, background erase (the default), delta */
     CHECK_EQ_HEX(info[114], 0); /* the device program enforces nothing unless told to */
     CHECK_EQ_INT(info[2] | info[3] << 8, 0);
     CHECK_EQ_HEX(dh_get_u32(info + 4), 0x1F0000); /* ota_1 in firmware/partitions.csv */
@@ -425,6 +425,174 @@ TEST(compressed_update_resumed_after_a_disconnect)
     CHECK(dh_boots_version(flash, "v2-e2e-z"));
     free(z);
     free(img);
+}
+
+/* BEGIN with the delta flag: 76 bytes, the base's SHA-256 appended. Returns BEGIN_RSP's status. */
+static int begin_delta(dh_dev_t *d, uint8_t flags, uint32_t size, const uint8_t sha[32], uint32_t stream,
+                       const uint8_t base[32])
+{
+    uint8_t h[5], cmd[76];
+    dh_u16(h, CONN);
+    dh_u16(h + 2, V2_CTRL);
+    h[4] = 1;
+    cmd[0] = 0x10;
+    cmd[1] = (uint8_t)(flags | 0x10u);
+    dh_u16(cmd + 2, 0);
+    dh_u32(cmd + 4, size);
+    memcpy(cmd + 8, sha, 32);
+    dh_u32(cmd + 40, stream);
+    memcpy(cmd + 44, base, 32);
+    dh_clear(d);
+    if (dh_call(d, 0x04, h, 5, cmd, sizeof(cmd)) != 0) {
+        return -1;
+    }
+    const uint8_t *a = last_answer(d, 0x90);
+    return a == NULL ? -1 : a[1];
+}
+
+static size_t put_varint(uint8_t *p, uint32_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80u) {
+        p[n++] = (uint8_t)(v | 0x80u);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* A patch of img against base in the format of docs/protocol-v2.md: COPY where the bytes at the
+ * same offset agree for 16 bytes or more, ADD elsewhere (two builds of one app differ in place). */
+static size_t make_patch(const uint8_t *base, size_t base_len, const uint8_t *img, size_t len, uint8_t *out)
+{
+    size_t o = 0, i = 0;
+    while (i < len) {
+        size_t run = 0;
+        while (i + run < len && i + run < base_len && img[i + run] == base[i + run]) {
+            run++;
+        }
+        if (run >= 16u) {
+            out[o++] = 0x01;
+            o += put_varint(out + o, (uint32_t)i);
+            o += put_varint(out + o, (uint32_t)run);
+            i += run;
+            continue;
+        }
+        size_t j = i + (run > 0 ? run : 1u);
+        while (j < len) { /* literal up to the next run of 16 equal bytes */
+            size_t r = 0;
+            while (j + r < len && j + r < base_len && r < 16u && img[j + r] == base[j + r]) {
+                r++;
+            }
+            if (r >= 16u) {
+                break;
+            }
+            j += r > 0 ? r : 1u;
+        }
+        out[o++] = 0x02;
+        o += put_varint(out + o, (uint32_t)(j - i));
+        memcpy(out + o, img + i, j - i);
+        o += j - i;
+        i = j;
+    }
+    out[o++] = 0x00;
+    return o;
+}
+
+TEST(delta_update_rebuilds_the_image_from_the_running_slot_and_boots_it)
+{
+    const char *flash = htu_fresh_path("v2-e2e-delta.bin");
+    const char *create[] = {"--flash", flash, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, "--restart-delay-ms", "0",
+                            NULL};
+    dh_dev_t d;
+    size_t len, base_len;
+    char err[200];
+    uint8_t *base = host_read_file(BLE_OTA_TEST_APP_IMAGE, &base_len, err, sizeof(err));
+    uint8_t *img = dh_image_of_app("v2-e2e-delta", &len);
+    REQUIRE(base != NULL && img != NULL);
+    uint8_t sha[32], base_sha[32], other[32], info[123];
+    host_sha256(img, len, sha);
+    host_sha256(base, base_len, base_sha);
+    uint8_t *patch = malloc(2 * len + 64);
+    REQUIRE(patch != NULL);
+    size_t plen = make_patch(base, base_len, img, len, patch);
+    uLongf zlen = compressBound(plen);
+    uint8_t *z = malloc(zlen);
+    REQUIRE(z != NULL && compress2(z, &zlen, patch, plen, 9) == Z_OK);
+    CHECK(plen < len / 4u);
+    printf("  figure: the host app image with another version: %zu bytes, patch %zu, deflated %lu\n", len, plen,
+           (unsigned long)zlen);
+
+    dh_start(&d, create);
+    connect_dev(&d, 247);
+    read_info(&d, info);
+    CHECK_EQ_HEX(info[1] & 0x10u, 0x10);
+    CHECK_MEM_EQ(info + 14, base_sha, 32);
+    /* another base: refused before any erase */
+    memcpy(other, base_sha, 32);
+    other[5] ^= 1u;
+    CHECK_EQ_INT(begin_delta(&d, 1, (uint32_t)len, sha, (uint32_t)zlen, other), 19);
+    CHECK_CONTAINS(d.console, "the patch's base is not the running image");
+    /* the right base: the deflated patch, cut by a lost link and resumed */
+    REQUIRE_EQ_INT(begin_delta(&d, 1, (uint32_t)len, sha, (uint32_t)zlen, base_sha), 0);
+    client_t c;
+    memset(&c, 0, sizeof(c));
+    c.stop_after = (uint32_t)zlen / 2u;
+    stream_from(&d, z, (uint32_t)zlen, 0, 247, &c);
+    uint32_t sent = c.sent_bytes;
+    disconnect_dev(&d);
+    connect_dev(&d, 247);
+    REQUIRE_EQ_INT(begin_delta(&d, 1, (uint32_t)len, sha, (uint32_t)zlen, base_sha), 0);
+    memset(&c, 0, sizeof(c));
+    stream_from(&d, z, (uint32_t)zlen, sent, 247, &c);
+    CHECK_EQ_INT(c.acked, zlen);
+    CHECK_EQ_INT(c.bad_crc, 0);
+    CHECK_EQ_INT(end_cmd(&d), 0);
+    REQUIRE(dh_wait_for(&d, 0x87) == 0);
+    CHECK_EQ_INT(dh_end(&d), 0);
+    CHECK(dh_boots_version(flash, "v2-e2e-delta"));
+    free(z);
+    free(patch);
+    free(img);
+    free(base);
+}
+
+TEST(a_patch_that_reads_outside_the_base_is_refused_and_the_old_image_boots)
+{
+    const char *flash = htu_fresh_path("v2-e2e-badpatch.bin");
+    const char *create[] = {"--flash", flash, "--create", "--image", BLE_OTA_TEST_APP_IMAGE, "--restart-delay-ms", "0",
+                            NULL};
+    dh_dev_t d;
+    size_t len, base_len;
+    char err[200];
+    uint8_t *base = host_read_file(BLE_OTA_TEST_APP_IMAGE, &base_len, err, sizeof(err));
+    uint8_t *img = dh_image_of_app("v2-e2e-badpatch", &len);
+    REQUIRE(base != NULL && img != NULL);
+    uint8_t sha[32], base_sha[32], patch[32];
+    host_sha256(img, len, sha);
+    host_sha256(base, base_len, base_sha);
+    size_t plen = 0;
+    patch[plen++] = 0x01; /* COPY(0, 4096) then COPY(base_len - 8, 16): 8 bytes past the base */
+    plen += put_varint(patch + plen, 0);
+    plen += put_varint(patch + plen, 4096);
+    patch[plen++] = 0x01;
+    plen += put_varint(patch + plen, (uint32_t)base_len - 8u);
+    plen += put_varint(patch + plen, 16);
+    patch[plen++] = 0x00;
+
+    dh_start(&d, create);
+    connect_dev(&d, 247);
+    REQUIRE_EQ_INT(begin_delta(&d, 0, (uint32_t)len, sha, (uint32_t)plen, base_sha), 0);
+    client_t c;
+    memset(&c, 0, sizeof(c));
+    stream_from(&d, patch, (uint32_t)plen, 0, 247, &c);
+    CHECK_EQ_INT(c.failed_status, 20);
+    CHECK_CONTAINS(d.console, "copies from outside the running image");
+    CHECK_EQ_INT(end_cmd(&d), 20);
+    CHECK_EQ_INT(dh_end(&d), 0);
+    CHECK(dh_boots_version(flash, BLE_OTA_TEST_APP_VERSION));
+    free(img);
+    free(base);
 }
 
 /* Runs a v2 update on a copy of base; returns END's status, or -1 if the device died. */

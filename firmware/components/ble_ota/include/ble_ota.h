@@ -267,11 +267,16 @@ typedef enum {
     BLE_OTA_V2_VERSION_DOWNGRADE = 16, /* app version older than the running one, not allowed */
     BLE_OTA_V2_MANIFEST_MISMATCH = 17, /* the image is not the one its manifest describes */
     BLE_OTA_V2_INSTALLED_RESTARTING = 18, /* BEGIN: this image was installed; the device restarts into it now */
+    /* Delta updates (BEGIN flag bit 4): */
+    BLE_OTA_V2_BASE_MISMATCH = 19, /* BEGIN: the running image is not the patch's base (before any erase) */
+    BLE_OTA_V2_BAD_PATCH = 20,     /* streaming or END: the patch reads outside the base, writes past
+                                    * image_size, goes on after END, or has no END */
 } ble_ota_v2_status_code_t;
 
 #define BLE_OTA_V2_PROTO_VERSION 2u
 #define BLE_OTA_V2_INFO_LEN 123u
 #define BLE_OTA_V2_BEGIN_LEN 44u
+#define BLE_OTA_V2_BEGIN_DELTA_LEN 76u /* BEGIN with flag bit 4: the base's SHA-256 follows */
 #define BLE_OTA_V2_BEGIN_RSP_LEN 16u
 #define BLE_OTA_V2_WINDOW_ACK_LEN 10u
 /* INFO flags */
@@ -279,6 +284,7 @@ typedef enum {
 #define BLE_OTA_V2_INFO_RESUME 0x02u
 #define BLE_OTA_V2_INFO_MANIFEST 0x04u /* takes MANIFEST (0x13) before BEGIN */
 #define BLE_OTA_V2_INFO_PRE_ERASE 0x08u /* erases the update slot in the background when idle */
+#define BLE_OTA_V2_INFO_DELTA 0x10u     /* takes a patch against the running image (BEGIN bit 4) */
 /* INFO security byte (offset 114): what the firmware enforces; bits 4-5 the link security
  * its OTA writes need (ble_ota_link_security_t). u32 minimum secure_version follows. */
 #define BLE_OTA_V2_SEC_SIGNED_ONLY 0x01u     /* BEGIN needs a manifest signed by a trusted key */
@@ -290,6 +296,7 @@ typedef enum {
 #define BLE_OTA_V2_BEGIN_RESTART 0x02u
 #define BLE_OTA_V2_BEGIN_MANIFEST 0x04u        /* this connection sent the image's manifest */
 #define BLE_OTA_V2_BEGIN_ALLOW_DOWNGRADE 0x08u /* install an older app version (if the device allows) */
+#define BLE_OTA_V2_BEGIN_DELTA 0x10u           /* the stream is a patch against the running image */
 
 /* The signature manifest (docs/protocol-v2.md): u8 version 1, u8 block count (1..3), u16 0,
  * u32 secure_version, char[32] app version, then the image's Secure Boot v2 signature blocks

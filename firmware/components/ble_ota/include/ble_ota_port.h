@@ -332,6 +332,19 @@ typedef struct ble_ota_port_v2 {
     /* Reads bytes of the next update slot without a session (IDF: esp_partition_read), to check
      * that what the record calls erased is blank before a session trusts it. Writer context. */
     int (*idle_read)(void *ctx, uint32_t offset, uint8_t *buf, size_t len);
+
+    /* --- Delta updates (optional: both, or none) ------------------------ */
+    /*
+     * With them INFO says the device takes a patch (flag bit 4) and BEGIN may name a base: the
+     * running image, whose bytes a patch's COPY reads. Without them a delta BEGIN is BAD_REQUEST.
+     */
+
+    /* Bytes of the running image that running_sha256 covers (its .bin file's size); 0 if unknown.
+     * Any context; must not block (computed with the hash at start-up). */
+    uint32_t (*running_size)(void *ctx);
+    /* Reads bytes [offset, offset + len) of the running image (IDF: esp_partition_read on
+     * esp_ota_get_running_partition()); the core asks only inside running_size. Writer context. */
+    int (*running_read)(void *ctx, uint32_t offset, uint8_t *buf, size_t len);
 } ble_ota_port_v2_t;
 
 #ifdef __cplusplus

@@ -1,7 +1,8 @@
 /*
  * Protocol v2 (docs/protocol-v2.md): INFO, BEGIN/END/ABORT on v2 Control,
  * offset-tagged DATA frames on v2 Data, WINDOW_ACKs with the committed
- * offset and the CRC-32 of the stream, resume of a held session, deflate.
+ * offset and the CRC-32 of the stream, resume of a held session, deflate,
+ * delta updates (a patch against the running image, ble_ota_patch.c).
  *
  * Contexts, as in ble_ota_core.c:
  * - the BLE context checks each DATA frame's offset and copies its payload
@@ -17,6 +18,7 @@
  */
 #include <string.h>
 
+#include "ble_ota_patch.h"
 #include "ble_ota_priv.h"
 #include "ble_ota_sbv2.h"
 
@@ -84,6 +86,10 @@ typedef struct {
     char claimed_version[32];
     bool allow_downgrade;
     ble_ota_head_t head;
+    /* Delta: the stream (after inflation) is a patch against the running image. Its applier's
+     * state lives here, in RAM like the inflater's, so a held session resumes it. */
+    bool delta;
+    ble_ota_patch_t patch;
 } session_t;
 
 /* What BEGIN learnt from its flags and the manifest, for the session it opens or resumes. */
@@ -153,6 +159,8 @@ typedef struct {
 } pre_erase_t;
 static pre_erase_t s_pe;
 static uint8_t s_scratch[CHUNK + WRITE_ALIGN];
+/* A patch's COPY reads the running image through this, one piece at a time. */
+static uint8_t s_base_buf[256];
 static manifest_t s_manifest;
 /* Writer-owned: refused updates in a row (security refusals at BEGIN, an image that is not what
  * its manifest claimed) and until when BEGIN is answered BUSY. Global, not per peer: a
@@ -198,6 +206,7 @@ const char *ble_ota_v2_status_name(uint8_t status)
         "OK",        "ALREADY_INSTALLED", "TOO_LARGE",  "WRONG_CHIP",    "BAD_REQUEST",   "FLASH_ERROR",
         "HASH_MISMATCH", "INVALID_IMAGE", "BUSY",   "NO_SESSION",    "INFLATE_ERROR", "SIZE_MISMATCH",
         "UNSIGNED",  "BAD_SIGNATURE",     "UNTRUSTED_KEY", "DOWNGRADE",     "VERSION_DOWNGRADE", "MANIFEST_MISMATCH", "INSTALLED_RESTARTING",
+        "BASE_MISMATCH", "BAD_PATCH",
     };
 
     return status < sizeof(names) / sizeof(names[0]) ? names[status] : "UNKNOWN";
@@ -269,6 +278,9 @@ int ble_ota_v2_attach(const ble_ota_port_v2_t *v2)
             return BLE_OTA_ERR_INVALID_ARG; /* the background erase's five, or none */
         }
     }
+    if ((v2->running_size == NULL) != (v2->running_read == NULL)) {
+        return BLE_OTA_ERR_INVALID_ARG; /* delta's two, or none */
+    }
     s_v2 = v2;
     return BLE_OTA_OK;
 }
@@ -296,6 +308,11 @@ bool ble_ota_v2_enabled(void)
 static bool prv_has_inflate(void)
 {
     return s_v2->inflate_start != NULL;
+}
+
+static bool prv_has_delta(void)
+{
+    return s_v2->running_read != NULL;
 }
 
 /* The port can erase the update slot in the background and keep its record. */
@@ -593,6 +610,12 @@ bool ble_ota_v2_on_baseline_request(uint16_t conn)
     return true;
 }
 
+/* BEGIN's length for its flags: the delta flag appends the base's SHA-256. */
+static size_t prv_begin_len(const uint8_t *data, size_t len)
+{
+    return len >= 2u && (data[1] & BLE_OTA_V2_BEGIN_DELTA) != 0u ? BLE_OTA_V2_BEGIN_DELTA_LEN : BLE_OTA_V2_BEGIN_LEN;
+}
+
 static int prv_write_command(uint16_t conn, const uint8_t *data, size_t len)
 {
     ble_ota_item_kind_t kind;
@@ -629,11 +652,11 @@ static int prv_write_command(uint16_t conn, const uint8_t *data, size_t len)
                          "unknown v2 command 0x%02x refused (BEGIN 0x10, END 0x11, ABORT 0x12, MANIFEST 0x13)", data[0]);
         return BLE_OTA_ATT_ERR_VALUE_NOT_ALLOWED;
     }
-    if ((kind == BLE_OTA_ITEM_V2_BEGIN && len != BLE_OTA_V2_BEGIN_LEN) ||
+    if ((kind == BLE_OTA_ITEM_V2_BEGIN && len != prv_begin_len(data, len)) ||
         (kind != BLE_OTA_ITEM_V2_BEGIN && len != 1u)) {
-        ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 command 0x%02x of %u bytes refused: BEGIN is %u bytes, END and "
-                                           "ABORT 1",
-                         data[0], (unsigned)len, (unsigned)BLE_OTA_V2_BEGIN_LEN);
+        ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 command 0x%02x of %u bytes refused: BEGIN is %u bytes (%u with the "
+                                           "delta flag), END and ABORT 1",
+                         data[0], (unsigned)len, (unsigned)BLE_OTA_V2_BEGIN_LEN, (unsigned)BLE_OTA_V2_BEGIN_DELTA_LEN);
         prv_answer(conn, answer, BLE_OTA_V2_BAD_REQUEST);
         return BLE_OTA_ATT_OK;
     }
@@ -776,7 +799,7 @@ int ble_ota_v2_on_read(uint16_t conn, ble_ota_chr_id_t chr, uint8_t *out, size_t
     out[0] = BLE_OTA_V2_PROTO_VERSION;
     out[1] = BLE_OTA_V2_INFO_RESUME | (prv_has_inflate() ? BLE_OTA_V2_INFO_DEFLATE : 0u) |
              (ble_ota_sbv2_available() ? BLE_OTA_V2_INFO_MANIFEST : 0u) |
-             (prv_pre_erase_on() ? BLE_OTA_V2_INFO_PRE_ERASE : 0u);
+             (prv_pre_erase_on() ? BLE_OTA_V2_INFO_PRE_ERASE : 0u) | (prv_has_delta() ? BLE_OTA_V2_INFO_DELTA : 0u);
     prv_put_u16(&out[2], s_v2->chip_id(port->ctx));
     prv_put_u32(&out[4], s_v2->slot_size(port->ctx));
     ble_ota_priv_lock();
@@ -1283,6 +1306,41 @@ static bool prv_emit(const uint8_t *data, size_t len)
     return true;
 }
 
+static int prv_patch_read_base(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
+{
+    return s_v2->running_read(ctx, offset, buf, len);
+}
+
+static bool prv_patch_emit(void *ctx, const uint8_t *data, size_t len)
+{
+    (void)ctx;
+    return prv_emit(data, len);
+}
+
+/* Stream bytes after inflation: image bytes, or a patch that rebuilds them. */
+static bool prv_output(const uint8_t *data, size_t len)
+{
+    ble_ota_patch_io_t io;
+    const char *why = NULL;
+    int rc;
+
+    if (!s_ses.delta) {
+        return prv_emit(data, len);
+    }
+    io.ctx = prv_port()->ctx;
+    io.read_base = prv_patch_read_base;
+    io.emit = prv_patch_emit;
+    io.scratch = s_base_buf;
+    io.scratch_len = sizeof(s_base_buf);
+    rc = ble_ota_patch_feed(&s_ses.patch, data, len, &io, &why);
+    if (rc == BLE_OTA_PATCH_BAD) {
+        prv_fail(BLE_OTA_V2_BAD_PATCH, why);
+    } else if (rc == BLE_OTA_PATCH_READ) {
+        prv_fail(BLE_OTA_V2_FLASH_ERROR, "reading the running image (the patch's base) failed");
+    }
+    return rc == BLE_OTA_PATCH_OK;
+}
+
 static void prv_inflate(const uint8_t *data, size_t len)
 {
     const ble_ota_port_t *port = prv_port();
@@ -1302,7 +1360,7 @@ static void prv_inflate(const uint8_t *data, size_t len)
             prv_fail(BLE_OTA_V2_INFLATE_ERROR, "the deflate stream is corrupt");
             return;
         }
-        if (out_len > 0u && !prv_emit(out, out_len)) {
+        if (out_len > 0u && !prv_output(out, out_len)) {
             return;
         }
         if (rc == BLE_OTA_INFLATE_DONE) {
@@ -1361,11 +1419,15 @@ static bool prv_consume(uint32_t limit)
         if (s_ses.compressed) {
             prv_inflate(data, n);
         } else {
-            (void)prv_emit(data, n);
+            (void)prv_output(data, n);
         }
         /* The CRC covers what the client sent, whatever became of it. */
         s_ses.crc = s_v2->crc32(port->ctx, s_ses.crc, data, n);
         s_ses.committed += n;
+        if (s_ses.delta && s_ses.failed == 0u && s_ses.committed == s_ses.stream_size &&
+            (!s_ses.compressed || s_ses.inflate_done) && !ble_ota_patch_done(&s_ses.patch)) {
+            prv_fail(BLE_OTA_V2_BAD_PATCH, "the patch stream ended without its END op");
+        }
         s_ses.active_ms = prv_port()->now_ms(prv_port()->ctx);
     }
     ble_ota_priv_lock();
@@ -1612,6 +1674,8 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
     const uint8_t *sha = &cmd[8];
     uint32_t stream_size = prv_get_u32(&cmd[40]);
     bool compressed = (flags & BLE_OTA_V2_BEGIN_DEFLATE) != 0u;
+    bool delta = (flags & BLE_OTA_V2_BEGIN_DELTA) != 0u;
+    uint32_t base_size = 0u;
     uint8_t running[BLE_OTA_SHA256_LEN];
     uint32_t slot = s_v2->slot_size(port->ctx);
     uint16_t own_chip = s_v2->chip_id(port->ctx);
@@ -1653,14 +1717,28 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
         prv_begin_rsp(conn, BLE_OTA_V2_ALREADY_INSTALLED);
         return;
     }
-    if (image_size == 0u || stream_size == 0u || (!compressed && stream_size != image_size) ||
-        (compressed && !prv_has_inflate())) {
+    if (image_size == 0u || stream_size == 0u || (!compressed && !delta && stream_size != image_size) ||
+        (compressed && !prv_has_inflate()) || (delta && !prv_has_delta())) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 BEGIN refused: image_size %lu, stream_size %lu, flags 0x%02x "
-                                            "(sizes must be non-zero, equal unless compressed; deflate %s)",
+                                            "(sizes must be non-zero, equal unless compressed or a patch; deflate "
+                                            "%s, delta %s)",
                          (unsigned long)image_size, (unsigned long)stream_size, flags,
-                         prv_has_inflate() ? "supported" : "not supported");
+                         prv_has_inflate() ? "supported" : "not supported",
+                         prv_has_delta() ? "supported" : "not supported");
         prv_begin_rsp(conn, BLE_OTA_V2_BAD_REQUEST);
         return;
+    }
+    if (delta) {
+        /* The patch rebuilds the image from the running one's bytes: any other base would give
+         * another image. Refused before any erase; the client sends the full image instead. */
+        base_size = s_v2->running_size(port->ctx);
+        if (base_size == 0u || s_v2->running_sha256(port->ctx, running) != BLE_OTA_OK ||
+            memcmp(running, &cmd[BLE_OTA_V2_BEGIN_LEN], BLE_OTA_SHA256_LEN) != 0) {
+            ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 BEGIN refused before any erase: the patch's base is not the "
+                                               "running image; send the full image");
+            prv_begin_rsp(conn, BLE_OTA_V2_BASE_MISMATCH);
+            return;
+        }
     }
     if (prv_owned_by_other(conn)) {
         ble_ota_priv_log(BLE_OTA_LOG_WARN, "v2 BEGIN refused: connection %u holds the session", (unsigned)prv_owner());
@@ -1682,7 +1760,7 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
     }
     if (s_ses.exists && s_ses.failed == 0u && (flags & BLE_OTA_V2_BEGIN_RESTART) == 0u &&
         s_ses.image_size == image_size && s_ses.stream_size == stream_size && s_ses.compressed == compressed &&
-        memcmp(s_ses.sha256, sha, BLE_OTA_SHA256_LEN) == 0) {
+        s_ses.delta == delta && memcmp(s_ses.sha256, sha, BLE_OTA_SHA256_LEN) == 0) {
         ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 session resumed at stream offset %lu of %lu",
                          (unsigned long)s_ses.committed, (unsigned long)s_ses.stream_size);
         s_ses.allow_downgrade = claims.allow_downgrade;
@@ -1753,14 +1831,19 @@ static void prv_writer_begin(uint16_t conn, const uint8_t *cmd)
     memcpy(s_ses.claimed_version, claims.version, sizeof(s_ses.claimed_version));
     s_ses.allow_downgrade = claims.allow_downgrade;
     s_ses.compressed = compressed;
+    s_ses.delta = delta;
+    if (delta) {
+        ble_ota_patch_init(&s_ses.patch, base_size, image_size);
+    }
     s_ses.image_size = image_size;
     s_ses.stream_size = stream_size;
     memcpy(s_ses.sha256, sha, BLE_OTA_SHA256_LEN);
     s_ses.next_ack = ACK_STEP;
     s_ses.start_ms = port->now_ms(port->ctx);
     s_ses.active_ms = s_ses.start_ms;
-    ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 update: %lu bytes%s%lu sent) to %s at 0x%lx, window %u",
-                     (unsigned long)image_size, compressed ? " (deflate, " : " (", (unsigned long)stream_size,
+    ble_ota_priv_log(BLE_OTA_LOG_INFO, "v2 update: %lu bytes%s%s%lu sent) to %s at 0x%lx, window %u",
+                     (unsigned long)image_size, delta ? " (a patch against the running image, " : " (",
+                     compressed ? "deflate, " : "", (unsigned long)stream_size,
                      s_ses.target.label, (unsigned long)s_ses.target.address, (unsigned)BLE_OTA_V2_BUFFER_SIZE);
     prv_publish();
     prv_accept(conn);
@@ -1782,6 +1865,10 @@ static uint8_t prv_finish_image(void)
     if (s_ses.compressed && !s_ses.inflate_done) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 END refused: the deflate stream ended early");
         return BLE_OTA_V2_INFLATE_ERROR;
+    }
+    if (s_ses.delta && !ble_ota_patch_done(&s_ses.patch)) {
+        ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 END refused: the patch stream ended without its END op");
+        return BLE_OTA_V2_BAD_PATCH;
     }
     if (s_ses.image_pos != s_ses.image_size) {
         ble_ota_priv_log(BLE_OTA_LOG_ERROR, "v2 END refused: %lu image bytes written, BEGIN said %lu",
@@ -1901,7 +1988,7 @@ void ble_ota_v2_writer_item(ble_ota_item_kind_t kind, uint16_t conn, const uint8
     case BLE_OTA_ITEM_V2_BEGIN:
         /* Bytes that arrived before it belong to the held session: keep them. */
         prv_consume_until(ring_pos);
-        if (len == BLE_OTA_V2_BEGIN_LEN) {
+        if (len == prv_begin_len(data, len)) {
             prv_writer_begin(conn, data);
         }
         break;

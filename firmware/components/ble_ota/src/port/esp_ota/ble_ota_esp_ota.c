@@ -78,6 +78,8 @@ typedef struct {
     /* protocol v2 */
     uint8_t running_sha256[BLE_OTA_SHA256_LEN];
     bool running_sha256_ok;
+    const esp_partition_t *running;  /* the running app's partition: a delta update's base */
+    uint32_t running_len;            /* bytes running_sha256 covers */
     tinfl_decompressor *inflater; /* heap, only while a compressed transfer runs */
     uint8_t *dict;                /* TINFL_LZ_DICT_SIZE bytes, the inflater's output window */
     size_t dict_ofs;
@@ -514,6 +516,33 @@ static void prv_hash_running_image(idf_port_t *p)
     ok = ok && mbedtls_sha256_finish(&sha, p->running_sha256) == 0;
     mbedtls_sha256_free(&sha);
     p->running_sha256_ok = ok;
+    p->running = ok ? running : NULL;
+    p->running_len = ok ? len : 0u;
+}
+
+static uint32_t prv_running_size(void *ctx)
+{
+    idf_port_t *p = ctx;
+
+    return p->running_sha256_ok ? p->running_len : 0u;
+}
+
+/* A delta update's COPY: bytes of the running image, read while the update slot is written. */
+static int prv_running_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
+{
+    idf_port_t *p = ctx;
+    esp_err_t err;
+
+    if (p->running == NULL || (uint64_t)offset + len > p->running_len) {
+        return BLE_OTA_ERR_INVALID_ARG;
+    }
+    err = esp_partition_read(p->running, offset, buf, len);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "reading the running image %s at 0x%lx failed: %s", p->running->label, (unsigned long)offset,
+                 esp_err_to_name(err));
+        return BLE_OTA_ERR_FLASH;
+    }
+    return BLE_OTA_OK;
 }
 
 static int prv_running_sha256(void *ctx, uint8_t out[BLE_OTA_SHA256_LEN])
@@ -1008,6 +1037,8 @@ static const ble_ota_port_v2_t s_port_v2 = {
     .erase_record_load = prv_erase_record_load,
     .erase_record_store = prv_erase_record_store,
     .idle_read = prv_idle_read,
+    .running_size = prv_running_size,
+    .running_read = prv_running_read,
 };
 
 /* --- Wiring ------------------------------------------------------------- */
