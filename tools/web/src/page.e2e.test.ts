@@ -198,17 +198,30 @@ describe.skipIf(chromiumPath === undefined)(
       expect(board.errors).toEqual([]);
     });
 
-    it('updates a board that offers the baseline protocol only', async () => {
+    it('updates a board that offers the baseline protocol only, at phone width, from the keyboard', async () => {
       const { page, board, serial } = await open(
         { baselineOnly: true },
         { width: 390, height: 844 },
       );
+      // Nothing wider than a phone's screen: no sideways scrolling.
+      expect(
+        await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth),
+      ).toBe(true);
       await pickImage(page, images.v2?.path ?? '');
-      await connect(page);
+      await page.getByRole('button', { name: 'Connect…' }).focus();
+      await page.keyboard.press('Enter');
+      await expect.poll(() => page.locator('#device-info').innerText()).toContain('Model');
       expect(await page.locator('#device-info').innerText()).toMatch(
         /Protocol\s+baseline \(the device offers no protocol v2\)/,
       );
-      await page.getByRole('button', { name: 'Update' }).click();
+      expect(
+        await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth),
+      ).toBe(true);
+      await page.keyboard.press('Tab');
+      await expect(
+        page.getByRole('button', { name: 'Update' }).evaluate((b) => b === document.activeElement),
+      ).resolves.toBe(true);
+      await page.keyboard.press('Enter');
       await expect
         .poll(() => status(page), { timeout: 50_000 })
         .toBe('Done: the device runs 2.0.0.');
