@@ -48,7 +48,9 @@ describe('the browser entry', () => {
       [...graph.values()].flat().map((s) => s.replace(/^(@[^/]+\/[^/]+|[^/]+).*$/, '$1')),
     );
     expect([...used].filter((p) => !declared.includes(p))).toEqual([]);
-    expect([...used].sort()).toEqual(['@noble/hashes', 'crc-32', 'pako']);
+    // The walk reached the upload session and what it deflates with.
+    expect(graph.has(resolve(SRC, 'v2/uploader.ts'))).toBe(true);
+    expect(used).toContain('pako');
   });
 
   it('is what a bundler for a page gets, and the Node entry adds signing to it', () => {
