@@ -24,7 +24,7 @@ import {
   uploadAuto,
 } from './v2/auto.ts';
 import { V2LinkLostError } from './v2/errors.ts';
-import { hasV2, readV2Info, type V2Compression } from './v2/uploader.ts';
+import { type BaseImageLookup, hasV2, readV2Info, type V2Compression } from './v2/uploader.ts';
 
 /**
  * The OTA slot size of the baseline's partition table (CONFIG_PARTITION_TABLE_TWO_OTA: two 1 MB
@@ -157,6 +157,12 @@ export interface UpdateOptions<D extends FoundDevice = FoundDevice> {
   slotSize?: number;
   compression?: V2Compression;
   allowDowngrade?: boolean;
+  /**
+   * Images the device may run, looked up by the SHA-256 its v2 INFO states (lowercase hex): a
+   * store of images flashed before, or one file. When the device takes patches and one is found,
+   * a patch against it goes out instead of the image (docs/protocol-v2.md, "Delta updates").
+   */
+  baseImages?: BaseImageLookup | Uint8Array;
   /** Baseline: REQUEST and DONE as Write Commands, as the baseline's Python client writes them. */
   requestWriteType?: 'request' | 'command';
   /** Time limit of each protocol step (a write, an acknowledgement, the restart), ms. */
@@ -579,6 +585,7 @@ class UpdateFlow<D extends FoundDevice> {
           compression: o.compression ?? 'auto',
           ...(o.allowDowngrade ? { allowDowngrade: true } : {}),
           ...(o.preflight === false ? { preflight: false } : {}),
+          ...(o.baseImages === undefined ? {} : { base: o.baseImages }),
           ...(step === undefined
             ? {}
             : {

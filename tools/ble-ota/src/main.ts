@@ -204,6 +204,14 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       '--allow-downgrade',
       "protocol v2: install an older app version than the running one, where the device allows it (CONFIG_BLE_OTA_ALLOW_DOWNGRADE); a secure_version below the device's minimum is refused whatever this says",
     )
+    .option(
+      '--base <file>',
+      'protocol v2: an image the device may run; if it runs exactly this one (and takes patches) a patch against it goes out instead of the image',
+    )
+    .option(
+      '--no-image-store',
+      'do not look for the running image among the images flashed from here, nor keep this one ($BLE_OTA_IMAGE_STORE, else ~/.cache/ble-ota/images)',
+    )
     .option('--skip-chip-check', "do not compare the image's chip with the device's model")
     .option('--no-verify', 'do not reconnect after the restart to check the running version')
     .addOption(

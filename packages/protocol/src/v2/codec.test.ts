@@ -64,6 +64,8 @@ describe('v2 constants', () => {
       VERSION_DOWNGRADE: 16,
       MANIFEST_MISMATCH: 17,
       INSTALLED_RESTARTING: 18,
+      BASE_MISMATCH: 19,
+      BAD_PATCH: 20,
     });
   });
 

@@ -45,6 +45,8 @@ export const V2Status = {
   VERSION_DOWNGRADE: 16,
   MANIFEST_MISMATCH: 17,
   INSTALLED_RESTARTING: 18,
+  BASE_MISMATCH: 19,
+  BAD_PATCH: 20,
 } as const;
 
 export type V2StatusName = keyof typeof V2Status;
@@ -74,6 +76,9 @@ const STATUS_TEXT: Record<V2StatusName, string> = {
   VERSION_DOWNGRADE: "the image's app version is older than the running one",
   MANIFEST_MISMATCH: 'the image is not the one its signature manifest describes',
   INSTALLED_RESTARTING: 'this image is installed and the device is restarting into it',
+  BASE_MISMATCH: 'the device does not run the image the patch was made against',
+  BAD_PATCH:
+    'the patch is malformed (reads outside the running image, writes past the image, or does not end)',
 };
 
 /** What the user can do about each refusal. */
@@ -99,6 +104,8 @@ const STATUS_HINT: Partial<Record<V2StatusName, string>> = {
   VERSION_DOWNGRADE:
     'build a newer version, or pass --allow-downgrade to a device built with CONFIG_BLE_OTA_ALLOW_DOWNGRADE',
   MANIFEST_MISMATCH: 'upload the signed file unchanged; its manifest is taken from it',
+  BASE_MISMATCH: 'send the full image (the client does so by itself unless told otherwise)',
+  BAD_PATCH: 'upload the full image without --base; report the base and image if it repeats',
 };
 
 export function v2StatusName(status: number): string {
@@ -145,7 +152,7 @@ export const INFO_LENGTH_BEFORE_SECURITY = 114;
 /** The fields a client cannot work without (up to `window`); the rest may be cut off. */
 export const INFO_MIN_LENGTH = 14;
 
-export const InfoFlag = { DEFLATE: 1, RESUME: 2, MANIFEST: 4, PRE_ERASE: 8 } as const;
+export const InfoFlag = { DEFLATE: 1, RESUME: 2, MANIFEST: 4, PRE_ERASE: 8, DELTA: 16 } as const;
 
 /** INFO's security byte (offset 114): what the firmware enforces. */
 export const SecurityFlag = { SIGNED_ONLY: 1, ANTI_ROLLBACK: 2, ALLOW_DOWNGRADE: 4 } as const;
@@ -175,6 +182,8 @@ export interface V2Info {
   manifest: boolean;
   /** The device erases its update slot in the background when idle (CONFIG_BLE_OTA_PRE_ERASE). */
   preErase: boolean;
+  /** The device takes a patch against its running image (BEGIN flag DELTA). */
+  delta: boolean;
   chipId: number;
   slotSize: number;
   maxFrame: number;
@@ -213,6 +222,7 @@ export interface V2InfoInput {
   /** Absent: INFO as firmware before the security byte sent it (114 bytes). */
   security?: V2Security | undefined;
   preErase?: boolean;
+  delta?: boolean;
   /** Absent: INFO as firmware before `pre_erased` sent it (119 bytes, or 114 without security). */
   preErased?: number | undefined;
 }
@@ -231,7 +241,8 @@ export function encodeInfo(info: V2InfoInput): Uint8Array {
     (info.deflate ? InfoFlag.DEFLATE : 0) |
     (info.resume ? InfoFlag.RESUME : 0) |
     (info.manifest ? InfoFlag.MANIFEST : 0) |
-    (info.preErase ? InfoFlag.PRE_ERASE : 0);
+    (info.preErase ? InfoFlag.PRE_ERASE : 0) |
+    (info.delta ? InfoFlag.DELTA : 0);
   view.setUint16(2, u16(info.chipId, 'chip_id'), true);
   view.setUint32(4, u32(info.slotSize, 'slot_size'), true);
   view.setUint16(8, u16(info.maxFrame, 'max_frame'), true);
@@ -288,6 +299,7 @@ export function decodeInfo(data: Uint8Array): V2Info {
     resume: (flags & InfoFlag.RESUME) !== 0,
     manifest: (flags & InfoFlag.MANIFEST) !== 0,
     preErase: (flags & InfoFlag.PRE_ERASE) !== 0,
+    delta: (flags & InfoFlag.DELTA) !== 0,
     security,
     preErased: has(INFO_LENGTH) ? view.getUint32(119, true) : undefined,
     chipId: view.getUint16(2, true),
@@ -308,7 +320,15 @@ export function decodeInfo(data: Uint8Array): V2Info {
 // BEGIN / BEGIN_RSP
 
 export const BEGIN_LENGTH = 44;
-export const BeginFlag = { DEFLATE: 1, RESTART: 2, MANIFEST: 4, ALLOW_DOWNGRADE: 8 } as const;
+/** BEGIN with the DELTA flag: the base's SHA-256 follows. */
+export const BEGIN_DELTA_LENGTH = 76;
+export const BeginFlag = {
+  DEFLATE: 1,
+  RESTART: 2,
+  MANIFEST: 4,
+  ALLOW_DOWNGRADE: 8,
+  DELTA: 16,
+} as const;
 
 export interface V2Begin {
   /** The stream on v2 Data is zlib-format deflate of the image. */
@@ -323,30 +343,36 @@ export interface V2Begin {
   imageSize: number;
   imageSha256: Uint8Array;
   streamSize: number;
+  /** The stream is a patch against the image with this SHA-256, which the device must run. */
+  baseSha256?: Uint8Array;
 }
 
 export function encodeBegin(begin: V2Begin): Uint8Array {
-  const out = new Uint8Array(BEGIN_LENGTH);
+  const out = new Uint8Array(begin.baseSha256 === undefined ? BEGIN_LENGTH : BEGIN_DELTA_LENGTH);
   const view = viewOf(out);
   out[0] = V2Op.BEGIN;
   out[1] =
     (begin.deflate ? BeginFlag.DEFLATE : 0) |
     (begin.restart ? BeginFlag.RESTART : 0) |
     (begin.manifest ? BeginFlag.MANIFEST : 0) |
-    (begin.allowDowngrade ? BeginFlag.ALLOW_DOWNGRADE : 0);
+    (begin.allowDowngrade ? BeginFlag.ALLOW_DOWNGRADE : 0) |
+    (begin.baseSha256 !== undefined ? BeginFlag.DELTA : 0);
   view.setUint16(2, u16(begin.chipId, 'chip_id'), true);
   view.setUint32(4, u32(begin.imageSize, 'image_size'), true);
   out.set(sha(begin.imageSha256, 'image_sha256'), 8);
   view.setUint32(40, u32(begin.streamSize, 'stream_size'), true);
+  if (begin.baseSha256 !== undefined) out.set(sha(begin.baseSha256, 'base_sha256'), BEGIN_LENGTH);
   return out;
 }
 
 /** Device side of BEGIN (the fake device and tests). */
 export function decodeBegin(data: Uint8Array): V2Begin & { flags: number } {
-  expectOp(data, V2Op.BEGIN, BEGIN_LENGTH, 'BEGIN');
+  const delta = ((data[1] ?? 0) & BeginFlag.DELTA) !== 0;
+  expectOp(data, V2Op.BEGIN, delta ? BEGIN_DELTA_LENGTH : BEGIN_LENGTH, 'BEGIN');
   const view = viewOf(data);
   const flags = data[1] as number;
   return {
+    ...(delta ? { baseSha256: data.slice(BEGIN_LENGTH, BEGIN_DELTA_LENGTH) } : {}),
     flags,
     deflate: (flags & BeginFlag.DEFLATE) !== 0,
     restart: (flags & BeginFlag.RESTART) !== 0,

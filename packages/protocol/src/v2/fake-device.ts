@@ -49,6 +49,7 @@ import {
   type V2Security,
   V2Status,
 } from './codec.ts';
+import { applyPatch } from './delta.ts';
 
 /** ATT "Value Not Allowed" (Core spec Vol 3 Part F 3.4.1.1), not in the package's AttStatus. */
 const ATT_VALUE_NOT_ALLOWED = 0x13;
@@ -74,6 +75,11 @@ export interface FakeV2Faults {
   noEndAnswer?: boolean;
   /** After END_RSP OK, do not restart. */
   noRestart?: boolean;
+  /**
+   * Answer a BEGIN with the delta flag BASE_MISMATCH: the device runs another image than its
+   * INFO said a moment ago (another central updated it in between).
+   */
+  baseMismatch?: boolean;
 }
 
 export interface FakeV2DeviceOptions {
@@ -102,6 +108,8 @@ export interface FakeV2DeviceOptions {
   ackEvery?: number;
   deflate?: boolean;
   resume?: boolean;
+  /** Takes a patch against its running image (INFO flag bit 4; docs/protocol-v2.md). */
+  delta?: boolean;
   /** The image the device runs now (its SHA-256 is INFO's running_sha256). */
   runningImage?: Uint8Array;
   runningVersion?: string;
@@ -202,6 +210,7 @@ export class FakeV2Device implements FakePeripheral {
   readonly #linkDataLength: number | undefined;
   readonly #ackEvery: number;
   readonly #deflate: boolean;
+  readonly #delta: boolean;
   readonly #resume: boolean;
   readonly #writerDelayMs: number;
   readonly #restartDelayMs: number;
@@ -234,6 +243,7 @@ export class FakeV2Device implements FakePeripheral {
       throw new BadArgumentError('window and ackEvery must be positive, with ackEvery <= window');
     }
     this.#deflate = options.deflate ?? true;
+    this.#delta = options.delta ?? false;
     this.#resume = options.resume ?? true;
     this.#writerDelayMs = options.writerDelayMs ?? 0;
     this.#restartDelayMs = options.restartDelayMs ?? 20;
@@ -378,6 +388,7 @@ export class FakeV2Device implements FakePeripheral {
     return encodeInfo({
       deflate: this.#deflate,
       resume: this.#resume,
+      delta: this.#delta,
       chipId: this.chipId,
       slotSize: this.slotSize,
       maxFrame: this.#frameLimit(),
@@ -472,9 +483,16 @@ export class FakeV2Device implements FakePeripheral {
     if (equal(begin.imageSha256, sha256(this.runningImage))) {
       return this.#beginRsp(V2Status.ALREADY_INSTALLED);
     }
-    const known = this.security === undefined ? 3 : 15;
+    const known = (this.security === undefined ? 3 : 15) | (this.#delta ? 16 : 0);
     if ((begin.flags & ~known) !== 0 || (begin.deflate && !this.#deflate)) {
       return this.#beginRsp(V2Status.BAD_REQUEST);
+    }
+    const delta = begin.baseSha256 !== undefined;
+    if (
+      begin.baseSha256 !== undefined &&
+      (this.faults.baseMismatch || !equal(begin.baseSha256, sha256(this.runningImage)))
+    ) {
+      return this.#beginRsp(V2Status.BASE_MISMATCH);
     }
     if (begin.manifest) {
       if (this.#manifest.length === 0) return this.#beginRsp(V2Status.BAD_REQUEST);
@@ -485,7 +503,7 @@ export class FakeV2Device implements FakePeripheral {
     if (
       begin.imageSize === 0 ||
       begin.streamSize === 0 ||
-      (!begin.deflate && begin.streamSize !== begin.imageSize)
+      (!begin.deflate && !delta && begin.streamSize !== begin.imageSize)
     ) {
       return this.#beginRsp(V2Status.BAD_REQUEST);
     }
@@ -500,6 +518,7 @@ export class FakeV2Device implements FakePeripheral {
       equal(held.begin.imageSha256, begin.imageSha256) &&
       held.begin.imageSize === begin.imageSize &&
       held.begin.deflate === begin.deflate &&
+      (held.begin.baseSha256 !== undefined) === delta &&
       held.begin.streamSize === begin.streamSize
     ) {
       // Resume from what reached flash; anything still queued is dropped, as a real writer
@@ -633,6 +652,8 @@ export class FakeV2Device implements FakePeripheral {
    */
   #earlyCheck(s: Session, end: number): number | undefined {
     if (s.magicChecked) return undefined;
+    // A patch's first image byte comes out of the applier: END checks the rebuilt image.
+    if (s.begin.baseSha256 !== undefined) return undefined;
     let first: number | undefined;
     if (!s.begin.deflate) first = s.stream[0];
     else {
@@ -694,6 +715,13 @@ export class FakeV2Device implements FakePeripheral {
         image = inflate(s.stream);
       } catch {
         return V2Status.INFLATE_ERROR;
+      }
+    }
+    if (s.begin.baseSha256 !== undefined) {
+      try {
+        image = applyPatch(this.runningImage, image, s.begin.imageSize);
+      } catch {
+        return V2Status.BAD_PATCH;
       }
     }
     if (image.length !== s.begin.imageSize) return V2Status.SIZE_MISMATCH;

@@ -1,6 +1,7 @@
 export * from './abort.ts';
 export * from './auto.ts';
 export * from './codec.ts';
+export * from './delta.ts';
 export * from './errors.ts';
 export * from './fake-device.ts';
 export * from './uploader.ts';

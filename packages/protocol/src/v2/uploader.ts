@@ -66,6 +66,7 @@ import {
   V2Status,
   type V2WindowAck,
 } from './codec.ts';
+import { applyPatch, makePatch } from './delta.ts';
 import { V2LinkLostError, V2RefusedError } from './errors.ts';
 
 export type V2Phase = 'connect' | 'info' | 'begin' | 'data' | 'end' | 'restart';
@@ -155,7 +156,18 @@ export interface V2UploadOptions {
    * the image goes out and the device's own checks answer: for tests of the device.
    */
   preflight?: boolean;
+  /**
+   * An image the device may run (one flashed before, or the last build). When INFO says the
+   * device takes patches and runs exactly this image (its SHA-256), a patch against it goes out
+   * instead of the image; if BEGIN answers BASE_MISMATCH the full image goes out instead.
+   * A function is asked for the image with INFO's running SHA-256 (lowercase hex), e.g. from
+   * a store of images flashed before.
+   */
+  base?: Uint8Array | BaseImageLookup;
 }
+
+/** The image whose SHA-256 (lowercase hex) this is, if the caller has it. */
+export type BaseImageLookup = (sha256: string) => Uint8Array | undefined;
 
 /**
  * Orders two app versions as the firmware does (ble_ota_version_compare): by their numeric
@@ -226,6 +238,15 @@ export interface V2ProgressSnapshot extends ProgressSnapshot {
   resumedFrom: number;
 }
 
+export type V2DeltaOutcome =
+  | { used: true; patchSize: number; baseSha256: string }
+  | {
+      used: false;
+      /** no-base: none given; not-running: the device runs another image than the base (or
+       *  than any the lookup has). */
+      reason: 'no-base' | 'device-unsupported' | 'not-running' | 'not-smaller' | 'base-mismatch';
+    };
+
 export type V2CompressionOutcome =
   | { used: true; streamSize: number }
   | { used: false; reason: 'disabled' | 'device-unsupported' | 'not-smaller' };
@@ -240,6 +261,8 @@ export interface V2UploadResult {
   imageSha256: string;
   streamSize: number;
   compression: V2CompressionOutcome;
+  /** Whether a patch against the running image went out instead of the image, and why not. */
+  delta: V2DeltaOutcome;
   /** Stream offset the device resumed from (0 for a new session). */
   resumedFrom: number;
   /** The device's held session did not match (CRC) and was restarted from 0. */
@@ -398,6 +421,11 @@ class Run {
 
   // Streaming state, shared with the notification listener.
   #stream: Uint8Array = new Uint8Array(0);
+  #compression: V2CompressionOutcome = { used: false, reason: 'disabled' };
+  #delta: V2DeltaOutcome = { used: false, reason: 'no-base' };
+  /** The full image's stream, for a BEGIN that BASE_MISMATCH refused. */
+  #fullStream: { stream: Uint8Array; compression: V2CompressionOutcome } | undefined;
+  #baseSha: Uint8Array | undefined;
   #streaming = false;
   /** Offset the device last confirmed as written (OK acks); what a resume would continue from. */
   #committed = 0;
@@ -503,8 +531,7 @@ class Run {
       }
       const manifest = this.#preflight(info);
       const imageSha = sha256(image);
-      const { stream, compression } = this.#prepareStream(info);
-      this.#stream = stream;
+      this.#prepare(info);
 
       const begun = await this.#phases.run('begin', async () => {
         subscribed = true;
@@ -517,8 +544,11 @@ class Run {
           (signal) => this.#t.subscribe(V2_CONTROL_UUID, this.#onNotification, { signal }),
         );
         if (manifest !== undefined) await this.#sendManifest(manifest);
-        return this.#begin(chipId, imageSha, compression.used, info, manifest !== undefined);
+        return this.#begin(chipId, imageSha, info, manifest !== undefined);
       });
+      // What BEGIN settled on: the patch, or the full image after BASE_MISMATCH.
+      const stream = this.#stream;
+      const compression = this.#compression;
 
       const base = {
         protocol: 'v2' as const,
@@ -528,6 +558,7 @@ class Run {
         imageSha256: toHex(imageSha),
         streamSize: stream.length,
         compression,
+        delta: this.#delta,
         sessionRestarted: begun.sessionRestarted,
         startedAt,
       };
@@ -726,38 +757,86 @@ class Run {
     }
   }
 
-  #prepareStream(info: V2Info): { stream: Uint8Array; compression: V2CompressionOutcome } {
+  #prepareStream(
+    info: V2Info,
+    data: Uint8Array,
+  ): { stream: Uint8Array; compression: V2CompressionOutcome } {
     const mode = this.#opts.compression ?? 'auto';
-    if (mode === 'never')
-      return { stream: this.#image, compression: { used: false, reason: 'disabled' } };
+    if (mode === 'never') return { stream: data, compression: { used: false, reason: 'disabled' } };
     if (!info.deflate) {
-      return { stream: this.#image, compression: { used: false, reason: 'device-unsupported' } };
+      return { stream: data, compression: { used: false, reason: 'device-unsupported' } };
     }
     // Level 9 is deterministic for a given zlib, so a resumed session gets the same stream;
     // the CRC check at BEGIN catches it if it does not. pako is a port of zlib: the same
     // bytes as node:zlib's deflate at level 9, in Node and in a page alike.
-    const deflated = deflate(this.#image, { level: 9 });
-    if (mode === 'auto' && deflated.length >= this.#image.length) {
-      return { stream: this.#image, compression: { used: false, reason: 'not-smaller' } };
+    const deflated = deflate(data, { level: 9 });
+    if (mode === 'auto' && deflated.length >= data.length) {
+      return { stream: data, compression: { used: false, reason: 'not-smaller' } };
     }
     return { stream: deflated, compression: { used: true, streamSize: deflated.length } };
+  }
+
+  /** The stream to send: a patch against the running image when that pays, else the image. */
+  #prepare(info: V2Info): void {
+    const full = this.#prepareStream(info, this.#image);
+    this.#fullStream = full;
+    this.#stream = full.stream;
+    this.#compression = full.compression;
+    this.#baseSha = undefined;
+    const option = this.#opts.base;
+    const base =
+      typeof option === 'function'
+        ? info.runningSha256 === undefined
+          ? undefined
+          : option(toHex(info.runningSha256))
+        : option;
+    if (base === undefined) {
+      // A lookup that has no image with the running SHA-256: the device runs none it knows.
+      this.#delta = { used: false, reason: option === undefined ? 'no-base' : 'not-running' };
+      return;
+    }
+    if (!info.delta) {
+      this.#delta = { used: false, reason: 'device-unsupported' };
+      return;
+    }
+    const baseSha = sha256(base);
+    if (info.runningSha256 === undefined || toHex(info.runningSha256) !== toHex(baseSha)) {
+      this.#delta = { used: false, reason: 'not-running' };
+      return;
+    }
+    const patch = makePatch(base, this.#image);
+    // The device would refuse a wrong patch only at END (HASH_MISMATCH); check it here first.
+    const rebuilt = applyPatch(base, patch, this.#image.length);
+    if (toHex(sha256(rebuilt)) !== toHex(sha256(this.#image))) {
+      throw new ProtocolError(
+        'the patch does not rebuild the image (a bug in the patch encoder); send the image without base',
+      );
+    }
+    const prepared = this.#prepareStream(info, patch);
+    if (prepared.stream.length >= full.stream.length) {
+      this.#delta = { used: false, reason: 'not-smaller' };
+      return;
+    }
+    this.#stream = prepared.stream;
+    this.#compression = prepared.compression;
+    this.#baseSha = baseSha;
+    this.#delta = { used: true, patchSize: patch.length, baseSha256: toHex(baseSha) };
   }
 
   async #begin(
     chipId: number,
     imageSha: Uint8Array,
-    deflate: boolean,
     info: V2Info,
     manifest: boolean,
   ): Promise<{
     rsp: V2BeginRsp | 'already-installed' | 'installed-restarting';
     sessionRestarted: boolean;
   }> {
-    const stream = this.#stream;
     let restart = false;
     for (;;) {
+      const stream = this.#stream;
       const command = encodeBegin({
-        deflate,
+        deflate: this.#compression.used,
         restart,
         manifest,
         allowDowngrade: this.#opts.allowDowngrade === true,
@@ -765,6 +844,7 @@ class Run {
         imageSize: this.#image.length,
         imageSha256: imageSha,
         streamSize: stream.length,
+        ...(this.#baseSha === undefined ? {} : { baseSha256: this.#baseSha }),
       });
       const answer = await this.#command('BEGIN_RSP', command, {
         timeoutMs: this.#timeouts.beginMs,
@@ -780,6 +860,19 @@ class Run {
         // An earlier END of this image went through (its answer was lost with the link): the
         // device restarts into it now.
         return { rsp: 'installed-restarting', sessionRestarted: restart };
+      }
+      if (
+        answer.status === V2Status.BASE_MISMATCH &&
+        this.#baseSha !== undefined &&
+        this.#fullStream !== undefined
+      ) {
+        // The device runs another image than INFO said a moment ago (another client updated
+        // it in between): nothing was erased, the full image goes instead.
+        this.#baseSha = undefined;
+        this.#stream = this.#fullStream.stream;
+        this.#compression = this.#fullStream.compression;
+        this.#delta = { used: false, reason: 'base-mismatch' };
+        continue;
       }
       if (answer.status !== V2Status.OK) throw new V2RefusedError('BEGIN', answer.status);
       if (answer.offset > stream.length) {

@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { relative } from 'node:path';
 import { advertisesOta, nobleAccess, normalizeAddress } from '@esp-ble-ota/noble';
 import {
@@ -27,6 +28,7 @@ import {
 import { CliError } from '../errors.ts';
 import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
 import { assertImageIntact, imageJson, type LoadedImage, loadImage } from '../image.ts';
+import { ImageStore, imageStoreDir, sha256Hex } from '../image-store.ts';
 import type { VirtualRigBoard } from '../io.ts';
 import { type CliIo, json, line } from '../io.ts';
 import { formatBytes, formatMs } from '../parse.ts';
@@ -76,6 +78,13 @@ export interface FlashOptions {
   resumeAttempts?: number;
   /** v2 only: ask the device to take an older app version (if its firmware allows it). */
   allowDowngrade?: boolean;
+  /**
+   * v2 only: an image the device may run; if it does (and takes patches), a patch against it
+   * goes out instead of the image. The image store is looked in too.
+   */
+  base?: string;
+  /** Look in and add to the store of images flashed (default true; `--no-image-store`). */
+  imageStore?: boolean;
   verify: boolean;
   /** How long to wait for the device to come back with the new image, ms. */
   verifyTimeout: number;
@@ -175,7 +184,13 @@ export async function flashCommand(
       case 'uploaded':
         progress.stop();
         if (event.upload.protocol === 'v2')
-          out.uploadedV2(event.upload.result, event, event.wallMs, model);
+          out.uploadedV2(
+            event.upload.result,
+            event,
+            event.wallMs,
+            model,
+            options.base !== undefined,
+          );
         else out.uploaded(event.upload.result, event.wallMs, model);
         return;
       case 'note':
@@ -184,9 +199,16 @@ export async function flashCommand(
         return out.verified(event.version, event.expected ?? image.info.version);
     }
   };
+  const store = options.imageStore === false ? undefined : new ImageStore(imageStoreDir());
+  const baseBytes =
+    options.base === undefined ? undefined : new Uint8Array(await readFile(options.base));
+  const baseSha = baseBytes === undefined ? undefined : sha256Hex(baseBytes);
+  const baseImages = (sha: string): Uint8Array | undefined =>
+    sha === baseSha ? baseBytes : store?.get(sha);
   out.note(`scanning for ${describeTarget(options)}${options.sim ? ' on the virtual rig' : ''}...`);
   try {
     const result = await updateDevice(access, {
+      baseImages,
       image: image.bytes,
       imageInfo: image.info,
       protocol: options.baselineWrites ? 'baseline' : (options.protocol ?? 'auto'),
@@ -205,6 +227,13 @@ export async function flashCommand(
       onEvent,
     });
     out.timings(result.timings);
+    try {
+      store?.put(image.bytes); // the next update of this device can be a patch against it
+    } catch (error) {
+      out.note(
+        `could not keep the image in ${store?.dir} for later delta updates: ${(error as Error).message}`,
+      );
+    }
     return ExitCode.OK;
   } catch (error) {
     if (error instanceof UpdateError && error.timings.length > 0) out.timings(error.timings);
@@ -409,6 +438,7 @@ class Reporter {
     session: { resumes: number; totalMs: number },
     wallMs: number,
     model: string | undefined,
+    baseGiven = false,
   ): void {
     const { resumes, totalMs } = session;
     if (this.#json) {
@@ -418,6 +448,10 @@ class Reporter {
         bytes: result.imageSize,
         streamBytes: result.streamSize,
         compressed: result.compression.used,
+        delta: result.delta.used,
+        ...(result.delta.used
+          ? { patchBytes: result.delta.patchSize, baseSha256: result.delta.baseSha256 }
+          : { deltaReason: result.delta.reason }),
         resumedFrom: result.resumedFrom,
         resumes,
         sentBytes: result.sentBytes,
@@ -451,7 +485,22 @@ class Reporter {
       'device-unsupported': 'uncompressed: the device does not inflate',
       'not-smaller': 'uncompressed: deflate would not make it smaller',
     };
+    const notDelta: Record<string, string | undefined> = {
+      'no-base': undefined,
+      'device-unsupported': 'the whole image: the device takes no patches',
+      // Without --base the store was only asked: no news that it had nothing.
+      'not-running': !baseGiven
+        ? undefined
+        : 'the whole image: the device does not run the --base image',
+      'not-smaller': 'the whole image: a patch would not be smaller',
+      'base-mismatch': 'the whole image: the device refused the base (BASE_MISMATCH)',
+    };
     const how = [
+      ...(result.delta.used
+        ? [`a ${result.delta.patchSize}-byte patch against the running image`]
+        : notDelta[result.delta.reason] === undefined
+          ? []
+          : [notDelta[result.delta.reason] as string]),
       result.compression.used
         ? `deflated to ${result.streamSize} bytes`
         : uncompressed[result.compression.reason],

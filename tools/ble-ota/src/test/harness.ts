@@ -35,6 +35,8 @@ export interface RunResult {
 export interface RunOptions {
   startRig?: (options: SimOptions) => Promise<VirtualRig>;
   signal?: AbortSignal;
+  /** The store of images flashed (BLE_OTA_IMAGE_STORE); default a new empty one per run. */
+  imageStore?: string;
 }
 
 /** Run the CLI in-process. Without a rig, any attempt to use a radio is counted and refused. */
@@ -56,6 +58,8 @@ export async function run(argv: string[], options: RunOptions = {}): Promise<Run
     },
   };
   if (options.signal !== undefined) io.signal = options.signal;
+  // Never the user's ~/.cache, and no run sees what an earlier test flashed unless it asks.
+  process.env.BLE_OTA_IMAGE_STORE = options.imageStore ?? mkdtempSync(join(tmp, 'image-store-'));
   const code = await main(argv, io);
   return { code, stdout: stdout.text, stderr: stderr.text, out: stdout, radioOpened };
 }
