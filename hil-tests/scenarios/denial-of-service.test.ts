@@ -54,11 +54,11 @@ function seconds(ms: number): string {
  */
 async function withSecondCentral<T>(fn: (noble: Noble) => Promise<T>): Promise<T> {
   const sim = await import('@esp-ble-ota/sim');
-  const noble = sim.createNoble() as unknown as Noble;
+  const noble = sim.createNoble();
   try {
     return await fn(noble);
   } finally {
-    sim.releaseNoble(noble as unknown as Parameters<typeof sim.releaseNoble>[0]);
+    sim.releaseNoble(noble);
   }
 }
 

@@ -213,7 +213,7 @@ export class Scenario {
       if (!board) throw new Error('the virtual rig started without a board');
       // noble plays the profile's central and asks for that central's MTU (Android 517).
       setRequestedMtu(rig.profile?.centralMtu ?? MAX_REQUESTED_MTU);
-      noble = rig.noble as unknown as Noble;
+      noble = rig.noble;
       serialPath = board.serialPath;
     } else {
       if (!ctx.serialPort) {

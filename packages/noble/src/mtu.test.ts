@@ -14,7 +14,7 @@ async function negotiated(profile: string): Promise<number> {
     const board = rig.boards[0];
     if (!board) throw new Error('no board');
     const { transport } = await openTransport({
-      noble: rig.noble as never,
+      noble: rig.noble,
       address: board.address,
       scanTimeoutMs: 5000,
     });

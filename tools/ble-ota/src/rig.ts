@@ -67,7 +67,7 @@ export function adaptRig(rig: SimRig): VirtualRig {
   return {
     // The rig's noble is typed as the module's declarations, which omit the `state` getter
     // every noble instance has; this package's structural type names it.
-    noble: rig.noble as unknown as Noble,
+    noble: rig.noble,
     profile: rig.profile?.name,
     centralMtu: rig.profile?.centralMtu,
     boards: rig.boards.map((board) => ({

@@ -159,7 +159,7 @@ export function setupVirtual(options: {
       : { advertisedServiceUuids: options.advertisedServiceUuids }),
   });
   app.peripheral = peripheral;
-  const noble = createNoble() as unknown as Noble;
+  const noble = createNoble();
   made.push(noble);
   return { radio, noble, app, peripheral };
 }
@@ -168,5 +168,5 @@ const made: Noble[] = [];
 
 /** Takes the process handlers of every noble made by {@link setupVirtual} off again (afterEach). */
 export function releaseVirtualNobles(): void {
-  for (const noble of made.splice(0)) releaseNoble(noble as never);
+  for (const noble of made.splice(0)) releaseNoble(noble);
 }

@@ -1,10 +1,10 @@
 import { createRequire } from 'node:module';
 import { sep } from 'node:path';
+import type { Noble } from '@esp-ble-ota/noble-types';
 import type { VirtualRadio } from './radio.ts';
 import { setControllerSource, VirtualHciSocket } from './socket.ts';
 
-/** The module namespace that `require('@abandonware/noble')` returns. */
-export type Noble = typeof import('@abandonware/noble');
+export type { Noble };
 
 const HCI_SOCKET_REQUEST = '@abandonware/bluetooth-hci-socket';
 /** A file name that cannot exist on disk, so the real native module is never touched. */

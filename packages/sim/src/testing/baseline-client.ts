@@ -4,7 +4,7 @@
  * with response, REQUEST and DONE written as Write Commands (Bleak's default of its time).
  * Used to prove that the firmware and the rig still serve the baseline's own exchange.
  */
-import type { Noble } from '../hci/install.ts';
+import type { Noble } from '@esp-ble-ota/noble-types';
 
 /** What noble's Gatt asks for in its Exchange MTU Request (lib/hci-socket/gatt.js). */
 const NOBLE_REQUESTED_MTU = 256;
@@ -34,12 +34,8 @@ type Characteristic = {
 };
 
 export async function waitPoweredOn(noble: Noble): Promise<void> {
-  const n = noble as unknown as {
-    state: string;
-    once(e: 'stateChange', l: (s: string) => void): void;
-  };
-  while (n.state !== 'poweredOn') {
-    await new Promise<void>((resolve) => n.once('stateChange', () => resolve()));
+  while (noble.state !== 'poweredOn') {
+    await new Promise<void>((resolve) => noble.once('stateChange', () => resolve()));
   }
 }
 
@@ -50,12 +46,7 @@ export async function findByName(
   timeoutMs = 10_000,
 ): Promise<Peripheral> {
   await waitPoweredOn(noble);
-  const n = noble as unknown as {
-    on(e: 'discover', l: (p: Peripheral) => void): void;
-    removeListener(e: 'discover', l: (p: Peripheral) => void): void;
-    startScanningAsync(uuids: string[], dup: boolean): Promise<void>;
-    stopScanningAsync(): Promise<void>;
-  };
+  const n = noble;
   return new Promise<Peripheral>((resolve, reject) => {
     const timer = setTimeout(() => {
       n.removeListener('discover', onDiscover);

@@ -205,7 +205,7 @@ export function startBaselineRig(behaviour: BaselineBehaviour = {}): BaselineRig
     preferredMtu: 256,
   });
   app.peripheral = peripheral;
-  const noble = createNoble() as unknown as VirtualRig['noble'];
+  const noble = createNoble();
   return {
     app,
     address,
@@ -213,7 +213,7 @@ export function startBaselineRig(behaviour: BaselineBehaviour = {}): BaselineRig
     boards: [{ name: 'esp32', address, serialPath: '' }],
     close: async () => {
       r.removePeripheral(peripheral);
-      releaseNoble(noble as never);
+      releaseNoble(noble);
     },
   };
 }
