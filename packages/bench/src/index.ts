@@ -1,4 +1,4 @@
-export * from './fake-peripheral.ts';
+export * from './access.ts';
 export * from './images.ts';
 export * from './results.ts';
 export * from './run.ts';

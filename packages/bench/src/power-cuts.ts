@@ -22,8 +22,7 @@ import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
-import { openTransport } from '@esp-ble-ota/noble';
-import { parseAppImage, uploadBaseline, uploadV2 } from '@esp-ble-ota/protocol';
+import { parseAppImage } from '@esp-ble-ota/protocol';
 import {
   applyFlashOp,
   type FlashJournalRecord,
@@ -33,8 +32,8 @@ import {
   type VirtualBoard,
 } from '@esp-ble-ota/sim';
 import { execa } from 'execa';
+import { rigAccess, updateOnRig } from './access.ts';
 import { benchImage, hostBuildDir } from './images.ts';
-import { CHARACTERISTICS } from './run.ts';
 
 export type CutBoot = 'old' | 'new' | 'unbootable' | 'wrong';
 
@@ -105,19 +104,13 @@ export async function updateThroughRig(
       ops = info.flashOps.filter((o) => o.op !== 'read').length;
     });
     // A cut during the boot itself can take the board away before the upload starts.
-    const opened = await openTransport({
-      noble: rig.noble as never,
-      address: board.address,
-      scanTimeoutMs: 10_000,
-      characteristics: CHARACTERISTICS,
+    // A cut ends the update with a lost link, or (during the boot itself) before it found the
+    // board.
+    await updateOnRig(rigAccess(rig, board), image, {
+      protocol,
+      compression: 'never',
+      findTimeoutMs: 10_000,
     }).catch(() => undefined);
-    if (opened) {
-      await (protocol === 'v2'
-        ? uploadV2(opened.transport, image, { compression: 'never' })
-        : uploadBaseline(opened.transport, image)
-      ).catch(() => undefined); // a cut ends the upload with a lost link
-      await opened.transport.close().catch(() => {});
-    }
     if (opts.cut) {
       for (let i = 0; i < 400 && board.device.state !== 'halted'; i++) {
         await new Promise((r) => setTimeout(r, 25));

@@ -594,7 +594,7 @@ export function renderTable(result: BenchResult): string {
     ...describeEncryption(result.profiles),
     ...describeDevices(result.profiles),
     ...(result.deflateImage ? [describeDeflateImage(result.deflateImage)] : []),
-    `client stack (protocol + noble transport + noble + virtual controller, zero-latency link): ${
+    `client stack (update flow + protocol + noble transport + noble + virtual controller, zero-latency link, the rig's board): ${
       isSkipped(result.clientStack)
         ? `not measured (${result.clientStack.skipped})`
         : `${result.clientStack.MBps.toFixed(2)} MB/s wall-clock (${result.clientStack.protocol}, ${result.clientStack.bytes} B in ${result.clientStack.wallSeconds.toFixed(3)} s${

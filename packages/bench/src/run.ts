@@ -1,42 +1,32 @@
 /**
  * Runs the transfers `pnpm bench` reports, on the virtual rig through the real noble: the
- * firmware's host build behind the virtual controller, the protocol package's uploaders over the
- * noble transport, modeled time read from the board's link.
+ * firmware's host build behind the virtual controller, every transfer one `updateDevice()` over the
+ * noble transport (access.ts), modeled time read from the board's link.
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { OTA_CHARACTERISTICS, openTransport, setRequestedMtu } from '@esp-ble-ota/noble';
+import { setRequestedMtu } from '@esp-ble-ota/noble';
 import {
   type Clock,
-  FakeV2Device,
-  hasV2,
   publicKeyDigest,
   signImage,
-  type Transport,
-  uploadBaseline,
-  uploadV2,
-  V2_CONTROL_UUID,
-  V2_DATA_UUID,
+  UpdateError,
+  type UpdateEvent,
 } from '@esp-ble-ota/protocol';
 import {
-  createNoble,
   describeLinkTuning,
   FLASH_PROFILES,
   type FlashProfileName,
-  ImmediateAirScheduler,
-  installVirtualHci,
   type LinkParams,
   type LinkProfile,
   ModeledAirScheduler,
   profileCeilingKBps,
-  releaseNoble,
   scaleDeviceCpu,
   startVirtualRig,
   TAKES_ANY_IMAGE,
   type VirtualBoard,
-  VirtualRadio,
   zeroDeviceCpu,
 } from '@esp-ble-ota/sim';
-import { FakePeripheralApp } from './fake-peripheral.ts';
+import { type RigAccess, rigAccess, updateOnRig } from './access.ts';
 import {
   benchImage,
   MIB,
@@ -98,9 +88,6 @@ export function runProfileVariant(profile: LinkProfile, options: RunOptions = {}
   };
 }
 
-/** What the transport discovers: the baseline's characteristics and v2's. */
-export const CHARACTERISTICS = [...OTA_CHARACTERISTICS, V2_CONTROL_UUID, V2_DATA_UUID];
-
 /** The board's link-model clock; the bench always runs on a modeled link. */
 function modeledClock(board: VirtualBoard): Clock {
   const clock = board.modeledClock;
@@ -127,8 +114,10 @@ function span(phases: readonly PhaseSpan[], first: string, last: string): number
   return (b.endedAt - a.startedAt) / 1000;
 }
 
+/** The failure in the upload's own words (an UpdateError's cause, without its advice). */
 function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  const cause = error instanceof UpdateError && error.cause !== undefined ? error.cause : error;
+  return cause instanceof Error ? cause.message : String(cause);
 }
 
 /**
@@ -169,7 +158,7 @@ export async function runProfile(
       : { peripheralRxBuffers: options.peripheralRxBuffers }),
   });
   const board = rig.boards[0] as VirtualBoard;
-  let transport: Transport | undefined;
+  const access = rigAccess(rig, board);
   const result: ProfileMeasurement = {
     name: profile.name,
     central: profile.central,
@@ -189,68 +178,54 @@ export async function runProfile(
     linkTuning: [],
   };
   const preErased = options.preErased ?? !options.v2Only;
-  const connect = async (): Promise<Transport> => {
-    await board.waitReady();
-    if (transport) {
-      await transport.connect();
-      return transport;
-    }
-    const opened = await openTransport({
-      noble: rig.noble as never,
-      address: board.address,
-      scanTimeoutMs: 20_000,
-      characteristics: CHARACTERISTICS,
-    });
-    transport = opened.transport;
-    return transport;
-  };
   try {
-    const t = await connect();
-    const v2Offered = hasV2(t);
+    modeledClock(board);
     if (options.v2Only) {
       result.baseline = { skipped: 'not asked for (v2 only)' };
     } else {
       try {
-        const clock = modeledClock(board);
+        await board.waitReady();
         log(`${profile.name}: baseline, ${size} B`);
         let encrypted: boolean | undefined;
-        const r = await uploadBaseline(t, images.baseline.bytes, {
-          clock,
-          onPhase: (e) => {
+        const { upload } = await updateOnRig(access, images.baseline.bytes, {
+          protocol: 'baseline',
+          onEvent: (e) => {
             // The link as the data went over it (DONE is the last command on it).
-            if (e.phase === 'done' && e.state === 'start') {
+            if (e.type === 'phase' && e.phase === 'done' && e.state === 'start') {
               encrypted = board.currentLink?.params.encrypted;
             }
           },
         });
-        result.baseline = measurement(span(r.phases, 'request', 'done'), size, size);
+        if (upload.protocol !== 'baseline') throw new Error(`ran ${upload.protocol}`);
+        result.baseline = measurement(span(upload.result.phases, 'request', 'done'), size, size);
         result.encryptedLink.baseline = encrypted ?? null;
       } catch (error) {
         result.baseline = { skipped: `baseline upload failed: ${errorText(error)}` };
       }
     }
-    const v2Skip = v2Offered
-      ? undefined
-      : 'the firmware offers no v2 characteristics (protocol v2 not in this host build)';
-    result.v2 = v2Skip
-      ? { skipped: v2Skip }
-      : await runV2(used, await connect(), board, images.v2.bytes, 'never', log, profile.name);
+    const v2Skip = () => (access.offersV2 === false ? noV2 : undefined);
+    const v2 = (u: UsedLink, image: Uint8Array, compression: 'never' | 'always') => {
+      const skip = v2Skip();
+      return skip
+        ? { skipped: skip }
+        : runV2(u, access, board, image, compression, log, profile.name);
+    };
+    result.v2 = await v2(used, images.v2.bytes, 'never');
     result.linkTuning = board.linkLog.map(describeLinkTuning);
-    result.v2Compressed = v2Skip
-      ? { skipped: v2Skip }
-      : options.v2Only
-        ? { skipped: 'not asked for (v2 only)' }
-        : await runV2({}, await connect(), board, images.v2z.bytes, 'always', log, profile.name);
+    result.v2Compressed = options.v2Only
+      ? { skipped: v2Skip() ?? 'not asked for (v2 only)' }
+      : await v2({}, images.v2z.bytes, 'always');
     if (preErased) {
       // The same transfers on a slot the firmware erased while the board sat idle, unconnected
       // (its default CONFIG_BLE_OTA_PRE_ERASE), after each restart.
       const preRun = async (image: Uint8Array, compression: 'never' | 'always') => {
-        if (v2Skip) return { skipped: v2Skip };
+        const skip = v2Skip();
+        if (skip) return { skipped: skip };
         await board.waitReady();
         log(`${profile.name}: board idle ${PRE_ERASE_IDLE_MS / 1000} s (background erase)`);
         await board.idle(PRE_ERASE_IDLE_MS);
         const erases = countSlotErases(board);
-        const m = await runV2({}, await connect(), board, image, compression, log, profile.name);
+        const m = await v2({}, image, compression);
         return isSkipped(m) ? m : { ...m, slotErases: erases.stop() };
       };
       result.v2PreErased = await preRun(images.v2Pre.bytes, 'never');
@@ -301,7 +276,6 @@ export async function runProfile(
       result.flashCeilingKBps = c.flashKBps;
     }
   } finally {
-    await transport?.close().catch(() => {});
     await rig.close();
     setRequestedMtu(mtuBefore);
   }
@@ -348,6 +322,8 @@ export async function runSensitivity(
   return rows;
 }
 
+const noV2 = 'the firmware offers no v2 characteristics (protocol v2 not in this host build)';
+
 /** What the v2 transfer ran on, read from the board while the link was up. */
 interface UsedLink {
   params?: LinkParams;
@@ -358,7 +334,7 @@ interface UsedLink {
 
 async function runV2(
   used: UsedLink,
-  t: Transport,
+  access: RigAccess,
   board: VirtualBoard,
   image: Uint8Array,
   compression: 'never' | 'always',
@@ -366,24 +342,22 @@ async function runV2(
   name: string,
 ): Promise<TransferMeasurement | Skipped> {
   try {
+    await board.waitReady();
     log(`${name}: v2${compression === 'always' ? ' with deflate' : ''}, ${image.length} B`);
-    const r = await uploadV2(t, image, {
-      compression,
-      clock: modeledClock(board),
-      onPhase: (e) => {
-        // The link as the data went over it (it is gone once the device restarts).
-        if (e.phase === 'end' && e.state === 'start' && board.currentLink) {
-          used.params = { ...board.currentLink.params };
-          used.blockErase = board.device.flashOps.some(
-            (op) => op.op === 'erase' && op.len >= 65536,
-          );
-          const link = board.currentLink;
-          if (link instanceof ModeledAirScheduler) {
-            used.rxBuffers = link.options.peripheralRxBuffers;
-          }
+    const onEvent = (e: UpdateEvent) => {
+      // The link as the data went over it (it is gone once the device restarts).
+      if (e.type === 'phase' && e.phase === 'end' && e.state === 'start' && board.currentLink) {
+        used.params = { ...board.currentLink.params };
+        used.blockErase = board.device.flashOps.some((op) => op.op === 'erase' && op.len >= 65536);
+        const link = board.currentLink;
+        if (link instanceof ModeledAirScheduler) {
+          used.rxBuffers = link.options.peripheralRxBuffers;
         }
-      },
-    });
+      }
+    };
+    const { upload } = await updateOnRig(access, image, { protocol: 'v2', compression, onEvent });
+    if (upload.protocol !== 'v2') throw new Error(`ran ${upload.protocol}`);
+    const r = upload.result;
     if (r.outcome !== 'installed') return { skipped: `v2 upload ended with ${r.outcome}` };
     used.frameBytes = r.frameSize;
     if (compression === 'always' && !r.compression.used) {
@@ -391,6 +365,7 @@ async function runV2(
     }
     return measurement(span(r.phases, 'begin', 'end'), image.length, r.streamSize);
   } catch (error) {
+    if (access.offersV2 === false) return { skipped: noV2 };
     return { skipped: `v2 upload failed: ${errorText(error)}` };
   }
 }
@@ -416,13 +391,14 @@ function measurement(seconds: number, imageBytes: number, streamBytes: number) {
 }
 
 /**
- * The client stack's own speed: protocol v2 over the noble transport, noble's HCI stack and the
- * virtual controller, on a zero-latency link, against FakeV2Device in this process (it answers
- * at once and writes no flash). Wall-clock, so the figure is this machine's. The first transfer
- * runs while V8 still compiles the stack (reported as `coldMBps`), and it keeps optimising over
- * the next two (measured here: 0.35, 0.27, 0.21, 0.18, 0.18 s per MiB, the event loop busy all
- * the time); the figure is the median of the five transfers after the first, the rate an update
- * sees once it has run for a few hundred milliseconds.
+ * The client stack's own speed: protocol v2 through the update flow, the noble transport,
+ * noble's HCI stack and the virtual controller, on a zero-latency link, against the rig's board
+ * (the firmware's host build, which answers as fast as it can and writes its flash in memory).
+ * Wall-clock, so the figure is this machine's, and the device program's work shares the
+ * machine's cores with the client. The first transfer runs while V8 still compiles the stack
+ * (reported as `coldMBps`), and it keeps optimising over the next two; the figure is the median
+ * of the five transfers after the first, the rate an update sees once it has run for a few
+ * hundred milliseconds.
  */
 export async function measureClientStack(
   options: RunOptions & { runs?: number } = {},
@@ -431,11 +407,24 @@ export async function measureClientStack(
   const runs = Math.max(1, options.runs ?? 5);
   const times: number[] = [];
   let last: { mtu: number; frameBytes: number } | undefined;
-  for (let i = 0; i <= runs; i++) {
-    const t = await clientStackOnce(size, `bench-client-stack-${i}`);
-    if ('skipped' in t) return t;
-    times.push(t.wallSeconds);
-    last = t;
+  // noble asks for 517, the most a real adapter allows (LINK-MODEL.md).
+  const mtuBefore = setRequestedMtu(STACK_MTU);
+  const rig = await startVirtualRig({
+    profile: 'immediate',
+    boards: [{ chip: 'esp32', restartDelayMs: 0 }],
+  });
+  try {
+    const board = rig.boards[0] as VirtualBoard;
+    const access = rigAccess(rig, board);
+    for (let i = 0; i <= runs; i++) {
+      const t = await clientStackOnce(access, board, size, `bench-client-stack-${i}`);
+      if ('skipped' in t) return t;
+      times.push(t.wallSeconds);
+      last = t;
+    }
+  } finally {
+    await rig.close();
+    setRequestedMtu(mtuBefore);
   }
   const [cold, ...warm] = times as [number, ...number[]];
   warm.sort((a, b) => a - b);
@@ -450,60 +439,33 @@ export async function measureClientStack(
   };
 }
 
-/** One v2 upload through the stack; wall seconds from BEGIN to END_RSP. */
+/** One v2 update through the stack; wall seconds from BEGIN to END_RSP. */
 async function clientStackOnce(
+  access: RigAccess,
+  board: VirtualBoard,
   size: number,
   version: string,
 ): Promise<{ wallSeconds: number; mtu: number; frameBytes: number } | Skipped> {
   const image = await benchImage('esp32', version, size);
-  // The fake restarts (drops the link) this long after END_RSP: at 0 the drop can overtake the
-  // notification on the zero-latency link.
-  // The firmware's framing (DATA frames of whole link-layer packets: 495 bytes at MTU 517 and
-  // data length 251) and noble asking for 517, the most a real adapter allows (LINK-MODEL.md).
-  const device = new FakeV2Device({
-    window: 64 * 1024,
-    restartDelayMs: 50,
-    preferredMtu: STACK_MTU,
-    linkDataLength: 251,
-  });
-  const app = new FakePeripheralApp(device);
-  const radio = new VirtualRadio({ createLink: () => new ImmediateAirScheduler() });
-  app.peripheral = radio.addPeripheral({
-    address: '24:0a:c4:00:00:99',
-    name: 'esp32',
-    gatt: app.layout,
-    app,
-    preferredMtu: STACK_MTU,
-  });
-  installVirtualHci(radio);
-  const mtuBefore = setRequestedMtu(STACK_MTU);
-  const noble = createNoble();
-  let transport: Transport | undefined;
   try {
-    const opened = await openTransport({
-      noble: noble as never,
-      address: '24:0a:c4:00:00:99',
-      characteristics: CHARACTERISTICS,
-    });
-    transport = opened.transport;
+    await board.waitReady();
     let begun = performance.now();
-    const r = await uploadV2(transport, image.bytes, {
+    let ended = begun;
+    const { upload } = await updateOnRig(access, image.bytes, {
+      protocol: 'v2',
       compression: 'never',
-      waitForRestart: false,
-      onPhase: (e) => {
+      onEvent: (e) => {
+        if (e.type !== 'phase') return;
         if (e.phase === 'begin' && e.state === 'start') begun = performance.now();
+        if (e.phase === 'end' && e.state === 'end') ended = performance.now();
       },
     });
-    const wallSeconds = (performance.now() - begun) / 1000;
-    if (r.outcome !== 'installed') return { skipped: `the fake device answered ${r.outcome}` };
-    return { wallSeconds, mtu: r.mtu, frameBytes: r.frameSize };
+    if (upload.protocol !== 'v2') return { skipped: `the update ran ${upload.protocol}` };
+    const r = upload.result;
+    if (r.outcome !== 'installed') return { skipped: `the board answered ${r.outcome}` };
+    return { wallSeconds: (ended - begun) / 1000, mtu: r.mtu, frameBytes: r.frameSize };
   } catch (error) {
     return { skipped: `client stack run failed: ${errorText(error)}` };
-  } finally {
-    await transport?.close().catch(() => {});
-    device.dispose();
-    releaseNoble(noble);
-    setRequestedMtu(mtuBefore);
   }
 }
 
@@ -577,24 +539,18 @@ export async function runVerificationCost(
       ],
     });
     const board = rig.boards[0] as VirtualBoard;
-    let transport: Transport | undefined;
     try {
       await board.waitReady();
-      transport = (
-        await openTransport({
-          noble: rig.noble as never,
-          address: board.address,
-          scanTimeoutMs: 20_000,
-          characteristics: CHARACTERISTICS,
-        })
-      ).transport;
+      modeledClock(board);
       log(
         `${profile.name}: v2, ${signature === 'none' ? 'unsigned' : `signed ${signature}`}${encryptedLink ? ', encrypted link' : ''}`,
       );
-      const r = await uploadV2(transport, image, {
+      const { upload } = await updateOnRig(rigAccess(rig, board), image, {
+        protocol: 'v2',
         compression: 'never',
-        clock: modeledClock(board),
       });
+      if (upload.protocol !== 'v2') throw new Error(`ran ${upload.protocol}`);
+      const r = upload.result;
       if (r.outcome !== 'installed') return { skipped: `the ${signature} run ended ${r.outcome}` };
       runs.push({
         signature,
@@ -606,7 +562,6 @@ export async function runVerificationCost(
     } catch (error) {
       return { skipped: `the ${signature} run failed: ${errorText(error)}` };
     } finally {
-      await transport?.close().catch(() => {});
       await rig.close();
       setRequestedMtu(mtuBefore);
     }
