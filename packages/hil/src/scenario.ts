@@ -76,6 +76,13 @@ export interface FlashOptions {
    * the failure and resume themselves.
    */
   resumeAttempts?: number;
+  /**
+   * v2: an image the board may run (the run's previous build): when it does, and its firmware
+   * takes patches, a patch against it goes out instead of the image.
+   */
+  base?: string | Uint8Array;
+  /** v2: change the patch before it is sent, unchecked (to test that the device refuses it). */
+  alterPatch?: (patch: Uint8Array) => Uint8Array;
   signal?: AbortSignal;
 }
 
@@ -310,6 +317,8 @@ export class Scenario {
    */
   async flash(image: string | Uint8Array, opts: FlashOptions = {}): Promise<FlashOutcome> {
     const bytes = typeof image === 'string' ? new Uint8Array(await readFile(image)) : image;
+    const base =
+      typeof opts.base === 'string' ? new Uint8Array(await readFile(opts.base)) : opts.base;
     const info = parseAppImage(bytes);
     if (!opts.allowCorrupt && (!info.checksumValid || info.hashValid === false)) {
       throw new Error(
@@ -405,6 +414,8 @@ export class Scenario {
         ...(opts.skipPreflight ? { preflight: false } : {}),
         compression: opts.compression ?? 'auto',
         ...(opts.allowDowngrade ? { allowDowngrade: true } : {}),
+        ...(base === undefined ? {} : { baseImages: base }),
+        ...(opts.alterPatch === undefined ? {} : { alterPatch: opts.alterPatch }),
         requestWriteType: opts.requestWriteType ?? 'request',
         findTimeoutMs: 20_000,
         // Scenarios drop the link on purpose and resume themselves (v2-resume, link-lost).
@@ -447,7 +458,7 @@ export class Scenario {
       this.record(
         'protocol v2',
         true,
-        `${r.outcome}, ${r.compression.used ? `deflate ${r.streamSize} B stream` : 'uncompressed'}, resumed from ${r.resumedFrom}, sent ${r.sentBytes} B`,
+        `${r.outcome}, ${r.delta.used ? `a ${r.delta.patchSize} B patch, ` : ''}${r.compression.used ? `deflate ${r.streamSize} B stream` : 'uncompressed'}, resumed from ${r.resumedFrom}, sent ${r.sentBytes} B`,
       );
     }
     return { info, device, upload };

@@ -163,6 +163,8 @@ export interface UpdateOptions<D extends FoundDevice = FoundDevice> {
    * a patch against it goes out instead of the image (docs/protocol-v2.md, "Delta updates").
    */
   baseImages?: BaseImageLookup | Uint8Array;
+  /** Changes the patch before it is sent, unchecked: for tests of the device (BAD_PATCH). */
+  alterPatch?: (patch: Uint8Array) => Uint8Array;
   /** Baseline: REQUEST and DONE as Write Commands, as the baseline's Python client writes them. */
   requestWriteType?: 'request' | 'command';
   /** Time limit of each protocol step (a write, an acknowledgement, the restart), ms. */
@@ -586,6 +588,7 @@ class UpdateFlow<D extends FoundDevice> {
           ...(o.allowDowngrade ? { allowDowngrade: true } : {}),
           ...(o.preflight === false ? { preflight: false } : {}),
           ...(o.baseImages === undefined ? {} : { base: o.baseImages }),
+          ...(o.alterPatch === undefined ? {} : { alterPatch: o.alterPatch }),
           ...(step === undefined
             ? {}
             : {

@@ -164,6 +164,11 @@ export interface V2UploadOptions {
    * a store of images flashed before.
    */
   base?: Uint8Array | BaseImageLookup;
+  /**
+   * Changes the patch before it is sent, and sends it unchecked: for tests of the device's
+   * refusals (BAD_PATCH). The image's SHA-256 at BEGIN stays the real image's.
+   */
+  alterPatch?: (patch: Uint8Array) => Uint8Array;
 }
 
 /** The image whose SHA-256 (lowercase hex) this is, if the caller has it. */
@@ -804,9 +809,10 @@ class Run {
       this.#delta = { used: false, reason: 'not-running' };
       return;
     }
-    const patch = makePatch(base, this.#image);
+    const made = makePatch(base, this.#image);
+    const patch = this.#opts.alterPatch === undefined ? made : this.#opts.alterPatch(made);
     // The device would refuse a wrong patch only at END (HASH_MISMATCH); check it here first.
-    const rebuilt = applyPatch(base, patch, this.#image.length);
+    const rebuilt = applyPatch(base, made, this.#image.length);
     if (toHex(sha256(rebuilt)) !== toHex(sha256(this.#image))) {
       throw new ProtocolError(
         'the patch does not rebuild the image (a bug in the patch encoder); send the image without base',
