@@ -5,7 +5,6 @@
 export * from './baseline.ts';
 export { TypedEmitter } from './emitter.ts';
 export * from './errors.ts';
-export * from './fake-transport.ts';
 export * from './image/index.ts';
 export * from './messages.ts';
 export * from './preflight.ts';

@@ -1,3 +1,5 @@
+import { type FakePeripheral, FakeTransport } from '@esp-ble-ota/testing';
+import { hex, trafficLines, useBaselineRig } from '@esp-ble-ota/testing/support';
 import { describe, expect, it, vi } from 'vitest';
 import {
   BASELINE_SERVICE_UUID,
@@ -15,7 +17,6 @@ import {
   TimeoutError,
   UnknownCharacteristicError,
 } from './errors.ts';
-import { type FakePeripheral, FakeTransport } from './fake-transport.ts';
 import type { ProgressSnapshot } from './progress.ts';
 import {
   BaselineUploader,
@@ -23,7 +24,6 @@ import {
   readDeviceInformation,
   uploadBaseline,
 } from './session.ts';
-import { hex, trafficLines, useBaselineRig } from './test-support.ts';
 
 const rig = useBaselineRig();
 const { setup } = rig;

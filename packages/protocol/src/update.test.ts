@@ -1,12 +1,14 @@
-import { describe, expect, it } from 'vitest';
 import {
   FakeBaselineDevice,
   FakeDeviceRegistry,
   type FakePeripheral,
   type FakePeripheralLink,
   FakeTransport,
+  FakeV2Device,
+  type FakeV2DeviceOptions,
   HciReason,
-} from './fake-transport.ts';
+} from '@esp-ble-ota/testing';
+import { describe, expect, it } from 'vitest';
 import { buildAppImage } from './image/build.ts';
 import {
   BASELINE_SLOT_SIZE,
@@ -18,7 +20,6 @@ import {
   updateDevice,
 } from './update.ts';
 import { V2Op } from './v2/codec.ts';
-import { FakeV2Device, type FakeV2DeviceOptions } from './v2/fake-device.ts';
 
 /**
  * A device whose link drops once, at its `dropAt`-th GATT operation (a connection, a read, a

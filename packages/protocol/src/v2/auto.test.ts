@@ -1,11 +1,15 @@
+import {
+  FakeBaselineDevice,
+  FakeDeviceRegistry,
+  FakeTransport,
+  FakeV2Device,
+} from '@esp-ble-ota/testing';
+import { randomAppImage, sha256Hex } from '@esp-ble-ota/testing/support';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { OTA_DATA_UUID } from '../baseline.ts';
-import { FakeBaselineDevice, FakeDeviceRegistry, FakeTransport } from '../fake-transport.ts';
 import * as pkg from '../index.ts';
-import { randomAppImage, sha256Hex } from '../test-support.ts';
 import { type AutoPhaseEvent, uploadAuto } from './auto.ts';
 import { V2_DATA_UUID } from './codec.ts';
-import { FakeV2Device } from './fake-device.ts';
 
 let registry: FakeDeviceRegistry;
 const disposables: { dispose(): void }[] = [];
@@ -101,7 +105,9 @@ describe('uploadAuto', () => {
   it('is exported from the package entry point', () => {
     expect(pkg.uploadAuto).toBe(uploadAuto);
     expect(typeof pkg.uploadV2).toBe('function');
-    expect(typeof pkg.FakeV2Device).toBe('function');
+    // The test doubles live in @esp-ble-ota/testing, not in the production package.
+    expect('FakeV2Device' in pkg).toBe(false);
+    expect('FakeTransport' in pkg).toBe(false);
     expect(typeof pkg.V2RefusedError).toBe('function');
   });
 });

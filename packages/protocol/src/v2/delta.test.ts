@@ -1,8 +1,13 @@
+import {
+  FakeDeviceRegistry,
+  FakeTransport,
+  FakeV2Device,
+  type FakeV2DeviceOptions,
+} from '@esp-ble-ota/testing';
+import { randomAppImage } from '@esp-ble-ota/testing/support';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FakeDeviceRegistry, FakeTransport } from '../fake-transport.ts';
 import { sha256 } from '../image/bytes.ts';
-import { randomAppImage } from '../test-support.ts';
 import {
   BEGIN_DELTA_LENGTH,
   BeginFlag,
@@ -14,7 +19,6 @@ import {
 } from './codec.ts';
 import { applyPatch, makePatch, PatchOp } from './delta.ts';
 import { V2RefusedError } from './errors.ts';
-import { FakeV2Device, type FakeV2DeviceOptions } from './fake-device.ts';
 import { uploadV2 } from './uploader.ts';
 
 /** A base image and a new one: the version string changed, a "function" changed, a new "file"

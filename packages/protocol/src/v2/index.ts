@@ -3,5 +3,4 @@ export * from './auto.ts';
 export * from './codec.ts';
 export * from './delta.ts';
 export * from './errors.ts';
-export * from './fake-device.ts';
 export * from './uploader.ts';

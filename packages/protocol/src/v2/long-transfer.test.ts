@@ -1,7 +1,6 @@
+import { FakeDeviceRegistry, FakeTransport, FakeV2Device } from '@esp-ble-ota/testing';
+import { randomAppImage, sha256Hex } from '@esp-ble-ota/testing/support';
 import { describe, expect, it } from 'vitest';
-import { FakeDeviceRegistry, FakeTransport } from '../fake-transport.ts';
-import { randomAppImage, sha256Hex } from '../test-support.ts';
-import { FakeV2Device } from './fake-device.ts';
 import { uploadV2 } from './uploader.ts';
 
 // How fast the client stack moves an image is a figure for `pnpm bench` (its "client stack"

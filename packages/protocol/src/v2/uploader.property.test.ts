@@ -1,8 +1,7 @@
+import { FakeDeviceRegistry, FakeTransport, FakeV2Device } from '@esp-ble-ota/testing';
+import { randomAppImage, sha256Hex } from '@esp-ble-ota/testing/support';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { FakeDeviceRegistry, FakeTransport } from '../fake-transport.ts';
-import { randomAppImage, sha256Hex } from '../test-support.ts';
-import { FakeV2Device } from './fake-device.ts';
 import { uploadV2 } from './uploader.ts';
 
 describe('uploadV2 under random frame loss (property)', () => {

@@ -1,11 +1,17 @@
 import { createHash, generateKeyPairSync } from 'node:crypto';
+import {
+  FakeDeviceRegistry,
+  FakeTransport,
+  type FakeTransportOptions,
+  FakeV2Device,
+  type FakeV2DeviceOptions,
+} from '@esp-ble-ota/testing';
+import { hex, randomAppImage, sha256Hex, trafficLines } from '@esp-ble-ota/testing/support';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { normalizeUuid } from '../baseline.ts';
 import { AbortError, TimeoutError } from '../errors.ts';
-import { FakeDeviceRegistry, FakeTransport, type FakeTransportOptions } from '../fake-transport.ts';
 import { buildAppImage } from '../image/build.ts';
 import { signImage } from '../image/signing.ts';
-import { hex, randomAppImage, sha256Hex, trafficLines } from '../test-support.ts';
 import {
   crc32,
   encodeBegin,
@@ -19,7 +25,6 @@ import {
   v2StatusMessage,
 } from './codec.ts';
 import { V2LinkLostError, V2RefusedError } from './errors.ts';
-import { FakeV2Device, type FakeV2DeviceOptions } from './fake-device.ts';
 import {
   imageManifest,
   uploadV2,

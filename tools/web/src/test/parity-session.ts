@@ -1,16 +1,11 @@
 /**
- * One v2 session against the protocol package's fake device, recorded as the bytes that crossed
+ * One v2 session against the fake v2 device of @esp-ble-ota/testing, recorded as the bytes that crossed
  * the link. `browser-parity.test.ts` runs it under Node and, bundled, in Chromium: the same
  * image must give the same frames, so the page's SHA-256, deflate, CRC-32 and signature checks
  * are the ones the command-line tool runs. Nothing here may need Node.
  */
-import {
-  FakeDeviceRegistry,
-  FakeTransport,
-  FakeV2Device,
-  readSignatures,
-  uploadV2,
-} from '@esp-ble-ota/protocol';
+import { readSignatures, uploadV2 } from '@esp-ble-ota/protocol';
+import { FakeDeviceRegistry, FakeTransport, FakeV2Device } from '@esp-ble-ota/testing';
 
 const hex = (data: Uint8Array) => Array.from(data, (b) => b.toString(16).padStart(2, '0')).join('');
 

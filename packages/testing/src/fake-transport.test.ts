@@ -1,33 +1,31 @@
-import { describe, expect, it, vi } from 'vitest';
-import {
-  encodeOpcode,
-  encodePacketSize,
-  FIRMWARE_REVISION_UUID,
-  MANUFACTURER_NAME_UUID,
-  MODEL_NUMBER_UUID,
-  Opcode,
-  OTA_CONTROL_UUID,
-  OTA_DATA_UUID,
-} from './baseline.ts';
+import type { DisconnectInfo } from '@esp-ble-ota/protocol';
 import {
   AbortError,
   AttError,
   AttStatus,
+  encodeOpcode,
+  encodePacketSize,
+  FIRMWARE_REVISION_UUID,
   LinkLostError,
+  MANUFACTURER_NAME_UUID,
+  MODEL_NUMBER_UUID,
   NotConnectedError,
+  Opcode,
+  OTA_CONTROL_UUID,
+  OTA_DATA_UUID,
   OtaError,
   PayloadTooLargeError,
   TransportBusyError,
   UnknownCharacteristicError,
-} from './errors.ts';
+} from '@esp-ble-ota/protocol';
+import { describe, expect, it, vi } from 'vitest';
 import {
   FakeBaselineDevice,
   type FakeBaselineDeviceOptions,
   FakeTransport,
   HciReason,
 } from './fake-transport.ts';
-import { useBaselineRig } from './test-support.ts';
-import type { DisconnectInfo } from './transport.ts';
+import { useBaselineRig } from './support.ts';
 
 const rig = useBaselineRig();
 const { setup } = rig;

@@ -8,33 +8,16 @@
  * acknowledges from the writer.
  */
 
-import { Inflate, inflate, Z_OK, Z_SYNC_FLUSH } from 'pako';
+import type { GattService } from '@esp-ble-ota/protocol';
 import {
+  AttStatus,
+  applyPatch,
   BASELINE_DEVICE_NAME,
   BASELINE_GATT,
-  DEVICE_INFORMATION_SERVICE_UUID,
-  FIRMWARE_REVISION_UUID,
-  MANUFACTURER_NAME_UUID,
-  MODEL_NUMBER_UUID,
-  normalizeUuid,
-  Opcode,
-  OTA_CONTROL_UUID,
-  OTA_DATA_UUID,
-} from '../baseline.ts';
-import { AttStatus, BadArgumentError, ProtocolError } from '../errors.ts';
-import {
-  FakeBaselineDevice,
-  type FakePeripheral,
-  type FakePeripheralLink,
-  type FakeWriteOutcome,
-  HciReason,
-} from '../fake-transport.ts';
-import { sha256 } from '../image/bytes.ts';
-import { parseAppImage } from '../image/parse.ts';
-import type { GattService } from '../transport.ts';
-import {
+  BadArgumentError,
   crc32,
   DATA_HEADER_LENGTH,
+  DEVICE_INFORMATION_SERVICE_UUID,
   decodeCommand,
   decodeData,
   encodeAbortRsp,
@@ -42,14 +25,31 @@ import {
   encodeEndRsp,
   encodeInfo,
   encodeWindowAck,
+  FIRMWARE_REVISION_UUID,
+  MANUFACTURER_NAME_UUID,
+  MODEL_NUMBER_UUID,
+  normalizeUuid,
+  Opcode,
+  OTA_CONTROL_UUID,
+  OTA_DATA_UUID,
+  ProtocolError,
+  parseAppImage,
   V2_CONTROL_UUID,
   V2_DATA_UUID,
   type V2Begin,
   V2Op,
   type V2Security,
   V2Status,
-} from './codec.ts';
-import { applyPatch } from './delta.ts';
+} from '@esp-ble-ota/protocol';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { Inflate, inflate, Z_OK, Z_SYNC_FLUSH } from 'pako';
+import {
+  FakeBaselineDevice,
+  type FakePeripheral,
+  type FakePeripheralLink,
+  type FakeWriteOutcome,
+  HciReason,
+} from './fake-transport.ts';
 
 /** ATT "Value Not Allowed" (Core spec Vol 3 Part F 3.4.1.1), not in the package's AttStatus. */
 const ATT_VALUE_NOT_ALLOWED = 0x13;

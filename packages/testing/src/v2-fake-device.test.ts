@@ -1,21 +1,21 @@
 /** The device side as FakeV2Device models it, driven by hand, as a firmware test would. */
 import { createHash } from 'node:crypto';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FakeDeviceRegistry, FakeTransport } from '../fake-transport.ts';
-import { abortV2Session } from './abort.ts';
 import {
+  abortV2Session,
   crc32,
   decodeAnswer,
   decodeInfo,
   encodeBegin,
   encodeData,
+  uploadV2,
   V2_CONTROL_UUID,
   V2_DATA_UUID,
   type V2Answer,
   V2Status,
-} from './codec.ts';
-import { FakeV2Device } from './fake-device.ts';
-import { uploadV2 } from './uploader.ts';
+} from '@esp-ble-ota/protocol';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FakeDeviceRegistry, FakeTransport } from './fake-transport.ts';
+import { FakeV2Device } from './v2-fake-device.ts';
 
 let registry: FakeDeviceRegistry;
 let device: FakeV2Device;

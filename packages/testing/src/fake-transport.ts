@@ -8,36 +8,6 @@
  * high-fidelity simulation: real firmware code, a link timing model and noble's own HCI stack.
  */
 
-import {
-  BASELINE_DEVICE_NAME,
-  BASELINE_GATT,
-  DEVICE_INFORMATION_SERVICE_UUID,
-  decodePacketSize,
-  FIRMWARE_REVISION_UUID,
-  formatUuid,
-  MANUFACTURER_NAME_UUID,
-  MAX_ATTRIBUTE_VALUE_LENGTH,
-  MODEL_NUMBER_UUID,
-  normalizeUuid,
-  Opcode,
-  OTA_CONTROL_UUID,
-  OTA_DATA_UUID,
-  opcodeName,
-} from './baseline.ts';
-import { TypedEmitter } from './emitter.ts';
-import {
-  AbortError,
-  AttError,
-  AttStatus,
-  BadArgumentError,
-  LinkLostError,
-  NotConnectedError,
-  OtaError,
-  PayloadTooLargeError,
-  TransportBusyError,
-  UnknownCharacteristicError,
-} from './errors.ts';
-import { type Clock, systemClock } from './progress.ts';
 import type {
   DisconnectInfo,
   GattCharacteristic,
@@ -47,7 +17,36 @@ import type {
   Transport,
   TransportEventMap,
   WriteOptions,
-} from './transport.ts';
+} from '@esp-ble-ota/protocol';
+import {
+  AbortError,
+  AttError,
+  AttStatus,
+  BASELINE_DEVICE_NAME,
+  BASELINE_GATT,
+  BadArgumentError,
+  type Clock,
+  DEVICE_INFORMATION_SERVICE_UUID,
+  decodePacketSize,
+  FIRMWARE_REVISION_UUID,
+  formatUuid,
+  LinkLostError,
+  MANUFACTURER_NAME_UUID,
+  MAX_ATTRIBUTE_VALUE_LENGTH,
+  MODEL_NUMBER_UUID,
+  NotConnectedError,
+  normalizeUuid,
+  Opcode,
+  OTA_CONTROL_UUID,
+  OTA_DATA_UUID,
+  OtaError,
+  opcodeName,
+  PayloadTooLargeError,
+  systemClock,
+  TransportBusyError,
+  TypedEmitter,
+  UnknownCharacteristicError,
+} from '@esp-ble-ota/protocol';
 
 /** HCI disconnect reasons (Core spec Vol 1 Part F). */
 export const HciReason = {

@@ -1,6 +1,6 @@
 /**
- * Helpers the tests of this package share (not exported by the package): the baseline fake
- * rig, the recorded traffic as one line per event, and pseudo-random ESP app images.
+ * Helpers the protocol package's tests and these share (vitest only): the baseline fake rig,
+ * the recorded traffic as one line per event, and pseudo-random ESP app images.
  */
 
 import { createHash } from 'node:crypto';
