@@ -70,6 +70,18 @@ static void patch_copy(uint32_t from, uint32_t len)
     patch_varint(len);
 }
 
+/* DIFF: the image's bytes minus the base's at `from` (mod 256), as a difference search emits for
+ * code whose addresses moved. */
+static void patch_diff(uint32_t from, const uint8_t *image_bytes, uint32_t len)
+{
+    patch_byte(0x03);
+    patch_varint(from);
+    patch_varint(len);
+    for (uint32_t i = 0; i < len; i++) {
+        patch_byte((uint8_t)(image_bytes[i] - s_base[from + i]));
+    }
+}
+
 static void patch_add(const uint8_t *data, uint32_t len)
 {
     patch_byte(0x02);
@@ -97,7 +109,7 @@ static void make_base(uint32_t len, uint32_t seed)
  * The new image: the base with a changed version string at 0x30, a changed "function" (300
  * bytes in the middle) and a new 2000-byte "source file" inserted at 3/4, which moves
  * everything after it. s_patch is its patch, the way a difference search finds it: COPY of
- * what stayed, ADD of what is new.
+ * what stayed, DIFF of what changed in place, ADD of what is new.
  */
 static void make_changed_image_and_patch(void)
 {
@@ -125,7 +137,7 @@ static void make_changed_image_and_patch(void)
     patch_copy(0, 0x30);
     patch_add((const uint8_t *)version, sizeof(version));
     patch_copy(0x30 + sizeof(version), fn - 0x30 - sizeof(version));
-    patch_add(&s_img[fn], 300u);
+    patch_diff(fn, &s_img[fn], 300u); /* the changed function, as a difference from the old one */
     patch_copy(fn + 300u, ins - fn - 300u);
     patch_add(fresh, sizeof(fresh));
     patch_copy(ins, s_base_len - ins);
@@ -427,6 +439,24 @@ TEST(every_malformed_patch_is_refused_with_bad_patch_and_nothing_is_installed)
     patch_copy(0xFFFFFFF0u, 0x20u);
     patch_byte(0);
     refused("copy that wraps", 20, "copies from outside the running image");
+
+    /* a DIFF that reads past the base's end, and one past image_size */
+    s_patch_len = 0;
+    patch_copy(0, 100);
+    patch_byte(0x03);
+    patch_varint(s_base_len - 4u);
+    patch_varint(8u);
+    for (int i = 0; i < 8; i++) {
+        patch_byte(1);
+    }
+    patch_byte(0);
+    refused("diff past the base", 20, "copies from outside the running image");
+    s_patch_len = 0;
+    patch_copy(0, s_base_len);
+    patch_byte(0x03);
+    patch_varint(0);
+    patch_varint(s_img_len - s_base_len + 1u);
+    refused("diff past image_size", 20, "writes past BEGIN's image_size");
 
     /* an ADD past image_size */
     s_patch_len = 0;

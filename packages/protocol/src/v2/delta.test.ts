@@ -46,6 +46,20 @@ describe('the patch format', () => {
     expect(patch[patch.length - 1]).toBe(PatchOp.END);
   });
 
+  it('sends code that moved as a difference from the base (DIFF), which deflates to little', () => {
+    // "Code" whose 4-byte words after offset 4000 all grew by 8 (addresses after an insertion).
+    const base = randomAppImage(40_000, 11, { mask: 0xff });
+    const image = base.slice();
+    image.set(randomAppImage(64, 12).subarray(1), 2000); // a change that breaks the copy there
+    for (let i = 4000; i + 4 <= image.length; i += 64) {
+      const v = new DataView(image.buffer, i, 4);
+      v.setUint32(0, v.getUint32(0, true) + 8, true);
+    }
+    const patch = makePatch(base, image);
+    expect(patch.includes(PatchOp.DIFF)).toBe(true);
+    expect(applyPatch(base, patch, image.length)).toEqual(image);
+  });
+
   it('rebuilds any image from any base (property)', () => {
     fc.assert(
       fc.property(
@@ -69,6 +83,11 @@ describe('the patch format', () => {
       [[...copy(0, 10)], 10, /without its END op/],
       [[...copy(0, 5), PatchOp.END], 10, /before the image is whole/],
       [[7], 10, /unknown patch op/],
+      [
+        [PatchOp.DIFF, 95, 10, ...new Array(10).fill(0), PatchOp.END],
+        10,
+        /outside the running image/,
+      ],
       [[PatchOp.ADD, 0, PatchOp.END], 0, /length 0/],
       [[PatchOp.COPY, 0xff, 0xff, 0xff, 0xff, 0x1f, 1], 10, /not a 32-bit varint/],
     ];

@@ -7,11 +7,14 @@
  * the longest match around each hit, in pure JavaScript, so it runs in Node and in a page alike
  * (bsdiff-node is a native addon, and its patches carry bzip2 blocks the device cannot read).
  * A fossil delta is already a sequential list of copy-from-source and insert-literal commands,
- * which is what our format is; makePatch translates it, op for op.
+ * which is what our format is; makePatch translates it, op for op, and sends an inserted run as
+ * a DIFF against the base bytes right after the previous copy when that makes it mostly zeros:
+ * code that moved has its PC-relative calls and addresses changed, not its instructions, and
+ * bsdiff's insight is that the difference deflates to little where the literal bytes do not.
  */
 import { createDelta } from 'fossil-delta';
 
-export const PatchOp = { END: 0x00, COPY: 0x01, ADD: 0x02 } as const;
+export const PatchOp = { END: 0x00, COPY: 0x01, ADD: 0x02, DIFF: 0x03 } as const;
 
 const FOSSIL_DIGITS = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~';
 const FOSSIL_VALUE = new Map<number, number>(
@@ -81,6 +84,8 @@ export function makePatch(base: Uint8Array, image: Uint8Array): Uint8Array {
   const targetSize = int();
   if (delta[at++] !== 0x0a) throw new Error('fossil-delta: malformed header');
   let produced = 0;
+  /** Where in the base the image would go on after the last copy: what a DIFF is against. */
+  let baseNext = 0;
   for (;;) {
     const count = int();
     const cmd = delta[at++];
@@ -93,14 +98,23 @@ export function makePatch(base: Uint8Array, image: Uint8Array): Uint8Array {
         out.varint(count);
       }
       produced += count;
+      baseNext = offset + count;
     } else if (cmd === 0x3a /* : insert */) {
-      if (count > 0) {
+      const literal = delta.subarray(at, at + count);
+      const diff = count > 0 ? differenceFrom(base, baseNext, literal) : undefined;
+      if (diff !== undefined) {
+        out.byte(PatchOp.DIFF);
+        out.varint(baseNext);
+        out.varint(count);
+        out.bytes(diff);
+      } else if (count > 0) {
         out.byte(PatchOp.ADD);
         out.varint(count);
-        out.bytes(delta.subarray(at, at + count));
+        out.bytes(literal);
       }
       at += count;
       produced += count;
+      baseNext += count;
     } else if (cmd === 0x3b /* ; checksum: the end */) {
       break;
     } else {
@@ -114,6 +128,24 @@ export function makePatch(base: Uint8Array, image: Uint8Array): Uint8Array {
   }
   out.byte(PatchOp.END);
   return out.result();
+}
+
+/** `literal` minus the base bytes at `from` (mod 256), if they lie in the base and at least half
+ *  of the difference is zeros (then it deflates to less than the literal); else undefined. */
+function differenceFrom(
+  base: Uint8Array,
+  from: number,
+  literal: Uint8Array,
+): Uint8Array | undefined {
+  if (from + literal.length > base.length) return undefined;
+  const diff = new Uint8Array(literal.length);
+  let zeros = 0;
+  for (let i = 0; i < literal.length; i++) {
+    const d = ((literal[i] as number) - (base[from + i] as number)) & 0xff;
+    diff[i] = d;
+    if (d === 0) zeros++;
+  }
+  return zeros * 2 >= literal.length ? diff : undefined;
 }
 
 /**
@@ -144,16 +176,24 @@ export function applyPatch(base: Uint8Array, patch: Uint8Array, imageSize: numbe
       if (at !== patch.length) throw new Error("bytes after the patch's END");
       return out;
     }
-    if (op !== PatchOp.COPY && op !== PatchOp.ADD) throw new Error('unknown patch op');
-    const from = op === PatchOp.COPY ? varint() : 0;
+    if (op !== PatchOp.COPY && op !== PatchOp.ADD && op !== PatchOp.DIFF) {
+      throw new Error('unknown patch op');
+    }
+    const from = op === PatchOp.ADD ? 0 : varint();
     const length = varint();
     if (length === 0) throw new Error('a patch op of length 0');
     if (length > imageSize - produced) throw new Error("the patch writes past BEGIN's image_size");
+    if (op !== PatchOp.ADD && from + length > base.length) {
+      throw new Error('the patch copies from outside the running image (its base)');
+    }
     if (op === PatchOp.COPY) {
-      if (from + length > base.length) {
-        throw new Error('the patch copies from outside the running image (its base)');
-      }
       out.set(base.subarray(from, from + length), produced);
+    } else if (op === PatchOp.DIFF) {
+      if (at + length > patch.length) throw new Error('the patch stream ended without its END op');
+      for (let i = 0; i < length; i++) {
+        out[produced + i] = ((base[from + i] as number) + (patch[at + i] as number)) & 0xff;
+      }
+      at += length;
     } else {
       if (at + length > patch.length) throw new Error('the patch stream ended without its END op');
       out.set(patch.subarray(at, at + length), produced);

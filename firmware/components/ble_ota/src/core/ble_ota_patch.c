@@ -1,17 +1,17 @@
 /*
  * The delta-update patch applier (ble_ota_patch.h; the format is docs/protocol-v2.md's).
  * Every bound is checked where an op's numbers are complete, before any byte of it is read or
- * emitted: a COPY inside the base, a COPY or ADD within what is left of image_size, no op after
- * END, END only once the image is whole.
+ * emitted: a COPY or DIFF inside the base, every op within what is left of image_size, no op
+ * after END, END only once the image is whole.
  */
 #include "ble_ota_patch.h"
 
 enum {
     ST_OP = 0,    /* next byte is an op */
-    ST_COPY_FROM, /* COPY's base offset (varint) */
-    ST_COPY_LEN,  /* COPY's length (varint) */
-    ST_ADD_LEN,   /* ADD's length (varint) */
+    ST_FROM,      /* COPY's or DIFF's base offset (varint) */
+    ST_LEN,       /* an op's length (varint) */
     ST_ADD_DATA,  /* ADD's literal bytes */
+    ST_DIFF_DATA, /* DIFF's bytes, each added to the base's */
     ST_DONE,      /* END read */
 };
 
@@ -71,11 +71,45 @@ static int prv_bad(const char **why, const char *what)
     return BLE_OTA_PATCH_BAD;
 }
 
+/* DIFF's bytes: each added (mod 256) to the base byte at the same place, a scratch-full at a time. */
+static int prv_diff(ble_ota_patch_t *p, const uint8_t *in, uint32_t n, const ble_ota_patch_io_t *io)
+{
+    if (io->read_base(io->ctx, p->copy_from, io->scratch, n) != 0) {
+        return BLE_OTA_PATCH_READ;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        io->scratch[i] = (uint8_t)(io->scratch[i] + in[i]);
+    }
+    if (!io->emit(io->ctx, io->scratch, n)) {
+        return BLE_OTA_PATCH_EMIT;
+    }
+    p->produced += n;
+    p->copy_from += n;
+    p->add_left -= n;
+    if (p->add_left == 0u) {
+        p->state = ST_OP;
+    }
+    return BLE_OTA_PATCH_OK;
+}
+
 int ble_ota_patch_feed(ble_ota_patch_t *p, const uint8_t *in, size_t len, const ble_ota_patch_io_t *io,
                        const char **why)
 {
     *why = NULL;
     while (len > 0u) {
+        if (p->state == ST_DIFF_DATA) {
+            uint32_t n = len < p->add_left ? (uint32_t)len : p->add_left;
+            int rc;
+
+            n = n < io->scratch_len ? n : (uint32_t)io->scratch_len;
+            rc = prv_diff(p, in, n, io);
+            if (rc != BLE_OTA_PATCH_OK) {
+                return rc;
+            }
+            in += n;
+            len -= n;
+            continue;
+        }
         if (p->state == ST_ADD_DATA) {
             uint32_t n = len < p->add_left ? (uint32_t)len : p->add_left;
 
@@ -97,23 +131,23 @@ int ble_ota_patch_feed(ble_ota_patch_t *p, const uint8_t *in, size_t len, const 
         case ST_OP:
             p->value = 0u;
             p->varint_len = 0u;
+            p->op = b;
             if (b == BLE_OTA_PATCH_OP_END) {
                 if (p->produced != p->image_size) {
                     return prv_bad(why, "the patch ends before the image is whole (fewer bytes than BEGIN's "
                                         "image_size)");
                 }
                 p->state = ST_DONE;
-            } else if (b == BLE_OTA_PATCH_OP_COPY) {
-                p->state = ST_COPY_FROM;
+            } else if (b == BLE_OTA_PATCH_OP_COPY || b == BLE_OTA_PATCH_OP_DIFF) {
+                p->state = ST_FROM;
             } else if (b == BLE_OTA_PATCH_OP_ADD) {
-                p->state = ST_ADD_LEN;
+                p->state = ST_LEN;
             } else {
-                return prv_bad(why, "unknown patch op (COPY 0x01, ADD 0x02, END 0x00)");
+                return prv_bad(why, "unknown patch op (END 0x00, COPY 0x01, ADD 0x02, DIFF 0x03)");
             }
             break;
-        case ST_COPY_FROM:
-        case ST_COPY_LEN:
-        case ST_ADD_LEN: {
+        case ST_FROM:
+        case ST_LEN: {
             int rc = prv_varint(p, b);
             uint32_t v = p->value;
 
@@ -125,9 +159,9 @@ int ble_ota_patch_feed(ble_ota_patch_t *p, const uint8_t *in, size_t len, const 
             }
             p->value = 0u;
             p->varint_len = 0u;
-            if (p->state == ST_COPY_FROM) {
+            if (p->state == ST_FROM) {
                 p->copy_from = v;
-                p->state = ST_COPY_LEN;
+                p->state = ST_LEN;
                 break;
             }
             if (v == 0u) {
@@ -136,13 +170,18 @@ int ble_ota_patch_feed(ble_ota_patch_t *p, const uint8_t *in, size_t len, const 
             if (v > p->image_size - p->produced) {
                 return prv_bad(why, "the patch writes past BEGIN's image_size");
             }
-            if (p->state == ST_ADD_LEN) {
+            if (p->op == BLE_OTA_PATCH_OP_ADD) {
                 p->add_left = v;
                 p->state = ST_ADD_DATA;
                 break;
             }
             if (p->copy_from > p->base_size || v > p->base_size - p->copy_from) {
                 return prv_bad(why, "the patch copies from outside the running image (its base)");
+            }
+            if (p->op == BLE_OTA_PATCH_OP_DIFF) {
+                p->add_left = v;
+                p->state = ST_DIFF_DATA;
+                break;
             }
             p->state = ST_OP;
             rc = prv_copy(p, v, io);

@@ -1,7 +1,7 @@
 /*
  * The delta-update patch applier (docs/protocol-v2.md, "Delta updates"): a byte-wise state machine
- * over the (inflated) patch stream of ops COPY(base offset, length) / ADD(length, bytes) / END,
- * that reads the running image through the port and hands the image it rebuilds to the same
+ * over the (inflated) patch stream of ops COPY(base offset, length) / ADD(length, bytes) /
+ * DIFF(base offset, length, bytes added to the base's) / END, that reads the running image through the port and hands the image it rebuilds to the same
  * writer path as a full image. Its whole state is this struct (no allocation, no buffer of its
  * own beyond the caller's scratch for base reads), so a session held across a lost link resumes
  * the applier exactly where it stopped, as it does the inflater.
@@ -16,6 +16,7 @@
 #define BLE_OTA_PATCH_OP_END 0x00u
 #define BLE_OTA_PATCH_OP_COPY 0x01u
 #define BLE_OTA_PATCH_OP_ADD 0x02u
+#define BLE_OTA_PATCH_OP_DIFF 0x03u
 /* A u32 in unsigned LEB128 takes at most 5 bytes. */
 #define BLE_OTA_PATCH_VARINT_MAX 5u
 
@@ -28,10 +29,11 @@ typedef enum {
 
 typedef struct {
     uint8_t state;
+    uint8_t op;         /* the op whose operands are being read */
     uint8_t varint_len; /* bytes of the varint being read */
     uint32_t value;     /* the varint being read */
-    uint32_t copy_from; /* COPY: base offset, read before its length */
-    uint32_t add_left;  /* ADD: literal bytes still to pass through */
+    uint32_t copy_from; /* COPY, DIFF: base offset, read before the length; DIFF: where it is now */
+    uint32_t add_left;  /* ADD, DIFF: literal or difference bytes still to come */
     uint32_t produced;  /* image bytes emitted */
     uint32_t base_size;
     uint32_t image_size;
@@ -43,7 +45,7 @@ typedef struct {
     int (*read_base)(void *ctx, uint32_t offset, uint8_t *buf, size_t len);
     /* Takes the next len image bytes, never past image_size in total. False: stop. */
     bool (*emit)(void *ctx, const uint8_t *data, size_t len);
-    uint8_t *scratch; /* for base reads: a COPY goes through it in pieces of scratch_len */
+    uint8_t *scratch; /* for base reads: a COPY or DIFF goes through it in pieces of scratch_len */
     size_t scratch_len;
 } ble_ota_patch_io_t;
 
