@@ -55,11 +55,26 @@ static bool prv_emit(void *ctx, const uint8_t *data, size_t len)
     return true;
 }
 
+static void prv_progress(void *ctx, uint32_t produced)
+{
+    sink_t *k = ctx;
+
+    FZ_CHECK(produced == k->out_len && produced <= k->image_size, "progress at %u, emitted %u of %u",
+             (unsigned)produced, (unsigned)k->out_len, (unsigned)k->image_size);
+}
+
 static int prv_run(int which, const uint8_t *patch, size_t len, uint8_t seed, bool *done)
 {
     sink_t *k = &s_sink[which];
     ble_ota_patch_t p;
-    ble_ota_patch_io_t io = { k, prv_read_base, prv_emit, s_scratch[which], k->scratch_len };
+    ble_ota_patch_io_t io = {
+        .ctx = k,
+        .read_base = prv_read_base,
+        .emit = prv_emit,
+        .progress = prv_progress,
+        .scratch = s_scratch[which],
+        .scratch_len = k->scratch_len,
+    };
     uint32_t x = seed * 2654435761u + 1u;
     int rc = BLE_OTA_PATCH_OK;
 

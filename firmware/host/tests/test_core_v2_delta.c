@@ -358,6 +358,33 @@ TEST(a_patch_resumes_after_a_lost_link_at_any_point)
     }
 }
 
+TEST(a_long_copy_keeps_the_client_informed_with_acks_at_the_committed_offset)
+{
+    uint8_t st;
+    uint32_t acks = 0;
+    uint32_t before;
+
+    setup(150000u, 7);
+    memcpy(s_img, s_base, s_base_len); /* the image: the base with 2000 bytes appended */
+    host_sha256(s_img, s_img_len, s_img_sha);
+    s_patch_len = 0;
+    patch_copy(0, s_base_len); /* 150 KB of flash work from 4 patch bytes */
+    patch_add(&s_img[s_base_len], s_img_len - s_base_len);
+    patch_byte(0);
+    device_running_base();
+    connect_as(CONN);
+    REQUIRE_EQ_INT(begin_delta(CONN, 0, s_base_sha, s_patch_len, NULL), 0);
+    before = fv2.n_notes;
+    CHECK_EQ_INT(stream(CONN, s_patch, s_patch_len, 0, 0, &st), s_patch_len);
+    for (uint32_t i = before; i < fv2.n_notes; i++) {
+        acks += fv2.notes[i].data[0] == 0x91 && fv2.notes[i].data[1] == 0u;
+    }
+    /* one per 64 KB copied (2), and the one at the end of the stream */
+    CHECK_EQ_INT(acks, 3);
+    CHECK_EQ_INT(end_status(CONN), 0);
+    CHECK_MEM_EQ(fv2.mem, s_img, s_img_len);
+}
+
 TEST(a_base_that_is_not_the_running_image_is_refused_before_any_erase)
 {
     uint8_t other[32];

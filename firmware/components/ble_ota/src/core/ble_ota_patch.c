@@ -61,6 +61,9 @@ static int prv_copy(ble_ota_patch_t *p, uint32_t len, const ble_ota_patch_io_t *
         p->produced += n;
         from += n;
         len -= n;
+        if (io->progress != NULL) {
+            io->progress(io->ctx, p->produced);
+        }
     }
     return BLE_OTA_PATCH_OK;
 }

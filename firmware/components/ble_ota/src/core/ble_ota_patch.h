@@ -45,6 +45,9 @@ typedef struct {
     int (*read_base)(void *ctx, uint32_t offset, uint8_t *buf, size_t len);
     /* Takes the next len image bytes, never past image_size in total. False: stop. */
     bool (*emit)(void *ctx, const uint8_t *data, size_t len);
+    /* Optional: called after each piece of a COPY with the image bytes produced so far. One byte
+     * of patch can copy the whole image: the caller tells its client the device is still busy. */
+    void (*progress)(void *ctx, uint32_t produced);
     uint8_t *scratch; /* for base reads: a COPY or DIFF goes through it in pieces of scratch_len */
     size_t scratch_len;
 } ble_ota_patch_io_t;

@@ -90,6 +90,7 @@ typedef struct {
      * state lives here, in RAM like the inflater's, so a held session resumes it. */
     bool delta;
     ble_ota_patch_t patch;
+    uint32_t patch_acked; /* image bytes produced at the last ack sent during a COPY */
 } session_t;
 
 /* What BEGIN learnt from its flags and the manifest, for the session it opens or resumes. */
@@ -1317,6 +1318,18 @@ static bool prv_patch_emit(void *ctx, const uint8_t *data, size_t len)
     return prv_emit(data, len);
 }
 
+/* A COPY of the whole image is one patch byte and seconds of flash work, during which the stream
+ * does not move: an ack at the committed offset every 64 KB it writes tells the client that the
+ * device is busy, not gone (without it the client's ack timeout would give up on a long COPY). */
+static void prv_patch_progress(void *ctx, uint32_t produced)
+{
+    (void)ctx;
+    if (produced - s_ses.patch_acked >= BLOCK) {
+        s_ses.patch_acked = produced;
+        prv_window_ack(prv_owner(), BLE_OTA_V2_OK, s_ses.committed, s_ses.crc);
+    }
+}
+
 /* Stream bytes after inflation: image bytes, or a patch that rebuilds them. */
 static bool prv_output(const uint8_t *data, size_t len)
 {
@@ -1330,6 +1343,7 @@ static bool prv_output(const uint8_t *data, size_t len)
     io.ctx = prv_port()->ctx;
     io.read_base = prv_patch_read_base;
     io.emit = prv_patch_emit;
+    io.progress = prv_patch_progress;
     io.scratch = s_base_buf;
     io.scratch_len = sizeof(s_base_buf);
     rc = ble_ota_patch_feed(&s_ses.patch, data, len, &io, &why);
