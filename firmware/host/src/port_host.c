@@ -469,13 +469,10 @@ static int prv_slot_open(void *ctx, uint32_t image_size, ble_ota_slot_info_t *ta
     return BLE_OTA_OK;
 }
 
-static int prv_slot_erase(void *ctx, uint32_t offset, uint32_t len)
+/* esp_partition_erase_range on OTA slot `slot`: the session's (slot_erase) or the idle one's. */
+static int prv_erase_in_slot(host_port_t *hp, int slot, uint32_t offset, uint32_t len)
 {
-    host_port_t *hp = ctx;
-    if (!hp->open) {
-        return BLE_OTA_ERR_STATE;
-    }
-    const host_part_t *p = host_ptable_ota(&hp->dev.table, hp->target_slot);
+    const host_part_t *p = host_ptable_ota(&hp->dev.table, slot);
     if ((uint64_t)offset + len > p->size) {
         host_log('E', TAG_PORT, "esp_partition_erase_range failed: %s", "ESP_ERR_INVALID_SIZE");
         return BLE_OTA_ERR_TOO_LARGE;
@@ -485,6 +482,15 @@ static int prv_slot_erase(void *ctx, uint32_t offset, uint32_t len)
         return BLE_OTA_ERR_FLASH;
     }
     return BLE_OTA_OK;
+}
+
+static int prv_slot_erase(void *ctx, uint32_t offset, uint32_t len)
+{
+    host_port_t *hp = ctx;
+    if (!hp->open) {
+        return BLE_OTA_ERR_STATE;
+    }
+    return prv_erase_in_slot(hp, hp->target_slot, offset, len);
 }
 
 static int prv_slot_write_at(void *ctx, uint32_t offset, const uint8_t *data, size_t len)
@@ -782,16 +788,7 @@ static int prv_idle_erase(void *ctx, uint32_t offset, uint32_t len)
     if (slot < 0 || hp->open) {
         return BLE_OTA_ERR_STATE;
     }
-    const host_part_t *p = host_ptable_ota(&hp->dev.table, slot);
-    if ((uint64_t)offset + len > p->size) {
-        host_log('E', TAG_PORT, "esp_partition_erase_range failed: %s", "ESP_ERR_INVALID_SIZE");
-        return BLE_OTA_ERR_TOO_LARGE;
-    }
-    if (host_flash_erase(hp->dev.flash, p->offset + offset, len) != 0) {
-        host_log('E', TAG_PORT, "esp_partition_erase_range failed: ESP_ERR_FLASH_OP_FAIL (%s)", hp->dev.flash->error);
-        return BLE_OTA_ERR_FLASH;
-    }
-    return BLE_OTA_OK;
+    return prv_erase_in_slot(hp, slot, offset, len);
 }
 
 static int prv_idle_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)

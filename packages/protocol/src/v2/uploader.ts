@@ -567,45 +567,19 @@ class Run {
         sessionRestarted: begun.sessionRestarted,
         startedAt,
       };
-      if (begun.rsp === 'already-installed') {
-        const endedAt = this.#clock.now();
-        return {
-          ...base,
-          outcome: 'already-installed',
-          resumedFrom: 0,
-          sentBytes: 0,
-          sentFrames: 0,
-          resentBytes: 0,
-          gaps: 0,
-          ackTimeouts: 0,
-          frameSize: 0,
-          window: 0,
-          endedAt,
-          durationMs: endedAt - startedAt,
-          transferMs: 0,
-          bytesPerSecond: 0,
-          imageBytesPerSecond: 0,
-          phases: this.#phases.timings,
-          restart: { observed: false, reason: 'not-waited' },
-        };
-      }
-      if (begun.rsp === 'installed-restarting') {
-        const restart = await this.#phases.run('restart', () =>
-          this.#link.awaitRestart(
-            {
-              timeoutMs: this.#timeouts.restartMs,
-              waitingFor: 'waiting for the device to restart',
-              during: 'while waiting for the device to restart',
-            },
-            this.#opts.waitForRestart !== false,
-          ),
-        );
+      if (begun.rsp === 'already-installed' || begun.rsp === 'installed-restarting') {
+        // Nothing to stream: the device runs this image, or an earlier END of it went through and
+        // the device restarts into it now (then the restart is waited for as after END).
+        const installed = begun.rsp === 'installed-restarting';
+        const restart: RestartObservation = installed
+          ? await this.#awaitRestart()
+          : { observed: false, reason: 'not-waited' };
         if (restart.observed) subscribed = false;
         const endedAt = this.#clock.now();
         return {
           ...base,
-          outcome: 'installed',
-          resumedFrom: stream.length,
+          outcome: installed ? 'installed' : 'already-installed',
+          resumedFrom: installed ? stream.length : 0,
           sentBytes: 0,
           sentFrames: 0,
           resentBytes: 0,
@@ -648,16 +622,7 @@ class Run {
       const transferMs = this.#clock.now() - transferStart;
 
       await this.#phases.run('end', () => this.#end());
-      const restart = await this.#phases.run('restart', () =>
-        this.#link.awaitRestart(
-          {
-            timeoutMs: this.#timeouts.restartMs,
-            waitingFor: 'waiting for the device to restart',
-            during: 'while waiting for the device to restart',
-          },
-          this.#opts.waitForRestart !== false,
-        ),
-      );
+      const restart = await this.#awaitRestart();
       if (restart.observed) subscribed = false;
       const endedAt = this.#clock.now();
       const moved = stream.length - rsp.offset;
@@ -900,6 +865,21 @@ class Run {
       // flash write): start over rather than finish an image that fails at END.
       restart = true;
     }
+  }
+
+  /** The restart phase: the link dropping after the device's final answer (END_RSP, or a BEGIN_RSP
+   *  INSTALLED_RESTARTING), unless the caller does not wait for it. */
+  #awaitRestart(): Promise<RestartObservation> {
+    return this.#phases.run('restart', () =>
+      this.#link.awaitRestart(
+        {
+          timeoutMs: this.#timeouts.restartMs,
+          waitingFor: 'waiting for the device to restart',
+          during: 'while waiting for the device to restart',
+        },
+        this.#opts.waitForRestart !== false,
+      ),
+    );
   }
 
   /** Write a command and wait for its answer; the answer may arrive before the Write Response. */
