@@ -555,6 +555,32 @@ TEST(every_malformed_patch_is_refused_with_bad_patch_and_nothing_is_installed)
     refused("full image with the delta flag", 20, "unknown patch op");
 }
 
+TEST(a_bad_patch_counts_for_the_refusal_back_off)
+{
+    ble_ota_config_t cfg = BLE_OTA_CONFIG_DEFAULT_INIT;
+    uint8_t st = 0;
+
+    /* a replayed BEGIN with a patch that copies from outside the base: its slot was opened and
+     * erased before the patch gave itself away, so it costs what a mismatching image costs */
+    setup(40000u, 9);
+    s_patch_len = 0;
+    patch_copy(0, 100);
+    patch_copy(s_base_len - 10u, 11u);
+    patch_byte(0);
+    cfg.refusal_backoff_max_ms = 64000u;
+    REQUIRE_EQ_INT(fake_v2_reset_cfg(&cfg), BLE_OTA_OK);
+    REQUIRE_EQ_INT(ble_ota_v2_attach(&fake_v2_port_delta), BLE_OTA_OK);
+    memcpy(fv2.base, s_base, s_base_len);
+    fv2.base_len = s_base_len;
+    host_sha256(s_base, s_base_len, fv2.running_sha);
+    connect_as(CONN);
+    REQUIRE_EQ_INT(begin_delta(CONN, 0, s_base_sha, s_patch_len, NULL), 0);
+    (void)stream(CONN, s_patch, s_patch_len, 0, 0, &st);
+    CHECK_EQ_INT(st, 20);
+    CHECK(fake_logged(BLE_OTA_LOG_WARN, "1 refused update(s) in a row: BEGIN is answered BUSY for 1000 ms"));
+    CHECK_EQ_INT(begin_delta(CONN, 0, s_base_sha, s_patch_len, NULL), 8);
+}
+
 TEST(the_rebuilt_image_goes_through_the_same_checks_as_a_full_one)
 {
     uint8_t st;

@@ -939,7 +939,8 @@ static void prv_back_off(bool abandoned)
 /* A refusal of what the image is (not of how it travelled) counts for the back-off. */
 static void prv_count_refusal(uint8_t status)
 {
-    if (status < BLE_OTA_V2_UNSIGNED || status > BLE_OTA_V2_MANIFEST_MISMATCH) {
+    /* A bad patch is refused after its slot was opened and erased, as a mismatching image is. */
+    if ((status < BLE_OTA_V2_UNSIGNED || status > BLE_OTA_V2_MANIFEST_MISMATCH) && status != BLE_OTA_V2_BAD_PATCH) {
         return;
     }
     prv_back_off(false);
