@@ -17,6 +17,20 @@
 #define FV2_MAX_NOTES 2048u
 #define FV2_CHIP_ID 9u /* ESP32-S3, as fake_chip_name says */
 
+/* Little-endian fields of the v2 wire, for the tests that speak it. */
+static inline uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static inline void put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
 typedef struct {
     uint16_t conn;
     ble_ota_chr_id_t chr;

@@ -53,19 +53,6 @@ static uint32_t crc_of(const uint8_t *data, size_t len)
     return (uint32_t)crc32(0, data, (uInt)len);
 }
 
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
 static void connect_as(uint16_t conn)
 {
     ble_ota_on_connect(conn, 23);

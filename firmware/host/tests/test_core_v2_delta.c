@@ -33,19 +33,6 @@ static uint32_t s_patch_len;
 static uint8_t s_z[210u * 1024u];
 static uint32_t s_z_len;
 
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
 /* --- the patch encoder of the format (ops of known edits) --------------------------------- */
 
 static void patch_byte(uint8_t b)
@@ -155,14 +142,19 @@ static void compress_patch(void)
 
 /* --- a v2 client ----------------------------------------------------------------------------- */
 
-/* Fresh core on the delta port, running s_base. */
-static void device_running_base(void)
+/* Fresh core on the delta port, running s_base; configured with cfg, or the fake's defaults. */
+static void device_running_base_cfg(const ble_ota_config_t *cfg)
 {
-    REQUIRE_EQ_INT(fake_v2_reset(), BLE_OTA_OK);
+    REQUIRE_EQ_INT(cfg != NULL ? fake_v2_reset_cfg(cfg) : fake_v2_reset(), BLE_OTA_OK);
     REQUIRE_EQ_INT(ble_ota_v2_attach(&fake_v2_port_delta), BLE_OTA_OK);
     memcpy(fv2.base, s_base, s_base_len);
     fv2.base_len = s_base_len;
     host_sha256(s_base, s_base_len, fv2.running_sha);
+}
+
+static void device_running_base(void)
+{
+    device_running_base_cfg(NULL);
 }
 
 static void connect_as(uint16_t conn)
@@ -568,11 +560,7 @@ TEST(a_bad_patch_counts_for_the_refusal_back_off)
     patch_copy(s_base_len - 10u, 11u);
     patch_byte(0);
     cfg.refusal_backoff_max_ms = 64000u;
-    REQUIRE_EQ_INT(fake_v2_reset_cfg(&cfg), BLE_OTA_OK);
-    REQUIRE_EQ_INT(ble_ota_v2_attach(&fake_v2_port_delta), BLE_OTA_OK);
-    memcpy(fv2.base, s_base, s_base_len);
-    fv2.base_len = s_base_len;
-    host_sha256(s_base, s_base_len, fv2.running_sha);
+    device_running_base_cfg(&cfg);
     connect_as(CONN);
     REQUIRE_EQ_INT(begin_delta(CONN, 0, s_base_sha, s_patch_len, NULL), 0);
     (void)stream(CONN, s_patch, s_patch_len, 0, 0, &st);

@@ -21,7 +21,7 @@ import {
 } from '@esp-ble-ota/sim';
 import { execa } from 'execa';
 import { benchImage, hostBuildDir } from './images.ts';
-import { cutFlash, cutPoints, updateThroughRig } from './power-cuts.ts';
+import { cutFlash, cutPoints, cutUpdateBytes, updateThroughRig } from './power-cuts.ts';
 import { PRE_ERASE_IDLE_MS } from './run.ts';
 
 /** Where the host build keeps the erase record: the last sector of nvs (firmware/host/README.md). */
@@ -87,7 +87,7 @@ export async function runPreEraseCuts(options: {
     const factoryBytes = new Uint8Array(
       await readFile(join(hostBuildDir, 'ble-ota-app-esp32.bin')),
     );
-    const size = Math.ceil((factoryBytes.length + 2 * 4096) / 100_000) * 100_000;
+    const size = cutUpdateBytes(factoryBytes);
     const mid = await benchImage('esp32', 'pre-cut-mid', size);
     const next = await benchImage('esp32', 'pre-cut-new', size);
     const oldVersion = parseAppImage(factoryBytes).version;

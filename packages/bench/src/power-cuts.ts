@@ -178,6 +178,14 @@ function firstDifference(a: Uint8Array, b: Uint8Array): number {
   return -1;
 }
 
+/**
+ * The size of the update a sweep cuts: the host app padded to the next 100 KB above it, with room
+ * for its signature (the host app's size moves with the firmware; the sweeps print the size).
+ */
+export function cutUpdateBytes(factoryImage: Uint8Array): number {
+  return Math.ceil((factoryImage.length + 2 * 4096) / 100_000) * 100_000;
+}
+
 export async function runPowerCuts(options: {
   protocol: 'v2' | 'baseline';
   sweep: 'sample' | 'all';
@@ -197,7 +205,7 @@ export async function runPowerCuts(options: {
     );
     const factory = parseAppImage(factoryBytes);
     const oldVersion = factory.version;
-    const cutImageBytes = Math.ceil((factoryBytes.length + 2 * 4096) / 100_000) * 100_000;
+    const cutImageBytes = cutUpdateBytes(factoryBytes);
     const { bytes: image, version: newVersion } = await benchImage(
       'esp32',
       'cut-new',
