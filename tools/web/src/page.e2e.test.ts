@@ -198,6 +198,40 @@ describe.skipIf(chromiumPath === undefined)(
       expect(board.errors).toEqual([]);
     });
 
+    it('stops at Cancel mid-upload with the board on its old image, and a second Update finishes', async () => {
+      const { page, board, serial } = await open();
+      await pickImage(page, images.v3?.path ?? '');
+      await connect(page);
+      // Nothing is installed until the second Update: no restart, no new image in between.
+      const noRestart = serial.notExpect(/Rebooting|rst:|new image confirmed/);
+      const held = board.holdAfterDataBytes(40_000);
+      await page.getByRole('button', { name: 'Update' }).click();
+      const release = await held;
+      const cancel = page.getByRole('button', { name: 'Cancel' });
+      expect(await cancel.isEnabled()).toBe(true);
+      await cancel.click();
+      release();
+      await expect
+        .poll(() => status(page), { timeout: 30_000 })
+        .toMatch(/^Cancelled: nothing was installed, the device runs its old image\./);
+      expect(await page.getByRole('alert').isHidden()).toBe(true);
+      expect(await cancel.isDisabled()).toBe(true);
+      expect(await page.getByRole('button', { name: 'Update' }).isEnabled()).toBe(true);
+      serial.check();
+      noRestart();
+
+      await page.getByRole('button', { name: 'Update' }).click();
+      await expect
+        .poll(() => status(page), { timeout: 50_000 })
+        .toBe('Done: the device runs 3.0.0.');
+      // The device held what it had committed before the cancel: the second Update goes on from there.
+      expect(await page.locator('#log').textContent()).toMatch(
+        /from stream byte [1-9]\d* on \(the device kept what came before\)/,
+      );
+      await serial.expect(/new image confirmed/);
+      expect(board.errors).toEqual([]);
+    });
+
     it('updates a board that offers the baseline protocol only, at phone width, from the keyboard', async () => {
       const { page, board, serial } = await open(
         { baselineOnly: true },

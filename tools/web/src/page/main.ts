@@ -260,8 +260,14 @@ function render(event: UpdateEvent, total: number): void {
       if (r.protocol === 'v2' && r.result.outcome === 'already-installed') {
         log('already installed: the device runs this image (same SHA-256); nothing sent');
       } else {
+        // A v2 device that held an earlier session's bytes (a cancel, a closed page) takes the
+        // stream from where it had committed: say so, as the second Update after Cancel does.
+        const from =
+          r.protocol === 'v2' && r.result.resumedFrom > 0
+            ? `, from stream byte ${r.result.resumedFrom} on (the device kept what came before)`
+            : '';
         log(
-          `uploaded ${total} bytes with protocol ${r.protocol}${event.resumes > 0 ? `, resumed ${event.resumes}x` : ''} in ${formatMs(event.wallMs)}`,
+          `uploaded ${total} bytes with protocol ${r.protocol}${event.resumes > 0 ? `, resumed ${event.resumes}x` : ''}${from} in ${formatMs(event.wallMs)}`,
         );
       }
       return;
@@ -307,9 +313,18 @@ async function onUpdate(): Promise<void> {
   } catch (error) {
     const message =
       error instanceof UpdateError || error instanceof Error ? error.message : String(error);
-    showError(message);
-    say('The update did not go through.');
-    log(`error: ${message}`);
+    if (running?.signal.aborted) {
+      // The person asked for it: not an error. Nothing is installed before END, and a v2
+      // device holds what it has received for a while (protocol-v2.md, "Sessions and resume").
+      say(
+        'Cancelled: nothing was installed, the device runs its old image. Update again to continue where this stopped.',
+      );
+      log(`cancelled (${message})`);
+    } else {
+      showError(message);
+      say('The update did not go through.');
+      log(`error: ${message}`);
+    }
   } finally {
     running = undefined;
     refreshButtons();
